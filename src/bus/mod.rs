@@ -1,0 +1,51 @@
+//! The seam between the controller and the invoker.
+//!
+//! The controller hands an [`ActivationMessage`] to a bus and gets back a receiver for the
+//! finished [`Activation`] record. Admission is immediate (an invoker that is full says so at
+//! once, so the caller gets 429/503 rather than a timeout); completion arrives later. The
+//! in-process bus (standalone) is a direct call; the Unix-socket and Kafka buses carry the same
+//! messages between processes and hosts.
+
+pub mod local;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::model::{
+    ActionLimits, Activation, ActivationId, EntityName, ExecMeta, FullyQualifiedName,
+};
+
+/// One accepted invoke, as sent to an invoker. It never carries the action's code (up to
+/// 48 MB): the invoker reads the code for `action`@`revision` from its own store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationMessage {
+    pub activation_id: ActivationId,
+    pub action: FullyQualifiedName,
+    pub revision: u64,
+    pub version: String,
+    pub exec: ExecMeta,
+    pub limits: ActionLimits,
+    /// The caller's namespace: the activation record belongs to it.
+    pub subject: EntityName,
+    /// The action's default parameters overlaid with the request's.
+    pub params: Map<String, Value>,
+    /// Milliseconds since the epoch when the controller accepted the request (for `waitTime`).
+    pub received_at_ms: u64,
+    pub publish: bool,
+}
+
+/// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The pool's queue is full: 429 to the caller.
+    #[error("{0}")]
+    Overloaded(String),
+    /// No invoker can take work (none running, shutting down): 503 to the caller.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where the finished record arrives. The sender is dropped only after it sent a record, so a
+/// closed channel is itself an internal error that the controller records.
+pub type Completion = oneshot::Receiver<Activation>;

@@ -1,0 +1,138 @@
+//! Containers that run one action each: the trait the invoker's pool drives, and its runc
+//! implementation.
+//!
+//! The trait is the OS boundary (as in youki): the pool's logic is unit-tested against a fake
+//! factory without root, and the integration tests run the real runc. Nothing here knows about
+//! HTTP, LMDB or activation records; a container takes an init and runs, and reports what
+//! happened in typed outcomes that the invoker turns into records.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::model::Runtime;
+
+/// What a container is created for. Prewarmed containers are created before the action is
+/// known, so nothing action-specific is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Unique among live containers; also the runc id and the machine name.
+    pub id: String,
+    pub runtime: Runtime,
+    /// cgroup memory limit in MB (the action's memory limit).
+    pub memory_mb: u64,
+    /// Whether the container may reach the network (otherwise loopback only).
+    pub network: bool,
+}
+
+/// The action-specific part of starting a container: sent once, after the code was installed
+/// into [`ActionContainer::code_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitSpec {
+    /// `namespace/name`, for the launcher's error messages.
+    pub action: String,
+    /// The function to call (`main` unless the action says otherwise).
+    pub entry_point: String,
+    /// True when the code dir holds an unpacked zip rather than a single source file.
+    pub binary: bool,
+}
+
+/// One activation's input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// The merged parameters, passed to `main`.
+    pub params: Map<String, Value>,
+    /// `__OW_*` values (without the prefix: `ACTIVATION_ID`, `NAMESPACE`, `ACTION_NAME`,
+    /// `DEADLINE`, ...), set in the action's environment for this run.
+    pub env: Vec<(String, String)>,
+    /// After this, the container is killed and the run ends in [`RunError::Timeout`].
+    pub timeout: Duration,
+    /// Log bytes kept for this run; past it the logs end with a truncation note.
+    pub log_limit: usize,
+    /// Largest result accepted, in bytes of JSON.
+    pub result_limit: usize,
+}
+
+/// A run that returned a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutput {
+    /// What `main` returned (an object). An `error` field makes it an application error.
+    pub result: Value,
+    /// Timestamped lines, `<RFC 3339> stdout: text` / `<RFC 3339> stderr: text`.
+    pub logs: Vec<String>,
+}
+
+/// A run that ended without a usable result. Every variant carries the logs collected so far;
+/// after any of them except `InitFailed` and `Internal` the container is dead and must be
+/// destroyed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    #[error("The action exceeded its time limit of {limit_ms} milliseconds.")]
+    Timeout { limit_ms: u64, logs: Vec<String> },
+    #[error("The action exhausted its memory limit of {limit_mb} MB and was killed.")]
+    OutOfMemory { limit_mb: u64, logs: Vec<String> },
+    #[error("The action did not return a dictionary and returned {snippet}.")]
+    InvalidResult { snippet: String, logs: Vec<String> },
+    #[error("The action produced a result of {size} bytes, more than the limit of {limit} bytes.")]
+    ResultTooLarge { size: usize, limit: usize, logs: Vec<String> },
+    #[error("The action's process exited unexpectedly ({detail}).")]
+    Crashed { detail: String, logs: Vec<String> },
+    #[error("The action failed to initialize: {message}")]
+    InitFailed { message: String, logs: Vec<String> },
+    #[error("internal error in the container driver: {0}")]
+    Internal(String),
+}
+
+/// A container could not be created or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("runc {verb} {id} failed: {message}")]
+    Runc { verb: &'static str, id: String, message: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One started container with its launcher waiting on its pipes.
+pub trait ActionContainer: Send + Sync + 'static {
+    fn id(&self) -> &str;
+
+    /// Host directory bind-mounted read-only at `/action` inside the container; the invoker
+    /// installs the action's code here before [`ActionContainer::init`].
+    fn code_dir(&self) -> &Path;
+
+    /// Loads the action into the launcher. Called once per container.
+    fn init(
+        &mut self,
+        init: &InitSpec,
+    ) -> impl std::future::Future<Output = Result<(), RunError>> + Send;
+
+    /// Runs one activation and collects its logs.
+    fn run(
+        &mut self,
+        run: &RunSpec,
+    ) -> impl std::future::Future<Output = Result<RunOutput, RunError>> + Send;
+
+    /// Kills and removes the container and everything it held (cgroup, bundle, code dir).
+    /// Never fails: what cannot be removed is logged, and reclaimed by the next start's cleanup.
+    fn destroy(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Makes containers. One per invoker.
+pub trait ContainerFactory: Send + Sync + 'static {
+    type Container: ActionContainer;
+
+    /// Creates and starts a container whose launcher waits for an init.
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl std::future::Future<Output = Result<Self::Container, ContainerError>> + Send;
+
+    /// Removes every container, bundle, cgroup and mount that an earlier run of this invoker
+    /// left behind (after a crash). Returns how many containers were reclaimed.
+    fn reclaim_leftovers(
+        &self,
+    ) -> impl std::future::Future<Output = Result<usize, ContainerError>> + Send;
+}

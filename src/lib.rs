@@ -1,0 +1,20 @@
+//! hearth: a serverless function platform for Linux hosts in the Apache OpenWhisk model.
+//!
+//! The path of one activation reads top to bottom through the modules:
+//! [`api`] (HTTP, auth) -> [`controller`] (entities, invoke orchestration) -> [`bus`] (the seam
+//! to the invoker) -> [`invoker`] (the container pool) -> [`container`] (runc) and [`runtime`]
+//! (the in-container launchers and their protocol). [`store`] keeps entities in LMDB and
+//! [`model`] defines them. [`systemd`] is the glue to the host's service manager and [`cli`]
+//! the `hearth` client.
+
+pub mod api;
+pub mod bus;
+pub mod cli;
+pub mod container;
+pub mod controller;
+pub mod invoker;
+pub mod model;
+pub mod runtime;
+pub mod shutdown;
+pub mod store;
+pub mod systemd;

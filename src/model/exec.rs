@@ -1,0 +1,126 @@
+//! What an action runs: its kind (runtime) and how to enter it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A runtime family hearth ships a launcher for. Aliases (`python:3`, `python:default`,
+/// `nodejs:20`, `nodejs:default`) all resolve to the host's interpreter of that family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Python,
+    Nodejs,
+}
+
+impl Runtime {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+            Runtime::Nodejs => "nodejs",
+        }
+    }
+}
+
+/// An unknown `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kind {0:?} is not supported (use python:3, python:default, nodejs, nodejs:20 or nodejs:default)")]
+pub struct KindError(pub String);
+
+/// The kind string as the user wrote it plus the runtime it resolves to. The string is kept
+/// so that the action reads back as it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Kind {
+    name: String,
+    runtime: Runtime,
+}
+
+impl Kind {
+    /// Resolves a kind string to a runtime.
+    pub fn parse(s: &str) -> Result<Self, KindError> {
+        let runtime = match s {
+            "python" | "python:3" | "python:default" | "python:3.11" => Runtime::Python,
+            "nodejs" | "nodejs:default" | "nodejs:20" | "nodejs:18" | "nodejs:22" => {
+                Runtime::Nodejs
+            }
+            _ => return Err(KindError(s.to_owned())),
+        };
+        Ok(Self { name: s.to_owned(), runtime })
+    }
+
+    /// Guesses the kind from a file name, as `wsk action create` does.
+    pub fn from_file_name(file: &str) -> Option<Self> {
+        let ext = file.rsplit('.').next()?;
+        match ext {
+            "py" => Kind::parse("python:3").ok(),
+            "js" => Kind::parse("nodejs:20").ok(),
+            _ => None,
+        }
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Kind::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The exec of a stored action without its code: what the hot path and the invoker need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecMeta {
+    pub kind: Kind,
+    /// The entry point; `main` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main: Option<String>,
+    /// True when the code is a zip archive (sent base64-encoded over the API).
+    #[serde(default)]
+    pub binary: bool,
+}
+
+impl ExecMeta {
+    /// The function the launcher calls.
+    pub fn entry_point(&self) -> &str {
+        self.main.as_deref().unwrap_or("main")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_resolve() {
+        assert_eq!(Kind::parse("python:3").unwrap().runtime(), Runtime::Python);
+        assert_eq!(Kind::parse("nodejs:default").unwrap().runtime(), Runtime::Nodejs);
+        assert!(Kind::parse("java:8").is_err());
+        assert_eq!(Kind::parse("nodejs").unwrap().as_str(), "nodejs");
+    }
+
+    #[test]
+    fn kind_from_file() {
+        assert_eq!(Kind::from_file_name("a.py").unwrap().runtime(), Runtime::Python);
+        assert_eq!(Kind::from_file_name("dir/a.js").unwrap().runtime(), Runtime::Nodejs);
+        assert!(Kind::from_file_name("a.rb").is_none());
+    }
+}

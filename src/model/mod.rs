@@ -1,0 +1,18 @@
+//! The entities of hearth and their validation: names, limits, kinds, actions, activations,
+//! identities. Pure data: nothing here does I/O, so every other module can depend on it.
+
+mod action;
+mod activation;
+mod exec;
+mod identity;
+mod limits;
+mod name;
+
+pub use action::{ActionMeta, KeyValue};
+pub use activation::{
+    now_millis, Activation, ActivationId, ActivationIdError, ActivationResponse, ActivationStatus,
+};
+pub use exec::{ExecMeta, Kind, KindError, Runtime};
+pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};
+pub use limits::*;
+pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
