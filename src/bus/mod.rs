@@ -6,7 +6,8 @@
 //! in-process bus (standalone) is a direct call; the Unix-socket and Kafka buses carry the same
 //! messages between processes and hosts.
 
-pub mod local;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -49,3 +50,15 @@ pub enum DispatchError {
 /// Where the finished record arrives. The sender is dropped only after it sent a record, so a
 /// closed channel is itself an internal error that the controller records.
 pub type Completion = oneshot::Receiver<Activation>;
+
+/// Something that takes activations: the in-process invoker (standalone), a client of the
+/// invoker's Unix socket, or a Kafka producer. Object-safe so the controller holds an
+/// `Arc<dyn Dispatcher>` chosen at start-up; the boxed future costs one small allocation per
+/// invoke.
+pub trait Dispatcher: Send + Sync + 'static {
+    /// Admits the activation or refuses it at once.
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>>;
+}

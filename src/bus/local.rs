@@ -1,1 +1,0 @@
-//! The in-process bus of `hearthd standalone`: a direct call into the invoker.
