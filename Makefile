@@ -1,0 +1,42 @@
+# hearth — the two commands a newcomer needs:
+#   make run    start a standalone server on 127.0.0.1:3233 (installs what it needs)
+#   make test   run the whole test suite (lints, unit, integration; system tests when root)
+
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:3233
+DATA_DIR ?= $(CURDIR)/.hearth
+
+.PHONY: all deps deps-test build run test lint unit-test client-test bench bench-quick clean
+
+all: build
+
+deps:
+	scripts/install-deps.sh
+
+deps-test:
+	HEARTH_DEPS=test scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --bins
+
+run: build
+	./target/release/hearthd standalone --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit-test:
+	$(CARGO) test --all-targets
+
+test: deps-test lint unit-test
+
+bench-quick: build
+	./target/release/hearth bench --quick
+
+bench: build
+	./target/release/hearth bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DATA_DIR)
