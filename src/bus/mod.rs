@@ -6,6 +6,9 @@
 //! in-process bus (standalone) is a direct call; the Unix-socket and Kafka buses carry the same
 //! messages between processes and hosts.
 
+pub mod frame;
+pub mod unix;
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -14,7 +17,8 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::model::{
-    ActionLimits, Activation, ActivationId, EntityName, ExecMeta, FullyQualifiedName,
+    now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
+    EntityName, ExecMeta, FullyQualifiedName, KeyValue,
 };
 
 /// One accepted invoke, as sent to an invoker. It never carries the action's code (up to
@@ -36,8 +40,37 @@ pub struct ActivationMessage {
     pub publish: bool,
 }
 
+impl ActivationMessage {
+    /// The record of an activation that hearth lost (the invoker died, a channel closed):
+    /// "whisk internal error" with `message`, so that every accepted activation ends with a
+    /// record even when nothing ran.
+    pub fn failure_record(&self, message: &str) -> Activation {
+        let now = now_millis();
+        let response = ActivationResponse::error(ActivationStatus::InternalError, message);
+        Activation {
+            namespace: self.subject.to_string(),
+            name: self.action.name.to_string(),
+            subject: self.subject.to_string(),
+            activation_id: self.activation_id,
+            start: self.received_at_ms,
+            end: now,
+            duration: now.saturating_sub(self.received_at_ms),
+            status_code: response.status_code,
+            response,
+            logs: Vec::new(),
+            annotations: vec![
+                KeyValue::new("path", self.action.to_string()),
+                KeyValue::new("kind", self.exec.kind.as_str()),
+                KeyValue::new("limits", serde_json::to_value(self.limits).unwrap_or(Value::Null)),
+            ],
+            version: self.version.clone(),
+            publish: self.publish,
+        }
+    }
+}
+
 /// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DispatchError {
     /// The pool's queue is full: 429 to the caller.
     #[error("{0}")]

@@ -1,0 +1,369 @@
+//! The Unix-socket bus: the controller and the invoker of one host as separate processes.
+//!
+//! The controller connects to the invoker's socket (`/run/hearth/invoker.sock`, socket-activated:
+//! the first connection starts the invoker). One connection carries many activations at once:
+//! every message names its activation id, and replies come back in any order.
+//!
+//! ```text
+//! controller -> invoker   Activate(msg)
+//! invoker -> controller   Admitted(id) | Rejected{id, error}     at once
+//! invoker -> controller   Completed(activation)                   when the run ends
+//! ```
+//!
+//! If the connection drops, every activation still waiting for admission is refused
+//! (Unavailable) and every admitted one loses its completion sender, which the controller
+//! turns into a "whisk internal error" record: nothing is silently lost.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{frame, ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::model::{Activation, ActivationId};
+use crate::shutdown::Shutdown;
+
+/// How long the controller waits for the invoker to admit an activation. Generous because the
+/// first connection may have to wait for systemd to start the invoker (socket activation),
+/// which reclaims leftovers before it accepts.
+const ADMISSION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Frames queued for one connection's writer before senders wait: bounds memory when the
+/// peer reads slowly.
+const WRITE_QUEUE: usize = 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ToInvoker {
+    Activate(Box<ActivationMessage>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ToController {
+    Admitted(ActivationId),
+    Rejected { id: ActivationId, error: DispatchError },
+    Completed(Box<Activation>),
+}
+
+/// An activation the controller sent and has not heard the end of.
+#[derive(Debug)]
+struct Pending {
+    admitted: Option<oneshot::Sender<Result<(), DispatchError>>>,
+    completion: oneshot::Sender<Activation>,
+}
+
+type PendingMap = Arc<Mutex<HashMap<ActivationId, Pending>>>;
+
+/// One live connection to the invoker.
+#[derive(Debug)]
+struct Connection {
+    tx: mpsc::Sender<ToInvoker>,
+    pending: PendingMap,
+}
+
+impl Connection {
+    fn is_open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+/// The controller's side: a [`Dispatcher`] that talks to the invoker's socket, connecting (and
+/// reconnecting after a loss) on demand.
+#[derive(Debug)]
+pub struct UnixBus {
+    path: PathBuf,
+    conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+}
+
+impl UnixBus {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), conn: tokio::sync::Mutex::new(None) }
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, DispatchError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref().filter(|c| c.is_open()) {
+            return Ok(c.clone());
+        }
+        let stream = UnixStream::connect(&self.path).await.map_err(|e| {
+            DispatchError::Unavailable(format!(
+                "the invoker is not reachable at {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        let conn = Arc::new(start_client(stream));
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+fn lock(p: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<ActivationId, Pending>> {
+    p.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn start_client(stream: UnixStream) -> Connection {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ToInvoker>(WRITE_QUEUE);
+    let pending: PendingMap = Arc::default();
+    tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = frame::write(&mut wr, &msg).await {
+                tracing::warn!(error = %e, "writing to the invoker failed");
+                break;
+            }
+        }
+    });
+    let reader_pending = pending.clone();
+    tokio::spawn(async move {
+        loop {
+            match frame::read::<_, ToController>(&mut rd).await {
+                Ok(Some(ToController::Admitted(id))) => {
+                    if let Some(p) = lock(&reader_pending).get_mut(&id) {
+                        if let Some(a) = p.admitted.take() {
+                            let _ = a.send(Ok(()));
+                        }
+                    }
+                }
+                Ok(Some(ToController::Rejected { id, error })) => {
+                    if let Some(mut p) = lock(&reader_pending).remove(&id) {
+                        if let Some(a) = p.admitted.take() {
+                            let _ = a.send(Err(error));
+                        }
+                    }
+                }
+                Ok(Some(ToController::Completed(act))) => {
+                    if let Some(p) = lock(&reader_pending).remove(&act.activation_id) {
+                        let _ = p.completion.send(*act);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading from the invoker failed");
+                    break;
+                }
+            }
+        }
+        // The connection is gone: refuse what was not admitted; admitted activations lose
+        // their completion sender, which the controller records as an internal error.
+        let lost: Vec<Pending> = lock(&reader_pending).drain().map(|(_, p)| p).collect();
+        for mut p in lost {
+            if let Some(a) = p.admitted.take() {
+                let _ = a.send(Err(DispatchError::Unavailable(
+                    "the connection to the invoker was lost".into(),
+                )));
+            }
+        }
+    });
+    Connection { tx, pending }
+}
+
+impl Dispatcher for UnixBus {
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let conn = self.connection().await?;
+            let id = msg.activation_id;
+            let (adm_tx, adm_rx) = oneshot::channel();
+            let (done_tx, done_rx) = oneshot::channel();
+            lock(&conn.pending).insert(id, Pending { admitted: Some(adm_tx), completion: done_tx });
+            if conn.tx.send(ToInvoker::Activate(Box::new(msg))).await.is_err() {
+                lock(&conn.pending).remove(&id);
+                return Err(DispatchError::Unavailable(
+                    "the connection to the invoker was lost".into(),
+                ));
+            }
+            match tokio::time::timeout(ADMISSION_TIMEOUT, adm_rx).await {
+                Ok(Ok(Ok(()))) => Ok(done_rx),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(_)) => {
+                    Err(DispatchError::Unavailable("the connection to the invoker was lost".into()))
+                }
+                Err(_) => {
+                    lock(&conn.pending).remove(&id);
+                    Err(DispatchError::Unavailable(format!(
+                        "the invoker did not admit the activation within {} s",
+                        ADMISSION_TIMEOUT.as_secs()
+                    )))
+                }
+            }
+        })
+    }
+}
+
+/// The invoker's side: accepts controller connections on `listener` and hands each activation
+/// to `dispatcher` (the invoker), until `shutdown`.
+pub async fn serve(
+    listener: UnixListener,
+    dispatcher: Arc<dyn Dispatcher>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve_connection(stream, dispatcher.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a controller connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    dispatcher: Arc<dyn Dispatcher>,
+    mut shutdown: Shutdown,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ToController>(WRITE_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = frame::write(&mut wr, &msg).await {
+                tracing::warn!(error = %e, "writing to the controller failed");
+                break;
+            }
+        }
+    });
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.wait() => break,
+            m = frame::read::<_, ToInvoker>(&mut rd) => m,
+        };
+        let msg = match msg {
+            Ok(Some(ToInvoker::Activate(msg))) => msg,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading from the controller failed");
+                break;
+            }
+        };
+        let id = msg.activation_id;
+        let fallback = (*msg).clone();
+        match dispatcher.dispatch(*msg).await {
+            Ok(done) => {
+                if tx.send(ToController::Admitted(id)).await.is_err() {
+                    break;
+                }
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let record = done.await.unwrap_or_else(|_| {
+                        fallback.failure_record("the invoker lost the activation before it ended")
+                    });
+                    let _ = tx.send(ToController::Completed(Box::new(record))).await;
+                });
+            }
+            Err(error) => {
+                if tx.send(ToController::Rejected { id, error }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Binds the invoker's socket at `path` (when not socket-activated), replacing a stale file.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    UnixListener::bind(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        ActionLimits, ActivationResponse, EntityName, ExecMeta, FullyQualifiedName, Kind,
+    };
+
+    /// Completes every activation with a success record echoing its params; refuses the
+    /// activation named "full" as the real invoker does when its queue is full.
+    struct Echo;
+
+    impl Dispatcher for Echo {
+        fn dispatch(
+            &self,
+            msg: ActivationMessage,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
+        > {
+            Box::pin(async move {
+                if msg.action.name.as_str() == "full" {
+                    return Err(DispatchError::Overloaded("queue full".into()));
+                }
+                let (tx, rx) = oneshot::channel();
+                let mut rec = msg.failure_record("unused");
+                rec.response =
+                    ActivationResponse::success(serde_json::Value::Object(msg.params.clone()));
+                let _ = tx.send(rec);
+                Ok(rx)
+            })
+        }
+    }
+
+    fn message(name: &str) -> ActivationMessage {
+        let ns = EntityName::parse("guest").unwrap();
+        ActivationMessage {
+            activation_id: ActivationId::generate(),
+            action: FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap()),
+            revision: 1,
+            version: "0.0.1".into(),
+            exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
+            limits: ActionLimits::default(),
+            subject: ns,
+            params: serde_json::json!({"n": name}).as_object().unwrap().clone(),
+            received_at_ms: 0,
+            publish: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn activations_cross_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("invoker.sock");
+        let listener = bind(&path).unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let server = tokio::spawn(serve(listener, Arc::new(Echo), shutdown));
+        let bus = UnixBus::new(&path);
+        let mut waits = Vec::new();
+        for i in 0..50 {
+            let m = message(&format!("a{i}"));
+            let id = m.activation_id;
+            waits.push((id, bus.dispatch(m).await.unwrap()));
+        }
+        for (id, w) in waits {
+            let rec = w.await.unwrap();
+            assert_eq!(rec.activation_id, id);
+            assert!(rec.response.success);
+        }
+        let refused = bus.dispatch(message("full")).await.unwrap_err();
+        assert_eq!(refused, DispatchError::Overloaded("queue full".into()));
+        trigger.fire();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_invoker_is_unavailable() {
+        let bus = UnixBus::new("/nonexistent/hearth/invoker.sock");
+        let err = bus.dispatch(message("x")).await.unwrap_err();
+        assert!(matches!(err, DispatchError::Unavailable(m) if m.contains("not reachable")));
+    }
+}
