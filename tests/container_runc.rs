@@ -160,3 +160,308 @@ async fn python_hello_params_env_logs() {
 async fn node_hello_params_env_logs() {
     hello(Runtime::Nodejs, JS_HELLO).await;
 }
+
+#[tokio::test]
+async fn exceptions_become_error_results() {
+    let env = env();
+    let mut py = env.start(Runtime::Python, "def main(a):\n    raise ValueError('bad input')\n").await;
+    let out = py.run(&run_spec(json!({}))).await.unwrap();
+    assert_eq!(out.result, json!({"error": "ValueError: bad input"}));
+    assert!(out.logs.iter().any(|l| l.contains("stderr: Traceback")), "{:?}", out.logs);
+    // The container survives an application error.
+    assert!(py.run(&run_spec(json!({}))).await.is_ok());
+    let mut js =
+        env.start(Runtime::Nodejs, "async function main(a) { throw new TypeError('nope'); }").await;
+    let out = js.run(&run_spec(json!({}))).await.unwrap();
+    assert_eq!(out.result, json!({"error": "TypeError: nope"}));
+    py.destroy().await;
+    js.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn init_failure_is_reported() {
+    let env = env();
+    let spec = env.spec(Runtime::Python, 128);
+    let mut c = env.factory.create(&spec).await.unwrap();
+    code::install(c.code_dir(), Runtime::Python, b"def main(:\n", false).unwrap();
+    let init = InitSpec { action: "guest/x".into(), entry_point: "main".into(), binary: false };
+    match c.init(&init).await {
+        Err(RunError::InitFailed { message, logs }) => {
+            assert!(message.starts_with("SyntaxError"), "{message}");
+            assert!(!logs.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn non_dict_result_is_invalid() {
+    let env = env();
+    let mut py = env.start(Runtime::Python, "def main(a):\n    return [1, 2]\n").await;
+    match py.run(&run_spec(json!({}))).await {
+        Err(RunError::InvalidResult { snippet, .. }) => assert_eq!(snippet, "[1,2]"),
+        other => panic!("{other:?}"),
+    }
+    let mut js = env.start(Runtime::Nodejs, "function main() { return 42; }").await;
+    match js.run(&run_spec(json!({}))).await {
+        Err(RunError::InvalidResult { snippet, .. }) => assert_eq!(snippet, "42"),
+        other => panic!("{other:?}"),
+    }
+    py.destroy().await;
+    js.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn crash_is_reported() {
+    let env = env();
+    let mut c = env
+        .start(Runtime::Python, "import os\ndef main(a):\n    print('bye')\n    os._exit(3)\n")
+        .await;
+    match c.run(&run_spec(json!({}))).await {
+        Err(RunError::Crashed { logs, .. }) => {
+            assert!(bodies(&logs).contains(&"stdout: bye".to_owned()), "{logs:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn timeout_kills_and_reports() {
+    let env = env();
+    let mut c = env.start(Runtime::Python, "def main(a):\n    while True:\n        pass\n").await;
+    let mut spec = run_spec(json!({}));
+    spec.timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    match c.run(&spec).await {
+        Err(RunError::Timeout { limit_ms: 500, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1500), "timeout took {took:?}");
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn memory_hog_is_out_of_memory() {
+    let env = env();
+    let spec = env.spec(Runtime::Python, 128);
+    let code = "def main(a):\n    x = b'x' * (400 * 1024 * 1024)\n    return {'n': len(x)}\n";
+    let mut c = env.start_with(spec, code.as_bytes(), false).await;
+    match c.run(&run_spec(json!({}))).await {
+        Err(RunError::OutOfMemory { limit_mb: 128, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn log_flood_is_truncated() {
+    let env = env();
+    let mut c = env
+        .start(Runtime::Python, "def main(a):\n    for i in range(100000):\n        print('x' * 100)\n    return {}\n")
+        .await;
+    let mut spec = run_spec(json!({}));
+    spec.log_limit = 10_000;
+    let out = c.run(&spec).await.unwrap();
+    assert_eq!(out.logs.len(), 101, "100 lines of 100 bytes, then the note");
+    assert!(out.logs[100].ends_with(
+        "stderr: Logs were truncated because the total bytes size exceeds the limit of 10000 bytes."
+    ));
+    // The next run starts with a fresh budget.
+    let mut c2 = c;
+    let out = c2.run(&spec).await.unwrap();
+    assert_eq!(out.logs.len(), 101);
+    c2.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn result_too_large() {
+    let env = env();
+    let mut c = env.start(Runtime::Nodejs, "function main() { return {big: 'x'.repeat(2000000)}; }").await;
+    match c.run(&run_spec(json!({}))).await {
+        Err(RunError::ResultTooLarge { size, limit, .. }) => {
+            assert_eq!(limit, 1024 * 1024);
+            assert_eq!(size, 2_000_000 + r#"{"big":""}"#.len());
+        }
+        other => panic!("{other:?}"),
+    }
+    c.destroy().await;
+    env.finish().await;
+}
+
+fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        w.write_all(data.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn zip_actions() {
+    let env = env();
+    let py = zip_of(&[
+        ("__main__.py", "from helper import greet\ndef main(a):\n    return {'msg': greet(a['name'])}\n"),
+        ("helper.py", "def greet(n):\n    return 'hi ' + n\n"),
+    ]);
+    let mut p = env.start_with(env.spec(Runtime::Python, 256), &py, true).await;
+    assert_eq!(p.run(&run_spec(json!({"name": "py"}))).await.unwrap().result, json!({"msg": "hi py"}));
+    let js = zip_of(&[
+        ("package.json", r#"{"name": "a", "main": "lib/entry.js"}"#),
+        ("lib/entry.js", "const h = require('./helper');\nexports.main = async (a) => ({msg: h(a.name)});\n"),
+        ("lib/helper.js", "module.exports = (n) => 'hi ' + n;\n"),
+    ]);
+    let mut n = env.start_with(env.spec(Runtime::Nodejs, 256), &js, true).await;
+    assert_eq!(n.run(&run_spec(json!({"name": "js"}))).await.unwrap().result, json!({"msg": "hi js"}));
+    p.destroy().await;
+    n.destroy().await;
+    env.finish().await;
+}
+
+const PY_PROBE: &str = r#"
+import os, socket, subprocess
+def attempt(f):
+    try:
+        f()
+        return "ok"
+    except Exception as e:
+        return type(e).__name__
+def write(path):
+    with open(path, "w") as f:
+        f.write("x")
+def connect():
+    s = socket.create_connection(("1.1.1.1", 80), timeout=2)
+    s.close()
+def main(a):
+    return {
+        "usr": attempt(lambda: write("/usr/hearth-probe")),
+        "action": attempt(lambda: write("/action/probe")),
+        "root": attempt(lambda: write("/probe")),
+        "tmp": attempt(lambda: write("/tmp/probe")),
+        "net": attempt(connect),
+        "uid": os.getuid(), "gid": os.getgid(),
+        "mount": attempt(lambda: os.unshare(0x00020000)) if hasattr(os, "unshare") else "n/a",
+    }
+"#;
+
+#[tokio::test]
+async fn isolation() {
+    let env = env();
+    let mut c = env.start(Runtime::Python, PY_PROBE).await;
+    let r = c.run(&run_spec(json!({}))).await.unwrap().result;
+    assert_eq!(r["usr"], "OSError", "{r}");
+    assert_eq!(r["action"], "OSError", "{r}");
+    assert_eq!(r["root"], "OSError", "{r}");
+    assert_eq!(r["tmp"], "ok", "{r}");
+    assert_ne!(r["net"], "ok", "{r}");
+    assert_eq!(r["uid"], 65534);
+    assert_eq!(r["gid"], 65534);
+    assert!(!Path::new("/usr/hearth-probe").exists());
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained() {
+    let env = env();
+    let code = r#"
+import os
+def main(a):
+    pids = []
+    err = None
+    try:
+        for i in range(1000):
+            pid = os.fork()
+            if pid == 0:
+                import time
+                time.sleep(30)
+                os._exit(0)
+            pids.append(pid)
+    except OSError as e:
+        err = type(e).__name__
+    for p in pids:
+        os.kill(p, 9)
+        os.waitpid(p, 0)
+    return {"forked": len(pids), "error": err}
+"#;
+    let mut c = env.start(Runtime::Python, code).await;
+    let r = c.run(&run_spec(json!({}))).await.unwrap().result;
+    assert!(r["forked"].as_u64().unwrap() < 64, "{r}");
+    assert_eq!(r["error"], "BlockingIOError", "{r}");
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn reclaim_removes_leftovers() {
+    let env = env();
+    let mut c = env.start(Runtime::Python, PY_HELLO).await;
+    c.run(&run_spec(json!({}))).await.unwrap();
+    let id = c.id().to_owned();
+    // A crashed invoker: the container is forgotten, not destroyed.
+    std::mem::forget(c);
+    assert_eq!(env.factory.list().await.unwrap(), vec![id.clone()]);
+    assert!(cgroup::exists(&env.parent, &id));
+    assert_eq!(env.factory.reclaim_leftovers().await.unwrap(), 1);
+    assert!(!cgroup::exists(&env.parent, &id));
+    env.finish().await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn warm(runtime: Runtime, code: &str) {
+    let env = env();
+    let t = Instant::now();
+    let spec = env.spec(runtime, 256);
+    let mut c = env.factory.create(&spec).await.unwrap();
+    let create = t.elapsed();
+    code::install(c.code_dir(), runtime, code.as_bytes(), false).unwrap();
+    let t = Instant::now();
+    c.init(&InitSpec { action: "guest/w".into(), entry_point: "main".into(), binary: false })
+        .await
+        .unwrap();
+    let init = t.elapsed();
+    let t = Instant::now();
+    let first = c.run(&run_spec(json!({"i": 0}))).await.unwrap();
+    let first_run = t.elapsed();
+    assert_eq!(first.result, json!({"i": 0}));
+    let mut times = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let t = Instant::now();
+        let out = c.run(&run_spec(json!({"i": i}))).await.unwrap();
+        times.push(t.elapsed());
+        assert_eq!(out.result, json!({"i": i}));
+        assert!(out.logs.is_empty());
+    }
+    times.sort();
+    println!(
+        "{runtime:?}: create+start {create:?}, init (interpreter start + load) {init:?}, first run {first_run:?}, warm p50 {:?} p99 {:?}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    c.destroy().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn warm_reuse_python() {
+    warm(Runtime::Python, "def main(a):\n    return a\n").await;
+}
+
+#[tokio::test]
+async fn warm_reuse_node() {
+    warm(Runtime::Nodejs, "function main(a) { return a; }").await;
+}

@@ -50,6 +50,9 @@ impl Skeleton {
             fs::create_dir_all(&path).map_err(io_err("cannot create", &path))?;
             set_mode(&path, 0o755)?;
         }
+        // runc gives a tmpfs the mode of the directory it is mounted on, whatever the mount's
+        // `mode=` option says, so the mount point itself must be world-writable and sticky.
+        set_mode(&root.join("tmp"), 0o1777)?;
         let mut bind_dirs = Vec::new();
         for name in USR_MERGED {
             let host = Path::new("/").join(name);
