@@ -134,11 +134,17 @@ mod tests {
     #[test]
     fn oom_counter_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
-            .unwrap();
+        fs::write(
+            dir.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
         assert!(!oom_killed(dir.path()));
-        fs::write(dir.path().join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-            .unwrap();
+        fs::write(
+            dir.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
         assert!(oom_killed(dir.path()));
         assert!(!oom_killed(&dir.path().join("missing")));
     }

@@ -294,7 +294,10 @@ impl ActionContainer for RuncContainer {
                     }
                     Err(ReplyError::NotJson(e)) => {
                         self.dead = true;
-                        Err(RunError::InvalidResult { snippet: format!("invalid JSON ({e})"), logs })
+                        Err(RunError::InvalidResult {
+                            snippet: format!("invalid JSON ({e})"),
+                            logs,
+                        })
                     }
                 }
             }

@@ -134,9 +134,7 @@ impl LogCollector {
     /// Waits until each stream has shown `exchanges` sentinels in total or ended, at most
     /// `max`. Returns false when it gave up waiting.
     pub async fn wait_end(&self, exchanges: u64, max: Duration) -> bool {
-        let done = |s: &LogState| {
-            (0..2).all(|i| s.sentinels[i] >= exchanges || s.eof[i])
-        };
+        let done = |s: &LogState| (0..2).all(|i| s.sentinels[i] >= exchanges || s.eof[i]);
         let wait = async {
             loop {
                 let notified = self.changed.notified();

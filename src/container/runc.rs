@@ -115,12 +115,11 @@ impl RuncFactory {
         make_dir(&config.root, 0o700)?;
         let skeleton = Skeleton::prepare(&config.state_dir.join("rootfs"))?;
         let launcher_dir = config.state_dir.join("launchers");
-        launcher::install_all(&launcher_dir)
-            .map_err(|e| ContainerError::Io {
-                what: "cannot install launcher",
-                path: e.path.display().to_string(),
-                source: e.source,
-            })?;
+        launcher::install_all(&launcher_dir).map_err(|e| ContainerError::Io {
+            what: "cannot install launcher",
+            path: e.path.display().to_string(),
+            source: e.source,
+        })?;
         let bundles = config.state_dir.join("bundles");
         let code = config.state_dir.join("code");
         make_dir(&bundles, 0o700)?;
@@ -154,8 +153,11 @@ impl RuncFactory {
         let shared = &self.shared;
         make_dir(bundle_dir, 0o700)?;
         make_dir(code_dir, 0o755)?;
-        let cgroups_path =
-            cgroup::cgroups_path(&shared.config.cgroup_parent, &spec.id, shared.config.systemd_cgroup);
+        let cgroups_path = cgroup::cgroups_path(
+            &shared.config.cgroup_parent,
+            &spec.id,
+            shared.config.systemd_cgroup,
+        );
         let config = bundle::config(&BundleSpec {
             id: &spec.id,
             runtime: spec.runtime,
@@ -169,9 +171,15 @@ impl RuncFactory {
         let config_path = bundle_dir.join("config.json");
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| ContainerError::Other(format!("config.json of {}: {e}", spec.id)))?;
-        tokio::fs::write(&config_path, bytes).await.map_err(io_err("cannot write", &config_path))?;
+        tokio::fs::write(&config_path, bytes)
+            .await
+            .map_err(io_err("cannot write", &config_path))?;
 
-        let pipe_err = |e| ContainerError::Io { what: "cannot create pipe for", path: spec.id.clone(), source: e };
+        let pipe_err = |e| ContainerError::Io {
+            what: "cannot create pipe for",
+            path: spec.id.clone(),
+            source: e,
+        };
         let (stdin_r, stdin_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (stdout_r, stdout_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (stderr_r, stderr_w) = runc_cli::pipe().map_err(pipe_err)?;
@@ -181,7 +189,8 @@ impl RuncFactory {
         let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(pipe_err)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr_r).map_err(pipe_err)?;
 
-        let stdio = ChildStdio { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, reply: reply_w };
+        let stdio =
+            ChildStdio { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, reply: reply_w };
         shared.runc.create(&spec.id, bundle_dir, stdio).await?;
         // From here on runc knows the container: a failure must delete it.
         let logs = LogCollector::new(usize::MAX);
@@ -223,7 +232,10 @@ impl ContainerFactory for RuncFactory {
         }
         match self.create_inner(spec, &bundle_dir, &code_dir).await {
             Ok(c) => {
-                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "container started");
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "container started"
+                );
                 Ok(c)
             }
             Err(e) => {
@@ -307,7 +319,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;

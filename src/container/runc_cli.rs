@@ -113,7 +113,8 @@ impl Runc {
         // close now or the host never sees end of file on the container's output.
         drop(cmd);
         drop(reply);
-        let mut child = spawned.map_err(|e| runc_err("create", id, format!("cannot spawn: {e}")))?;
+        let mut child =
+            spawned.map_err(|e| runc_err("create", id, format!("cannot spawn: {e}")))?;
         let status =
             child.wait().await.map_err(|e| runc_err("create", id, format!("wait: {e}")))?;
         if status.success() {

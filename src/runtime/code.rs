@@ -114,9 +114,7 @@ fn unzip(dir: &Path, code: &[u8]) -> Result<(), CodeError> {
         let mode = if executable { 0o755 } else { 0o644 };
         match write_new(&target, mode, &mut entry, budget) {
             Ok(n) => budget -= n,
-            Err(CodeError::Io { source, .. })
-                if source.kind() == io::ErrorKind::AlreadyExists =>
-            {
+            Err(CodeError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(CodeError::BadEntry { name, why: "it appears twice in the archive" });
             }
             Err(e) => return Err(e),
