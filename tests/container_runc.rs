@@ -2,6 +2,8 @@
 //! its own factory (own runc root, state dir and cgroup parent) and checks at the end that
 //! runc lists nothing, no cgroup and no mount is left.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
