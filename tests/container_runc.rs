@@ -34,7 +34,7 @@ fn env() -> Env {
     assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root to run runc");
     let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let state = tempfile::Builder::new().prefix("hearth-ct-").tempdir().unwrap();
-    let root = PathBuf::from(format!("/run/hearth-test/{tag}"));
+    let root = PathBuf::from(format!("/run/hearth-container-test/{tag}"));
     let parent = format!("hearth/test-{tag}");
     let factory = RuncFactory::new(RuncConfig {
         runc: RUNC.into(),
@@ -80,8 +80,27 @@ impl Env {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let state = self.state.path().to_str().unwrap();
         assert!(!mounts.contains(state), "mounts left under {state}");
+    }
+}
+
+/// Runs also when a test panicked: deletes this test's containers (by our runc root), its
+/// cgroups (under its own parent) and runc root, so a failure leaves nothing behind.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let runc = |args: &[&str]| {
+            std::process::Command::new(RUNC).arg("--root").arg(&self.root).args(args).output()
+        };
+        if let Ok(out) = runc(&["list", "-q"]) {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = runc(&["delete", "--force", id]);
+            }
+        }
+        for (_, dir) in cgroup::leftover_dirs(&self.parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
         cgroup::remove_empty_parents(&self.parent);
         let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir(self.root.parent().unwrap());
     }
 }
 
