@@ -9,6 +9,18 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub mod bundle;
+pub mod cgroup;
+mod instance;
+pub mod logs;
+mod runc;
+pub mod runc_cli;
+pub mod seccomp;
+pub mod skeleton;
+
+pub use instance::RuncContainer;
+pub use runc::{RuncConfig, RuncFactory};
+
 use serde_json::{Map, Value};
 
 use crate::model::Runtime;

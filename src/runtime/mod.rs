@@ -1,1 +1,12 @@
-//! (being written)
+//! The in-container side of an action: which interpreter runs a kind ([`kinds`]), the launchers
+//! hearth ships and where they are installed ([`launcher`]), the action-loop protocol spoken
+//! with them over pipes ([`protocol`]) and how an action's code lands in a container's code
+//! dir ([`code`]).
+//!
+//! This module owns the contract between the host and the launcher, and nothing about how a
+//! container is made: it must never spawn processes or touch runc; [`crate::container`] does.
+
+pub mod code;
+pub mod kinds;
+pub mod launcher;
+pub mod protocol;

@@ -1,0 +1,151 @@
+//! The host-side view of the containers' cgroups (cgroup v1 hybrid, runc's cgroupfs driver):
+//! reading a container's OOM counter, and removing what a crashed invoker left under the
+//! hearth parent.
+//!
+//! runc creates and removes the cgroups; this module only reads them on the critical path's
+//! failure branch and cleans leftovers at start-up. It must never touch a cgroup outside the
+//! configured parent.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The cgroup filesystem root.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Attempts at removing a cgroup whose processes were just killed; the kernel empties it
+/// asynchronously after the last task exits.
+const RMDIR_ATTEMPTS: u32 = 50;
+const RMDIR_PAUSE: Duration = Duration::from_millis(10);
+
+/// `cgroupsPath` for runc: `/parent/id` with cgroupfs, `parent:hearth:id` with systemd.
+pub fn cgroups_path(parent: &str, id: &str, systemd: bool) -> String {
+    if systemd {
+        format!("{parent}:hearth:{id}")
+    } else {
+        format!("/{}/{id}", parent.trim_matches('/'))
+    }
+}
+
+/// The memory controller's dir of a container (cgroupfs driver).
+pub fn memory_dir(parent: &str, id: &str) -> PathBuf {
+    Path::new(CGROUP_ROOT).join("memory").join(parent.trim_matches('/')).join(id)
+}
+
+/// Whether the kernel's OOM killer acted in this memory cgroup: `oom_kill` of
+/// memory.oom_control (kernels since 4.13), else `under_oom`, else any failed charge.
+pub fn oom_killed(memory_dir: &Path) -> bool {
+    if let Ok(text) = fs::read_to_string(memory_dir.join("memory.oom_control")) {
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next().and_then(|v| v.parse::<u64>().ok())) {
+                (Some("oom_kill"), Some(n)) => return n > 0,
+                (Some("under_oom"), Some(n)) if n > 0 => return true,
+                _ => {}
+            }
+        }
+    }
+    fs::read_to_string(memory_dir.join("memory.failcnt"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
+/// Every hierarchy's dir for `parent`: one per v1 controller mount and the unified one.
+fn parent_dirs(parent: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path().join(parent.trim_matches('/')))
+        .filter(|p| p.is_dir())
+        .collect();
+    // cgroup2 mounted directly at the root (pure v2 host).
+    let direct = Path::new(CGROUP_ROOT).join(parent.trim_matches('/'));
+    if direct.join("cgroup.procs").exists() && !dirs.contains(&direct) {
+        dirs.push(direct);
+    }
+    dirs
+}
+
+/// The cgroup dirs of containers under `parent`, by container id, in every hierarchy.
+pub fn leftover_dirs(parent: &str) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    for dir in parent_dirs(parent) {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.filter_map(|e| e.ok()) {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                found.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            }
+        }
+    }
+    found
+}
+
+/// Kills every process in the cgroup dir and removes it. Only called on dirs under the hearth
+/// parent whose container runc no longer knows, so every pid in it is a leftover of ours.
+pub async fn remove_leftover(dir: &Path) -> io::Result<()> {
+    for attempt in 0..RMDIR_ATTEMPTS {
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<libc::pid_t>().ok()) {
+                // SAFETY: kill(2) with a pid read from the leftover cgroup and a constant
+                // signal; it touches no memory of ours.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if attempt + 1 == RMDIR_ATTEMPTS => return Err(e),
+            Err(_) => tokio::time::sleep(RMDIR_PAUSE).await,
+        }
+    }
+    Ok(())
+}
+
+/// Removes the parent dirs themselves when empty (best effort: another invoker sharing the
+/// parent may still have containers there, and then rmdir fails harmlessly).
+pub fn remove_empty_parents(parent: &str) {
+    for dir in parent_dirs(parent) {
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+/// Whether any cgroup dir of container `id` under `parent` exists in any hierarchy.
+pub fn exists(parent: &str, id: &str) -> bool {
+    parent_dirs(parent).iter().any(|d| d.join(id).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(cgroups_path("hearth", "c1", false), "/hearth/c1");
+        assert_eq!(cgroups_path("/hearth/t/", "c1", false), "/hearth/t/c1");
+        assert_eq!(cgroups_path("hearth.slice", "c1", true), "hearth.slice:hearth:c1");
+        assert_eq!(memory_dir("hearth", "c1"), Path::new("/sys/fs/cgroup/memory/hearth/c1"));
+    }
+
+    #[test]
+    fn oom_counter_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!oom_killed(dir.path()));
+        fs::write(
+            dir.path().join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(oom_killed(dir.path()));
+        assert!(!oom_killed(&dir.path().join("missing")));
+    }
+}

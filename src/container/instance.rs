@@ -1,0 +1,337 @@
+//! One runc container with its launcher on the other end of the pipes: the init, the runs
+//! and the teardown. This is the warm critical path: a run is one write to stdin, one line
+//! read from fd 3 and a wait for the log sentinels, with buffers reused across runs.
+//!
+//! Every way a run can end maps to a typed outcome: a reply (result, invalid result, result
+//! too large), the time limit (the container is killed), or the pipe closing (out of memory
+//! when the memory cgroup saw an OOM kill, a crash otherwise). After any failed run the
+//! container is marked dead; the pool destroys it. Nothing here retries or decides policy.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+
+use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
+use crate::runtime::protocol::{self, ReplyError};
+
+use super::cgroup;
+use super::logs::LogCollector;
+use super::runc::{remove_dir_logged, Shared};
+use super::{ActionContainer, ContainerSpec, InitSpec, RunError, RunOutput, RunSpec};
+
+/// How long an init may take. [`InitSpec`] carries no timeout; OpenWhisk bounds init by the
+/// action's timeout, whose maximum is 5 minutes, but loading code that takes more than a
+/// minute is broken rather than slow.
+pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a reply, how long to wait for both sentinels. They were written before the reply,
+/// so they are already in the pipes; this only covers the reader tasks being scheduled (and
+/// at most one pipe buffer of logs to drain).
+pub const SENTINEL_WAIT: Duration = Duration::from_millis(200);
+/// After the container died, how long to wait for its output pipes to close.
+pub const DEATH_WAIT: Duration = Duration::from_millis(500);
+/// Largest init reply read; an init replies `{"ok":true}` or an error message.
+const INIT_REPLY_LIMIT: usize = MAX_PAYLOAD_BYTES;
+/// Logs kept for an init (then handed to the first run).
+const INIT_LOG_LIMIT: usize = (LOGS_MAX_MB as usize) * 1024 * 1024;
+
+/// A started runc container. Must be [`ActionContainer::destroy`]ed.
+#[derive(Debug)]
+pub struct RuncContainer {
+    id: String,
+    memory_mb: u64,
+    shared: Arc<Shared>,
+    code_dir: PathBuf,
+    bundle_dir: PathBuf,
+    memory_dir: PathBuf,
+    stdin: pipe::Sender,
+    reply: BufReader<pipe::Receiver>,
+    logs: Arc<LogCollector>,
+    readers: [JoinHandle<()>; 2],
+    /// Messages sent so far; each is followed by one sentinel per stream.
+    exchanges: u64,
+    /// Reused encode buffer for the message to the launcher.
+    out: Vec<u8>,
+    /// Reused buffer for the reply line.
+    line: Vec<u8>,
+    /// The init's logs, handed to the first run.
+    carry: Vec<String>,
+    dead: bool,
+    destroyed: bool,
+}
+
+/// How reading one reply ended.
+enum Reply {
+    /// A complete line is in the buffer.
+    Line,
+    /// A complete line longer than the limit was read and dropped; its size in bytes.
+    TooLarge(usize),
+    /// The pipe closed first: the launcher is gone.
+    Closed,
+}
+
+/// Reads one line from `reader` into `line`, keeping at most `limit` bytes but consuming the
+/// whole line so that its true size is known and the next reply starts clean.
+async fn read_reply(
+    reader: &mut BufReader<pipe::Receiver>,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Reply> {
+    line.clear();
+    let mut size = 0usize;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Reply::Closed);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(pos) => (pos, true),
+            None => (buf.len(), false),
+        };
+        size += take;
+        if size <= limit {
+            line.extend_from_slice(&buf[..take]);
+        } else {
+            line.clear();
+        }
+        reader.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(if size > limit { Reply::TooLarge(size) } else { Reply::Line });
+        }
+    }
+}
+
+/// How an exchange with the launcher ended, before it is turned into an outcome.
+enum Exchange {
+    Replied(Reply),
+    Failed(io::Error),
+    TimedOut,
+}
+
+impl RuncContainer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        spec: &ContainerSpec,
+        shared: Arc<Shared>,
+        code_dir: PathBuf,
+        bundle_dir: PathBuf,
+        stdin: pipe::Sender,
+        reply: BufReader<pipe::Receiver>,
+        logs: Arc<LogCollector>,
+        readers: [JoinHandle<()>; 2],
+    ) -> Self {
+        let memory_dir = cgroup::memory_dir(&shared.config.cgroup_parent, &spec.id);
+        Self {
+            id: spec.id.clone(),
+            memory_mb: spec.memory_mb,
+            shared,
+            code_dir,
+            bundle_dir,
+            memory_dir,
+            stdin,
+            reply,
+            logs,
+            readers,
+            exchanges: 0,
+            out: Vec::with_capacity(4096),
+            line: Vec::with_capacity(4096),
+            carry: Vec::new(),
+            dead: false,
+            destroyed: false,
+        }
+    }
+
+    /// Whether a failed run left this container unusable.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Sends `self.out` and reads one reply, within `limit`.
+    async fn exchange(&mut self, timeout: Duration, reply_limit: usize) -> Exchange {
+        self.exchanges += 1;
+        let (stdin, reader, out, line) =
+            (&mut self.stdin, &mut self.reply, &self.out, &mut self.line);
+        let talk = async {
+            stdin.write_all(out).await?;
+            read_reply(reader, line, reply_limit).await
+        };
+        match tokio::time::timeout(timeout, talk).await {
+            Ok(Ok(reply)) => Exchange::Replied(reply),
+            Ok(Err(e)) => Exchange::Failed(e),
+            Err(_) => Exchange::TimedOut,
+        }
+    }
+
+    /// The logs of the exchange that just got its reply: waits for both sentinels.
+    async fn logs_after_reply(&mut self) -> Vec<String> {
+        if !self.logs.wait_end(self.exchanges, SENTINEL_WAIT).await {
+            tracing::warn!(id = %self.id, "log sentinels missing after the reply");
+        }
+        self.collect()
+    }
+
+    /// The logs of a container that died or was killed: waits for its pipes to close.
+    async fn logs_after_death(&mut self) -> Vec<String> {
+        self.dead = true;
+        if !self.logs.wait_end(u64::MAX, DEATH_WAIT).await {
+            tracing::debug!(id = %self.id, "log pipes still open after the container died");
+        }
+        self.collect()
+    }
+
+    fn collect(&mut self) -> Vec<String> {
+        let logs = self.logs.take();
+        if self.carry.is_empty() {
+            logs
+        } else {
+            let mut all = std::mem::take(&mut self.carry);
+            all.extend(logs);
+            all
+        }
+    }
+
+    async fn kill(&self) {
+        if let Err(e) = self.shared.runc.kill(&self.id, "KILL").await {
+            tracing::warn!(id = %self.id, error = %e, "cannot kill container");
+        }
+    }
+
+    /// The outcome of the pipe closing or breaking mid-exchange.
+    async fn died(&mut self, detail: String) -> RunError {
+        let logs = self.logs_after_death().await;
+        if cgroup::oom_killed(&self.memory_dir) {
+            RunError::OutOfMemory { limit_mb: self.memory_mb, logs }
+        } else {
+            RunError::Crashed { detail, logs }
+        }
+    }
+
+    async fn timed_out(&mut self, limit: Duration) -> RunError {
+        self.kill().await;
+        let logs = self.logs_after_death().await;
+        RunError::Timeout { limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX), logs }
+    }
+
+    /// Removes the container and its files now; used by `destroy` and by a failed create.
+    pub(crate) async fn destroy_now(mut self) {
+        self.destroyed = true;
+        // `delete --force` kills every process of the container and waits for them, so a
+        // separate `runc kill` first would only add a process spawn to the teardown.
+        if let Err(e) = self.shared.runc.delete_force(&self.id).await {
+            tracing::warn!(id = %self.id, error = %e, "cannot delete container");
+        }
+        for reader in &self.readers {
+            reader.abort();
+        }
+        remove_dir_logged(&self.bundle_dir).await;
+        remove_dir_logged(&self.code_dir).await;
+    }
+}
+
+impl ActionContainer for RuncContainer {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn code_dir(&self) -> &Path {
+        &self.code_dir
+    }
+
+    #[tracing::instrument(name = "container.init", skip_all, fields(id = %self.id, action = %init.action))]
+    async fn init(&mut self, init: &InitSpec) -> Result<(), RunError> {
+        if self.dead {
+            return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        }
+        protocol::encode_init(init, &mut self.out)
+            .map_err(|e| RunError::Internal(format!("cannot encode init: {e}")))?;
+        self.logs.set_limit(INIT_LOG_LIMIT);
+        match self.exchange(INIT_TIMEOUT, INIT_REPLY_LIMIT).await {
+            Exchange::Replied(Reply::Line) => {
+                let verdict = protocol::decode_init(&self.line);
+                let logs = self.logs_after_reply().await;
+                match verdict {
+                    Ok(()) => {
+                        self.carry = logs;
+                        Ok(())
+                    }
+                    Err(message) => Err(RunError::InitFailed { message, logs }),
+                }
+            }
+            Exchange::Replied(Reply::TooLarge(size)) => {
+                let logs = self.logs_after_reply().await;
+                Err(RunError::InitFailed { message: format!("init reply of {size} bytes"), logs })
+            }
+            Exchange::Replied(Reply::Closed) => {
+                Err(self.died("the launcher exited during init".to_owned()).await)
+            }
+            Exchange::Failed(e) => Err(self.died(format!("pipe error during init: {e}")).await),
+            Exchange::TimedOut => Err(self.timed_out(INIT_TIMEOUT).await),
+        }
+    }
+
+    #[tracing::instrument(name = "container.run", skip_all, fields(id = %self.id))]
+    async fn run(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
+        if self.dead {
+            return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        }
+        let started = Instant::now();
+        protocol::encode_run(run, &mut self.out)
+            .map_err(|e| RunError::Internal(format!("cannot encode run: {e}")))?;
+        self.logs.set_limit(run.log_limit);
+        let outcome = match self.exchange(run.timeout, run.result_limit).await {
+            Exchange::Replied(Reply::Line) => {
+                let decoded = protocol::decode_result(&self.line);
+                let logs = self.logs_after_reply().await;
+                match decoded {
+                    Ok(result) => Ok(RunOutput { result, logs }),
+                    Err(ReplyError::NotAnObject(snippet)) => {
+                        self.dead = true;
+                        Err(RunError::InvalidResult { snippet, logs })
+                    }
+                    Err(ReplyError::NotJson(e)) => {
+                        self.dead = true;
+                        Err(RunError::InvalidResult {
+                            snippet: format!("invalid JSON ({e})"),
+                            logs,
+                        })
+                    }
+                }
+            }
+            Exchange::Replied(Reply::TooLarge(size)) => {
+                let logs = self.logs_after_reply().await;
+                self.dead = true;
+                Err(RunError::ResultTooLarge { size, limit: run.result_limit, logs })
+            }
+            Exchange::Replied(Reply::Closed) => {
+                Err(self.died("the action's process exited without replying".to_owned()).await)
+            }
+            Exchange::Failed(e) => Err(self.died(format!("pipe error: {e}")).await),
+            Exchange::TimedOut => Err(self.timed_out(run.timeout).await),
+        };
+        tracing::debug!(
+            elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            ok = outcome.is_ok(),
+            "run finished"
+        );
+        outcome
+    }
+
+    #[tracing::instrument(name = "container.destroy", skip_all, fields(id = %self.id))]
+    async fn destroy(self) {
+        self.destroy_now().await;
+    }
+}
+
+impl Drop for RuncContainer {
+    fn drop(&mut self) {
+        if !self.destroyed {
+            // Removing a container needs async runc calls, which a destructor cannot make;
+            // the next start's reclaim_leftovers removes it.
+            tracing::error!(id = %self.id, "container dropped without destroy; it leaks until reclaimed");
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! [`RuncFactory`]: makes action containers with runc, and reclaims what an earlier invoker
+//! left behind.
+//!
+//! Layout under the state dir: `rootfs/` (the shared [`Skeleton`]), `launchers/` (written at
+//! start-up), `bundles/<id>/` (config.json, runc.log) and `code/<id>/` (the action's code,
+//! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
+//! shows exactly hearth's containers. This module never decides which container to make or
+//! when to destroy one; the invoker's pool does.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::BufReader;
+use tokio::net::unix::pipe;
+
+use crate::runtime::launcher;
+
+use super::bundle::{self, BundleSpec};
+use super::cgroup;
+use super::instance::RuncContainer;
+use super::logs::{self, LogCollector, Stream};
+use super::runc_cli::{self, ChildStdio, Runc};
+use super::skeleton::Skeleton;
+use super::{ContainerError, ContainerFactory, ContainerSpec};
+
+/// Longest container id accepted: it becomes a path component, a cgroup name and a hostname.
+pub const MAX_ID_LEN: usize = 64;
+
+/// Where runc and the containers' files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuncConfig {
+    /// The runc binary.
+    pub runc: PathBuf,
+    /// runc's `--root`: ours alone, so that everything listed there is a hearth container.
+    pub root: PathBuf,
+    /// Bundles, code dirs, the rootfs skeleton and the launchers.
+    pub state_dir: PathBuf,
+    /// The cgroup parent: a path like `hearth` with cgroupfs, a slice with systemd.
+    pub cgroup_parent: String,
+    /// Use runc's systemd cgroup driver (`--systemd-cgroup`).
+    pub systemd_cgroup: bool,
+}
+
+impl Default for RuncConfig {
+    fn default() -> Self {
+        Self {
+            runc: PathBuf::from("/usr/sbin/runc"),
+            root: PathBuf::from("/run/hearth/runc"),
+            state_dir: PathBuf::from("/run/hearth/containers"),
+            cgroup_parent: "hearth".to_owned(),
+            systemd_cgroup: false,
+        }
+    }
+}
+
+/// What every container of one factory shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: RuncConfig,
+    pub runc: Runc,
+    pub skeleton: Skeleton,
+    pub launcher_dir: PathBuf,
+    pub bundles: PathBuf,
+    pub code: PathBuf,
+}
+
+/// Makes runc containers. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RuncFactory {
+    shared: Arc<Shared>,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.display().to_string();
+    move |source| ContainerError::Io { what, path, source }
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), ContainerError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(io_err("cannot create", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("cannot set permissions of", path))
+}
+
+/// Ids become paths, cgroup names and hostnames: only a conservative alphabet passes.
+fn check_id(id: &str) -> Result<(), ContainerError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ContainerError::Other(format!(
+            "container id {id:?} must be 1..={MAX_ID_LEN} of [A-Za-z0-9_.-], not starting with '.'"
+        )))
+    }
+}
+
+impl RuncFactory {
+    /// Prepares the state dir (skeleton, launchers, bundle and code dirs) and runc's root.
+    /// Does not touch leftovers: call [`ContainerFactory::reclaim_leftovers`] for that.
+    pub fn new(config: RuncConfig) -> Result<Self, ContainerError> {
+        if !config.runc.is_file() {
+            return Err(ContainerError::Other(format!(
+                "runc not found at {} (install Debian's runc package)",
+                config.runc.display()
+            )));
+        }
+        make_dir(&config.state_dir, 0o711)?;
+        make_dir(&config.root, 0o700)?;
+        let skeleton = Skeleton::prepare(&config.state_dir.join("rootfs"))?;
+        let launcher_dir = config.state_dir.join("launchers");
+        launcher::install_all(&launcher_dir).map_err(|e| ContainerError::Io {
+            what: "cannot install launcher",
+            path: e.path.display().to_string(),
+            source: e.source,
+        })?;
+        let bundles = config.state_dir.join("bundles");
+        let code = config.state_dir.join("code");
+        make_dir(&bundles, 0o700)?;
+        // Traversable by the container's uid: its code dir is bind-mounted from here.
+        make_dir(&code, 0o711)?;
+        let runc = Runc {
+            bin: config.runc.clone(),
+            root: config.root.clone(),
+            systemd_cgroup: config.systemd_cgroup,
+        };
+        Ok(Self {
+            shared: Arc::new(Shared { config, runc, skeleton, launcher_dir, bundles, code }),
+        })
+    }
+
+    pub fn config(&self) -> &RuncConfig {
+        &self.shared.config
+    }
+
+    /// Ids of the containers runc knows under our root (for checks and the status output).
+    pub async fn list(&self) -> Result<Vec<String>, ContainerError> {
+        self.shared.runc.list().await
+    }
+
+    async fn create_inner(
+        &self,
+        spec: &ContainerSpec,
+        bundle_dir: &Path,
+        code_dir: &Path,
+    ) -> Result<RuncContainer, ContainerError> {
+        let shared = &self.shared;
+        make_dir(bundle_dir, 0o700)?;
+        make_dir(code_dir, 0o755)?;
+        let cgroups_path = cgroup::cgroups_path(
+            &shared.config.cgroup_parent,
+            &spec.id,
+            shared.config.systemd_cgroup,
+        );
+        let config = bundle::config(&BundleSpec {
+            id: &spec.id,
+            runtime: spec.runtime,
+            memory_mb: spec.memory_mb,
+            network: spec.network,
+            skeleton: &shared.skeleton,
+            launcher_dir: &shared.launcher_dir,
+            code_dir,
+            cgroups_path: &cgroups_path,
+        });
+        let config_path = bundle_dir.join("config.json");
+        let bytes = serde_json::to_vec(&config)
+            .map_err(|e| ContainerError::Other(format!("config.json of {}: {e}", spec.id)))?;
+        tokio::fs::write(&config_path, bytes)
+            .await
+            .map_err(io_err("cannot write", &config_path))?;
+
+        let pipe_err = |e| ContainerError::Io {
+            what: "cannot create pipe for",
+            path: spec.id.clone(),
+            source: e,
+        };
+        let (stdin_r, stdin_w) = runc_cli::pipe().map_err(pipe_err)?;
+        let (stdout_r, stdout_w) = runc_cli::pipe().map_err(pipe_err)?;
+        let (stderr_r, stderr_w) = runc_cli::pipe().map_err(pipe_err)?;
+        let (reply_r, reply_w) = runc_cli::pipe().map_err(pipe_err)?;
+        let stdin = pipe::Sender::from_owned_fd(stdin_w).map_err(pipe_err)?;
+        let reply = pipe::Receiver::from_owned_fd(reply_r).map_err(pipe_err)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(pipe_err)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr_r).map_err(pipe_err)?;
+
+        let stdio =
+            ChildStdio { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, reply: reply_w };
+        shared.runc.create(&spec.id, bundle_dir, stdio).await?;
+        // From here on runc knows the container: a failure must delete it.
+        let logs = LogCollector::new(usize::MAX);
+        let readers = [
+            logs::spawn_reader(logs.clone(), Stream::Stdout, stdout),
+            logs::spawn_reader(logs.clone(), Stream::Stderr, stderr),
+        ];
+        let container = RuncContainer::new(
+            spec,
+            Arc::clone(shared),
+            code_dir.to_owned(),
+            bundle_dir.to_owned(),
+            stdin,
+            BufReader::with_capacity(64 * 1024, reply),
+            logs,
+            readers,
+        );
+        match shared.runc.start(&spec.id).await {
+            Ok(()) => Ok(container),
+            Err(e) => {
+                container.destroy_now().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ContainerFactory for RuncFactory {
+    type Container = RuncContainer;
+
+    #[tracing::instrument(name = "container.create", skip_all, fields(id = %spec.id, runtime = spec.runtime.as_str(), memory_mb = spec.memory_mb))]
+    async fn create(&self, spec: &ContainerSpec) -> Result<RuncContainer, ContainerError> {
+        check_id(&spec.id)?;
+        let started = std::time::Instant::now();
+        let bundle_dir = self.shared.bundles.join(&spec.id);
+        let code_dir = self.shared.code.join(&spec.id);
+        if bundle_dir.exists() || code_dir.exists() {
+            return Err(ContainerError::Other(format!("container {} already exists", spec.id)));
+        }
+        match self.create_inner(spec, &bundle_dir, &code_dir).await {
+            Ok(c) => {
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "container started"
+                );
+                Ok(c)
+            }
+            Err(e) => {
+                // runc create may have failed half-way; delete is a no-op when it knows nothing.
+                if let Err(del) = self.shared.runc.delete_force(&spec.id).await {
+                    tracing::debug!(error = %del, "delete after failed create");
+                }
+                remove_dir_logged(&bundle_dir).await;
+                remove_dir_logged(&code_dir).await;
+                tracing::warn!(error = %e, "container create failed");
+                Err(e)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "container.reclaim", skip_all)]
+    async fn reclaim_leftovers(&self) -> Result<usize, ContainerError> {
+        let shared = &self.shared;
+        let ids = shared.runc.list().await?;
+        let mut reclaimed = 0;
+        for id in &ids {
+            match shared.runc.delete_force(id).await {
+                Ok(()) => reclaimed += 1,
+                Err(e) => tracing::warn!(%id, error = %e, "cannot delete leftover container"),
+            }
+        }
+        unmount_under(&shared.config.state_dir);
+        for dir in [&shared.bundles, &shared.code] {
+            let mut entries = tokio::fs::read_dir(dir).await.map_err(io_err("cannot list", dir))?;
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                remove_dir_logged(&entry.path()).await;
+            }
+        }
+        if !shared.config.systemd_cgroup {
+            for (id, dir) in cgroup::leftover_dirs(&shared.config.cgroup_parent) {
+                if let Err(e) = cgroup::remove_leftover(&dir).await {
+                    tracing::warn!(%id, path = %dir.display(), error = %e, "cannot remove leftover cgroup");
+                }
+            }
+            cgroup::remove_empty_parents(&shared.config.cgroup_parent);
+        }
+        tracing::info!(reclaimed, "leftover containers reclaimed");
+        Ok(reclaimed)
+    }
+}
+
+pub(crate) async fn remove_dir_logged(path: &Path) {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove"),
+    }
+}
+
+/// Lazily unmounts every mount point at or below `dir`, deepest first. runc mounts inside the
+/// container's own mount namespace, so normally there is nothing; this is for a crash in the
+/// middle of a mount propagation mishap, and never touches anything outside `dir`.
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) else { continue };
+        // SAFETY: umount2 with a valid NUL-terminated path we own and a constant flag.
+        let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::warn!(path = %point.display(), error = %e, "cannot unmount leftover");
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("hearth-python-1").is_ok());
+        assert!(check_id("a.b_c").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id("../x").is_err());
+        assert!(check_id(".hidden").is_err());
+        assert!(check_id(&"x".repeat(65)).is_err());
+        assert!(check_id("a/b").is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}

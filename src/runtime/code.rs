@@ -1,0 +1,242 @@
+//! Installing an action's code into a container's code dir (mounted read-only at /action).
+//!
+//! A single source file goes where the launcher looks for it; a zip is unpacked with every
+//! entry confined to the dir (no `..`, no absolute paths, no symlinks) and bounded in count and
+//! unpacked size, because the archive is user input and the dir is on the host's disk. This
+//! module never follows a path out of `dir` and never trusts a size that the archive declares.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::model::Runtime;
+
+use super::kinds;
+
+/// Unpacked bytes one zip action may occupy on the host. OpenWhisk caps the archive at 48 MB;
+/// a well-compressed archive may unpack to a few times that, a zip bomb to far more.
+pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
+/// Entries one zip action may hold: node_modules trees of real actions stay well below.
+pub const MAX_ENTRIES: usize = 20_000;
+
+/// Installing code failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("the action's zip is invalid: {0}")]
+    BadZip(String),
+    #[error("the action's zip entry {name:?} is not allowed: {why}")]
+    BadEntry { name: String, why: &'static str },
+    #[error("the action's zip unpacks to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the action's zip has more than {limit} entries")]
+    TooManyEntries { limit: usize },
+    #[error("the code of a {0} action is not valid UTF-8 text")]
+    NotText(&'static str),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CodeError {
+    let path = path.to_owned();
+    move |source| CodeError::Io { what, path, source }
+}
+
+/// Writes `code` into `dir` (which must exist and be empty): a single source file, or the
+/// contents of a zip when `binary`. Everything is made world-readable because the container
+/// runs as an unprivileged uid.
+pub fn install(dir: &Path, runtime: Runtime, code: &[u8], binary: bool) -> Result<(), CodeError> {
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("cannot set permissions of", dir))?;
+    if binary {
+        unzip(dir, code)
+    } else {
+        if std::str::from_utf8(code).is_err() {
+            return Err(CodeError::NotText(runtime.as_str()));
+        }
+        let path = dir.join(kinds::source_file(runtime));
+        write_new(&path, 0o644, &mut Cursor::new(code), u64::MAX)?;
+        Ok(())
+    }
+}
+
+/// Creates `path` (never following or replacing an existing file) and copies at most `limit`
+/// bytes into it; returns the bytes written, or `TooLarge` past the limit.
+fn write_new(path: &Path, mode: u32, from: &mut dyn Read, limit: u64) -> Result<u64, CodeError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err("cannot create", path))?;
+    let written = io::copy(&mut from.take(limit.saturating_add(1)), &mut file)
+        .map_err(io_err("cannot write", path))?;
+    if written > limit {
+        return Err(CodeError::TooLarge { limit: MAX_UNPACKED_BYTES });
+    }
+    file.flush().map_err(io_err("cannot write", path))?;
+    // The umask may have narrowed the mode given at creation.
+    set_mode(&file, path, mode)?;
+    Ok(written)
+}
+
+fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), CodeError> {
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("cannot set permissions of", path))
+}
+
+fn unzip(dir: &Path, code: &[u8]) -> Result<(), CodeError> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(code)).map_err(|e| CodeError::BadZip(e.to_string()))?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(CodeError::TooManyEntries { limit: MAX_ENTRIES });
+    }
+    let mut budget = MAX_UNPACKED_BYTES;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| CodeError::BadZip(e.to_string()))?;
+        let name = entry.name().to_owned();
+        let Some(relative) = entry.enclosed_name() else {
+            return Err(CodeError::BadEntry { name, why: "its path leaves the archive" });
+        };
+        if entry.is_symlink() {
+            return Err(CodeError::BadEntry { name, why: "symbolic links are not supported" });
+        }
+        let target = dir.join(&relative);
+        if entry.is_dir() {
+            create_dirs(dir, &relative)?;
+            continue;
+        }
+        if let Some(parent) = relative.parent() {
+            create_dirs(dir, parent)?;
+        }
+        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        let mode = if executable { 0o755 } else { 0o644 };
+        match write_new(&target, mode, &mut entry, budget) {
+            Ok(n) => budget -= n,
+            Err(CodeError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(CodeError::BadEntry { name, why: "it appears twice in the archive" });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `relative` under `dir` one component at a time with mode 0755, refusing to step
+/// through anything that is not a real directory (a symlink planted by an earlier entry).
+fn create_dirs(dir: &Path, relative: &Path) -> Result<(), CodeError> {
+    let mut path = dir.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(CodeError::BadEntry {
+                    name: relative.display().to_string(),
+                    why: "a file and a directory share its path",
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&path).map_err(io_err("cannot create", &path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                    .map_err(io_err("cannot set permissions of", &path))?;
+            }
+            Err(e) => return Err(CodeError::Io { what: "cannot inspect", path, source: e }),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use zip::write::SimpleFileOptions;
+
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            if name.ends_with('/') {
+                w.add_directory(*name, SimpleFileOptions::default()).unwrap();
+            } else {
+                w.start_file(*name, SimpleFileOptions::default()).unwrap();
+                w.write_all(data).unwrap();
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn single_source_goes_where_the_launcher_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Runtime::Python, b"def main(a): return a", false).unwrap();
+        let path = dir.path().join("__main__.py");
+        assert_eq!(fs::read(&path).unwrap(), b"def main(a): return a");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Runtime::Nodejs, b"function main(){}", false).unwrap();
+        assert!(dir.path().join("index.js").exists());
+        assert!(matches!(
+            install(tempfile::tempdir().unwrap().path(), Runtime::Nodejs, b"\xff\xfe", false),
+            Err(CodeError::NotText("nodejs"))
+        ));
+    }
+
+    #[test]
+    fn zip_unpacks_with_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let code = zip_of(&[
+            ("__main__.py", b"from helper import x\n"),
+            ("pkg/", b""),
+            ("pkg/helper.py", b"x = 1\n"),
+            ("deep/er/file.txt", b"hi"),
+        ]);
+        install(dir.path(), Runtime::Python, &code, true).unwrap();
+        assert_eq!(fs::read(dir.path().join("pkg/helper.py")).unwrap(), b"x = 1\n");
+        assert_eq!(fs::read(dir.path().join("deep/er/file.txt")).unwrap(), b"hi");
+    }
+
+    #[test]
+    fn zip_traversal_is_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("code");
+        fs::create_dir(&dir).unwrap();
+        let code = zip_of(&[("../escape.py", b"x")]);
+        let err = install(&dir, Runtime::Python, &code, true).unwrap_err();
+        assert!(matches!(err, CodeError::BadEntry { .. }), "{err}");
+        assert!(!outer.path().join("escape.py").exists());
+        let code = zip_of(&[("/etc/abs.py", b"x")]);
+        // An absolute name is either refused or confined to the dir; never written outside.
+        let _ = install(&dir, Runtime::Python, &code, true);
+        assert!(!Path::new("/etc/abs.py").exists());
+    }
+
+    #[test]
+    fn zip_symlinks_are_refused() {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.add_symlink("link", "/etc/passwd", SimpleFileOptions::default()).unwrap();
+        let code = w.finish().unwrap().into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let err = install(dir.path(), Runtime::Python, &code, true).unwrap_err();
+        assert!(matches!(err, CodeError::BadEntry { why: "symbolic links are not supported", .. }));
+    }
+
+    #[test]
+    fn garbage_is_a_bad_zip() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = install(dir.path(), Runtime::Nodejs, b"not a zip", true).unwrap_err();
+        assert!(matches!(err, CodeError::BadZip(_)));
+    }
+
+    #[test]
+    fn size_is_bounded_by_bytes_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut big = io::repeat(b'a');
+        let err = write_new(&path, 0o644, &mut big, 1000).unwrap_err();
+        assert!(matches!(err, CodeError::TooLarge { .. }));
+    }
+}

@@ -1,0 +1,67 @@
+//! Per-runtime facts: the interpreter inside the container, its arguments and environment.
+//!
+//! The interpreters are the host's own (bind-mounted read-only from /usr), so a kind is only a
+//! command line here; nothing in this file starts a process.
+
+use crate::model::Runtime;
+
+use super::launcher;
+
+/// Where the launcher dir is mounted inside every container.
+pub const LAUNCHER_MOUNT: &str = "/hearth";
+/// Where the action's code dir is mounted inside every container.
+pub const CODE_MOUNT: &str = "/action";
+
+/// The host's Python. Debian's, not whatever `python3` resolves to on an operator's PATH,
+/// because the container only sees /usr.
+pub const PYTHON: &str = "/usr/bin/python3";
+/// The host's Node.js.
+pub const NODE: &str = "/usr/bin/node";
+
+/// The command line that starts a runtime's launcher inside the container.
+///
+/// Python runs with `-B` because /action is read-only and writing bytecode would fail on every
+/// import anyway. `-S` is not used: it saves a few milliseconds of start-up but hides
+/// the distribution's site-packages, which actions expect to import from.
+pub fn argv(runtime: Runtime) -> Vec<String> {
+    let script = format!("{LAUNCHER_MOUNT}/{}", launcher::file_name(runtime));
+    match runtime {
+        Runtime::Python => vec![PYTHON.to_owned(), "-B".to_owned(), script],
+        Runtime::Nodejs => vec![NODE.to_owned(), script],
+    }
+}
+
+/// The environment of the launcher process. `__OW_*` values are set by the launcher per run.
+pub fn env(runtime: Runtime) -> Vec<String> {
+    let mut env = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
+        "HOME=/tmp".to_owned(),
+        "LANG=C.UTF-8".to_owned(),
+    ];
+    match runtime {
+        Runtime::Python => env.push("PYTHONDONTWRITEBYTECODE=1".to_owned()),
+        Runtime::Nodejs => env.push("NODE_ENV=production".to_owned()),
+    }
+    env
+}
+
+/// The file name the single-source code of an action is written to in the code dir, where the
+/// launcher looks for it.
+pub fn source_file(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Python => "__main__.py",
+        Runtime::Nodejs => "index.js",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_points_at_the_mounted_launcher() {
+        assert_eq!(argv(Runtime::Python), ["/usr/bin/python3", "-B", "/hearth/python.py"]);
+        assert_eq!(argv(Runtime::Nodejs), ["/usr/bin/node", "/hearth/node.js"]);
+        assert!(env(Runtime::Python).iter().any(|e| e.starts_with("PATH=")));
+    }
+}

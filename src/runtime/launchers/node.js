@@ -1,0 +1,164 @@
+// hearth's Node.js launcher: the action-loop protocol inside a container.
+//
+// One JSON line in on stdin, one JSON line out on fd 3. The first message is an init
+// ({"op": "init", action, entry_point, binary}), answered {"ok": true} or {"error": msg};
+// every later one is a run ({"op": "run", value, env}), answered with what main returned
+// (awaited when it is a Promise). Sentinel lines go to stdout and stderr BEFORE each reply so
+// that the host knows the activation's log lines are complete when it reads the reply.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const vm = require('vm');
+const Module = require('module');
+
+const SENTINEL = 'XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n';
+const CODE_DIR = '/action';
+const REPLY_FD = 3;
+const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+let action = null;
+let setEnv = new Set();
+
+// The reply fd is a blocking pipe that libuv never touches; EAGAIN is retried all the same in
+// case the host made it non-blocking.
+function writeAll(fd, text) {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if (e.code !== 'EAGAIN') {
+        throw e;
+      }
+    }
+  }
+}
+
+function endOfActivation(reply) {
+  // Writes to pipes are synchronous in Node on Linux, so everything console.log wrote is in
+  // the pipe before the sentinel, and the sentinel is in before the reply.
+  process.stdout.write(SENTINEL);
+  process.stderr.write(SENTINEL);
+  writeAll(REPLY_FD, reply + '\n');
+}
+
+function encode(value) {
+  try {
+    const s = JSON.stringify(value);
+    // undefined (no return) serialises to nothing: report it as the null it is.
+    return s === undefined ? 'null' : s;
+  } catch (e) {
+    return JSON.stringify({ error: 'The action returned a value that is not JSON: ' + e.message });
+  }
+}
+
+function errorMessage(e) {
+  if (e instanceof Error) {
+    return e.name + ': ' + e.message;
+  }
+  return e;
+}
+
+// Plain OpenWhisk-style source: a top-level `function main` with no exports. The source is
+// compiled as a CommonJS module body with a trailer that exports the entry point when the
+// source did not.
+function loadSource(entry) {
+  const file = path.join(CODE_DIR, 'index.js');
+  const source = fs.readFileSync(file, 'utf8');
+  const trailer = IDENTIFIER.test(entry)
+    ? `\n;if (typeof module.exports[${JSON.stringify(entry)}] !== 'function' && typeof ${entry} === 'function') { module.exports[${JSON.stringify(entry)}] = ${entry}; }`
+    : '';
+  const wrapper =
+    '(function (exports, require, module, __filename, __dirname) {' + source + trailer + '\n})';
+  const fn = vm.runInThisContext(wrapper, { filename: file });
+  const mod = { exports: {} };
+  fn.call(mod.exports, mod.exports, Module.createRequire(file), mod, file, CODE_DIR);
+  return mod.exports;
+}
+
+// A zip: package.json's "main", else index.js, loaded with require.
+function loadPackage() {
+  let main = 'index.js';
+  const pkg = path.join(CODE_DIR, 'package.json');
+  if (fs.existsSync(pkg)) {
+    const parsed = JSON.parse(fs.readFileSync(pkg, 'utf8'));
+    if (parsed && typeof parsed.main === 'string') {
+      main = parsed.main;
+    }
+  }
+  return require(path.resolve(CODE_DIR, main));
+}
+
+function init(msg) {
+  const entry = msg.entry_point || 'main';
+  const exports = msg.binary ? loadPackage() : loadSource(entry);
+  const fn = exports && (typeof exports === 'function' && entry === 'main' ? exports : exports[entry]);
+  if (typeof fn !== 'function') {
+    throw new Error('the action has no function ' + JSON.stringify(entry));
+  }
+  action = fn;
+}
+
+async function run(msg) {
+  const fresh = new Set();
+  for (const [k, v] of Object.entries(msg.env || {})) {
+    const name = '__OW_' + k;
+    process.env[name] = String(v);
+    fresh.add(name);
+  }
+  for (const name of setEnv) {
+    if (!fresh.has(name)) {
+      delete process.env[name];
+    }
+  }
+  setEnv = fresh;
+  if (action === null) {
+    return { error: 'the action was not initialized' };
+  }
+  try {
+    return await action(msg.value || {});
+  } catch (e) {
+    console.error(e instanceof Error && e.stack ? e.stack : e);
+    return { error: errorMessage(e) };
+  }
+}
+
+async function handle(line) {
+  let msg;
+  try {
+    msg = JSON.parse(line);
+  } catch (e) {
+    endOfActivation(encode({ error: 'bad message: ' + e.message }));
+    return;
+  }
+  if (msg.op === 'init') {
+    try {
+      init(msg);
+      endOfActivation('{"ok":true}');
+    } catch (e) {
+      console.error(e instanceof Error && e.stack ? e.stack : e);
+      endOfActivation(encode({ error: errorMessage(e) }));
+    }
+  } else if (msg.op === 'run') {
+    endOfActivation(encode(await run(msg)));
+  } else {
+    endOfActivation(encode({ error: 'unknown op ' + JSON.stringify(msg.op) }));
+  }
+}
+
+// Messages are handled one after another, in order, even when a chunk holds several lines.
+let pending = '';
+let queue = Promise.resolve();
+const input = fs.createReadStream(null, { fd: 0, encoding: 'utf8', highWaterMark: 1 << 16 });
+input.on('data', (chunk) => {
+  pending += chunk;
+  let nl;
+  while ((nl = pending.indexOf('\n')) >= 0) {
+    const line = pending.slice(0, nl);
+    pending = pending.slice(nl + 1);
+    queue = queue.then(() => handle(line));
+  }
+});
+input.on('end', () => process.exit(0));

@@ -1,0 +1,177 @@
+//! The action-loop protocol: one JSON line in on the launcher's stdin, one JSON line out on
+//! its fd 3.
+//!
+//! Host to launcher: `{"op":"init","action":..,"entry_point":..,"binary":..}` once, then
+//! `{"op":"run","value":{params},"env":{"ACTIVATION_ID":..,..}}` per activation (the launcher
+//! prefixes `__OW_`). Launcher to host: `{"ok":true}` or `{"error":msg}` for the init; the
+//! value `main` returned for a run. Before each reply the launcher writes [`SENTINEL`] on a line
+//! of its own to stdout and to stderr.
+//!
+//! Encoding writes into a caller's reusable buffer and decoding works on the caller's bytes:
+//! this runs once per warm activation and must stay allocation-light. Nothing here does I/O.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::container::{InitSpec, RunSpec};
+
+/// Written by the launcher after each activation's output, OpenWhisk's marker.
+pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+/// Characters of a non-object result quoted in [`ReplyError::NotAnObject`].
+const SNIPPET_CHARS: usize = 120;
+
+#[derive(Serialize)]
+struct InitMessage<'a> {
+    op: &'static str,
+    action: &'a str,
+    entry_point: &'a str,
+    binary: bool,
+}
+
+#[derive(Serialize)]
+struct RunMessage<'a> {
+    op: &'static str,
+    value: &'a Map<String, Value>,
+    env: EnvObject<'a>,
+}
+
+/// Serialises `[(k, v)]` as a JSON object without building a map.
+struct EnvObject<'a>(&'a [(String, String)]);
+
+impl Serialize for EnvObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// Writes the init line (with its newline) into `buf`, replacing what was there.
+pub fn encode_init(init: &InitSpec, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    buf.clear();
+    let msg = InitMessage {
+        op: "init",
+        action: &init.action,
+        entry_point: &init.entry_point,
+        binary: init.binary,
+    };
+    serde_json::to_writer(&mut *buf, &msg)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Writes the run line (with its newline) into `buf`, replacing what was there.
+pub fn encode_run(run: &RunSpec, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    buf.clear();
+    let msg = RunMessage { op: "run", value: &run.params, env: EnvObject(&run.env) };
+    serde_json::to_writer(&mut *buf, &msg)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Why a reply is not a usable result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("reply is not JSON: {0}")]
+    NotJson(String),
+    #[error("reply is not an object: {0}")]
+    NotAnObject(String),
+}
+
+/// Decodes a run reply (without its newline) into the result object.
+pub fn decode_result(line: &[u8]) -> Result<Value, ReplyError> {
+    // An object is checked before the full parse so that a huge non-object is not parsed.
+    let first = line.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ReplyError::NotAnObject(snippet(line)));
+    }
+    match serde_json::from_slice::<Value>(line) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ReplyError::NotAnObject(snippet(line))),
+        Err(e) => Err(ReplyError::NotJson(e.to_string())),
+    }
+}
+
+/// Decodes an init reply: `Ok(())` or the launcher's error message.
+pub fn decode_init(line: &[u8]) -> Result<(), String> {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(m)) if m.get("ok") == Some(&Value::Bool(true)) => Ok(()),
+        Ok(Value::Object(m)) => Err(match m.get("error") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => format!("unexpected init reply {}", snippet(line)),
+        }),
+        _ => Err(format!("unexpected init reply {}", snippet(line))),
+    }
+}
+
+fn snippet(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.chars().count() > SNIPPET_CHARS {
+        let cut: String = text.chars().take(SNIPPET_CHARS).collect();
+        format!("{cut}...")
+    } else if text.is_empty() {
+        "nothing".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn run_line_is_one_json_line() {
+        let mut params = Map::new();
+        params.insert("name".into(), json!("Ada\nLovelace"));
+        let run = RunSpec {
+            params,
+            env: vec![("ACTIVATION_ID".into(), "abc".into())],
+            timeout: Duration::from_secs(1),
+            log_limit: 10,
+            result_limit: 10,
+        };
+        let mut buf = b"stale".to_vec();
+        encode_run(&run, &mut buf).unwrap();
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            json!({"op":"run","value":{"name":"Ada\nLovelace"},"env":{"ACTIVATION_ID":"abc"}})
+        );
+    }
+
+    #[test]
+    fn init_line() {
+        let init = InitSpec { action: "ns/a".into(), entry_point: "main".into(), binary: true };
+        let mut buf = Vec::new();
+        encode_init(&init, &mut buf).unwrap();
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v, json!({"op":"init","action":"ns/a","entry_point":"main","binary":true}));
+    }
+
+    #[test]
+    fn results_are_objects() {
+        assert_eq!(decode_result(br#"{"a":1}"#).unwrap(), json!({"a":1}));
+        assert_eq!(decode_result(b"42"), Err(ReplyError::NotAnObject("42".into())));
+        assert_eq!(decode_result(b""), Err(ReplyError::NotAnObject("nothing".into())));
+        assert!(matches!(decode_result(b"{nope"), Err(ReplyError::NotJson(_))));
+        let long = format!("\"{}\"", "x".repeat(500));
+        match decode_result(long.as_bytes()) {
+            Err(ReplyError::NotAnObject(s)) => assert!(s.len() < 200 && s.ends_with("...")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_replies() {
+        assert_eq!(decode_init(br#"{"ok":true}"#), Ok(()));
+        assert_eq!(decode_init(br#"{"error":"boom"}"#), Err("boom".into()));
+        assert!(decode_init(b"[]").is_err());
+    }
+}
