@@ -265,18 +265,24 @@ fn pick(
     None
 }
 
+/// The API host alone, by the same precedence (for reports that must work without a key).
+pub fn resolve_apihost(inputs: &Inputs) -> Result<(ApiHost, Source), ConfigError> {
+    let (value, source) = pick(
+        &inputs.flag_apihost,
+        (ENV_APIHOST, &inputs.env_apihost),
+        inputs.file.as_ref().map(|f| (f.path.as_path(), &f.apihost)),
+    )
+    .unwrap_or_else(|| (DEFAULT_APIHOST.to_owned(), Source::Default));
+    let apihost = ApiHost::parse(&value, &source)?;
+    Ok((apihost, source))
+}
+
 /// Applies flag > environment > file > default to each setting. The guest key is the
 /// default only for a loopback apihost: sending a public key to a remote server would at
 /// best fail and at worst act on a shared guest namespace someone else controls.
 pub fn resolve(inputs: &Inputs) -> Result<Config, ConfigError> {
     let file = inputs.file.as_ref();
-    let (host_value, apihost_source) = pick(
-        &inputs.flag_apihost,
-        (ENV_APIHOST, &inputs.env_apihost),
-        file.map(|f| (f.path.as_path(), &f.apihost)),
-    )
-    .unwrap_or_else(|| (DEFAULT_APIHOST.to_owned(), Source::Default));
-    let apihost = ApiHost::parse(&host_value, &apihost_source)?;
+    let (apihost, apihost_source) = resolve_apihost(inputs)?;
     let (auth, auth_source) = match pick(
         &inputs.flag_auth,
         (ENV_AUTH, &inputs.env_auth),

@@ -76,6 +76,9 @@ pub enum CliError {
     #[error("action '{name}' is still running (activation {activation_id}); fetch the result later with `hearth activation result {activation_id}`")]
     Pending { name: String, activation_id: String },
 
+    #[error("cannot start the client's I/O runtime: {0}")]
+    Runtime(std::io::Error),
+
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -88,6 +91,7 @@ impl CliError {
             CliError::ReadFile { .. }
             | CliError::BadFile { .. }
             | CliError::Config(_)
+            | CliError::Runtime(_)
             | CliError::Output(_) => EXIT_ERROR,
             CliError::Connect { .. } | CliError::Timeout { .. } => EXIT_NETWORK,
             CliError::Protocol { .. } | CliError::BadResponse { .. } => EXIT_SERVER,

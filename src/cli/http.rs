@@ -134,7 +134,10 @@ impl Client {
         let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
             .map_err(|e| CliError::Usage(format!("the key cannot go in a header: {e}")))?;
         auth.set_sensitive(true);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Runtime)?;
         Ok(Self { apihost: config.apihost.clone(), auth, timeout, runtime })
     }
 
@@ -155,6 +158,7 @@ impl Client {
         let span = tracing::debug_span!("request", %method, %path);
         let _enter = span.enter();
         let started = Instant::now();
+        tracing::debug!(apihost = %self.apihost, "sending");
         let addr = self.apihost.authority();
         let body = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| {

@@ -48,6 +48,7 @@ pub struct Cli {
 
 /// Flags every command accepts.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// API host, e.g. http://127.0.0.1:3233 [env: HEARTH_APIHOST]
     #[arg(long, global = true, value_name = "URL")]
@@ -291,6 +292,10 @@ where
 /// Runs a parsed command, printing results to `out`.
 pub fn execute(cli: Cli, output: Output, out: &mut dyn Write) -> Result<(), CliError> {
     let inputs = config::Inputs::from_process(cli.global.apihost, cli.global.auth)?;
+    // property get reports what it can even when no key is configured.
+    if let Resource::Property { command: PropertyCommand::Get } = cli.command {
+        return property::get(&inputs, output, out);
+    }
     let config = config::resolve(&inputs)?;
     let client = http::Client::new(&config, Duration::from_secs(cli.global.request_timeout))?;
     match cli.command {
@@ -299,7 +304,7 @@ pub fn execute(cli: Cli, output: Output, out: &mut dyn Write) -> Result<(), CliE
         Resource::Namespace { command: NamespaceCommand::List } => {
             namespace::list(&client, output, out)
         }
-        Resource::Property { command: PropertyCommand::Get } => property::get(&config, output, out),
+        Resource::Property { command: PropertyCommand::Get } => property::get(&inputs, output, out),
     }
 }
 
