@@ -26,6 +26,10 @@ use crate::model::{
 };
 use crate::store::{ActionUpdate, ActivationQuery, Store, StoreError};
 
+/// How long [`Controller::close`] waits for running activations to report: long enough for
+/// a short action to finish, short enough for systemd's stop timeout (90 s by default).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Tuning of the controller.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -216,9 +220,20 @@ impl Controller {
         self.records.flush().await.map_err(|e| ControllerError::Internal(e.to_string()))
     }
 
-    /// Commits queued records and stops the writer. Call after the API stopped serving; later
-    /// records are refused (and logged).
+    /// Waits (up to [`CLOSE_GRACE`]) for accepted activations to be recorded, commits queued
+    /// records and stops the writer. Call after the API stopped serving; later records are
+    /// refused (and logged).
     pub async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.in_flight() > 0 {
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "closing with activations still running; their records are lost"
+            );
+        }
         self.records.stop().await;
     }
 }
