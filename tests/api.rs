@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, with `BusTestInvoker` standing in for the invoker at the bus seam (the real
 //! invoker has its own tests). Requests go through hyper's client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -20,7 +20,7 @@ use crate::model::{
 #[derive(Debug, Clone, PartialEq)]
 pub enum InvokeOutcome {
     /// The activation finished within the wait: its record (already queued for writing).
-    Completed(Activation),
+    Completed(Box<Activation>),
     /// Non-blocking, or the blocking wait ran out: the activation goes on and its record will
     /// be readable under this id.
     Accepted(ActivationId),
@@ -173,7 +173,7 @@ impl Controller {
                 let rec = pending.finish(result);
                 record(&self.records, rec.clone()).await;
                 drop(guard);
-                return Ok(InvokeOutcome::Completed(rec));
+                return Ok(InvokeOutcome::Completed(Box::new(rec)));
             }
             tracing::debug!(?wait, "blocking wait ran out; answering 202");
         }
