@@ -7,6 +7,7 @@
 //! [`model`] defines them. [`systemd`] is the glue to the host's service manager and [`cli`]
 //! the `hearth` client.
 
+pub mod admin;
 pub mod api;
 pub mod bus;
 pub mod cli;

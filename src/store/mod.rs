@@ -1,1 +1,161 @@
-//! (being written)
+//! The LMDB store: one heed environment holding every entity as a typed database.
+//!
+//! Owns: namespaces, keys (salted hashes only), actions (metadata and code in separate
+//! databases so the hot lookup never touches the code), activation records with their listing
+//! and retention indexes, and the `keys_generation` counter that invalidates the in-memory auth
+//! cache across processes. LMDB's lock file makes the store safe to open from several
+//! processes at once (`hearthd admin` while the daemon runs).
+//!
+//! Must never: hold a transaction across an `.await` (callers run writes on blocking threads),
+//! store a secret in clear, or panic on bytes read from disk.
+
+mod actions;
+mod activations;
+mod auth_cache;
+mod code_source;
+mod codec;
+mod error;
+mod keys;
+mod meta;
+mod namespaces;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+
+pub use actions::{ActionUpdate, ExecUpdate};
+pub use activations::{ActivationQuery, ACTIVATION_LIST_DEFAULT, ACTIVATION_LIST_MAX};
+pub use error::StoreError;
+pub use keys::KeyRecord;
+pub use namespaces::NamespaceRecord;
+
+use auth_cache::AuthCache;
+use error::lmdb;
+
+/// A raw-bytes database; records are encoded by [`codec`].
+type Db = Database<Bytes, Bytes>;
+
+/// Tuning of the environment.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Size of the memory map. Sparse: the file grows only as data is written, so a large
+    /// value costs address space, not disk. 4 GiB holds ~80 maximal actions or millions of
+    /// activation records.
+    pub map_size: usize,
+    /// Readers allowed at once across all processes (LMDB's reader table).
+    pub max_readers: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { map_size: 4 << 30, max_readers: 510 }
+    }
+}
+
+/// The named databases; adding one means bumping [`MAX_DBS`].
+const MAX_DBS: u32 = 16;
+
+pub(crate) struct Dbs {
+    pub namespaces: Db,
+    pub keys: Db,
+    pub actions: Db,
+    pub code: Db,
+    pub activations: Db,
+    pub activations_by_ns: Db,
+    pub activations_by_time: Db,
+    pub meta: Db,
+}
+
+struct Inner {
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    auth_cache: AuthCache,
+    path: PathBuf,
+}
+
+/// A handle on the store; clones share one environment. Send + Sync.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the environment in `dir` and every database in it.
+    ///
+    /// heed refuses to open one path twice in a process, so a process opens its store once and
+    /// shares clones; another process (admin) opens its own handle and LMDB coordinates them.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        let open_err = |source| StoreError::Open { path: dir.to_owned(), source };
+        let mut eo = EnvOpenOptions::new().read_txn_without_tls();
+        eo.map_size(opts.map_size).max_dbs(MAX_DBS).max_readers(opts.max_readers);
+        // SAFETY: the environment is only ever modified through LMDB (this process or another
+        // hearth process using LMDB's lock file); nothing truncates or rewrites data.mdb, and
+        // heed refuses a second open of the same path within this process.
+        let env = unsafe { eo.open(dir) }.map_err(open_err)?;
+        let mut wtxn = env.write_txn().map_err(open_err)?;
+        let mut create = |name: &'static str| -> Result<Db, StoreError> {
+            env.create_database(&mut wtxn, Some(name)).map_err(lmdb("create", name))
+        };
+        let dbs = Dbs {
+            namespaces: create("namespaces")?,
+            keys: create("keys")?,
+            actions: create("actions")?,
+            code: create("code")?,
+            activations: create("activations")?,
+            activations_by_ns: create("activations_by_ns")?,
+            activations_by_time: create("activations_by_time")?,
+            meta: create("meta")?,
+        };
+        wtxn.commit().map_err(open_err)?;
+        tracing::debug!(path = %dir.display(), "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                env,
+                dbs,
+                auth_cache: AuthCache::default(),
+                path: dir.to_owned(),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub(crate) fn dbs(&self) -> &Dbs {
+        &self.inner.dbs
+    }
+
+    pub(crate) fn read_txn(&self) -> Result<heed::RoTxn<'_, WithoutTls>, StoreError> {
+        self.inner.env.read_txn().map_err(lmdb("read_txn", "env"))
+    }
+
+    pub(crate) fn write_txn(&self) -> Result<heed::RwTxn<'_>, StoreError> {
+        self.inner.env.write_txn().map_err(lmdb("write_txn", "env"))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+
+    /// A store in a fresh temp dir (the dir lives as long as the returned guard).
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
+                .unwrap();
+        (dir, store)
+    }
+}

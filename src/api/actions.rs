@@ -1,0 +1,237 @@
+//! `/api/v1/namespaces/{ns}/actions[/{name}]`: list, create/update, get, delete, invoke.
+
+use base64::Engine;
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::query::Query;
+use super::response::{json, ApiError, Body};
+use crate::controller::{Controller, InvokeOutcome};
+use crate::model::{
+    ActionMeta, ActivationStatus, EntityName, FullyQualifiedName, Identity, KeyValue, Kind,
+    LimitsPatch, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES,
+};
+use crate::store::{ActionUpdate, ExecUpdate};
+
+/// Largest PUT body read: the code limit as base64 (4/3) plus room for parameters,
+/// annotations and the JSON envelope.
+pub const MAX_PUT_BODY: usize = MAX_CODE_BYTES / 3 * 4 + 4 * 1024 * 1024;
+
+/// Actions listed when the caller gives no limit, and at most.
+const LIST_DEFAULT: usize = 30;
+const LIST_MAX: usize = 200;
+
+/// The PUT body as wsk and the OpenWhisk clients send it. `namespace`, `name` and `version`
+/// are accepted and ignored: the path names the action and the store owns the version.
+#[derive(Debug, Deserialize)]
+struct PutBody {
+    exec: Option<ExecBody>,
+    parameters: Option<Vec<KeyValue>>,
+    annotations: Option<Vec<KeyValue>>,
+    limits: Option<LimitsPatch>,
+    publish: Option<bool>,
+    #[serde(rename = "namespace")]
+    _namespace: Option<Value>,
+    #[serde(rename = "name")]
+    _name: Option<Value>,
+    #[serde(rename = "version")]
+    _version: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecBody {
+    kind: String,
+    code: Option<String>,
+    binary: Option<bool>,
+    main: Option<String>,
+}
+
+/// The action as OpenWhisk returns it; `code` is included when given.
+pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
+    let mut exec = json!({ "kind": a.exec.kind.as_str(), "binary": a.exec.binary });
+    if let Some(main) = &a.exec.main {
+        exec["main"] = json!(main);
+    }
+    if let Some(code) = code {
+        exec["code"] = if a.exec.binary {
+            json!(base64::engine::general_purpose::STANDARD.encode(code))
+        } else {
+            json!(String::from_utf8_lossy(code))
+        };
+    }
+    json!({
+        "namespace": a.namespace,
+        "name": a.name,
+        "version": a.version,
+        "exec": exec,
+        "parameters": a.parameters,
+        "annotations": a.annotations,
+        "limits": a.limits,
+        "publish": a.publish,
+        "updated": a.updated,
+    })
+}
+
+pub fn list(c: &Controller, ns: &EntityName, q: &Query) -> Result<Response<Body>, ApiError> {
+    if q.bool("count", false)? {
+        return Ok(json(StatusCode::OK, &json!({ "actions": c.count_actions(ns)? })));
+    }
+    let limit = q.limit(LIST_DEFAULT, LIST_MAX)?;
+    let list: Vec<Value> =
+        c.list_actions(ns, q.skip()?, limit)?.iter().map(|a| action_json(a, None)).collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub fn get(
+    c: &Controller,
+    fqn: &FullyQualifiedName,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let body = if q.bool("code", true)? {
+        let (meta, code) = c.get_action_with_code(fqn)?;
+        action_json(&meta, Some(&code))
+    } else {
+        action_json(&c.get_action(fqn)?, None)
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+fn size_of_json(v: &[KeyValue]) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Turns the PUT body into a store update, validating everything the store does not.
+fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
+    let b: PutBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("The request content was malformed: {e}")))?;
+    let exec = match b.exec {
+        None => None,
+        Some(e) => {
+            let kind = Kind::parse(&e.kind).map_err(|k| ApiError::bad_request(k.to_string()))?;
+            let text = e.code.ok_or_else(|| ApiError::bad_request("exec.code is required"))?;
+            let binary = e.binary.unwrap_or(false);
+            let code = if binary {
+                base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|err| {
+                    ApiError::bad_request(format!("exec.code is not valid base64: {err}"))
+                })?
+            } else {
+                text.into_bytes()
+            };
+            if code.len() > MAX_CODE_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("The action code of {} bytes exceeds the maximum of {MAX_CODE_BYTES} bytes.", code.len()),
+                ));
+            }
+            if let Some(main) = &e.main {
+                if main.is_empty() || main.len() > 256 {
+                    return Err(ApiError::bad_request("exec.main must be 1 to 256 characters"));
+                }
+            }
+            Some(ExecUpdate { kind, main: e.main, binary, code })
+        }
+    };
+    for (what, list) in [("parameters", &b.parameters), ("annotations", &b.annotations)] {
+        if let Some(l) = list {
+            let n = size_of_json(l);
+            if n > MAX_PAYLOAD_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "The {what} of {n} bytes exceed the maximum of {MAX_PAYLOAD_BYTES} bytes."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(ActionUpdate {
+        exec,
+        parameters: b.parameters,
+        annotations: b.annotations,
+        limits: b.limits,
+        publish: b.publish,
+    })
+}
+
+pub async fn put(
+    c: &Controller,
+    fqn: FullyQualifiedName,
+    q: &Query,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let overwrite = q.bool("overwrite", false)?;
+    let update = parse_update(&body)?;
+    let meta = c.put_action(fqn, update, overwrite).await?;
+    Ok(json(StatusCode::OK, &action_json(&meta, None)))
+}
+
+pub async fn delete(c: &Controller, fqn: FullyQualifiedName) -> Result<Response<Body>, ApiError> {
+    let meta = c.delete_action(fqn).await?;
+    Ok(json(StatusCode::OK, &action_json(&meta, None)))
+}
+
+/// The status of a finished activation: 200 on success, 502 when the action failed, 500 when
+/// hearth did.
+fn status_of(s: ActivationStatus) -> StatusCode {
+    match s {
+        ActivationStatus::Success => StatusCode::OK,
+        ActivationStatus::ApplicationError | ActivationStatus::DeveloperError => {
+            StatusCode::BAD_GATEWAY
+        }
+        ActivationStatus::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub async fn invoke(
+    c: &Controller,
+    caller: &Identity,
+    fqn: &FullyQualifiedName,
+    q: &Query,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let blocking = q.bool("blocking", false)?;
+    let result_only = q.bool("result", false)?;
+    let (mut resp, id) = match c.invoke(caller, fqn, &body, blocking).await? {
+        InvokeOutcome::Accepted(id) => {
+            (json(StatusCode::ACCEPTED, &json!({ "activationId": id })), id)
+        }
+        InvokeOutcome::Completed(rec) => {
+            let status = status_of(rec.response.status);
+            let resp =
+                if result_only { json(status, &rec.response.result) } else { json(status, &rec) };
+            (resp, rec.activation_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert("x-openwhisk-activation-id", v);
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_body_validation() {
+        let ok = parse_update(br#"{"namespace":"_","name":"x","exec":{"kind":"python:3","code":"def main(a): return a"}}"#).unwrap();
+        assert_eq!(ok.exec.unwrap().code, b"def main(a): return a");
+        let bin = parse_update(br#"{"exec":{"kind":"nodejs:20","code":"UEsDBA==","binary":true}}"#)
+            .unwrap();
+        assert_eq!(bin.exec.unwrap().code, b"PK\x03\x04");
+        for bad in [
+            &br#"{"exec":{"kind":"java:8","code":"x"}}"#[..],
+            br#"{"exec":{"kind":"python:3"}}"#,
+            br#"{"exec":{"kind":"python:3","code":"!!","binary":true}}"#,
+            br#"{"limits":{"bogus":1}}"#,
+            br#"{"#,
+            br#"[]"#,
+        ] {
+            let e = parse_update(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Routing: turns a request into a call on one resource module. Authentication happens here,
+//! before anything under `/api/v1/namespaces` is looked at, so an unauthenticated caller
+//! learns nothing about what exists.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tracing::Instrument;
+
+use super::body;
+use super::query::{decode, Query};
+use super::response::{ApiError, Body};
+use super::{actions, activations, info, namespaces};
+use crate::controller::Controller;
+use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
+
+/// The invoke body limit: the payload limit plus slack for whitespace, so that a payload just
+/// over 1 MB is refused by the controller's exact check with the limit named.
+const MAX_INVOKE_BODY: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+
+/// Handles one request; never fails (errors become OpenWhisk error bodies).
+pub async fn handle(req: Request<Incoming>, controller: Arc<Controller>) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), %request_id);
+    async move {
+        let started = Instant::now();
+        let resp = match route(req, &controller).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(&request_id),
+        };
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::debug!(status = resp.status().as_u16(), elapsed_us, "answered");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn authenticate(c: &Controller, req: &Request<Incoming>) -> Result<Identity, ApiError> {
+    let Some(header) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "The resource requires authentication, which was not supplied with the request",
+        ));
+    };
+    let invalid =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid");
+    let value = header.to_str().map_err(|_| invalid())?;
+    c.authenticate(value)?.ok_or_else(invalid)
+}
+
+fn name(s: &str) -> Result<EntityName, ApiError> {
+    EntityName::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn route(req: Request<Incoming>, c: &Controller) -> Result<Response<Body>, ApiError> {
+    let raw_path = req.uri().path().to_owned();
+    let segs: Vec<String> = raw_path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            decode(s, false)
+                .ok_or_else(|| ApiError::bad_request("The path is not correctly encoded."))
+        })
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+
+    match segs.as_slice() {
+        [] | ["api", "v1"] => {
+            return match method {
+                Method::GET => Ok(info::info()),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
+        ["api", "v1", "namespaces", ..] => {}
+        _ => return Err(ApiError::not_found()),
+    }
+
+    let caller = authenticate(c, &req)?;
+    let q = Query::parse(req.uri().query())?;
+    let rest = &segs[3..];
+    let Some((ns_seg, rest)) = rest.split_first() else {
+        return match method {
+            Method::GET => Ok(namespaces::list(c, &caller)),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        };
+    };
+    let ns = c.resolve_namespace(&caller, ns_seg)?;
+
+    match rest {
+        [] => match method {
+            Method::GET => namespaces::summary(c, &ns),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["actions"] => match method {
+            Method::GET => actions::list(c, &ns, &q),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["actions", action] => {
+            let fqn = FullyQualifiedName::new(ns, name(action)?);
+            match method {
+                Method::GET => actions::get(c, &fqn, &q),
+                Method::PUT => {
+                    let (parts, b) = req.into_parts();
+                    let bytes =
+                        body::read(&parts.headers, b, actions::MAX_PUT_BODY, "an action").await?;
+                    actions::put(c, fqn, &q, bytes).await
+                }
+                Method::DELETE => actions::delete(c, fqn).await,
+                Method::POST => {
+                    let (parts, b) = req.into_parts();
+                    let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "an invoke").await?;
+                    actions::invoke(c, &caller, &fqn, &q, bytes).await
+                }
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE, POST")),
+            }
+        }
+        ["actions", _package, _action, ..] => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "Actions inside packages are not supported by hearth.",
+        )),
+        ["activations"] => match method {
+            Method::GET => activations::list(c, &ns, &q).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["activations", id] => match method {
+            Method::GET => activations::get(c, &ns, id, None).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["activations", id, part @ ("logs" | "result")] => match method {
+            Method::GET => activations::get(c, &ns, id, Some(part)).await,
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        [kind @ ("packages" | "triggers" | "rules"), ..] => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{kind} are not supported by hearth; only actions and activations are."),
+        )),
+        _ => Err(ApiError::not_found()),
+    }
+}

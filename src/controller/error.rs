@@ -1,0 +1,54 @@
+//! The controller's error type: what went wrong, in terms the API maps to a status code.
+
+use crate::store::StoreError;
+
+/// Why a controller operation failed. Each variant corresponds to one HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// Malformed input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller may not touch that namespace (403). The message never says whether it exists.
+    #[error("the supplied authentication is not authorized to access '{0}'")]
+    Forbidden(String),
+    /// The entity does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The entity exists and overwrite was not asked for (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// An input over a size limit (413); the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The invoker refused: queue full (429).
+    #[error("{0}")]
+    Overloaded(String),
+    /// No invoker can take work (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store failed (500).
+    #[error(transparent)]
+    Store(StoreError),
+    /// Anything else on our side (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ControllerError {
+    /// Expected store outcomes become client errors; the rest stay internal.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ActionExists(_) | StoreError::NamespaceExists(_) => {
+                Self::Conflict(e.to_string())
+            }
+            StoreError::ActionNotFound(_) | StoreError::KeyNotFound(_) => {
+                Self::NotFound(e.to_string())
+            }
+            StoreError::NamespaceNotFound(ns) => Self::Forbidden(ns),
+            StoreError::MissingExec(_) | StoreError::InvalidLimits { .. } => {
+                Self::Invalid(e.to_string())
+            }
+            other => Self::Store(other),
+        }
+    }
+}

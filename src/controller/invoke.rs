@@ -1,0 +1,226 @@
+//! Invoke orchestration: validate the payload, look up the action (metadata only), merge
+//! parameters, dispatch, then wait (blocking) or return at once (non-blocking). Every accepted
+//! activation ends with exactly one record: the invoker's, or an internal-error record written
+//! here when the completion channel closes without one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::{Controller, ControllerError, RecordWriter};
+use crate::bus::{ActivationMessage, Completion, DispatchError};
+use crate::model::{
+    now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
+    EntityName, FullyQualifiedName, Identity, KeyValue, Kind, MAX_PAYLOAD_BYTES,
+};
+
+/// How an invoke ended for the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvokeOutcome {
+    /// The activation finished within the wait: its record (already queued for writing).
+    Completed(Box<Activation>),
+    /// Non-blocking, or the blocking wait ran out: the activation goes on and its record will
+    /// be readable under this id.
+    Accepted(ActivationId),
+}
+
+/// What the controller needs to write a record itself if the invoker never sends one.
+struct Pending {
+    id: ActivationId,
+    subject: EntityName,
+    action: FullyQualifiedName,
+    version: String,
+    kind: Kind,
+    limits: ActionLimits,
+    received_at: u64,
+    publish: bool,
+}
+
+impl Pending {
+    /// Accepts the invoker's record, making sure it belongs to the caller's namespace; or, when
+    /// the channel closed without a record, builds the internal-error record.
+    fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
+        match result {
+            Ok(mut rec) => {
+                if rec.namespace != self.subject.as_str() {
+                    tracing::warn!(activation_id = %self.id, got = %rec.namespace, "invoker record had a foreign namespace; corrected");
+                    rec.namespace = self.subject.to_string();
+                }
+                rec
+            }
+            Err(_) => {
+                tracing::error!(activation_id = %self.id, action = %self.action, "completion channel closed without a record");
+                let end = now_millis();
+                let response = ActivationResponse::error(
+                    ActivationStatus::InternalError,
+                    "The invoker stopped before the activation completed.",
+                );
+                Activation {
+                    namespace: self.subject.to_string(),
+                    name: self.action.name.to_string(),
+                    subject: self.subject.to_string(),
+                    activation_id: self.id,
+                    start: self.received_at,
+                    end,
+                    duration: end.saturating_sub(self.received_at),
+                    status_code: response.status_code,
+                    response,
+                    logs: vec![],
+                    annotations: vec![
+                        KeyValue::new("path", self.action.to_string()),
+                        KeyValue::new("kind", self.kind.as_str()),
+                        KeyValue::new(
+                            "limits",
+                            serde_json::to_value(self.limits).unwrap_or(Value::Null),
+                        ),
+                    ],
+                    version: self.version.clone(),
+                    publish: self.publish,
+                }
+            }
+        }
+    }
+}
+
+/// Decrements the in-flight count when the record is handed to the writer (or the task dies).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Parses the request body: empty means `{}`; anything else must be a JSON object.
+fn parse_payload(payload: &[u8]) -> Result<Map<String, Value>, ControllerError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(ControllerError::TooLarge(format!(
+            "The request content of {} bytes exceeds the maximum payload of {MAX_PAYLOAD_BYTES} bytes.",
+            payload.len()
+        )));
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ControllerError::Invalid("The request content must be a JSON object.".into())),
+        Err(e) => Err(ControllerError::Invalid(format!("The request content was malformed: {e}"))),
+    }
+}
+
+async fn record(records: &RecordWriter, rec: Activation) {
+    let id = rec.activation_id;
+    if let Err(e) = records.submit(rec).await {
+        tracing::error!(activation_id = %id, error = %e, "activation record lost");
+    }
+}
+
+impl Controller {
+    /// Invokes `fqn` as `caller` with the raw request body.
+    #[tracing::instrument(skip_all, fields(action = %fqn, blocking, activation_id))]
+    pub async fn invoke(
+        &self,
+        caller: &Identity,
+        fqn: &FullyQualifiedName,
+        payload: &[u8],
+        blocking: bool,
+    ) -> Result<InvokeOutcome, ControllerError> {
+        let request_params = parse_payload(payload)?;
+        let meta = self.get_action(fqn)?;
+        let mut params: Map<String, Value> =
+            meta.parameters.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
+        params.extend(request_params);
+
+        let id = ActivationId::generate();
+        tracing::Span::current().record("activation_id", tracing::field::display(id));
+        let pending = Pending {
+            id,
+            subject: caller.namespace.clone(),
+            action: fqn.clone(),
+            version: meta.version.clone(),
+            kind: meta.exec.kind.clone(),
+            limits: meta.limits,
+            received_at: now_millis(),
+            publish: meta.publish,
+        };
+        let msg = ActivationMessage {
+            activation_id: id,
+            action: fqn.clone(),
+            revision: meta.revision,
+            version: meta.version.clone(),
+            exec: meta.exec.clone(),
+            limits: meta.limits,
+            subject: caller.namespace.clone(),
+            params,
+            received_at_ms: pending.received_at,
+            publish: meta.publish,
+        };
+        let mut completion: Completion =
+            self.dispatcher.dispatch(msg).await.map_err(|e| match e {
+                DispatchError::Overloaded(m) => ControllerError::Overloaded(m),
+                DispatchError::Unavailable(m) => ControllerError::Unavailable(m),
+            })?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.in_flight.clone());
+
+        if blocking {
+            let wait =
+                self.config.max_blocking_wait.min(meta.limits.timeout() + self.config.wait_margin);
+            if let Ok(result) = tokio::time::timeout(wait, &mut completion).await {
+                let rec = pending.finish(result);
+                record(&self.records, rec.clone()).await;
+                drop(guard);
+                return Ok(InvokeOutcome::Completed(Box::new(rec)));
+            }
+            tracing::debug!(?wait, "blocking wait ran out; answering 202");
+        }
+        let records = self.records.clone();
+        tokio::spawn(async move {
+            let rec = pending.finish(completion.await);
+            record(&records, rec).await;
+            drop(guard);
+        });
+        Ok(InvokeOutcome::Accepted(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_rules() {
+        assert!(parse_payload(b"").unwrap().is_empty());
+        assert!(parse_payload(b"  \n").unwrap().is_empty());
+        assert_eq!(parse_payload(br#"{"a":1}"#).unwrap()["a"], 1);
+        assert!(matches!(parse_payload(b"[1]"), Err(ControllerError::Invalid(_))));
+        assert!(matches!(parse_payload(b"{nope"), Err(ControllerError::Invalid(_))));
+        let big = format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_PAYLOAD_BYTES));
+        assert!(matches!(parse_payload(big.as_bytes()), Err(ControllerError::TooLarge(_))));
+    }
+
+    #[test]
+    fn closed_channel_yields_internal_error_record() {
+        let ns = EntityName::parse("guest").unwrap();
+        let p = Pending {
+            id: ActivationId::generate(),
+            subject: ns.clone(),
+            action: FullyQualifiedName::new(ns, EntityName::parse("a").unwrap()),
+            version: "0.0.1".into(),
+            kind: Kind::parse("python:3").unwrap(),
+            limits: ActionLimits::default(),
+            received_at: now_millis(),
+            publish: false,
+        };
+        let (tx, rx) = oneshot::channel::<Activation>();
+        drop(tx);
+        let rec = p.finish(rx.blocking_recv());
+        assert_eq!(rec.response.status, ActivationStatus::InternalError);
+        assert_eq!(rec.status_code, 3);
+        assert_eq!(rec.namespace, "guest");
+        assert_eq!(rec.annotation("path").unwrap(), "guest/a");
+    }
+}

@@ -1,0 +1,41 @@
+//! The store's error type: every variant names the database and, where there is one, the key.
+
+use std::path::PathBuf;
+
+use crate::model::LimitError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating the data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("opening the LMDB environment at {path}: {source}")]
+    Open { path: PathBuf, source: heed::Error },
+    #[error("LMDB {op} on {db}: {source}")]
+    Lmdb { op: &'static str, db: &'static str, source: heed::Error },
+    #[error("record {key:?} in {db} does not decode: {message}")]
+    Corrupt { db: &'static str, key: String, message: String },
+    #[error("encoding a record for {db} key {key:?}: {source}")]
+    Encode { db: &'static str, key: String, source: serde_json::Error },
+    #[error("namespace {0} does not exist")]
+    NamespaceNotFound(String),
+    #[error("namespace {0} already exists")]
+    NamespaceExists(String),
+    #[error("key {0} does not exist")]
+    KeyNotFound(String),
+    #[error("action {0} already exists (use overwrite to update it)")]
+    ActionExists(String),
+    #[error("action {0} does not exist")]
+    ActionNotFound(String),
+    #[error("action {0} has no exec: an action must be created with code")]
+    MissingExec(String),
+    #[error("action {action}: {source}")]
+    InvalidLimits { action: String, source: LimitError },
+    #[error("generating a key: {0}")]
+    Random(String),
+}
+
+/// Shorthand for mapping a heed error with its context.
+pub(crate) fn lmdb(op: &'static str, db: &'static str) -> impl FnOnce(heed::Error) -> StoreError {
+    move |source| StoreError::Lmdb { op, db, source }
+}

@@ -1,0 +1,136 @@
+//! Keys: uuid (16 bytes) -> record with the namespace and the salted hash of the secret. The
+//! secret itself is never stored: it is shown once, when the key is created.
+
+use heed::{RoTxn, RwTxn};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::codec::{decode, encode};
+use super::error::lmdb;
+use super::{Store, StoreError};
+use crate::model::{now_millis, AuthKey, EntityName, SecretHash};
+
+/// One stored key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    #[serde(with = "uuid_text")]
+    pub uuid: Uuid,
+    pub namespace: EntityName,
+    pub hash: SecretHash,
+    /// Milliseconds since the epoch.
+    pub created: u64,
+}
+
+/// The uuid as its hyphenated text (the `uuid` crate is built without its serde feature).
+mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(u: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(u)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let s = String::deserialize(d)?;
+        Uuid::parse_str(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Store {
+    pub(crate) fn key_record_in(
+        &self,
+        rtxn: &RoTxn,
+        uuid: &Uuid,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let k = uuid.as_bytes();
+        match self.dbs().keys.get(rtxn, k).map_err(lmdb("get", "keys"))? {
+            Some(v) => Ok(Some(decode("keys", k, v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn put_key_in(
+        &self,
+        wtxn: &mut RwTxn,
+        ns: &EntityName,
+        key: &AuthKey,
+    ) -> Result<(), StoreError> {
+        let k = key.uuid.as_bytes();
+        let rec = KeyRecord {
+            uuid: key.uuid,
+            namespace: ns.clone(),
+            hash: key.hash(),
+            created: now_millis(),
+        };
+        let v = encode("keys", k, &rec)?;
+        self.dbs().keys.put(wtxn, k, &v).map_err(lmdb("put", "keys"))
+    }
+
+    /// A new key for an existing namespace.
+    pub fn create_key(&self, ns: &EntityName) -> Result<AuthKey, StoreError> {
+        let key = AuthKey::generate().map_err(|e| StoreError::Random(e.to_string()))?;
+        let mut wtxn = self.write_txn()?;
+        if self
+            .dbs()
+            .namespaces
+            .get(&wtxn, ns.as_str().as_bytes())
+            .map_err(lmdb("get", "namespaces"))?
+            .is_none()
+        {
+            return Err(StoreError::NamespaceNotFound(ns.to_string()));
+        }
+        self.put_key_in(&mut wtxn, ns, &key)?;
+        self.bump_keys_generation(&mut wtxn)?;
+        wtxn.commit().map_err(lmdb("commit", "keys"))?;
+        tracing::info!(namespace = %ns, uuid = %key.uuid, "key created");
+        Ok(key)
+    }
+
+    /// Revokes a key: it stops authenticating at once, in every process (the generation bump
+    /// invalidates every cached entry).
+    pub fn revoke_key(&self, uuid: &Uuid) -> Result<(), StoreError> {
+        let mut wtxn = self.write_txn()?;
+        if !self.dbs().keys.delete(&mut wtxn, uuid.as_bytes()).map_err(lmdb("delete", "keys"))? {
+            return Err(StoreError::KeyNotFound(uuid.to_string()));
+        }
+        self.bump_keys_generation(&mut wtxn)?;
+        wtxn.commit().map_err(lmdb("commit", "keys"))?;
+        tracing::info!(%uuid, "key revoked");
+        Ok(())
+    }
+
+    /// The keys of one namespace (hashes only).
+    pub fn list_keys(&self, ns: &EntityName) -> Result<Vec<KeyRecord>, StoreError> {
+        let rtxn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.dbs().keys.iter(&rtxn).map_err(lmdb("iter", "keys"))? {
+            let (k, v) = item.map_err(lmdb("iter", "keys"))?;
+            let rec: KeyRecord = decode("keys", k, v)?;
+            if &rec.namespace == ns {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every key of `ns`; a scan, as keys are few and this runs only on namespace
+    /// deletion.
+    pub(crate) fn delete_keys_of_in(
+        &self,
+        wtxn: &mut RwTxn,
+        ns: &EntityName,
+    ) -> Result<usize, StoreError> {
+        let mut doomed = Vec::new();
+        for item in self.dbs().keys.iter(wtxn).map_err(lmdb("iter", "keys"))? {
+            let (k, v) = item.map_err(lmdb("iter", "keys"))?;
+            let rec: KeyRecord = decode("keys", k, v)?;
+            if &rec.namespace == ns {
+                doomed.push(k.to_vec());
+            }
+        }
+        for k in &doomed {
+            self.dbs().keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
+        }
+        Ok(doomed.len())
+    }
+}

@@ -1,0 +1,122 @@
+//! Namespaces: name -> record. Deleting a namespace deletes everything it owns (keys, actions,
+//! code, activation records) in one transaction.
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::error::lmdb;
+use super::{Store, StoreError};
+use crate::model::{now_millis, AuthKey, EntityName};
+
+/// One namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub name: EntityName,
+    /// Milliseconds since the epoch.
+    pub created: u64,
+}
+
+impl Store {
+    /// Creates a namespace and a fresh key for it; returns the key (the only time its secret
+    /// exists outside the caller).
+    pub fn create_namespace(&self, ns: &EntityName) -> Result<AuthKey, StoreError> {
+        let key = AuthKey::generate().map_err(|e| StoreError::Random(e.to_string()))?;
+        let mut wtxn = self.write_txn()?;
+        if self
+            .dbs()
+            .namespaces
+            .get(&wtxn, ns.as_str().as_bytes())
+            .map_err(lmdb("get", "namespaces"))?
+            .is_some()
+        {
+            return Err(StoreError::NamespaceExists(ns.to_string()));
+        }
+        self.put_namespace_in(&mut wtxn, ns)?;
+        self.put_key_in(&mut wtxn, ns, &key)?;
+        self.bump_keys_generation(&mut wtxn)?;
+        wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
+        tracing::info!(namespace = %ns, uuid = %key.uuid, "namespace created");
+        Ok(key)
+    }
+
+    /// Makes sure `ns` exists and `key` belongs to it (standalone's public guest key).
+    /// Idempotent: a second call changes nothing and does not bump the generation.
+    pub fn ensure_namespace_with_key(
+        &self,
+        ns: &EntityName,
+        key: &AuthKey,
+    ) -> Result<(), StoreError> {
+        let mut wtxn = self.write_txn()?;
+        let mut changed = false;
+        if self
+            .dbs()
+            .namespaces
+            .get(&wtxn, ns.as_str().as_bytes())
+            .map_err(lmdb("get", "namespaces"))?
+            .is_none()
+        {
+            self.put_namespace_in(&mut wtxn, ns)?;
+            changed = true;
+        }
+        let current = self.key_record_in(&wtxn, &key.uuid)?;
+        let up_to_date =
+            current.as_ref().is_some_and(|r| &r.namespace == ns && r.hash.matches(&key.hash()));
+        if !up_to_date {
+            self.put_key_in(&mut wtxn, ns, key)?;
+            changed = true;
+        }
+        if changed {
+            self.bump_keys_generation(&mut wtxn)?;
+            wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
+        }
+        Ok(())
+    }
+
+    fn put_namespace_in(&self, wtxn: &mut heed::RwTxn, ns: &EntityName) -> Result<(), StoreError> {
+        let k = ns.as_str().as_bytes();
+        let rec = NamespaceRecord { name: ns.clone(), created: now_millis() };
+        let v = encode("namespaces", k, &rec)?;
+        self.dbs().namespaces.put(wtxn, k, &v).map_err(lmdb("put", "namespaces"))
+    }
+
+    pub fn get_namespace(&self, ns: &EntityName) -> Result<Option<NamespaceRecord>, StoreError> {
+        let rtxn = self.read_txn()?;
+        let k = ns.as_str().as_bytes();
+        match self.dbs().namespaces.get(&rtxn, k).map_err(lmdb("get", "namespaces"))? {
+            Some(v) => Ok(Some(decode("namespaces", k, v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every namespace, by name.
+    pub fn list_namespaces(&self) -> Result<Vec<NamespaceRecord>, StoreError> {
+        let rtxn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.dbs().namespaces.iter(&rtxn).map_err(lmdb("iter", "namespaces"))? {
+            let (k, v) = item.map_err(lmdb("iter", "namespaces"))?;
+            out.push(decode("namespaces", k, v)?);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a namespace with its keys, actions, code and activation records. Returns false
+    /// when it did not exist.
+    pub fn delete_namespace(&self, ns: &EntityName) -> Result<bool, StoreError> {
+        let mut wtxn = self.write_txn()?;
+        let d = self.dbs();
+        if !d
+            .namespaces
+            .delete(&mut wtxn, ns.as_str().as_bytes())
+            .map_err(lmdb("delete", "namespaces"))?
+        {
+            return Ok(false);
+        }
+        let keys = self.delete_keys_of_in(&mut wtxn, ns)?;
+        let actions = self.delete_actions_of_in(&mut wtxn, ns)?;
+        let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
+        self.bump_keys_generation(&mut wtxn)?;
+        wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
+        tracing::info!(namespace = %ns, keys, actions, activations, "namespace deleted");
+        Ok(true)
+    }
+}

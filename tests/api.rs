@@ -1,0 +1,738 @@
+//! End-to-end tests of the REST API: the real server (hyper, LMDB in a temp dir) on
+//! 127.0.0.1:0, with `BusTestInvoker` standing in for the invoker at the bus seam (the real
+//! invoker has its own tests). Requests go through hyper's client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use hearth::controller::{Controller, ControllerConfig};
+use hearth::model::{
+    now_millis, Activation, ActivationResponse, ActivationStatus, AuthKey, EntityName, KeyValue,
+    GUEST_KEY,
+};
+use hearth::shutdown::{self, ShutdownTrigger};
+use hearth::store::{Store, StoreOptions};
+
+/// What the test invoker does with the next activations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// Completes at once with a record built from the message.
+    Complete,
+    /// Completes after a delay.
+    Delay(Duration),
+    /// Refuses: queue full.
+    Overloaded,
+    /// Refuses: no invoker.
+    Unavailable,
+    /// Accepts, then drops the completion sender without a record.
+    Vanish,
+}
+
+/// A test double of the invoker at the bus seam. It "runs" an action by echoing its
+/// parameters; a parameter `fail` makes an application error, `crash` a developer error.
+struct BusTestInvoker {
+    mode: Mutex<Mode>,
+    seen: Mutex<Vec<ActivationMessage>>,
+}
+
+impl BusTestInvoker {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { mode: Mutex::new(Mode::Complete), seen: Mutex::new(Vec::new()) })
+    }
+    fn set(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+}
+
+fn record_for(msg: &ActivationMessage) -> Activation {
+    let start = now_millis();
+    let response = if msg.params.contains_key("fail") {
+        ActivationResponse::error(ActivationStatus::ApplicationError, "asked to fail")
+    } else if msg.params.contains_key("crash") {
+        ActivationResponse::error(ActivationStatus::DeveloperError, "the action crashed")
+    } else {
+        ActivationResponse::success(Value::Object(msg.params.clone()))
+    };
+    Activation {
+        namespace: msg.subject.to_string(),
+        name: msg.action.name.to_string(),
+        subject: msg.subject.to_string(),
+        activation_id: msg.activation_id,
+        start,
+        end: start + 1,
+        duration: 1,
+        status_code: response.status_code,
+        response,
+        logs: vec!["2024-01-01T00:00:00Z stdout: hello from the test invoker".into()],
+        annotations: vec![
+            KeyValue::new("path", msg.action.to_string()),
+            KeyValue::new("kind", msg.exec.kind.as_str()),
+            KeyValue::new("limits", serde_json::to_value(msg.limits).unwrap()),
+            KeyValue::new("waitTime", start.saturating_sub(msg.received_at_ms)),
+            KeyValue::new("initTime", 3),
+        ],
+        version: msg.version.clone(),
+        publish: msg.publish,
+    }
+}
+
+impl Dispatcher for BusTestInvoker {
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let mode = *self.mode.lock().unwrap();
+            self.seen.lock().unwrap().push(msg.clone());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match mode {
+                Mode::Overloaded => {
+                    return Err(DispatchError::Overloaded("Too many requests in the queue.".into()))
+                }
+                Mode::Unavailable => {
+                    return Err(DispatchError::Unavailable("No invoker is available.".into()))
+                }
+                Mode::Complete => {
+                    let _ = tx.send(record_for(&msg));
+                }
+                Mode::Delay(d) => {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(d).await;
+                        let _ = tx.send(record_for(&msg));
+                    });
+                }
+                Mode::Vanish => drop(tx),
+            }
+            Ok(rx)
+        })
+    }
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+    controller: Arc<Controller>,
+    invoker: Arc<BusTestInvoker>,
+}
+
+async fn start(dir: &Path, config: ControllerConfig) -> Server {
+    let store =
+        Store::open(dir, StoreOptions { map_size: 256 << 20, ..Default::default() }).unwrap();
+    store
+        .ensure_namespace_with_key(
+            &EntityName::parse("guest").unwrap(),
+            &AuthKey::parse(GUEST_KEY).unwrap(),
+        )
+        .unwrap();
+    let invoker = BusTestInvoker::new();
+    let controller = Controller::new(store, invoker.clone(), config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, sd) = shutdown::channel();
+    let c = controller.clone();
+    let task = tokio::spawn(async move { hearth::api::serve(listener, c, sd).await.unwrap() });
+    Server { addr, trigger, task, controller, invoker }
+}
+
+impl Server {
+    /// Stops serving, commits the records and releases the store so the dir can be reopened.
+    async fn stop(self) {
+        self.trigger.fire();
+        self.task.await.unwrap();
+        self.controller.close().await;
+        drop(self.controller);
+    }
+}
+
+fn basic(key: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    addr: std::net::SocketAddr,
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut b = Request::builder().method(method).uri(path).header("host", "localhost");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        headers.get("content-type").map(|v| v.to_str().unwrap()),
+        Some("application/json"),
+        "{status} {path}"
+    );
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: {e}: {bytes:?}"));
+    Resp { status, headers, body }
+}
+
+fn guest() -> String {
+    basic(GUEST_KEY)
+}
+
+async fn get(s: &Server, path: &str) -> Resp {
+    call(s.addr, Method::GET, path, Some(&guest()), None).await
+}
+
+async fn put(s: &Server, path: &str, body: Value) -> Resp {
+    call(s.addr, Method::PUT, path, Some(&guest()), Some(body.to_string().into_bytes())).await
+}
+
+async fn post(s: &Server, path: &str, body: Value) -> Resp {
+    call(s.addr, Method::POST, path, Some(&guest()), Some(body.to_string().into_bytes())).await
+}
+
+fn assert_error(r: &Resp, status: StatusCode) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert!(r.body["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", r.body);
+    assert_eq!(r.body["code"].as_str().map(str::len), Some(32), "{}", r.body);
+}
+
+async fn create_echo(s: &Server, name: &str) {
+    let r = put(
+        s,
+        &format!("/api/v1/namespaces/_/actions/{name}"),
+        json!({"exec": {"kind": "python:3", "code": "def main(a): return a"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+fn fast_config() -> ControllerConfig {
+    ControllerConfig { max_blocking_wait: Duration::from_millis(200), ..Default::default() }
+}
+
+#[tokio::test]
+async fn info_needs_no_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    for path in ["/", "/api/v1"] {
+        let r = call(s.addr, Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["api_paths"], json!(["/api/v1"]));
+        assert_eq!(r.body["runtimes"]["python"][0]["kind"], "python:3");
+        assert_eq!(r.body["runtimes"]["nodejs"][0]["kind"], "nodejs:20");
+        assert_eq!(r.body["limits"]["max_action_duration"], 300_000);
+    }
+    let r = call(s.addr, Method::POST, "/api/v1", None, None).await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn auth_and_namespace_isolation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces", None, None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+    let wrong = format!("{}:{}", GUEST_KEY.split(':').next().unwrap(), "x".repeat(64));
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces", Some(&basic(&wrong)), None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces", Some("Basic %%%"), None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+    // Unauthenticated callers learn nothing, not even 404.
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces/_/actions/nope", None, None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+
+    let r = get(&s, "/api/v1/namespaces").await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!(["guest"])));
+
+    // A second namespace with its own key: each sees only its own.
+    let other_key =
+        s.controller.store().create_namespace(&EntityName::parse("other").unwrap()).unwrap();
+    let other = basic(&other_key.to_string());
+    create_echo(&s, "mine").await;
+    for path in [
+        "/api/v1/namespaces/other/actions",
+        "/api/v1/namespaces/other/actions/x",
+        "/api/v1/namespaces/nosuch/actions",
+        "/api/v1/namespaces/other/activations",
+    ] {
+        assert_error(&get(&s, path).await, StatusCode::FORBIDDEN);
+    }
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces/guest/actions/mine", Some(&other), None)
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN);
+    let r =
+        call(s.addr, Method::GET, "/api/v1/namespaces/_/actions/mine", Some(&other), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces", Some(&other), None).await;
+    assert_eq!(r.body, json!(["other"]));
+
+    // Revoking the key from the store (as `hearthd admin` does) works on the next request,
+    // although the key is in the auth cache.
+    s.controller.store().revoke_key(&other_key.uuid).unwrap();
+    let r = call(s.addr, Method::GET, "/api/v1/namespaces", Some(&other), None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+
+    // Unknown paths, wrong methods, unsupported entities.
+    assert_error(&get(&s, "/api/v2/x").await, StatusCode::NOT_FOUND);
+    assert_error(&get(&s, "/api/v1/namespaces/_/bogus").await, StatusCode::NOT_FOUND);
+    let r =
+        call(s.addr, Method::DELETE, "/api/v1/namespaces/_/actions", Some(&guest()), None).await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers.get("allow").unwrap(), "GET");
+    assert_error(&get(&s, "/api/v1/namespaces/_/packages").await, StatusCode::NOT_IMPLEMENTED);
+    assert_error(&get(&s, "/api/v1/namespaces/_/triggers/t").await, StatusCode::NOT_IMPLEMENTED);
+    let summary = get(&s, "/api/v1/namespaces/_").await;
+    assert_eq!(summary.body["actions"][0]["name"], "mine");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn action_crud_merge_and_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let path = "/api/v1/namespaces/_/actions/hello";
+    let body = json!({
+        "namespace": "guest", "name": "hello",
+        "exec": {"kind": "python:3", "code": "def main(a):\n    return a\n"},
+        "parameters": [{"key": "greeting", "value": "hi"}],
+        "limits": {"timeout": 1000},
+    });
+    let r = put(&s, path, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], "0.0.1");
+    assert_eq!(r.body["limits"]["timeout"], 1000);
+    assert_eq!(r.body["limits"]["memory"], 256);
+
+    assert_error(&put(&s, path, body.clone()).await, StatusCode::CONFLICT);
+    assert_error(&put(&s, &format!("{path}?overwrite=false"), body).await, StatusCode::CONFLICT);
+
+    // Update only the memory limit: code, parameters and timeout are kept.
+    let r = put(&s, &format!("{path}?overwrite=true"), json!({"limits": {"memory": 128}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["version"], "0.0.2");
+    let r = get(&s, path).await;
+    assert_eq!(r.body["exec"]["code"], "def main(a):\n    return a\n");
+    assert_eq!(r.body["exec"]["kind"], "python:3");
+    assert_eq!(r.body["parameters"], json!([{"key": "greeting", "value": "hi"}]));
+    assert_eq!(
+        (r.body["limits"]["timeout"].clone(), r.body["limits"]["memory"].clone()),
+        (json!(1000), json!(128))
+    );
+    let r = get(&s, &format!("{path}?code=false")).await;
+    assert!(r.body["exec"].get("code").is_none());
+
+    // Binary code round-trips as base64.
+    let zip = base64::engine::general_purpose::STANDARD.encode(b"PK\x03\x04 not really a zip");
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/bin",
+        json!({"exec": {"kind": "nodejs:20", "code": zip, "binary": true, "main": "run"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = get(&s, "/api/v1/namespaces/_/actions/bin").await;
+    assert_eq!(
+        (r.body["exec"]["code"].as_str(), r.body["exec"]["main"].as_str()),
+        (Some(zip.as_str()), Some("run"))
+    );
+
+    // Invalid input: 400 and nothing stored.
+    for (p, b) in [
+        ("/api/v1/namespaces/_/actions/bad", json!({"exec": {"kind": "java:8", "code": "x"}})),
+        (
+            "/api/v1/namespaces/_/actions/bad",
+            json!({"exec": {"kind": "python:3", "code": "x"}, "limits": {"memory": 4096}}),
+        ),
+        (
+            "/api/v1/namespaces/_/actions/bad",
+            json!({"exec": {"kind": "python:3", "code": "x"}, "limits": {"timeout": 50}}),
+        ),
+        ("/api/v1/namespaces/_/actions/bad", json!({"parameters": []})),
+        ("/api/v1/namespaces/_/actions/-bad", json!({"exec": {"kind": "python:3", "code": "x"}})),
+        (
+            "/api/v1/namespaces/_/actions/a%2Fb%2Fc",
+            json!({"exec": {"kind": "python:3", "code": "x"}}),
+        ),
+    ] {
+        let r = put(&s, p, b).await;
+        assert_error(&r, StatusCode::BAD_REQUEST);
+    }
+    let r = call(
+        s.addr,
+        Method::PUT,
+        "/api/v1/namespaces/_/actions/bad",
+        Some(&guest()),
+        Some(b"{not json".to_vec()),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_error(&get(&s, "/api/v1/namespaces/_/actions/bad").await, StatusCode::NOT_FOUND);
+    // A name with a space is valid, percent-encoded in the path.
+    create_echo(&s, "with%20space").await;
+    assert_eq!(
+        get(&s, "/api/v1/namespaces/_/actions/with%20space").await.body["name"],
+        "with space"
+    );
+
+    // Pagination.
+    for i in 0..5 {
+        create_echo(&s, &format!("p{i}")).await;
+    }
+    let names = |r: &Resp| {
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let all = get(&s, "/api/v1/namespaces/_/actions").await;
+    assert_eq!(names(&all), ["bin", "hello", "p0", "p1", "p2", "p3", "p4", "with space"]);
+    assert!(all.body[0]["exec"].get("code").is_none());
+    let page = get(&s, "/api/v1/namespaces/_/actions?limit=2&skip=3").await;
+    assert_eq!(names(&page), ["p1", "p2"]);
+    assert_eq!(
+        get(&s, "/api/v1/namespaces/_/actions?count=true").await.body,
+        json!({"actions": 8})
+    );
+    assert_error(&get(&s, "/api/v1/namespaces/_/actions?limit=201").await, StatusCode::BAD_REQUEST);
+    assert_error(&get(&s, "/api/v1/namespaces/_/actions?skip=x").await, StatusCode::BAD_REQUEST);
+
+    let r = call(s.addr, Method::DELETE, path, Some(&guest()), None).await;
+    assert_eq!((r.status, r.body["name"].as_str()), (StatusCode::OK, Some("hello")));
+    assert_error(&get(&s, path).await, StatusCode::NOT_FOUND);
+    let r = call(s.addr, Method::DELETE, path, Some(&guest()), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+/// Sends a request head declaring a body larger than any limit and no body: the server must
+/// answer 413 without waiting for the body.
+async fn declared_too_large(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: {}\r\ncontent-type: application/json\r\ncontent-length: 900000000\r\n\r\n",
+        guest()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    create_echo(&s, "echo").await;
+    let big = json!({"blob": "x".repeat(hearth::model::MAX_PAYLOAD_BYTES)});
+    let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", big.clone()).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(r.body["error"].as_str().unwrap().contains("1048576"), "{}", r.body);
+    let r = put(&s, "/api/v1/namespaces/_/actions/big", json!({"exec": {"kind": "python:3", "code": "x"}, "parameters": [{"key": "k", "value": big}]})).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE);
+    for (m, p) in [
+        ("PUT", "/api/v1/namespaces/_/actions/huge"),
+        ("POST", "/api/v1/namespaces/_/actions/echo"),
+    ] {
+        let head = declared_too_large(s.addr, m, p).await;
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(head.contains("maximum of"), "{head}");
+    }
+    let r = call(
+        s.addr,
+        Method::POST,
+        "/api/v1/namespaces/_/actions/echo?blocking=true",
+        Some(&guest()),
+        Some(b"[1,2]".to_vec()),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    let r = call(
+        s.addr,
+        Method::POST,
+        "/api/v1/namespaces/_/actions/echo?blocking=true",
+        Some(&guest()),
+        Some(b"{\"a\":".to_vec()),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_error(
+        &post(&s, "/api/v1/namespaces/_/actions/echo?blocking=maybe", json!({})).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &get(&s, "/api/v1/namespaces/_/activations/not-an-id").await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(s.invoker.seen.lock().unwrap().is_empty(), "nothing invalid was dispatched");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn invoke_modes_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let r = put(&s, "/api/v1/namespaces/_/actions/echo", json!({"exec": {"kind": "python:3", "code": "x"}, "parameters": [{"key": "a", "value": 1}, {"key": "b", "value": 1}]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Blocking: the whole record, request params overlaid on the action's.
+    let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({"b": 2})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.body["activationId"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers.get("x-openwhisk-activation-id").unwrap(), id.as_str());
+    assert_eq!(r.body["response"]["result"], json!({"a": 1, "b": 2}));
+    assert_eq!(r.body["namespace"], "guest");
+    {
+        let seen = s.invoker.seen.lock().unwrap();
+        let m = seen.last().unwrap();
+        assert_eq!(
+            (m.revision, m.subject.as_str(), m.action.to_string()),
+            (1, "guest", "guest/echo".to_owned())
+        );
+    }
+    // Readable at once, with the invoker's annotations kept.
+    let rec = get(&s, &format!("/api/v1/namespaces/_/activations/{id}")).await;
+    assert_eq!(rec.status, StatusCode::OK);
+    assert_eq!(rec.body["response"]["status"], "success");
+    for k in ["path", "kind", "limits", "waitTime", "initTime"] {
+        assert!(rec.body["annotations"].as_array().unwrap().iter().any(|kv| kv["key"] == k), "{k}");
+    }
+    let logs = get(&s, &format!("/api/v1/namespaces/guest/activations/{id}/logs")).await;
+    assert_eq!(logs.body["logs"].as_array().unwrap().len(), 1);
+    let res = get(&s, &format!("/api/v1/namespaces/_/activations/{id}/result")).await;
+    assert_eq!(
+        (res.body["success"].clone(), res.body["status"].clone()),
+        (json!(true), json!("success"))
+    );
+
+    // Result only.
+    let r =
+        post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true&result=true", json!({"c": 3}))
+            .await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!({"a": 1, "b": 1, "c": 3})));
+    assert!(r.headers.contains_key("x-openwhisk-activation-id"));
+
+    // Failures: 502 with the record or result; internal errors 500.
+    let r =
+        post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({"fail": true})).await;
+    assert_eq!(
+        (r.status, r.body["response"]["status"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("application error"))
+    );
+    let r = post(
+        &s,
+        "/api/v1/namespaces/_/actions/echo?blocking=true&result=true",
+        json!({"crash": true}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (StatusCode::BAD_GATEWAY, json!({"error": "the action crashed"}))
+    );
+    s.invoker.set(Mode::Vanish);
+    let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(r.body["response"]["status"], "whisk internal error");
+    let vanished = r.body["activationId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&s, &format!("/api/v1/namespaces/_/activations/{vanished}")).await.body["statusCode"],
+        3
+    );
+
+    // Non-blocking: 202 at once; the record follows.
+    s.invoker.set(Mode::Complete);
+    let r = post(&s, "/api/v1/namespaces/_/actions/echo", json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let nb = r.body["activationId"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers.get("x-openwhisk-activation-id").unwrap(), nb.as_str());
+
+    // The blocking wait runs out (200 ms here): 202, and the record is written later.
+    s.invoker.set(Mode::Delay(Duration::from_millis(600)));
+    let t = std::time::Instant::now();
+    let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert!(t.elapsed() < Duration::from_millis(550), "{:?}", t.elapsed());
+    let late = r.body["activationId"].as_str().unwrap().to_owned();
+    assert_error(
+        &get(&s, &format!("/api/v1/namespaces/_/activations/{late}")).await,
+        StatusCode::NOT_FOUND,
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(&s, &format!("/api/v1/namespaces/_/activations/{late}")).await.status,
+        StatusCode::OK
+    );
+
+    // Dispatch refusals: 429 / 503 and nothing recorded.
+    let before = get(&s, "/api/v1/namespaces/_/activations?count=true").await.body["activations"]
+        .as_u64()
+        .unwrap();
+    s.invoker.set(Mode::Overloaded);
+    assert_error(
+        &post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    s.invoker.set(Mode::Unavailable);
+    assert_error(
+        &post(&s, "/api/v1/namespaces/_/actions/echo", json!({})).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    let after = get(&s, "/api/v1/namespaces/_/activations?count=true").await.body["activations"]
+        .as_u64()
+        .unwrap();
+    assert_eq!((before, after), (7, 7));
+    assert_error(
+        &post(&s, "/api/v1/namespaces/_/actions/missing?blocking=true", json!({})).await,
+        StatusCode::NOT_FOUND,
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn activation_listing_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    create_echo(&s, "one").await;
+    create_echo(&s, "two").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let name = if i % 2 == 0 { "one" } else { "two" };
+        let r = post(
+            &s,
+            &format!("/api/v1/namespaces/_/actions/{name}?blocking=true"),
+            json!({"i": i}),
+        )
+        .await;
+        ids.push(r.body["activationId"].as_str().unwrap().to_owned());
+        // Distinct start times so newest-first order is observable.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let list = get(&s, "/api/v1/namespaces/_/activations").await;
+    let got: Vec<&str> =
+        list.body.as_array().unwrap().iter().map(|a| a["activationId"].as_str().unwrap()).collect();
+    let mut newest_first: Vec<&str> = ids.iter().map(String::as_str).collect();
+    newest_first.reverse();
+    assert_eq!(got, newest_first);
+    assert!(
+        list.body[0].get("logs").is_none() && list.body[0].get("response").is_none(),
+        "summaries"
+    );
+    let docs = get(&s, "/api/v1/namespaces/_/activations?docs=true&limit=1").await;
+    assert_eq!(docs.body.as_array().unwrap().len(), 1);
+    assert_eq!(docs.body[0]["response"]["result"]["i"], 5);
+    let page = get(&s, "/api/v1/namespaces/_/activations?limit=2&skip=1").await;
+    let got: Vec<&str> =
+        page.body.as_array().unwrap().iter().map(|a| a["activationId"].as_str().unwrap()).collect();
+    assert_eq!(got, &newest_first[1..3]);
+    let one = get(&s, "/api/v1/namespaces/_/activations?name=one&docs=true").await;
+    let is: Vec<i64> = one
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["response"]["result"]["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(is, [4, 2, 0]);
+    let all = get(&s, "/api/v1/namespaces/_/activations?docs=true").await;
+    let start_of = |i: usize| all.body[5 - i]["start"].as_u64().unwrap();
+    let window = get(
+        &s,
+        &format!(
+            "/api/v1/namespaces/_/activations?since={}&upto={}&docs=true",
+            start_of(1),
+            start_of(3)
+        ),
+    )
+    .await;
+    let is: Vec<i64> = window
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["response"]["result"]["i"].as_i64().unwrap())
+        .collect();
+    assert_eq!(is, [3, 2, 1]);
+    assert_eq!(
+        get(&s, "/api/v1/namespaces/_/activations?count=true&name=two").await.body,
+        json!({"activations": 3})
+    );
+    assert_error(
+        &get(&s, "/api/v1/namespaces/_/activations?limit=500").await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &get(&s, &format!("/api/v1/namespaces/_/activations/{}", "0".repeat(32))).await,
+        StatusCode::NOT_FOUND,
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn persists_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    create_echo(&s, "keep").await;
+    let r = post(&s, "/api/v1/namespaces/_/actions/keep?blocking=true", json!({"x": 1})).await;
+    let id = r.body["activationId"].as_str().unwrap().to_owned();
+    // A non-blocking record still queued at shutdown is committed by close().
+    let r = post(&s, "/api/v1/namespaces/_/actions/keep", json!({"x": 2})).await;
+    let nb = r.body["activationId"].as_str().unwrap().to_owned();
+    let key = s.controller.store().create_namespace(&EntityName::parse("team").unwrap()).unwrap();
+    s.stop().await;
+
+    let s = start(dir.path(), fast_config()).await;
+    let a = get(&s, "/api/v1/namespaces/_/actions/keep").await;
+    assert_eq!(
+        (a.status, a.body["exec"]["code"].as_str()),
+        (StatusCode::OK, Some("def main(a): return a"))
+    );
+    assert_eq!(
+        get(&s, &format!("/api/v1/namespaces/_/activations/{id}")).await.body["response"]["result"],
+        json!({"x": 1})
+    );
+    assert_eq!(
+        get(&s, &format!("/api/v1/namespaces/_/activations/{nb}")).await.status,
+        StatusCode::OK
+    );
+    let r =
+        call(s.addr, Method::GET, "/api/v1/namespaces", Some(&basic(&key.to_string())), None).await;
+    assert_eq!(r.body, json!(["team"]));
+    // Updating after the restart continues the revision count.
+    let r =
+        put(&s, "/api/v1/namespaces/_/actions/keep?overwrite=true", json!({"publish": true})).await;
+    assert_eq!(r.body["version"], "0.0.2");
+    s.stop().await;
+}
