@@ -62,7 +62,8 @@ async fn run(
     w.write_all(generation.to_string().as_bytes())?;
     drop(w);
     fdstore::remove_fds(&notifier, "generation", 1)?;
-    fdstore::store_fds(&notifier, "generation", &[r.as_fd()])?;
+    // Unpolled: the writer is gone by design, and a polled fd would be dropped on its hang-up.
+    fdstore::store_fds_unpolled(&notifier, "generation", &[r.as_fd()])?;
     drop(r);
 
     let idle = std::env::var("ECHO_IDLE_EXIT_SECS")

@@ -112,19 +112,45 @@ pub(crate) fn parse_fd_name(fd_name: &str) -> Option<(&str, usize)> {
 
 /// Hands `fds` to the service manager under `name`. No-op without a notify socket.
 ///
-/// Storing again under the same name first needs [`remove_fds`]: systemd would keep both.
+/// systemd watches stored fds and closes one on EPOLLHUP/EPOLLERR. For a container's pipes
+/// that is what we want: when the container dies its pipe ends hang up and its entry falls
+/// out of the store by itself. Storing again under the same name first needs [`remove_fds`]:
+/// systemd would keep both.
 pub fn store_fds<F: AsFd>(notifier: &Notifier, name: &str, fds: &[F]) -> Result<(), FdStoreError> {
+    store(notifier, name, fds, true)
+}
+
+/// Like [`store_fds`], but asks systemd not to poll them (`FDPOLL=0`): for fds that hang up
+/// by design while stored (a pipe whose writer has exited but whose buffered bytes matter).
+pub fn store_fds_unpolled<F: AsFd>(
+    notifier: &Notifier,
+    name: &str,
+    fds: &[F],
+) -> Result<(), FdStoreError> {
+    store(notifier, name, fds, false)
+}
+
+fn store<F: AsFd>(
+    notifier: &Notifier,
+    name: &str,
+    fds: &[F],
+    poll: bool,
+) -> Result<(), FdStoreError> {
     validate_name(name)?;
     if fds.len() > MAX_FDS_PER_ENTRY {
         return Err(FdStoreError::TooMany { name: name.into(), count: fds.len() });
     }
     for (index, fd) in fds.iter().enumerate() {
         let fdname = fd_name(name, index);
+        let mut states = vec![NotifyState::FdStore, NotifyState::FdName(&fdname)];
+        if !poll {
+            states.push(NotifyState::Custom("FDPOLL=0"));
+        }
         notifier
-            .send(&[NotifyState::FdStore, NotifyState::FdName(&fdname)], &[fd.as_fd()])
+            .send(&states, &[fd.as_fd()])
             .map_err(|source| FdStoreError::Notify { name: name.into(), source })?;
     }
-    tracing::debug!(entry = name, count = fds.len(), "stored fds with systemd");
+    tracing::debug!(entry = name, count = fds.len(), poll, "stored fds with systemd");
     Ok(())
 }
 
@@ -240,6 +266,10 @@ mod tests {
         let mut got = String::new();
         std::fs::File::from(fds.into_iter().next().unwrap()).read_to_string(&mut got).unwrap();
         assert_eq!(got, "hi");
+
+        store_fds_unpolled(&n, "ct2", &[r2.as_fd()]).unwrap();
+        let (msg, _) = recv_with_fds(&m);
+        assert_eq!(msg, "FDSTORE=1\nFDNAME=hearth-store.ct2.0\nFDPOLL=0\n");
 
         remove_fds(&n, "ct1", 2).unwrap();
         assert_eq!(m.recv(), "FDSTOREREMOVE=1\nFDNAME=hearth-store.ct1.0\n");
