@@ -8,6 +8,8 @@
 //!
 //! Run alone: `cargo test --test system -- --nocapture` (prints the measured numbers).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
