@@ -77,7 +77,17 @@ impl Machined {
     /// Connects to the system bus. None when there is none (no D-Bus daemon, no socket): logged
     /// once per process at INFO, since running without registration is a supported mode.
     pub async fn connect() -> Option<Machined> {
-        match Connection::system().await {
+        Self::connect_with(zbus::connection::Builder::system()).await
+    }
+
+    /// Connects to the bus at a D-Bus address (`unix:path=...`) instead of the system bus:
+    /// for tests and for hosts with an unusual bus location. None, logged once, on failure.
+    pub async fn connect_address(address: &str) -> Option<Machined> {
+        Self::connect_with(zbus::connection::Builder::address(address)).await
+    }
+
+    async fn connect_with(builder: zbus::connection::Builder<'_>) -> Option<Machined> {
+        match builder.build().await {
             Ok(conn) => Some(Machined { conn }),
             Err(e) => {
                 if !NO_BUS_LOGGED.swap(true, Ordering::Relaxed) {
@@ -227,14 +237,10 @@ mod tests {
 
     #[tokio::test]
     async fn connect_without_a_bus_is_none_not_an_error() {
-        // Point the client at a bus address that cannot exist. Only this test touches the
-        // variable, and zbus reads it at connect time.
+        // A bus address that cannot exist, as on a bare machine without D-Bus.
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("unix:path={}", dir.path().join("no-bus").display());
-        std::env::set_var("DBUS_SYSTEM_BUS_ADDRESS", &addr);
-        let m = Machined::connect().await;
-        std::env::remove_var("DBUS_SYSTEM_BUS_ADDRESS");
-        assert!(m.is_none());
+        assert!(Machined::connect_address(&addr).await.is_none());
         assert!(NO_BUS_LOGGED.load(Ordering::Relaxed));
     }
 }
