@@ -1,6 +1,41 @@
-//! The invoker: a pool of runc containers (cold, prewarmed, warm) that runs activations.
+//! The invoker: a pool of containers (cold, prewarmed, warm) that runs activations.
+//!
+//! The path of one activation reads top to bottom: [`Invoker::submit`] admits it
+//! (`service.rs`), the pool places it (`pool.rs`, with `budget.rs` for memory), the activation
+//! task carries it out (`activation.rs`: install code, init, run) and builds its record
+//! (`record.rs`); each container moves through the state machine in `state.rs`. Around it,
+//! `prewarm.rs` keeps stem cells ready and `reaper.rs` removes idle containers.
+//!
+//! The pool is generic over [`crate::container::ContainerFactory`], so its logic is tested
+//! with scripted fake containers and runs runc in production. It knows nothing of HTTP or the
+//! store's layout: code arrives through [`CodeSource`] and is written by a [`CodeInstaller`].
 
-use crate::model::FullyQualifiedName;
+mod activation;
+mod budget;
+mod config;
+mod pool;
+mod prewarm;
+mod reaper;
+mod record;
+mod service;
+mod state;
+mod stats;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{ConfigError, InvokerConfig, PrewarmConfig};
+pub use service::{Invoker, StartError, CONTAINER_ID_PREFIX};
+pub use state::{State, StateError, WarmKey};
+pub use stats::PoolStats;
+
+use crate::model::{FullyQualifiedName, Runtime};
+
+/// Writes an action's code into a container's code directory: `(dir, runtime, code, binary)`.
+/// In production this is `crate::runtime::code::install`; a closure keeps the pool independent
+/// of the launchers' file layout (and lets tests count installs).
+pub type CodeInstaller =
+    Arc<dyn Fn(&Path, Runtime, &[u8], bool) -> std::io::Result<()> + Send + Sync>;
 
 /// Why an action's code could not be provided.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,339 @@
+//! One activation from admission to record: get a container (warm, prewarmed or cold),
+//! install the code and init when the container is new to the action, run, send the record,
+//! then give the container back or destroy it.
+//!
+//! Owns the per-activation guarantees: exactly one record per accepted activation (a drop
+//! guard sends an internal-error record if this task ends any other way, even by a panic),
+//! the record goes out before the container is tidied up (that is off the critical path), and
+//! a container whose process may be broken is never reused. It never touches pool state
+//! except through [`Inner::with_pool`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::pool::{Admission, Placement};
+use super::record::{self, Timing};
+use super::service::Inner;
+use super::state::{Slot, WarmKey};
+use super::CodeError;
+use crate::bus::ActivationMessage;
+use crate::container::{ActionContainer, ContainerFactory, InitSpec, RunError, RunSpec};
+use crate::model::{now_millis, Activation};
+
+/// What happens to the container after the record was sent.
+enum Disposal<C> {
+    /// The process is usable: back to warm idle.
+    Keep(Slot<C>),
+    /// The process is dead or suspect.
+    Destroy(Slot<C>),
+    /// No container was obtained.
+    Nothing,
+}
+
+/// Sends the record once and, whatever happens, tells the pool the activation ended.
+struct Finish<F: ContainerFactory> {
+    inner: Arc<Inner<F>>,
+    /// The message without its parameters (those went into the run).
+    msg: ActivationMessage,
+    tx: Option<oneshot::Sender<Activation>>,
+}
+
+impl<F: ContainerFactory> Finish<F> {
+    fn send(&mut self, record: Activation) {
+        tracing::info!(
+            status = record.response.status.as_str(),
+            duration_ms = record.duration,
+            "activation finished"
+        );
+        if let Some(tx) = self.tx.take() {
+            // The caller may have stopped waiting; the record is then simply dropped.
+            let _ = tx.send(record);
+        }
+    }
+}
+
+impl<F: ContainerFactory> Drop for Finish<F> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            tracing::error!("activation task ended without a record");
+            let record = record::internal_error(
+                &self.msg,
+                "The invoker failed while running the activation.",
+                now_millis(),
+            );
+            self.send(record);
+        }
+        self.inner.with_pool(|p| p.finish());
+    }
+}
+
+/// Why an init or run did not reach its end.
+enum Interrupted {
+    Failed(RunError),
+    /// Shutdown's drain timeout ran out.
+    Aborted,
+}
+
+/// The task of one admitted activation.
+pub(crate) async fn run<F: ContainerFactory>(
+    inner: Arc<Inner<F>>,
+    mut msg: ActivationMessage,
+    admission: Admission<F::Container>,
+    tx: oneshot::Sender<Activation>,
+) {
+    let params = std::mem::take(&mut msg.params);
+    let mut finish = Finish { inner: inner.clone(), msg, tx: Some(tx) };
+    let (record, disposal) = execute(&inner, &finish.msg, params, admission).await;
+    finish.send(record);
+    dispose(&inner, disposal).await;
+}
+
+async fn execute<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    params: Map<String, Value>,
+    admission: Admission<F::Container>,
+) -> (Activation, Disposal<F::Container>) {
+    let placement = match admission {
+        Admission::Placed(p) => p,
+        Admission::Queued(rx) => match rx.await {
+            Ok(p) => p,
+            Err(_) => {
+                let m = "The invoker shut down before the activation could start.";
+                return (record::internal_error(msg, m, now_millis()), Disposal::Nothing);
+            }
+        },
+    };
+    let mut slot = match acquire(inner, msg, placement).await {
+        Ok(slot) => slot,
+        Err(message) => {
+            return (record::internal_error(msg, message, now_millis()), Disposal::Nothing)
+        }
+    };
+    tracing::Span::current().record("container", slot.id());
+    let key = WarmKey { action: msg.action.clone(), revision: msg.revision };
+    let needs_init = match slot.claim(&key) {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                record::internal_error(msg, e.to_string(), now_millis()),
+                Disposal::Destroy(slot),
+            )
+        }
+    };
+
+    let mut abort = inner.abort.clone();
+    let mut init = None;
+    if needs_init {
+        let start_ms = now_millis();
+        let clock = Instant::now();
+        if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
+            tracing::error!(error = %e, "installing the action's code failed");
+            let m = format!("The action's code could not be installed: {e}");
+            return (record::internal_error(msg, m, now_millis()), Disposal::Destroy(slot));
+        }
+        let spec = InitSpec {
+            action: msg.action.key(),
+            entry_point: msg.exec.entry_point().to_owned(),
+            binary: msg.exec.binary,
+        };
+        let result = tokio::select! {
+            r = slot.container_mut().init(&spec) => r.map_err(Interrupted::Failed),
+            () = abort.wait() => Err(Interrupted::Aborted),
+        };
+        let init_ms = elapsed_ms(clock);
+        if let Err(why) = result {
+            // A failed init leaves the launcher holding broken code: never reuse it.
+            let timing = Timing { start_ms, end_ms: now_millis(), init_ms: Some(init_ms) };
+            return (interrupted_record(msg, why, timing), Disposal::Destroy(slot));
+        }
+        init = Some((start_ms, init_ms));
+    }
+
+    let run_start_ms = now_millis();
+    let spec = RunSpec {
+        params,
+        env: environment(msg, run_start_ms.saturating_add(msg.limits.timeout)),
+        timeout: msg.limits.timeout(),
+        log_limit: msg.limits.log_bytes(),
+        result_limit: inner.config.max_result_bytes,
+    };
+    let result = tokio::select! {
+        r = slot.container_mut().run(&spec) => Ok(r),
+        () = abort.wait() => Err(Interrupted::Aborted),
+    };
+    let timing = Timing {
+        start_ms: init.map_or(run_start_ms, |(s, _)| s),
+        end_ms: now_millis(),
+        init_ms: init.map(|(_, ms)| ms),
+    };
+    match result {
+        Err(why) => (interrupted_record(msg, why, timing), Disposal::Destroy(slot)),
+        Ok(result) => {
+            // After a bad or oversized result the launcher is alive and waiting for the next
+            // run, so the container is kept; every other failure may have left it broken.
+            let keep = match &result {
+                Ok(_) => true,
+                Err(RunError::InvalidResult { .. } | RunError::ResultTooLarge { .. }) => true,
+                Err(_) => false,
+            };
+            let (response, logs, timed_out) = record::outcome(result);
+            let record = record::build(msg, response, logs, timing, timed_out);
+            (record, if keep { Disposal::Keep(slot) } else { Disposal::Destroy(slot) })
+        }
+    }
+}
+
+/// Turns a placement into a container of this activation's own.
+async fn acquire<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    placement: Placement<F::Container>,
+) -> Result<Slot<F::Container>, String> {
+    match placement {
+        Placement::Warm(slot) => Ok(slot),
+        Placement::Prewarmed(slot) => {
+            inner.prewarm_wake.notify_one();
+            Ok(slot)
+        }
+        Placement::Cold { evicted, taken_mb, need_mb } => {
+            let count = evicted.len();
+            let surplus = Placement::surplus_mb(&evicted, taken_mb, need_mb);
+            // Destroy first: their memory pays for the new container, so the cgroups must be
+            // gone before it is created.
+            for slot in evicted {
+                tracing::debug!(evicted = slot.id(), "evicting idle container");
+                slot.destroy().await;
+            }
+            if count > 0 {
+                inner.with_pool(|p| p.evictions_done(count, surplus));
+                inner.prewarm_wake.notify_one();
+            }
+            let runtime = msg.exec.kind.runtime();
+            let spec = inner.spec(runtime, need_mb);
+            match inner.factory.create(&spec).await {
+                Ok(container) => {
+                    inner.with_pool(|p| p.cold_created());
+                    Ok(Slot::starting(container, runtime, need_mb))
+                }
+                Err(e) => {
+                    tracing::error!(container = %spec.id, error = %e, "creating a container failed");
+                    inner.with_pool(|p| p.cold_failed(need_mb));
+                    inner.prewarm_wake.notify_one();
+                    Err(format!("Failed to start a container for the action: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Copies the action's code into the container's code dir. The store reads it inside a read
+/// transaction and writes up to 48 MB, so it runs on the blocking pool.
+async fn install<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    dir: PathBuf,
+) -> Result<(), CodeError> {
+    let code = inner.code.clone();
+    let installer = inner.installer.clone();
+    let action = msg.action.clone();
+    let revision = msg.revision;
+    let runtime = msg.exec.kind.runtime();
+    let binary = msg.exec.binary;
+    let task = tokio::task::spawn_blocking(move || {
+        code.with_code(&action, revision, &mut |bytes| {
+            installer(&dir, runtime, bytes, binary)
+                .map_err(|source| CodeError::Install { dir: dir.display().to_string(), source })
+        })
+    });
+    match task.await {
+        Ok(r) => r,
+        Err(e) => Err(CodeError::Read {
+            action: msg.action.key(),
+            message: format!("the install task failed: {e}"),
+        }),
+    }
+}
+
+fn interrupted_record(msg: &ActivationMessage, why: Interrupted, timing: Timing) -> Activation {
+    match why {
+        Interrupted::Failed(e) => {
+            let timed_out = matches!(e, RunError::Timeout { .. });
+            let response = record::response_for_error(&e);
+            record::build(msg, response, record::logs_of(e), timing, timed_out)
+        }
+        Interrupted::Aborted => {
+            let mut r = record::internal_error(
+                msg,
+                "The invoker shut down while the action was running.",
+                timing.end_ms,
+            );
+            r.start = timing.start_ms;
+            r.duration = timing.end_ms.saturating_sub(timing.start_ms);
+            r
+        }
+    }
+}
+
+/// The `__OW_*` values (without the prefix) for one run. There is no separate transaction id
+/// in the message, so the activation id, which is unique per request, serves as one.
+fn environment(msg: &ActivationMessage, deadline_ms: u64) -> Vec<(String, String)> {
+    let id = msg.activation_id.to_string();
+    vec![
+        ("ACTIVATION_ID".to_owned(), id.clone()),
+        ("NAMESPACE".to_owned(), msg.subject.to_string()),
+        ("ACTION_NAME".to_owned(), format!("/{}", msg.action)),
+        ("ACTION_VERSION".to_owned(), msg.version.clone()),
+        ("DEADLINE".to_owned(), deadline_ms.to_string()),
+        ("TRANSACTION_ID".to_owned(), id),
+    ]
+}
+
+async fn dispose<F: ContainerFactory>(inner: &Inner<F>, disposal: Disposal<F::Container>) {
+    match disposal {
+        Disposal::Nothing => {}
+        Disposal::Keep(mut slot) => {
+            if let Err(e) = slot.release() {
+                tracing::error!(error = %e, "container cannot go back to idle; destroying it");
+                inner.with_pool(|p| p.retire_busy());
+                inner.destroy(slot).await;
+                return;
+            }
+            let back = inner.with_pool(|p| p.put_back(slot));
+            if let Some(slot) = back {
+                inner.destroy(slot).await;
+            }
+        }
+        Disposal::Destroy(slot) => {
+            inner.with_pool(|p| p.retire_busy());
+            inner.destroy(slot).await;
+        }
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoker::record::tests::message;
+
+    #[test]
+    fn environment_names_the_action_and_deadline() {
+        let msg = message("hello", 4);
+        let env = environment(&msg, 12_345);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("ACTION_NAME"), "/guest/hello");
+        assert_eq!(get("NAMESPACE"), "caller");
+        assert_eq!(get("ACTION_VERSION"), "0.0.4");
+        assert_eq!(get("DEADLINE"), "12345");
+        assert_eq!(get("ACTIVATION_ID"), msg.activation_id.to_string());
+        assert_eq!(get("TRANSACTION_ID"), msg.activation_id.to_string());
+    }
+}

@@ -1,0 +1,227 @@
+//! Building the activation record (OpenWhisk's shape) for every way a run can end.
+//!
+//! Owns the mapping from outcomes to statuses: success and application error come from what
+//! `main` returned; a broken contract (timeout, out of memory, crash, bad or oversized result,
+//! failed init) is an action developer error whose result is `{"error": <RunError message>}`;
+//! anything hearth failed at (no container, no code, driver fault, shutdown) is a whisk
+//! internal error. It never decides what happens to the container; see `activation.rs`.
+
+use serde_json::{json, Value};
+
+use crate::bus::ActivationMessage;
+use crate::container::{RunError, RunOutput};
+use crate::model::{Activation, ActivationResponse, ActivationStatus, KeyValue};
+
+/// When the work for one activation happened, in milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// When the container began working on the activation: the init on a cold or prewarmed
+    /// start, else the run. As in OpenWhisk, `duration` therefore includes `initTime`, and
+    /// `waitTime + duration` is the time from acceptance to the end.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// How long the init took, only when this activation had to initialize the container.
+    pub init_ms: Option<u64>,
+}
+
+impl Timing {
+    /// For activations that never reached a container.
+    pub fn instant(now_ms: u64) -> Self {
+        Self { start_ms: now_ms, end_ms: now_ms, init_ms: None }
+    }
+}
+
+/// The response and logs for a run's outcome.
+pub fn outcome(result: Result<RunOutput, RunError>) -> (ActivationResponse, Vec<String>, bool) {
+    match result {
+        Ok(out) => (response_for_result(out.result), out.logs, false),
+        Err(e) => {
+            let timed_out = matches!(e, RunError::Timeout { .. });
+            let response = response_for_error(&e);
+            (response, logs_of(e), timed_out)
+        }
+    }
+}
+
+/// `main`'s return value: an object with an `error` field is an application error.
+pub fn response_for_result(result: Value) -> ActivationResponse {
+    match &result {
+        Value::Object(map) if map.contains_key("error") => {
+            ActivationResponse::new(ActivationStatus::ApplicationError, result)
+        }
+        Value::Object(_) => ActivationResponse::success(result),
+        // The container driver already refuses non-objects (RunError::InvalidResult); this
+        // keeps the contract even if a driver lets one through.
+        other => ActivationResponse::error(
+            ActivationStatus::DeveloperError,
+            format!("The action did not return a dictionary and returned {other}."),
+        ),
+    }
+}
+
+pub fn response_for_error(e: &RunError) -> ActivationResponse {
+    let status = match e {
+        RunError::Internal(_) => ActivationStatus::InternalError,
+        _ => ActivationStatus::DeveloperError,
+    };
+    ActivationResponse::error(status, e.to_string())
+}
+
+/// The logs a failed run collected before it failed.
+pub fn logs_of(e: RunError) -> Vec<String> {
+    match e {
+        RunError::Timeout { logs, .. }
+        | RunError::OutOfMemory { logs, .. }
+        | RunError::InvalidResult { logs, .. }
+        | RunError::ResultTooLarge { logs, .. }
+        | RunError::Crashed { logs, .. }
+        | RunError::InitFailed { logs, .. } => logs,
+        RunError::Internal(_) => Vec::new(),
+    }
+}
+
+/// The full record.
+pub fn build(
+    msg: &ActivationMessage,
+    response: ActivationResponse,
+    logs: Vec<String>,
+    timing: Timing,
+    timed_out: bool,
+) -> Activation {
+    let mut annotations = Vec::with_capacity(6);
+    annotations.push(KeyValue::new("path", msg.action.key()));
+    annotations.push(KeyValue::new("waitTime", timing.start_ms.saturating_sub(msg.received_at_ms)));
+    annotations.push(KeyValue::new("kind", msg.exec.kind.as_str()));
+    annotations.push(KeyValue::new("timeout", timed_out));
+    annotations.push(KeyValue::new(
+        "limits",
+        json!({
+            "timeout": msg.limits.timeout,
+            "memory": msg.limits.memory,
+            "logs": msg.limits.logs,
+            "concurrency": msg.limits.concurrency,
+        }),
+    ));
+    if let Some(init) = timing.init_ms {
+        annotations.push(KeyValue::new("initTime", init));
+    }
+    Activation {
+        namespace: msg.subject.to_string(),
+        name: msg.action.name.to_string(),
+        subject: msg.subject.to_string(),
+        activation_id: msg.activation_id,
+        start: timing.start_ms,
+        end: timing.end_ms,
+        duration: timing.end_ms.saturating_sub(timing.start_ms),
+        status_code: response.status_code,
+        response,
+        logs,
+        annotations,
+        version: msg.version.clone(),
+        publish: msg.publish,
+    }
+}
+
+/// A record for an activation hearth could not run (no container, no code, shutdown).
+pub fn internal_error(
+    msg: &ActivationMessage,
+    message: impl Into<String>,
+    now_ms: u64,
+) -> Activation {
+    build(
+        msg,
+        ActivationResponse::error(ActivationStatus::InternalError, message),
+        Vec::new(),
+        Timing::instant(now_ms),
+        false,
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::model::{
+        ActionLimits, ActivationId, EntityName, ExecMeta, FullyQualifiedName, Kind,
+    };
+
+    pub(crate) fn message(name: &str, revision: u64) -> ActivationMessage {
+        ActivationMessage {
+            activation_id: ActivationId::generate(),
+            action: FullyQualifiedName::new(
+                EntityName::parse("guest").unwrap(),
+                EntityName::parse(name).unwrap(),
+            ),
+            revision,
+            version: format!("0.0.{revision}"),
+            exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
+            limits: ActionLimits::default(),
+            subject: EntityName::parse("caller").unwrap(),
+            params: Map::new(),
+            received_at_ms: 1_000,
+            publish: false,
+        }
+    }
+
+    #[test]
+    fn success_record_has_openwhisk_fields() {
+        let msg = message("hello", 3);
+        let (resp, logs, timed_out) =
+            outcome(Ok(RunOutput { result: json!({"greeting": "hi"}), logs: vec!["line".into()] }));
+        let a = build(
+            &msg,
+            resp,
+            logs,
+            Timing { start_ms: 1_005, end_ms: 1_020, init_ms: Some(7) },
+            timed_out,
+        );
+        assert_eq!(a.namespace, "caller");
+        assert_eq!(a.subject, "caller");
+        assert_eq!(a.name, "hello");
+        assert_eq!(a.version, "0.0.3");
+        assert_eq!(a.duration, 15);
+        assert_eq!(a.response.status, ActivationStatus::Success);
+        assert_eq!(a.logs, ["line"]);
+        assert_eq!(a.annotation("path"), Some(&json!("guest/hello")));
+        assert_eq!(a.annotation("waitTime"), Some(&json!(5)));
+        assert_eq!(a.annotation("initTime"), Some(&json!(7)));
+        assert_eq!(a.annotation("kind"), Some(&json!("python:3")));
+        assert_eq!(a.annotation("timeout"), Some(&json!(false)));
+        assert_eq!(a.annotation("limits").unwrap()["memory"], 256);
+    }
+
+    #[test]
+    fn error_field_is_application_error() {
+        let r = response_for_result(json!({"error": "nope"}));
+        assert_eq!(r.status, ActivationStatus::ApplicationError);
+        assert_eq!(r.result["error"], "nope");
+        let r = response_for_result(json!([1]));
+        assert_eq!(r.status, ActivationStatus::DeveloperError);
+    }
+
+    #[test]
+    fn timeout_is_developer_error_with_its_logs() {
+        let msg = message("slow", 1);
+        let (resp, logs, timed_out) =
+            outcome(Err(RunError::Timeout { limit_ms: 100, logs: vec!["started".into()] }));
+        let a = build(&msg, resp, logs, Timing::instant(2_000), timed_out);
+        assert_eq!(a.response.status, ActivationStatus::DeveloperError);
+        assert_eq!(a.status_code, 2);
+        assert!(a.response.result["error"].as_str().unwrap().contains("100 milliseconds"));
+        assert_eq!(a.logs, ["started"]);
+        assert_eq!(a.annotation("timeout"), Some(&json!(true)));
+        assert_eq!(a.annotation("initTime"), None);
+    }
+
+    #[test]
+    fn driver_fault_and_missing_code_are_internal() {
+        let (resp, _, _) = outcome(Err(RunError::Internal("pipe closed".into())));
+        assert_eq!(resp.status, ActivationStatus::InternalError);
+        let a = internal_error(&message("x", 1), "no code", 5_000);
+        assert_eq!(a.response.status, ActivationStatus::InternalError);
+        assert_eq!(a.response.result["error"], "no code");
+        assert_eq!(a.duration, 0);
+        assert_eq!(a.annotation("waitTime"), Some(&json!(4_000)));
+    }
+}

@@ -1,0 +1,261 @@
+//! The invoker as a service: [`Invoker::start`], [`Invoker::submit`], [`Invoker::stats`],
+//! [`Invoker::shutdown`], and the shared core ([`Inner`]) that the activation tasks, the
+//! prewarm filler and the idle reaper hold.
+//!
+//! Owns the lifecycle of the pool as a whole: reclaiming leftovers at start, the one lock
+//! around [`PoolState`], container ids, and the drain-then-destroy shutdown. It never holds
+//! the lock across an await (the guard is confined to [`Inner::with_pool`]'s closure), and it
+//! never builds records or talks to a container itself.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::config::{ConfigError, InvokerConfig};
+use super::pool::{Need, PoolState};
+use super::state::{Slot, WarmKey};
+use super::stats::PoolStats;
+use super::{activation, prewarm, reaper, CodeInstaller, CodeSource};
+use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::container::{ContainerError, ContainerFactory, ContainerSpec};
+use crate::model::{now_millis, Runtime};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+
+/// Every container id starts with this, so that the runc driver's leftover reclaim can tell
+/// hearth's containers from anyone else's.
+pub const CONTAINER_ID_PREFIX: &str = "hearth-";
+
+/// After the drain timeout, running activations are killed; this bounds how long their
+/// teardown (runc kill + delete) may take before shutdown gives up waiting and reports.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the invoker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid invoker configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("reclaiming containers left by an earlier run: {0}")]
+    Reclaim(#[source] ContainerError),
+}
+
+/// The state shared by the invoker handle and its tasks.
+pub(crate) struct Inner<F: ContainerFactory> {
+    pub(crate) config: InvokerConfig,
+    pub(crate) factory: F,
+    pub(crate) code: Arc<dyn CodeSource>,
+    pub(crate) installer: CodeInstaller,
+    pool: Mutex<PoolState<F::Container>>,
+    /// Wakes the prewarm filler: a stem cell was taken or memory was freed.
+    pub(crate) prewarm_wake: Notify,
+    /// Signalled after every pool change, for shutdown's drain.
+    changed: Notify,
+    closed_trigger: ShutdownTrigger,
+    /// Fired when shutdown begins: the filler and reaper stop.
+    pub(crate) closed: Shutdown,
+    abort_trigger: ShutdownTrigger,
+    /// Fired when the drain timeout ran out: running activations are killed.
+    pub(crate) abort: Shutdown,
+    id_prefix: String,
+    next_id: AtomicU64,
+}
+
+impl<F: ContainerFactory> std::fmt::Debug for Inner<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("id_prefix", &self.id_prefix).finish_non_exhaustive()
+    }
+}
+
+impl<F: ContainerFactory> Inner<F> {
+    /// Runs `f` under the pool lock. The closure form keeps the guard out of any await: a
+    /// std Mutex is right here because every critical section is a few map operations.
+    /// A poisoned lock is recovered: the pool's methods keep its counts consistent at every
+    /// return, and refusing all further work would be worse than continuing.
+    pub(crate) fn with_pool<R>(&self, f: impl FnOnce(&mut PoolState<F::Container>) -> R) -> R {
+        let r = {
+            let mut guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        };
+        self.changed.notify_waiters();
+        r
+    }
+
+    /// A unique spec for a new container.
+    pub(crate) fn spec(&self, runtime: Runtime, memory_mb: u64) -> ContainerSpec {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        ContainerSpec {
+            id: format!("{}-{n}", self.id_prefix),
+            runtime,
+            memory_mb,
+            network: self.config.network,
+        }
+    }
+
+    /// Destroys a container that the pool handed out for destruction, then returns its memory.
+    pub(crate) async fn destroy(&self, slot: Slot<F::Container>) {
+        let mb = slot.memory_mb();
+        slot.destroy().await;
+        self.with_pool(|p| p.destroyed(mb));
+        self.prewarm_wake.notify_one();
+    }
+
+    async fn wait_quiet(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.with_pool(|p| p.is_quiet()) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The container pool that runs activations. Cheap to share behind the `Arc` that
+/// [`Invoker::start`] returns.
+pub struct Invoker<F: ContainerFactory> {
+    inner: Arc<Inner<F>>,
+    runtime: tokio::runtime::Handle,
+    /// Held for the whole of the first shutdown, so a second caller waits for it to finish.
+    shut: tokio::sync::Mutex<bool>,
+}
+
+impl<F: ContainerFactory> std::fmt::Debug for Invoker<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invoker").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl<F: ContainerFactory> Invoker<F> {
+    /// Validates the config, removes containers an earlier run left behind, and starts the
+    /// prewarm filler and the idle reaper. When `shutdown` fires, the invoker shuts itself
+    /// down (as [`Invoker::shutdown`]); the daemon awaits `shutdown()` to know when it is done.
+    pub async fn start(
+        config: InvokerConfig,
+        factory: F,
+        code: Arc<dyn CodeSource>,
+        installer: CodeInstaller,
+        shutdown: Shutdown,
+    ) -> Result<Arc<Self>, StartError> {
+        config.validate()?;
+        let reclaimed = factory.reclaim_leftovers().await.map_err(StartError::Reclaim)?;
+        if reclaimed > 0 {
+            tracing::warn!(reclaimed, "removed containers left by an earlier run");
+        }
+        let (closed_trigger, closed) = shutdown::channel();
+        let (abort_trigger, abort) = shutdown::channel();
+        // Ids stay unique across restarts too (the low bits of the start time), so a leftover
+        // that could not be reclaimed never collides with a new container.
+        let id_prefix = format!("{CONTAINER_ID_PREFIX}{:08x}", now_millis() & 0xffff_ffff);
+        let inner = Arc::new(Inner {
+            pool: Mutex::new(PoolState::new(config.memory_budget_mb, config.queue_limit)),
+            config,
+            factory,
+            code,
+            installer,
+            prewarm_wake: Notify::new(),
+            changed: Notify::new(),
+            closed_trigger,
+            closed,
+            abort_trigger,
+            abort,
+            id_prefix,
+            next_id: AtomicU64::new(1),
+        });
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(
+            prewarm::fill(inner.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("prewarm")),
+        );
+        runtime.spawn(
+            reaper::reap(inner.clone(), shutdown.clone()).instrument(tracing::info_span!("reaper")),
+        );
+        let invoker = Arc::new(Self { inner, runtime, shut: tokio::sync::Mutex::new(false) });
+        let weak: Weak<Self> = Arc::downgrade(&invoker);
+        let mut signal = shutdown;
+        invoker.runtime.spawn(async move {
+            signal.wait().await;
+            if let Some(invoker) = weak.upgrade() {
+                invoker.shutdown().await;
+            }
+        });
+        tracing::info!(stats = %invoker.stats(), "invoker started");
+        Ok(invoker)
+    }
+
+    /// Admits an activation or refuses it at once: `Overloaded` when the queue of activations
+    /// waiting for memory is full, `Unavailable` when shutting down or when the action could
+    /// never fit the memory budget. An admitted activation always ends with exactly one record
+    /// on the returned [`Completion`], whatever fails.
+    pub fn submit(&self, msg: ActivationMessage) -> Result<Completion, DispatchError> {
+        let need = Need {
+            key: WarmKey { action: msg.action.clone(), revision: msg.revision },
+            runtime: msg.exec.kind.runtime(),
+            memory_mb: msg.limits.memory,
+        };
+        let admission = self.inner.with_pool(|p| p.admit(need))?;
+        let (tx, rx) = oneshot::channel();
+        let span = tracing::info_span!(
+            "activation",
+            activation_id = %msg.activation_id,
+            namespace = %msg.subject,
+            action = %msg.action,
+            container = tracing::field::Empty,
+        );
+        self.runtime
+            .spawn(activation::run(self.inner.clone(), msg, admission, tx).instrument(span));
+        Ok(rx)
+    }
+
+    /// Counts at this instant.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.with_pool(|p| p.stats())
+    }
+
+    /// Stops admitting (new submits get `Unavailable`), drops queued activations (each ends
+    /// with an internal-error record), destroys idle containers, waits up to the configured
+    /// drain timeout for running activations, then kills what still runs and waits for every
+    /// container to be gone. Safe to call more than once and concurrently.
+    pub async fn shutdown(&self) {
+        let mut done = self.shut.lock().await;
+        if *done {
+            return;
+        }
+        let inner = &self.inner;
+        inner.closed_trigger.fire();
+        let idle = inner.with_pool(|p| p.close());
+        tracing::info!(idle = idle.len(), stats = %self.stats(), "invoker shutting down");
+        let mut destroys = JoinSet::new();
+        for slot in idle {
+            let inner = inner.clone();
+            destroys.spawn_on(async move { inner.destroy(slot).await }, &self.runtime);
+        }
+        let drain = inner.config.drain_timeout;
+        if tokio::time::timeout(drain, inner.wait_quiet()).await.is_err() {
+            tracing::warn!(?drain, stats = %self.stats(), "drain timed out; killing running activations");
+            inner.abort_trigger.fire();
+            if tokio::time::timeout(ABORT_GRACE, inner.wait_quiet()).await.is_err() {
+                tracing::error!(stats = %self.stats(), "containers still not gone after the abort");
+            }
+        }
+        while destroys.join_next().await.is_some() {}
+        tracing::info!(stats = %self.stats(), "invoker stopped");
+        *done = true;
+    }
+}
+
+impl<F: ContainerFactory> Dispatcher for Invoker<F> {
+    /// Admission is synchronous, so the future is already resolved.
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+        Box::pin(std::future::ready(self.submit(msg)))
+    }
+}
