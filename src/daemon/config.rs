@@ -1,0 +1,162 @@
+//! The daemons' configuration files: `controller.toml` and `invoker.toml` under the config
+//! directory (`/etc/hearth` when packaged). Every setting is optional; flags override files,
+//! files override defaults. Unknown keys are errors, so a typo is reported, not ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::invoker::InvokerConfig;
+
+/// Where packaged installs keep their configuration.
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/hearth";
+/// Where packaged installs keep their data (systemd's StateDirectory=hearth).
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/hearth";
+/// The invoker's socket on one host.
+pub const INVOKER_SOCKET: &str = "/run/hearth/invoker.sock";
+/// The invoker's runtime state (bundles, runc's root).
+pub const INVOKER_STATE_DIR: &str = "/run/hearth";
+/// The REST API's address unless configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3233";
+
+/// `controller.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerFile {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub invoker_socket: Option<PathBuf>,
+    /// Longest a blocking invoke waits before 202 (OpenWhisk: 60 s).
+    #[serde(deserialize_with = "opt_duration")]
+    pub max_blocking_wait: Option<Duration>,
+    /// Activation records older than this are deleted.
+    #[serde(deserialize_with = "opt_duration")]
+    pub activation_retention: Option<Duration>,
+    /// Exit after this long without requests (0 or absent: never).
+    #[serde(deserialize_with = "opt_duration")]
+    pub idle_exit: Option<Duration>,
+}
+
+/// `invoker.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvokerFile {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    /// The runc binary.
+    pub runc: Option<PathBuf>,
+    /// The container pool: memory budget, prewarm plan, idle and queue limits.
+    pub pool: InvokerConfig,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// Reads `dir/name` into `T`; a missing file gives the defaults.
+pub fn load<T: Default + serde::de::DeserializeOwned>(
+    dir: Option<&Path>,
+    name: &str,
+) -> Result<T, ConfigError> {
+    let Some(dir) = dir else { return Ok(T::default()) };
+    let path = dir.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A duration written as milliseconds (`250`) or as text (`"10m"`, `"7days"`).
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+        Raw::Text(s) => humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}"))),
+    }
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// The data directory when none is configured: `$STATE_DIRECTORY` under systemd, else the
+/// system one for root, else a per-user one.
+pub fn default_data_dir(standalone: bool) -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
+    }
+    if standalone {
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(d).join("hearth");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(".local/share/hearth");
+        }
+    }
+    PathBuf::from(SYSTEM_DATA_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let c: ControllerFile = load(Some(dir.path()), "controller.toml").unwrap();
+        assert!(c.listen.is_none());
+    }
+
+    #[test]
+    fn parses_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("controller.toml"),
+            "listen = \"0.0.0.0:3233\"\nidle_exit = \"5m\"\nmax_blocking_wait = 30000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("invoker.toml"),
+            "runc = \"/usr/bin/runc\"\n[pool]\nmemory_budget_mb = 1024\nidle_timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let c: ControllerFile = load(Some(dir.path()), "controller.toml").unwrap();
+        assert_eq!(c.idle_exit, Some(Duration::from_secs(300)));
+        assert_eq!(c.max_blocking_wait, Some(Duration::from_secs(30)));
+        let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
+        assert_eq!(i.pool.memory_budget_mb, 1024);
+        assert_eq!(i.pool.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn typos_are_reported_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("controller.toml"), "lisen = \"x\"\n").unwrap();
+        let e = load::<ControllerFile>(Some(dir.path()), "controller.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("controller.toml") && msg.contains("lisen"), "{msg}");
+    }
+}

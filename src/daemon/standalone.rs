@@ -1,0 +1,134 @@
+//! `hearthd standalone`: controller and invoker in one process, joined by a direct call — the
+//! newcomer's one-command server and the fastest single-host shape.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::args::StandaloneArgs;
+use super::config::{self, ControllerFile, InvokerFile};
+use super::SystemdContext;
+use crate::bus::Dispatcher;
+use crate::controller::{Controller, ControllerConfig};
+use crate::invoker::InvokerConfig;
+use crate::model::{AuthKey, EntityName, GUEST_KEY};
+use crate::shutdown::Shutdown;
+use crate::systemd::listen::{self, ListenAddr};
+use crate::systemd::notify;
+
+/// Everything standalone needs, resolved from flags, files (only with --config-dir) and
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct StandaloneSettings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub runc: PathBuf,
+    pub controller: ControllerConfig,
+    pub pool: InvokerConfig,
+}
+
+impl StandaloneSettings {
+    pub fn resolve(args: &StandaloneArgs) -> anyhow::Result<Self> {
+        let dir = args.common.config_dir.as_deref();
+        let cfile: ControllerFile = config::load(dir, "controller.toml")?;
+        let ifile: InvokerFile = config::load(dir, "invoker.toml")?;
+        let mut controller = ControllerConfig::default();
+        super::controller::apply_file(&mut controller, &cfile);
+        let data_dir = args
+            .common
+            .data_dir
+            .clone()
+            .or(cfile.data_dir)
+            .unwrap_or_else(|| config::default_data_dir(true));
+        Ok(Self {
+            listen: args.listen.or(cfile.listen).unwrap_or_else(super::controller::default_listen),
+            state_dir: args
+                .state_dir
+                .clone()
+                .or(ifile.state_dir)
+                .unwrap_or_else(|| default_state_dir(&data_dir)),
+            data_dir,
+            runc: ifile.runc.unwrap_or_else(|| PathBuf::from("/usr/sbin/runc")),
+            controller,
+            pool: ifile.pool,
+        })
+    }
+}
+
+/// Runtime state (bundles, runc's root) belongs on a tmpfs, so a reboot clears it: under /run
+/// for root, keyed by the data dir so two standalone servers never share a runc root.
+fn default_state_dir(data_dir: &std::path::Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    PathBuf::from(format!("/run/hearth-standalone-{:08x}", h.finish() & 0xffff_ffff))
+}
+
+/// Runs controller and invoker until `shutdown`.
+pub async fn run(
+    settings: StandaloneSettings,
+    mut ctx: SystemdContext,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let store = super::controller::open_store(&settings.data_dir)?;
+    install_guest_key(&store, settings.listen)?;
+    let invoker = super::invoker::start_pool(
+        store.clone(),
+        &settings.state_dir,
+        settings.runc.clone(),
+        settings.pool.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let dispatcher: Arc<dyn Dispatcher> = invoker.clone();
+    let controller = Controller::new(store.clone(), dispatcher, settings.controller.clone())
+        .context("starting the controller")?;
+    tokio::spawn(crate::controller::run_retention(
+        store,
+        settings.controller.retention,
+        settings.controller.retention_interval,
+        shutdown.clone(),
+    ));
+    let (listener, origin) =
+        listen::take_or_bind(&mut ctx.inherited, "http", &ListenAddr::Tcp(settings.listen))
+            .context("taking or binding the API socket")?;
+    ctx.inherited.close_untaken();
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, ?origin, data_dir = %settings.data_dir.display(), "standalone server ready");
+    let figures = {
+        let inv = invoker.clone();
+        let c = controller.clone();
+        move || {
+            format!(
+                "{}, {}",
+                inv.stats(),
+                notify::format_figures(&[("in flight", c.in_flight() as u64)])
+            )
+        }
+    };
+    super::announce_ready(&ctx.notifier, &shutdown, figures);
+    let accept = || async { listener.accept().await };
+    let served = crate::api::serve_with(accept, controller.clone(), shutdown).await;
+    controller.close().await;
+    invoker.shutdown().await;
+    served.context("serving the API")?;
+    Ok(())
+}
+
+/// OpenWhisk's public guest key is fine on loopback only: anyone can read it in the docs.
+fn install_guest_key(store: &crate::store::Store, listen: SocketAddr) -> anyhow::Result<()> {
+    let guest = EntityName::parse("guest").context("the guest namespace name")?;
+    if listen.ip().is_loopback() {
+        let key = AuthKey::parse(GUEST_KEY).context("the guest key")?;
+        store.ensure_namespace_with_key(&guest, &key).context("installing the guest key")?;
+    } else {
+        tracing::warn!(
+            %listen,
+            "not on loopback: the public guest key is not installed; create a namespace and key with `hearthd admin namespace create NAME`"
+        );
+    }
+    Ok(())
+}
