@@ -2,6 +2,9 @@
 //! `invoker_fake`): reuse, prewarm, cold starts, eviction, queueing, reaping, failures,
 //! records, shutdown and concurrency. The real runc driver is tested in its own suite.
 
+// Test harness helpers outside #[test] fns unwrap too: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod invoker_fake;
 
 use std::sync::atomic::Ordering;

@@ -3,7 +3,8 @@
 //! (`broken` fails), and a shared [`World`] records every create, init, run and destroy so
 //! tests can assert on the pool's decisions (reuse, eviction, leaks, concurrency).
 
-#![allow(dead_code)]
+// Test support: a poisoned lock or a bad script should fail the test loudly.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
