@@ -488,3 +488,15 @@ async fn params_are_not_shared_between_runs() {
     assert_eq!(b.response.result["params"], Value::Object(Map::new()));
     fx.invoker.shutdown().await;
 }
+
+/// Even a driver that panics ends its activation with a record (the task's drop guard). The
+/// container's memory stays counted until restart (see the report): no shutdown here.
+#[tokio::test]
+async fn a_panicking_driver_still_yields_a_record() {
+    let fx = fixture(config()).await;
+    let a = fx.invoke(fx.msg("p", 1, json!({"outcome": "panic"}))).await;
+    assert_eq!(a.response.status, ActivationStatus::InternalError);
+    assert!(a.response.result["error"].as_str().unwrap().contains("invoker failed"));
+    let ok = fx.invoke(fx.msg("q", 1, json!({}))).await;
+    assert_eq!(ok.response.status, ActivationStatus::Success, "the invoker keeps working");
+}
