@@ -4,7 +4,8 @@
 //!
 //! Owns the per-activation guarantees: exactly one record per accepted activation (a drop
 //! guard sends an internal-error record if this task ends any other way, even by a panic),
-//! the record goes out before the container is tidied up (that is off the critical path), and
+//! a usable container is back in the pool before the record goes out (so an immediate
+//! re-invoke finds it warm), a broken one is destroyed after (off the critical path), and
 //! a container whose process may be broken is never reused. It never touches pool state
 //! except through [`Inner::with_pool`].
 
@@ -88,8 +89,13 @@ pub(crate) async fn run<F: ContainerFactory>(
     let params = std::mem::take(&mut msg.params);
     let mut finish = Finish { inner: inner.clone(), msg, tx: Some(tx) };
     let (record, disposal) = execute(&inner, &finish.msg, params, admission).await;
+    // A usable container goes back before the record goes out, so that a caller who invokes
+    // again as soon as it has the result finds it warm; a broken one is destroyed after.
+    let doomed = settle(&inner, disposal);
     finish.send(record);
-    dispose(&inner, disposal).await;
+    if let Some(slot) = doomed {
+        inner.destroy(slot).await;
+    }
 }
 
 async fn execute<F: ContainerFactory>(
@@ -293,24 +299,25 @@ fn environment(msg: &ActivationMessage, deadline_ms: u64) -> Vec<(String, String
     ]
 }
 
-async fn dispose<F: ContainerFactory>(inner: &Inner<F>, disposal: Disposal<F::Container>) {
+/// Returns a usable container to the pool (a few map operations, no I/O) and hands back the
+/// container that must be destroyed, if any.
+fn settle<F: ContainerFactory>(
+    inner: &Inner<F>,
+    disposal: Disposal<F::Container>,
+) -> Option<Slot<F::Container>> {
     match disposal {
-        Disposal::Nothing => {}
-        Disposal::Keep(mut slot) => {
-            if let Err(e) = slot.release() {
+        Disposal::Nothing => None,
+        Disposal::Keep(mut slot) => match slot.release() {
+            Ok(()) => inner.with_pool(|p| p.put_back(slot)),
+            Err(e) => {
                 tracing::error!(error = %e, "container cannot go back to idle; destroying it");
                 inner.with_pool(|p| p.retire_busy());
-                inner.destroy(slot).await;
-                return;
+                Some(slot)
             }
-            let back = inner.with_pool(|p| p.put_back(slot));
-            if let Some(slot) = back {
-                inner.destroy(slot).await;
-            }
-        }
+        },
         Disposal::Destroy(slot) => {
             inner.with_pool(|p| p.retire_busy());
-            inner.destroy(slot).await;
+            Some(slot)
         }
     }
 }

@@ -77,12 +77,16 @@ impl<F: ContainerFactory> Inner<F> {
     /// A poisoned lock is recovered: the pool's methods keep its counts consistent at every
     /// return, and refusing all further work would be worse than continuing.
     pub(crate) fn with_pool<R>(&self, f: impl FnOnce(&mut PoolState<F::Container>) -> R) -> R {
-        let r = {
-            let mut guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard)
-        };
+        let r = self.read_pool(f);
         self.changed.notify_waiters();
         r
+    }
+
+    /// As [`Inner::with_pool`] without waking the drain: for reads. (A drain that woke itself
+    /// with its own check would spin without yielding.)
+    fn read_pool<R>(&self, f: impl FnOnce(&mut PoolState<F::Container>) -> R) -> R {
+        let mut guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
     }
 
     /// A unique spec for a new container.
@@ -109,7 +113,7 @@ impl<F: ContainerFactory> Inner<F> {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.with_pool(|p| p.is_quiet()) {
+            if self.read_pool(|p| p.is_quiet()) {
                 return;
             }
             notified.await;
@@ -215,7 +219,7 @@ impl<F: ContainerFactory> Invoker<F> {
 
     /// Counts at this instant.
     pub fn stats(&self) -> PoolStats {
-        self.inner.with_pool(|p| p.stats())
+        self.inner.read_pool(|p| p.stats())
     }
 
     /// Stops admitting (new submits get `Unavailable`), drops queued activations (each ends
