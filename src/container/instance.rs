@@ -237,6 +237,10 @@ impl ActionContainer for RuncContainer {
         &self.id
     }
 
+    fn is_usable(&self) -> bool {
+        !self.dead
+    }
+
     fn code_dir(&self) -> &Path {
         &self.code_dir
     }
@@ -288,8 +292,9 @@ impl ActionContainer for RuncContainer {
                 let logs = self.logs_after_reply().await;
                 match decoded {
                     Ok(result) => Ok(RunOutput { result, logs }),
+                    // The launcher replied with one well-formed line and waits for the next
+                    // run: the stream is in step, so the container stays usable.
                     Err(ReplyError::NotAnObject(snippet)) => {
-                        self.dead = true;
                         Err(RunError::InvalidResult { snippet, logs })
                     }
                     Err(ReplyError::NotJson(e)) => {
@@ -302,8 +307,8 @@ impl ActionContainer for RuncContainer {
                 }
             }
             Exchange::Replied(Reply::TooLarge(size)) => {
+                // The oversized line was read through to its end: still in step.
                 let logs = self.logs_after_reply().await;
-                self.dead = true;
                 Err(RunError::ResultTooLarge { size, limit: run.result_limit, logs })
             }
             Exchange::Replied(Reply::Closed) => {

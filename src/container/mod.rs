@@ -75,9 +75,9 @@ pub struct RunOutput {
     pub logs: Vec<String>,
 }
 
-/// A run that ended without a usable result. Every variant carries the logs collected so far;
-/// after any of them except `InitFailed` and `Internal` the container is dead and must be
-/// destroyed.
+/// A run that ended without a usable result. Every variant carries the logs collected so far.
+/// After `InvalidResult` and `ResultTooLarge` the launcher is alive and in step (it replied
+/// with one line), so the container may be kept; after any other variant it must be destroyed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
     #[error("The action exceeded its time limit of {limit_ms} milliseconds.")]
@@ -126,6 +126,12 @@ pub trait ActionContainer: Send + Sync + 'static {
         &mut self,
         run: &RunSpec,
     ) -> impl std::future::Future<Output = Result<RunOutput, RunError>> + Send;
+
+    /// Whether the container can take another run. The pool keeps a container after a run
+    /// only when its own rules and this agree (a driver may know its pipes are out of step).
+    fn is_usable(&self) -> bool {
+        true
+    }
 
     /// Kills and removes the container and everything it held (cgroup, bundle, code dir).
     /// Never fails: what cannot be removed is logged, and reclaimed by the next start's cleanup.

@@ -57,12 +57,24 @@ impl InvokerSettings {
 }
 
 /// The runc driver's settings under a state directory: runc's root and the bundles side by
-/// side, so one directory holds everything a crash could leave behind.
+/// side, so one directory holds everything a crash could leave behind. The cgroup parent is
+/// per state directory too: reclaiming leftovers kills what is in that parent, so two
+/// invokers (a packaged one and a standalone one, or parallel tests) must never share one, nor
+/// nest one inside another.
 pub(super) fn runc_config(state_dir: &std::path::Path, runc: PathBuf) -> RuncConfig {
+    let cgroup_parent = if state_dir == std::path::Path::new(config::INVOKER_STATE_DIR) {
+        "hearth/invoker".to_owned()
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        state_dir.hash(&mut h);
+        format!("hearth/{:08x}", h.finish() & 0xffff_ffff)
+    };
     RuncConfig {
         runc,
         root: state_dir.join("runc"),
         state_dir: state_dir.join("containers"),
+        cgroup_parent,
         ..RuncConfig::default()
     }
 }

@@ -182,11 +182,12 @@ async fn execute<F: ContainerFactory>(
         Ok(result) => {
             // After a bad or oversized result the launcher is alive and waiting for the next
             // run, so the container is kept; every other failure may have left it broken.
-            let keep = match &result {
-                Ok(_) => true,
-                Err(RunError::InvalidResult { .. } | RunError::ResultTooLarge { .. }) => true,
-                Err(_) => false,
-            };
+            let keep = slot.container().is_usable()
+                && match &result {
+                    Ok(_) => true,
+                    Err(RunError::InvalidResult { .. } | RunError::ResultTooLarge { .. }) => true,
+                    Err(_) => false,
+                };
             let (response, logs, timed_out) = record::outcome(result);
             let record = record::build(msg, response, logs, timing, timed_out);
             (record, if keep { Disposal::Keep(slot) } else { Disposal::Destroy(slot) })

@@ -48,7 +48,8 @@ impl Server {
         let conf = dir.path().join("conf");
         std::fs::create_dir_all(&conf).unwrap();
         std::fs::write(conf.join("invoker.toml"), invoker_toml).unwrap();
-        let mut s = Server { addr: ([127, 0, 0, 1], 0).into(), dir, child: None, log: PathBuf::new() };
+        let mut s =
+            Server { addr: ([127, 0, 0, 1], 0).into(), dir, child: None, log: PathBuf::new() };
         s.spawn(&conf);
         s
     }
@@ -149,9 +150,14 @@ pub fn assert_no_leaks(state_dir: &Path) {
 }
 
 /// A minimal blocking HTTP/1.1 client (one request per connection) for the tests.
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String, Vec<(String, String)>) {
-    use std::io::{Read, Write};
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String, Vec<(String, String)>) {
     use base64::Engine;
+    use std::io::{Read, Write};
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(GUEST);
@@ -175,7 +181,12 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (
     (status, rest.to_owned(), headers)
 }
 
-pub fn json(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+pub fn json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let b = body.map(|v| v.to_string());
     let (st, text, _) = http(addr, method, path, b.as_deref());
     let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
@@ -183,12 +194,23 @@ pub fn json(addr: SocketAddr, method: &str, path: &str, body: Option<serde_json:
 }
 
 /// Creates (or overwrites) an action from source.
-pub fn put_action(addr: SocketAddr, name: &str, kind: &str, code: &str, limits: Option<serde_json::Value>) {
+pub fn put_action(
+    addr: SocketAddr,
+    name: &str,
+    kind: &str,
+    code: &str,
+    limits: Option<serde_json::Value>,
+) {
     let mut body = serde_json::json!({"exec": {"kind": kind, "code": code}});
     if let Some(l) = limits {
         body["limits"] = l;
     }
-    let (st, v) = json(addr, "PUT", &format!("/api/v1/namespaces/_/actions/{name}?overwrite=true"), Some(body));
+    let (st, v) = json(
+        addr,
+        "PUT",
+        &format!("/api/v1/namespaces/_/actions/{name}?overwrite=true"),
+        Some(body),
+    );
     assert_eq!(st, 200, "create {name}: {v}");
 }
 

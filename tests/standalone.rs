@@ -1,0 +1,401 @@
+//! End to end through a real `hearthd standalone` process: HTTP in, runc containers, records
+//! out. Needs root and runc (CI runs as root); fails loudly otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const HELLO_PY: &str = r#"
+import os, sys
+def main(args):
+    print("out line")
+    print("err line", file=sys.stderr)
+    return {"greeting": "Hello " + args.get("name", "stranger"),
+            "activation": os.environ.get("__OW_ACTIVATION_ID"),
+            "action": os.environ.get("__OW_ACTION_NAME"),
+            "namespace": os.environ.get("__OW_NAMESPACE"),
+            "deadline": os.environ.get("__OW_DEADLINE")}
+"#;
+
+const HELLO_JS: &str = r#"
+function main(params) {
+  console.log("out line");
+  console.error("err line");
+  return new Promise((resolve) => setTimeout(() => resolve({
+    greeting: "Hello " + (params.name || "stranger"),
+    activation: process.env.__OW_ACTIVATION_ID,
+    action: process.env.__OW_ACTION_NAME,
+  }), 1));
+}
+"#;
+
+/// Python and Node: cold, prewarmed and warm starts, params, env, logs, annotations.
+#[test]
+fn python_and_node_cold_prewarm_warm() {
+    require_root();
+    // Prewarm only python 256 MB: node 256 MB starts cold, python 256 MB from a stem cell.
+    let mut s =
+        Server::start("[pool]\nprewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
+    // Let the stem cell start.
+    std::thread::sleep(Duration::from_millis(1500));
+    put_action(s.addr, "hello-py", "python:3", HELLO_PY, None);
+    put_action(s.addr, "hello-js", "nodejs:20", HELLO_JS, None);
+
+    for (name, from) in [("hello-py", "prewarm"), ("hello-js", "cold")] {
+        let (st, act) = invoke(s.addr, name, json!({"name": "Ada"}));
+        assert_eq!(st, 200, "{name}: {act}");
+        let id = act["activationId"].as_str().unwrap().to_owned();
+        let r = &act["response"]["result"];
+        assert_eq!(r["greeting"], "Hello Ada", "{act}");
+        assert_eq!(r["activation"], id.as_str());
+        assert_eq!(r["action"], format!("/guest/{name}"));
+        assert_eq!(act["response"]["status"], "success");
+        assert!(annotation(&act, "initTime").is_some(), "{from} start has initTime: {act}");
+        assert_eq!(
+            annotation(&act, "kind").unwrap(),
+            if name == "hello-py" { "python:3" } else { "nodejs:20" }
+        );
+        assert_eq!(annotation(&act, "path").unwrap(), format!("guest/{name}").as_str());
+        assert_eq!(annotation(&act, "limits").unwrap()["memory"], 256);
+        assert!(annotation(&act, "waitTime").unwrap().is_u64());
+        let logs: Vec<&str> =
+            act["logs"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        assert!(logs.iter().any(|l| l.ends_with("stdout: out line")), "{logs:?}");
+        assert!(logs.iter().any(|l| l.ends_with("stderr: err line")), "{logs:?}");
+
+        // Warm: the same container, no initTime.
+        let (st, warm) = invoke(s.addr, name, json!({}));
+        assert_eq!(st, 200);
+        assert_eq!(warm["response"]["result"]["greeting"], "Hello stranger");
+        assert!(annotation(&warm, "initTime").is_none(), "warm start has no initTime: {warm}");
+
+        // The record is readable right after the response.
+        let (st, rec) =
+            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
+        assert_eq!(st, 200);
+        assert_eq!(rec["activationId"], id.as_str());
+        let (st, logs) =
+            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}/logs"), None);
+        assert_eq!(st, 200);
+        assert!(logs["logs"].as_array().unwrap().len() >= 2);
+    }
+
+    // Result-only and non-blocking forms.
+    let (st, body, headers) = http(
+        s.addr,
+        "POST",
+        "/api/v1/namespaces/_/actions/hello-py?blocking=true&result=true",
+        Some(r#"{"name":"R"}"#),
+    );
+    assert_eq!(st, 200);
+    assert!(headers.iter().any(|(k, _)| k == "x-openwhisk-activation-id"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["greeting"], "Hello R");
+    let (st, accepted) =
+        json(s.addr, "POST", "/api/v1/namespaces/_/actions/hello-js", Some(json!({})));
+    assert_eq!(st, 202);
+    let id = accepted["activationId"].as_str().unwrap();
+    let rec = wait_record(&s, id);
+    assert_eq!(rec["response"]["result"]["greeting"], "Hello stranger");
+
+    // An update bumps the revision: the next invoke must not reuse the old code's container.
+    put_action(s.addr, "hello-py", "python:3", "def main(a):\n    return {'v': 2}\n", None);
+    let (_, v2) = invoke(s.addr, "hello-py", json!({}));
+    assert_eq!(v2["response"]["result"]["v"], 2, "{v2}");
+
+    s.stop();
+}
+
+fn wait_record(s: &Server, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, rec) =
+            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
+        if st == 200 {
+            return rec;
+        }
+        assert!(Instant::now() < deadline, "record {id} never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every limit and failure ends in a record with a clear status, never a hang.
+#[test]
+fn limits_and_failures_are_recorded() {
+    require_root();
+    let mut s = Server::start("[pool]\nprewarm = []\n");
+    let cases: &[(&str, &str, &str, serde_json::Value, &str, &str)] = &[
+        (
+            "raise",
+            "python:3",
+            "def main(a):\n    raise ValueError('bad input')\n",
+            json!(null),
+            "application error",
+            "bad input",
+        ),
+        (
+            "apperr",
+            "python:3",
+            "def main(a):\n    return {'error': 'told you'}\n",
+            json!(null),
+            "application error",
+            "told you",
+        ),
+        (
+            "throws",
+            "nodejs:20",
+            "function main(){ throw new Error('node boom'); }",
+            json!(null),
+            "application error",
+            "node boom",
+        ),
+        (
+            "notdict",
+            "python:3",
+            "def main(a):\n    return [1, 2]\n",
+            json!(null),
+            "action developer error",
+            "dictionary",
+        ),
+        (
+            "crash",
+            "python:3",
+            "import os\ndef main(a):\n    os._exit(3)\n",
+            json!(null),
+            "action developer error",
+            "exited",
+        ),
+        (
+            "slow",
+            "python:3",
+            "import time\ndef main(a):\n    time.sleep(10)\n    return {}\n",
+            json!({"timeout": 500}),
+            "action developer error",
+            "500 milliseconds",
+        ),
+        (
+            "hog",
+            "python:3",
+            "def main(a):\n    x = bytearray(400 * 1024 * 1024)\n    return {'n': len(x)}\n",
+            json!({"memory": 128}),
+            "action developer error",
+            "memory",
+        ),
+        (
+            "big",
+            "python:3",
+            "def main(a):\n    return {'x': 'y' * (2 * 1024 * 1024)}\n",
+            json!(null),
+            "action developer error",
+            "bytes",
+        ),
+        (
+            "syntax",
+            "python:3",
+            "def main(a) oops\n",
+            json!(null),
+            "action developer error",
+            "initialize",
+        ),
+    ];
+    for (name, kind, code, limits, _, _) in cases {
+        let limits = if limits.is_null() { None } else { Some(limits.clone()) };
+        put_action(s.addr, name, kind, code, limits);
+    }
+    for (name, _, _, _, status, needle) in cases {
+        let t = Instant::now();
+        let (st, act) = invoke(s.addr, name, json!({}));
+        assert_eq!(st, 502, "{name}: {act}");
+        assert_eq!(act["response"]["status"], *status, "{name}: {act}");
+        let err = act["response"]["result"]["error"].as_str().unwrap_or_default();
+        assert!(err.contains(needle), "{name}: error {err:?} should mention {needle:?}");
+        assert!(t.elapsed() < Duration::from_secs(20), "{name} took {:?}", t.elapsed());
+        if *name == "slow" {
+            assert_eq!(annotation(&act, "timeout").unwrap(), true);
+        }
+    }
+    // The container survives a non-dict result and an application error: next run works.
+    let (st, act) = invoke(s.addr, "apperr", json!({}));
+    assert_eq!(st, 502);
+    assert!(annotation(&act, "initTime").is_none(), "kept warm after an application error");
+
+    // Log flood: truncated with a note, the run itself succeeds.
+    put_action(
+        s.addr,
+        "flood",
+        "python:3",
+        "def main(a):\n    for i in range(40000):\n        print('x' * 100)\n    return {'done': True}\n",
+        Some(json!({"logs": 1})),
+    );
+    let (st, act) = invoke(s.addr, "flood", json!({}));
+    assert_eq!(st, 200, "{act}");
+    let logs = act["logs"].as_array().unwrap();
+    assert!(logs.last().unwrap().as_str().unwrap().contains("truncated"), "{:?}", logs.last());
+    let total: usize = logs.iter().map(|l| l.as_str().unwrap().len()).sum();
+    assert!(total < 2 * 1024 * 1024, "logs kept {total} bytes over a 1 MB limit");
+    s.stop();
+}
+
+/// Many parallel invokes: every one answered with a record, within the memory budget.
+#[test]
+fn parallel_invokes_within_budget() {
+    require_root();
+    // 4 containers of 256 MB at most; a bounded queue for the rest.
+    let mut s =
+        Server::start("[pool]\nmemory_budget_mb = 1024\nprewarm = []\nqueue_limit = 1000\n");
+    put_action(
+        s.addr,
+        "sleepy",
+        "python:3",
+        "import time\ndef main(a):\n    time.sleep(0.05)\n    return {'i': a['i']}\n",
+        None,
+    );
+    let addr = s.addr;
+    let handles: Vec<_> = (0..64)
+        .map(|i| std::thread::spawn(move || invoke(addr, "sleepy", json!({"i": i}))))
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (st, act) = h.join().unwrap();
+        assert_eq!(st, 200, "{act}");
+        assert_eq!(act["response"]["result"]["i"], i);
+        ids.insert(act["activationId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 64);
+    let (_, list) =
+        json(s.addr, "GET", "/api/v1/namespaces/_/activations?name=sleepy&limit=200", None);
+    assert_eq!(list.as_array().unwrap().len(), 64, "one record per activation");
+    let containers = count_containers(&s);
+    assert!(containers <= 4, "{containers} containers exceed the 1024 MB budget");
+    s.stop();
+}
+
+fn count_containers(s: &Server) -> usize {
+    let out = std::process::Command::new("/usr/sbin/runc")
+        .arg("--root")
+        .arg(s.state_dir().join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+}
+
+/// Idle containers are reaped after the idle timeout; budget pressure evicts idle ones.
+#[test]
+fn idle_reaping_and_eviction() {
+    require_root();
+    let mut s = Server::start(
+        "[pool]\nmemory_budget_mb = 512\nprewarm = []\nidle_timeout = \"1s\"\nreap_interval = \"200ms\"\n",
+    );
+    put_action(s.addr, "a", "python:3", "def main(x):\n    return {'a': 1}\n", None);
+    put_action(s.addr, "b", "python:3", "def main(x):\n    return {'b': 1}\n", None);
+    put_action(s.addr, "c", "python:3", "def main(x):\n    return {'c': 1}\n", None);
+    for n in ["a", "b"] {
+        assert_eq!(invoke(s.addr, n, json!({})).0, 200);
+    }
+    assert_eq!(count_containers(&s), 2);
+    // The budget holds two: c evicts the least recently used idle container.
+    let (st, act) = invoke(s.addr, "c", json!({}));
+    assert_eq!(st, 200, "{act}");
+    assert!(count_containers(&s) <= 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count_containers(&s) > 0 {
+        assert!(Instant::now() < deadline, "idle containers were not reaped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.stop();
+}
+
+/// Entities and records survive a restart; leftovers of a killed server are reclaimed.
+#[test]
+fn restart_keeps_data_and_reclaims_leftovers() {
+    require_root();
+    let mut s = Server::start("[pool]\nprewarm = []\n");
+    put_action(s.addr, "keep", "python:3", "def main(a):\n    return {'kept': True}\n", None);
+    let (_, act) = invoke(s.addr, "keep", json!({}));
+    let id = act["activationId"].as_str().unwrap().to_owned();
+    // Reading the record waits for its commit (records are written after the response).
+    assert_eq!(json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None).0, 200);
+    // kill -9: the warm container is left behind for the next start to reclaim.
+    let mut child = s.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(count_containers(&s) >= 1, "the warm container outlives a killed server");
+    s.restart();
+    assert_eq!(count_containers(&s), 0, "leftovers reclaimed at start");
+    let (st, rec) = json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
+    assert_eq!(st, 200, "{rec}");
+    let (st, again) = invoke(s.addr, "keep", json!({}));
+    assert_eq!(st, 200);
+    assert_eq!(again["response"]["result"]["kept"], true);
+    s.stop();
+}
+
+/// The `hearth` CLI and OpenWhisk's own JavaScript client against the real server.
+#[test]
+fn cli_and_openwhisk_client() {
+    require_root();
+    let mut s = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("hello.py");
+    std::fs::write(&py, "def main(a):\n    print('cli log')\n    return {'hi': a.get('name')}\n")
+        .unwrap();
+    let hearth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(args)
+            .env("HEARTH_APIHOST", s.url())
+            .env("HEARTH_CONFIG", dir.path().join("none"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = hearth(&["action", "create", "hello", py.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = hearth(&["action", "invoke", "hello", "-p", "name", "Ada", "--result"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["hi"], "Ada");
+    let (code, out, _) = hearth(&["activation", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = list[0]["activationId"].as_str().unwrap().to_owned();
+    let (code, out, _) = hearth(&["activation", "logs", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("stdout: cli log"), "{out}");
+    let (code, _, err) = hearth(&["action", "get", "missing"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not found"), "{err}");
+
+    // OpenWhisk's JavaScript client library, unchanged.
+    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    if !clients.join("node_modules/openwhisk").exists() {
+        let st = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&clients)
+            .status()
+            .expect(
+                "npm is needed for the OpenWhisk client test (scripts/install-deps.sh installs it)",
+            );
+        assert!(st.success(), "npm ci failed");
+    }
+    let out = std::process::Command::new("node")
+        .arg("openwhisk-client.js")
+        .current_dir(&clients)
+        .env("HEARTH_APIHOST", s.url())
+        .env("HEARTH_AUTH", GUEST)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openwhisk client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.stop();
+}
