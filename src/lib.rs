@@ -15,6 +15,7 @@ pub mod container;
 pub mod controller;
 pub mod daemon;
 pub mod invoker;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod shutdown;
