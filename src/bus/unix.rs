@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,11 +63,24 @@ type PendingMap = Arc<Mutex<HashMap<ActivationId, Pending>>>;
 struct Connection {
     tx: mpsc::Sender<ToInvoker>,
     pending: PendingMap,
+    /// Cleared by the reader, under the pending lock, when the invoker hangs up: a dispatch
+    /// that sees it set under that lock is guaranteed an answer or a refusal.
+    alive: Arc<AtomicBool>,
 }
 
 impl Connection {
     fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        self.alive.load(Ordering::Acquire) && !self.tx.is_closed()
+    }
+
+    /// Registers an activation awaiting its answer; false when the connection is gone.
+    fn register(&self, id: ActivationId, pending: Pending) -> bool {
+        let mut map = lock(&self.pending);
+        if !self.alive.load(Ordering::Acquire) {
+            return false;
+        }
+        map.insert(id, pending);
+        true
     }
 }
 
@@ -108,6 +122,7 @@ fn start_client(stream: UnixStream) -> Connection {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ToInvoker>(WRITE_QUEUE);
     let pending: PendingMap = Arc::default();
+    let alive = Arc::new(AtomicBool::new(true));
     tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if let Err(e) = frame::write(&mut wr, &msg).await {
@@ -117,6 +132,7 @@ fn start_client(stream: UnixStream) -> Connection {
         }
     });
     let reader_pending = pending.clone();
+    let reader_alive = alive.clone();
     tokio::spawn(async move {
         loop {
             match frame::read::<_, ToController>(&mut rd).await {
@@ -148,7 +164,11 @@ fn start_client(stream: UnixStream) -> Connection {
         }
         // The connection is gone: refuse what was not admitted; admitted activations lose
         // their completion sender, which the controller records as an internal error.
-        let lost: Vec<Pending> = lock(&reader_pending).drain().map(|(_, p)| p).collect();
+        let lost: Vec<Pending> = {
+            let mut map = lock(&reader_pending);
+            reader_alive.store(false, Ordering::Release);
+            map.drain().map(|(_, p)| p).collect()
+        };
         for mut p in lost {
             if let Some(a) = p.admitted.take() {
                 let _ = a.send(Err(DispatchError::Unavailable(
@@ -157,7 +177,7 @@ fn start_client(stream: UnixStream) -> Connection {
             }
         }
     });
-    Connection { tx, pending }
+    Connection { tx, pending, alive }
 }
 
 impl Dispatcher for UnixBus {
@@ -168,31 +188,40 @@ impl Dispatcher for UnixBus {
         Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
     > {
         Box::pin(async move {
-            let conn = self.connection().await?;
             let id = msg.activation_id;
-            let (adm_tx, adm_rx) = oneshot::channel();
-            let (done_tx, done_rx) = oneshot::channel();
-            lock(&conn.pending).insert(id, Pending { admitted: Some(adm_tx), completion: done_tx });
-            if conn.tx.send(ToInvoker::Activate(Box::new(msg))).await.is_err() {
-                lock(&conn.pending).remove(&id);
-                return Err(DispatchError::Unavailable(
-                    "the connection to the invoker was lost".into(),
-                ));
-            }
-            match tokio::time::timeout(ADMISSION_TIMEOUT, adm_rx).await {
-                Ok(Ok(Ok(()))) => Ok(done_rx),
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(_)) => {
-                    Err(DispatchError::Unavailable("the connection to the invoker was lost".into()))
+            let lost =
+                || DispatchError::Unavailable("the connection to the invoker was lost".into());
+            // Two attempts: a cached connection may have died since (the invoker restarted).
+            // Retrying is safe only before admission: the invoker has not seen the activation.
+            let mut msg = Some(msg);
+            for attempt in 0..2 {
+                let conn = self.connection().await?;
+                let (adm_tx, adm_rx) = oneshot::channel();
+                let (done_tx, done_rx) = oneshot::channel();
+                if !conn.register(id, Pending { admitted: Some(adm_tx), completion: done_tx }) {
+                    continue;
                 }
-                Err(_) => {
+                let frame = if attempt == 0 { msg.clone() } else { msg.take() };
+                let Some(frame) = frame else { break };
+                if conn.tx.send(ToInvoker::Activate(Box::new(frame))).await.is_err() {
                     lock(&conn.pending).remove(&id);
-                    Err(DispatchError::Unavailable(format!(
-                        "the invoker did not admit the activation within {} s",
-                        ADMISSION_TIMEOUT.as_secs()
-                    )))
+                    return Err(lost());
                 }
+                return match tokio::time::timeout(ADMISSION_TIMEOUT, adm_rx).await {
+                    Ok(Ok(Ok(()))) => Ok(done_rx),
+                    Ok(Ok(Err(e))) => Err(e),
+                    Ok(Err(_)) if attempt == 0 => continue,
+                    Ok(Err(_)) => Err(lost()),
+                    Err(_) => {
+                        lock(&conn.pending).remove(&id);
+                        Err(DispatchError::Unavailable(format!(
+                            "the invoker did not admit the activation within {} s",
+                            ADMISSION_TIMEOUT.as_secs()
+                        )))
+                    }
+                };
             }
+            Err(lost())
         })
     }
 }
@@ -358,6 +387,31 @@ mod tests {
         assert_eq!(refused, DispatchError::Overloaded("queue full".into()));
         trigger.fire();
         server.await.unwrap();
+    }
+
+    /// Regression: after the invoker restarted, the cached connection looked open (its writer
+    /// task was still waiting) and the next dispatch hung for the admission timeout.
+    #[tokio::test]
+    async fn reconnects_after_the_invoker_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("invoker.sock");
+        let bus = UnixBus::new(&path);
+        for round in 0..3 {
+            let (trigger, shutdown) = crate::shutdown::channel();
+            let server = tokio::spawn(serve(bind(&path).unwrap(), Arc::new(Echo), shutdown));
+            let done = tokio::time::timeout(
+                Duration::from_secs(2),
+                bus.dispatch(message(&format!("r{round}"))),
+            )
+            .await
+            .expect("dispatch after a restart must not wait for the admission timeout")
+            .unwrap();
+            assert!(done.await.unwrap().response.success);
+            trigger.fire();
+            server.await.unwrap();
+            // Let the connection's tasks see the hang-up (or not: both must work).
+            tokio::time::sleep(Duration::from_millis(if round == 1 { 0 } else { 20 })).await;
+        }
     }
 
     #[tokio::test]
