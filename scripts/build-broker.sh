@@ -9,7 +9,7 @@ bin="$cache/tansu/bin/tansu"
 if [ ! -x "$bin" ]; then
   mkdir -p "$cache"
   for p in cmake pkg-config; do
-    command -v "$p" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake pkg-config libssl-dev; break; }
+    command -v "$p" >/dev/null 2>&1 || { { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake pkg-config libssl-dev; } >&2; break; }
   done
   CARGO_TARGET_DIR="$cache/tansu-target" nice -n 10 cargo install --locked --quiet \
     ${version:+--version "$version"} --features dynostore --root "$cache/tansu" tansu >&2
