@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod container;
 pub mod controller;
+pub mod docgen;
 pub mod invoker;
 pub mod model;
 pub mod runtime;
