@@ -3,6 +3,8 @@
 //! right, and its payload installs into a scratch root and runs. Root only (CI is root).
 //! The install/upgrade/remove/purge life cycle under a booted systemd is tests/package_system.rs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 #[path = "package/support.rs"]
 mod support;
 

@@ -6,6 +6,8 @@
 //!
 //! One test, steps in order: each step needs the state the previous one left.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 #[path = "package/support.rs"]
 mod support;
 
