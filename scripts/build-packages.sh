@@ -47,6 +47,29 @@ install_tools() {
     fi
 }
 
+# The packages install what systemd/ and the binaries provide; say plainly what is missing
+# rather than failing deep inside dpkg-buildpackage or rpmbuild.
+check_inputs() {
+    local f missing=()
+    for f in hearth-controller.socket hearth-controller.service hearth-invoker.socket \
+        hearth-invoker.service hearth.slice sysusers.d/hearth.conf tmpfiles.d/hearth.conf; do
+        [ -f "$root/systemd/$f" ] || missing+=("systemd/$f")
+    done
+    for f in config/controller.toml config/invoker.toml; do
+        [ -f "$root/$f" ] || missing+=("$f")
+    done
+    [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]} (the units come from the systemd work)"
+}
+
+# The man pages and completions come from `hearthd generate-assets`; name the cause if the
+# daemon binary does not have it.
+explain_build_failure() {
+    local log=$1
+    if grep -q "unrecognized subcommand 'generate-assets'" "$log"; then
+        log "hearthd has no generate-assets subcommand: it must call hearth::docgen::{write_man_pages, write_completions}"
+    fi
+}
+
 cargo_version() {
     sed -n 's/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml" | head -n1
 }
@@ -84,6 +107,7 @@ build_deb() {
     fi
     log "dpkg-buildpackage hearth $version"
     (cd "$src" && dpkg-buildpackage -b -us -uc) >"$out/deb-build.log" 2>&1 \
+        || { explain_build_failure "$out/deb-build.log"; false; } \
         || die "dpkg-buildpackage failed; see $out/deb-build.log: $(tail -n 15 "$out/deb-build.log")"
     local arch deb
     arch=$(dpkg --print-architecture)
@@ -114,6 +138,7 @@ build_rpm() {
     log "rpmbuild hearth $version"
     # --nodeps: the build host is Debian, whose rpm database knows none of the BuildRequires.
     rpmbuild -bb --define "_topdir $top" --nodeps "$top/SPECS/hearth.spec" >"$out/rpm-build.log" 2>&1 \
+        || { explain_build_failure "$out/rpm-build.log"; false; } \
         || die "rpmbuild failed; see $out/rpm-build.log: $(tail -n 15 "$out/rpm-build.log")"
     local rpm
     rpm=$(find "$top/RPMS" -name "hearth-$version-*.rpm" | head -n1)
@@ -122,6 +147,7 @@ build_rpm() {
     log "built $out/$(basename "$rpm") in $((SECONDS - t0))s"
 }
 
+check_inputs
 install_tools
 mkdir -p "$out" "$work"
 version=${HEARTH_PKG_VERSION:-$(cargo_version)}
