@@ -20,6 +20,8 @@ case "$what" in deb | rpm | all) ;; *) echo "usage: $0 [deb|rpm|all]" >&2; exit 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/target/packages
 work=$out/build
+# One release target dir for both formats. They export different CFLAGS, so switching rebuilds
+# LMDB and relinks (about a minute), but a cold build (CI's case) compiles the dependencies once.
 export CARGO_TARGET_DIR=$root/target/pkg-build
 export PATH="$HOME/.cargo/bin:$PATH"
 

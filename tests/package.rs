@@ -62,7 +62,11 @@ fn deb_field(deb: &std::path::Path, field: &str) -> String {
 fn deb_passes_lintian_without_errors() {
     require_root();
     let p = packages();
-    let out = Command::new("lintian").args(["--allow-root", "--fail-on", "error"]).arg(&p.deb).output().unwrap();
+    let out = Command::new("lintian")
+        .args(["--allow-root", "--fail-on", "error"])
+        .arg(&p.deb)
+        .output()
+        .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     eprintln!("lintian {}:\n{text}", p.deb.display());
@@ -235,4 +239,33 @@ fn rpm_installs_into_a_scratch_root_and_its_binaries_run() {
         "hearth",
     ]));
     assert!(!root.join("usr/sbin/hearthd").exists(), "rpm -e left the binary behind");
+}
+
+/// `Documentation=file:///usr/share/doc/hearth/...` in the units must name files the packages
+/// install (uncompressed), or `systemctl help hearth-invoker` points nowhere.
+#[test]
+fn unit_documentation_links_resolve_in_both_packages() {
+    require_root();
+    let p = packages();
+    let units = std::fs::read_dir(support::repo().join("systemd")).unwrap();
+    let mut docs = BTreeSet::new();
+    for unit in units.flatten() {
+        let Ok(text) = std::fs::read_to_string(unit.path()) else { continue };
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("Documentation=") {
+                for url in rest.split_whitespace() {
+                    if let Some(path) = url.strip_prefix("file://") {
+                        docs.insert(path.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    assert!(!docs.is_empty(), "no Documentation=file:// in systemd/*");
+    let deb = stdout(Command::new("dpkg-deb").arg("-c").arg(&p.deb));
+    let rpm = stdout(Command::new("rpm").arg("-qpl").arg(&p.rpm));
+    for doc in &docs {
+        assert!(deb.lines().any(|l| l.ends_with(&format!(".{doc}"))), "{doc} not in the .deb");
+        assert!(rpm.lines().any(|l| l == doc), "{doc} not in the rpm");
+    }
 }
