@@ -4,7 +4,9 @@
 //! reach the journal; an upgrade to a rebuilt package keeps data, keys and the warm container;
 //! remove stops everything; purge removes the data. Root only (CI is root).
 //!
-//! One test, steps in order: each step needs the state the previous one left.
+//! Two tests, each on its own machine, steps in order (each needs the state the previous left):
+//! the package's own life cycle (maintainer scripts, units, key, conffiles, data), and the
+//! daemons it installs serving actions across an upgrade.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -17,8 +19,6 @@ use std::time::Instant;
 
 use support::{build, cargo_version, repo, require_root, run};
 
-/// Our own machine name, so this test never collides with the systemd tests' machine.
-const MACHINE: &str = "hearth-pkg";
 const KEY_FILE: &str = "/etc/hearth/admin.key";
 const CLI: &str = "HEARTH_CONFIG=/etc/hearth/admin.key hearth";
 
@@ -32,10 +32,12 @@ const HELLO_PY: &str = r#"def main(args):
 /// when a step panics.
 struct Machine {
     script: PathBuf,
+    /// Our own machine names, so these tests never collide with the systemd tests' machine.
+    name: &'static str,
 }
 
 impl Machine {
-    fn boot() -> Machine {
+    fn boot(name: &'static str) -> Machine {
         let script = repo().join("tests/system/nspawn.sh");
         assert!(
             script.exists(),
@@ -43,16 +45,16 @@ impl Machine {
              (branch wt-systemd); merge it first",
             script.display()
         );
-        let m = Machine { script };
+        let m = Machine { script, name };
         let t0 = Instant::now();
         run(m.harness().arg("boot"));
-        eprintln!("booted {MACHINE} in {:.1}s", t0.elapsed().as_secs_f64());
+        eprintln!("booted {name} in {:.1}s", t0.elapsed().as_secs_f64());
         m
     }
 
     fn harness(&self) -> Command {
         let mut c = Command::new(&self.script);
-        c.env("HEARTH_NSPAWN_NAME", MACHINE);
+        c.env("HEARTH_NSPAWN_NAME", self.name);
         c
     }
 
@@ -66,7 +68,8 @@ impl Machine {
         let out = self.sh(script);
         assert!(
             out.status.success(),
-            "inside {MACHINE}: `{script}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            "inside {}: `{script}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.name,
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -117,17 +120,17 @@ fn is_cold(record: &serde_json::Value) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn deb_install_use_upgrade_remove_purge_in_booted_systemd() {
-    require_root();
+/// Both versions: the tree's own and a rebuild of it under a higher version (an upgrade, as a
+/// distro rebuild would be).
+fn two_versions() -> (support::Packages, support::Packages) {
     let version = cargo_version();
-    let first = build(&version, "deb");
-    // The "upgrade": the same source rebuilt under a higher version, as a distro rebuild would be.
-    let next = build(&format!("{version}+rebuild1"), "deb");
-    let m = Machine::boot();
+    (build(&version, "deb"), build(&format!("{version}+rebuild1"), "deb"))
+}
 
-    // Install: the sockets are enabled and listening, the services wait for a first request.
-    m.copy_in(&first.deb, "/root/hearth.deb");
+/// Install: the user, the state dir, the sockets enabled and listening, the services waiting
+/// for a first request, and a fresh root-only admin key. Returns the key file's content.
+fn install_and_check(m: &Machine, deb: &std::path::Path) -> String {
+    m.copy_in(deb, "/root/hearth.deb");
     let out = m.apt("install /root/hearth.deb");
     assert!(out.contains(KEY_FILE), "the install does not say where the admin key is:\n{out}");
     for sock in ["hearth-controller.socket", "hearth-invoker.socket"] {
@@ -142,20 +145,92 @@ fn deb_install_use_upgrade_remove_purge_in_booted_systemd() {
     let unix = m.ok("ss -Hlx");
     assert!(unix.contains("/run/hearth/invoker.sock"), "no invoker socket:\n{unix}");
     assert!(m.ok("getent passwd hearth").contains("/var/lib/hearth"));
+    assert_eq!(m.ok("stat -c '%a %U %G' /var/lib/hearth").trim(), "750 hearth hearth");
 
     // The key: root-only, a fresh uuid:secret, never a well-known one.
     assert_eq!(m.ok(&format!("stat -c '%a %U %G' {KEY_FILE}")).trim(), "600 root root");
-    let key_before = m.ok(&format!("cat {KEY_FILE}"));
-    let auth = key_before.lines().find_map(|l| l.strip_prefix("AUTH=")).expect("an AUTH= line");
+    let key = m.ok(&format!("cat {KEY_FILE}"));
+    let auth = key.lines().find_map(|l| l.strip_prefix("AUTH=")).expect("an AUTH= line");
     let (uuid, secret) = auth.split_once(':').expect("uuid:secret");
     assert_eq!(uuid.len(), 36, "{uuid}");
     assert_eq!(secret.len(), 64, "{secret:?}");
-    assert!(!auth.starts_with("23bc46b1-71f6-4ed5-8c54-816aa4f8c502"), "the public guest key");
+    assert_ne!(auth, hearth::model::GUEST_KEY, "the public guest key");
     let namespaces =
         m.ok("runuser -u hearth -- hearthd admin --data-dir /var/lib/hearth namespace list");
     assert!(namespaces.lines().any(|l| l.trim() == "admin"), "{namespaces}");
+    key
+}
 
-    // Use: the CLI with the generated key; the first request starts the services.
+/// What dpkg and the maintainer scripts do, independent of the daemons serving anything.
+#[test]
+fn deb_install_upgrade_remove_purge_lifecycle() {
+    require_root();
+    let (first, next) = two_versions();
+    let m = Machine::boot("hearth-pkg-life");
+    let key = install_and_check(&m, &first.deb);
+
+    // Upgrade: the key and data stay, an edited conffile stays edited, the sockets stay up
+    // and the (stopped) services are not started by it.
+    m.ok("sed -i 's/^# queue_limit = 256/queue_limit = 100/' /etc/hearth/invoker.toml");
+    m.copy_in(&next.deb, "/root/hearth-next.deb");
+    m.apt("install /root/hearth-next.deb");
+    assert_eq!(m.text("dpkg-query -W -f '${Version}' hearth"), next.version);
+    assert_eq!(m.ok(&format!("cat {KEY_FILE}")), key, "the upgrade changed the admin key");
+    assert!(
+        m.ok("cat /etc/hearth/invoker.toml").contains("\nqueue_limit = 100\n"),
+        "conffile edit lost"
+    );
+    assert!(m
+        .ok("runuser -u hearth -- hearthd admin --data-dir /var/lib/hearth namespace list")
+        .contains("admin"));
+    for sock in ["hearth-controller.socket", "hearth-invoker.socket"] {
+        assert_eq!(m.state(sock), "active", "{sock} after upgrade");
+    }
+    assert_eq!(
+        m.state("hearth-controller.service"),
+        "inactive",
+        "the upgrade started the controller"
+    );
+
+    // Remove: every unit stopped, nothing listening; data, key and configs kept.
+    m.apt("remove hearth");
+    for unit in [
+        "hearth-controller.socket",
+        "hearth-invoker.socket",
+        "hearth-controller.service",
+        "hearth-invoker.service",
+    ] {
+        assert_ne!(m.state(unit), "active", "{unit} still active after remove");
+    }
+    assert!(!m.ok("ss -Hltn").contains(":3233"), "3233 still listening after remove");
+    assert!(
+        !m.ok("ss -Hlx").contains("/run/hearth/invoker.sock"),
+        "invoker socket left after remove"
+    );
+    m.ok("test -f /var/lib/hearth/data.mdb && test -f /etc/hearth/admin.key && test -f /etc/hearth/invoker.toml");
+
+    // Purge: data, key, configs and the sockets' enablement gone; the system user stays
+    // (Debian policy: a reused uid would own what it left elsewhere).
+    m.apt("purge hearth");
+    m.ok("! test -e /var/lib/hearth && ! test -e /etc/hearth && ! test -e /run/hearth");
+    m.ok("! test -e /etc/systemd/system/sockets.target.wants/hearth-controller.socket");
+    m.ok("getent passwd hearth");
+
+    // A fresh install after a purge gets a new key, not the old one back.
+    let again = install_and_check(&m, &first.deb);
+    assert_ne!(again, key, "a reinstall after purge reused the old key");
+}
+
+/// The daemons the package installs serve actions with the generated key, log to the journal,
+/// keep a warm container across an upgrade, and stop with everything on remove.
+#[test]
+fn deb_serves_actions_and_keeps_warm_containers_across_upgrade() {
+    require_root();
+    let (first, next) = two_versions();
+    let m = Machine::boot("hearth-pkg-use");
+    install_and_check(&m, &first.deb);
+
+    // The CLI with the generated key; the first request starts the services.
     m.ok(&format!("cat > /root/hello.py <<'EOF'\n{HELLO_PY}EOF"));
     let t0 = Instant::now();
     m.ok(&format!("{CLI} action create hello /root/hello.py"));
@@ -166,7 +241,7 @@ fn deb_install_use_upgrade_remove_purge_in_booted_systemd() {
     let t0 = Instant::now();
     let result = m.ok(&format!("{CLI} action invoke hello -p name Ada --result"));
     eprintln!(
-        "first invoke (invoker activation + container): {:.0} ms",
+        "first invoke (invoker activation + cold container): {:.0} ms",
         t0.elapsed().as_secs_f64() * 1e3
     );
     assert!(result.contains("Hello, Ada!"), "{result}");
@@ -186,12 +261,10 @@ fn deb_install_use_upgrade_remove_purge_in_booted_systemd() {
         "action output not in the journal:\n{action_log}"
     );
 
-    // Upgrade: data, keys and the warm container survive; the services run the new binary.
+    // Upgrade: the services run the new binary, the action and the warm container survive.
     let invoker_pid = m.text("systemctl show -p MainPID --value hearth-invoker.service");
     m.copy_in(&next.deb, "/root/hearth-next.deb");
     m.apt("install /root/hearth-next.deb");
-    assert_eq!(m.text("dpkg-query -W -f '${Version}' hearth"), next.version);
-    assert_eq!(m.ok(&format!("cat {KEY_FILE}")), key_before, "the upgrade changed the admin key");
     assert_ne!(
         m.text("systemctl show -p MainPID --value hearth-invoker.service"),
         invoker_pid,
@@ -202,24 +275,14 @@ fn deb_install_use_upgrade_remove_purge_in_booted_systemd() {
     assert_eq!(after["response"]["result"]["greeting"], "Hello, Grace!", "{after}");
     assert!(!is_cold(&after), "the warm container did not survive the upgrade: {after}");
 
-    // Remove: every unit stopped, nothing listening, no hearth process left; data kept.
+    // Remove: daemons, containers and their slice all stopped.
     m.apt("remove hearth");
-    for unit in [
-        "hearth-controller.socket",
-        "hearth-invoker.socket",
-        "hearth-controller.service",
-        "hearth-invoker.service",
-        "hearth.slice",
-    ] {
+    for unit in ["hearth-controller.service", "hearth-invoker.service", "hearth.slice"] {
         assert_ne!(m.state(unit), "active", "{unit} still active after remove");
     }
-    assert!(!m.ok("ss -Hltn").contains(":3233"), "3233 still listening after remove");
     let procs = m.ok("ps -eo comm=");
-    assert!(!procs.lines().any(|p| p == "hearthd" || p == "runc"), "left running:\n{procs}");
-    m.ok("test -d /var/lib/hearth && test -f /etc/hearth/admin.key");
-
-    // Purge: data, key and config gone; the system user stays (Debian policy).
-    m.apt("purge hearth");
-    m.ok("! test -e /var/lib/hearth && ! test -e /etc/hearth && ! test -e /run/hearth");
-    m.ok("getent passwd hearth");
+    assert!(
+        !procs.lines().any(|p| p == "hearthd" || p == "runc" || p.starts_with("python3")),
+        "left running after remove:\n{procs}"
+    );
 }

@@ -102,6 +102,9 @@ fn fresh(p: &Path, newer_than: SystemTime) -> bool {
 /// Builds (with `make packages`' script) the packages of `version`, unless both exist and are
 /// newer than every source. `what` is deb, rpm or all.
 pub fn build(version: &str, what: &str) -> Packages {
+    // Tests run in parallel threads; two builds at once would share a staging dir.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let pkgs = package_paths(version);
     let newest = newest_source();
     let need = match what {
