@@ -67,7 +67,7 @@ check_inputs() {
 # daemon binary does not have it.
 explain_build_failure() {
     local log=$1
-    if grep -q "unrecognized subcommand 'generate-assets'" "$log"; then
+    if grep -q -e "unrecognized subcommand 'generate-assets'" -e "generate-assets wrote no man pages" "$log"; then
         log "hearthd has no generate-assets subcommand: it must call hearth::docgen::{write_man_pages, write_completions}"
     fi
 }
