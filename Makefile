@@ -6,7 +6,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:3233
 DATA_DIR ?= $(CURDIR)/.hearth
 
-.PHONY: all deps deps-test build run test lint unit-test client-test bench bench-quick clean
+.PHONY: all deps deps-test build run test lint unit-test client-test bench bench-quick clean deb rpm packages
 
 all: build
 
@@ -40,3 +40,13 @@ bench: build
 clean:
 	$(CARGO) clean
 	rm -rf $(DATA_DIR)
+
+# Distro packages into target/packages/ (installs debhelper, lintian, rpm when missing; root).
+deb:
+	scripts/build-packages.sh deb
+
+rpm:
+	scripts/build-packages.sh rpm
+
+packages:
+	scripts/build-packages.sh all

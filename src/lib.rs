@@ -14,6 +14,7 @@ pub mod cli;
 pub mod container;
 pub mod controller;
 pub mod daemon;
+pub mod docgen;
 pub mod invoker;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,288 @@
+//! The .deb's life cycle on a real Debian with systemd as PID 1 (booted in systemd-nspawn by
+//! tests/system/nspawn.sh): `apt-get install ./hearth_*.deb` enables and starts the sockets and
+//! creates an admin key; the `hearth` CLI creates and invokes an action with that key; logs
+//! reach the journal; an upgrade to a rebuilt package keeps data, keys and the warm container;
+//! remove stops everything; purge removes the data. Root only (CI is root).
+//!
+//! Two tests, each on its own machine, steps in order (each needs the state the previous left):
+//! the package's own life cycle (maintainer scripts, units, key, conffiles, data), and the
+//! daemons it installs serving actions across an upgrade.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+#[path = "package/support.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use support::{build, cargo_version, repo, require_root, run};
+
+const KEY_FILE: &str = "/etc/hearth/admin.key";
+const CLI: &str = "HEARTH_CONFIG=/etc/hearth/admin.key hearth";
+
+const HELLO_PY: &str = r#"def main(args):
+    name = args.get("name", "stranger")
+    print("hello-log-line for " + name)
+    return {"greeting": "Hello, " + name + "!"}
+"#;
+
+/// The booted Debian; powered off and removed (by the harness, by pid and path) on drop, also
+/// when a step panics.
+struct Machine {
+    script: PathBuf,
+    /// Our own machine names, so these tests never collide with the systemd tests' machine.
+    name: &'static str,
+}
+
+impl Machine {
+    fn boot(name: &'static str) -> Machine {
+        let script = repo().join("tests/system/nspawn.sh");
+        assert!(
+            script.exists(),
+            "{} is missing: the package test boots Debian with the systemd tests' harness \
+             (branch wt-systemd); merge it first",
+            script.display()
+        );
+        let m = Machine { script, name };
+        let t0 = Instant::now();
+        run(m.harness().arg("boot"));
+        eprintln!("booted {name} in {:.1}s", t0.elapsed().as_secs_f64());
+        m
+    }
+
+    fn harness(&self) -> Command {
+        let mut c = Command::new(&self.script);
+        c.env("HEARTH_NSPAWN_NAME", self.name);
+        c
+    }
+
+    /// Runs a shell script inside; returns the output whatever the exit status.
+    fn sh(&self, script: &str) -> Output {
+        self.harness().args(["exec", "sh", "-c", script]).output().unwrap()
+    }
+
+    /// Runs a shell script inside and returns its stdout; panics with both streams on failure.
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "inside {}: `{script}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn text(&self, script: &str) -> String {
+        String::from_utf8_lossy(&self.sh(script).stdout).trim().to_owned()
+    }
+
+    fn copy_in(&self, host: &std::path::Path, inside: &str) {
+        run(self.harness().arg("cp").arg(host).arg(inside));
+    }
+
+    fn apt(&self, args: &str) -> String {
+        let t0 = Instant::now();
+        let out = self.ok(&format!("DEBIAN_FRONTEND=noninteractive apt-get -y {args} 2>&1"));
+        eprintln!("apt-get {args}: {:.1}s\n{out}", t0.elapsed().as_secs_f64());
+        out
+    }
+
+    fn state(&self, unit: &str) -> String {
+        self.text(&format!("systemctl is-active {unit}"))
+    }
+
+    /// A blocking invoke through the REST API, returning the activation record: its
+    /// annotations say whether the container was cold (an `initTime`) or warm (none).
+    fn invoke_record(&self) -> serde_json::Value {
+        let body = self.ok("auth=$(sed -n 's/^AUTH=//p' /etc/hearth/admin.key); \
+             curl -sS --fail-with-body -u \"$auth\" -X POST -H 'content-type: application/json' \
+             -d '{\"name\":\"Grace\"}' \
+             'http://127.0.0.1:3233/api/v1/namespaces/_/actions/hello?blocking=true'");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("invoke answered {body:?}: {e}"))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.harness().arg("stop").status();
+    }
+}
+
+fn is_cold(record: &serde_json::Value) -> bool {
+    record["annotations"]
+        .as_array()
+        .map(|a| a.iter().any(|kv| kv["key"] == "initTime"))
+        .unwrap_or(false)
+}
+
+/// Both versions: the tree's own and a rebuild of it under a higher version (an upgrade, as a
+/// distro rebuild would be).
+fn two_versions() -> (support::Packages, support::Packages) {
+    let version = cargo_version();
+    (build(&version, "deb"), build(&format!("{version}+rebuild1"), "deb"))
+}
+
+/// Install: the user, the state dir, the sockets enabled and listening, the services waiting
+/// for a first request, and a fresh root-only admin key. Returns the key file's content.
+fn install_and_check(m: &Machine, deb: &std::path::Path) -> String {
+    m.copy_in(deb, "/root/hearth.deb");
+    let out = m.apt("install /root/hearth.deb");
+    assert!(out.contains(KEY_FILE), "the install does not say where the admin key is:\n{out}");
+    for sock in ["hearth-controller.socket", "hearth-invoker.socket"] {
+        assert_eq!(m.text(&format!("systemctl is-enabled {sock}")), "enabled", "{sock}");
+        assert_eq!(m.state(sock), "active", "{sock}");
+    }
+    for svc in ["hearth-controller.service", "hearth-invoker.service"] {
+        assert_eq!(m.state(svc), "inactive", "{svc} started at install; only its socket should be");
+    }
+    let tcp = m.ok("ss -Hltn");
+    assert!(tcp.contains(":3233"), "nothing listens on 3233:\n{tcp}");
+    let unix = m.ok("ss -Hlx");
+    assert!(unix.contains("/run/hearth/invoker.sock"), "no invoker socket:\n{unix}");
+    assert!(m.ok("getent passwd hearth").contains("/var/lib/hearth"));
+    assert_eq!(m.ok("stat -c '%a %U %G' /var/lib/hearth").trim(), "750 hearth hearth");
+
+    // The key: root-only, a fresh uuid:secret, never a well-known one.
+    assert_eq!(m.ok(&format!("stat -c '%a %U %G' {KEY_FILE}")).trim(), "600 root root");
+    let key = m.ok(&format!("cat {KEY_FILE}"));
+    let auth = key.lines().find_map(|l| l.strip_prefix("AUTH=")).expect("an AUTH= line");
+    let (uuid, secret) = auth.split_once(':').expect("uuid:secret");
+    assert_eq!(uuid.len(), 36, "{uuid}");
+    assert_eq!(secret.len(), 64, "{secret:?}");
+    assert_ne!(auth, hearth::model::GUEST_KEY, "the public guest key");
+    let namespaces =
+        m.ok("runuser -u hearth -- hearthd admin --data-dir /var/lib/hearth namespace list");
+    assert!(namespaces.lines().any(|l| l.trim() == "admin"), "{namespaces}");
+    key
+}
+
+/// What dpkg and the maintainer scripts do, independent of the daemons serving anything.
+#[test]
+fn deb_install_upgrade_remove_purge_lifecycle() {
+    require_root();
+    let (first, next) = two_versions();
+    let m = Machine::boot("hearth-pkg-life");
+    let key = install_and_check(&m, &first.deb);
+
+    // Upgrade: the key and data stay, an edited conffile stays edited, the sockets stay up
+    // and the (stopped) services are not started by it.
+    m.ok("sed -i 's/^# queue_limit = 256/queue_limit = 100/' /etc/hearth/invoker.toml");
+    m.copy_in(&next.deb, "/root/hearth-next.deb");
+    m.apt("install /root/hearth-next.deb");
+    assert_eq!(m.text("dpkg-query -W -f '${Version}' hearth"), next.version);
+    assert_eq!(m.ok(&format!("cat {KEY_FILE}")), key, "the upgrade changed the admin key");
+    assert!(
+        m.ok("cat /etc/hearth/invoker.toml").contains("\nqueue_limit = 100\n"),
+        "conffile edit lost"
+    );
+    assert!(m
+        .ok("runuser -u hearth -- hearthd admin --data-dir /var/lib/hearth namespace list")
+        .contains("admin"));
+    for sock in ["hearth-controller.socket", "hearth-invoker.socket"] {
+        assert_eq!(m.state(sock), "active", "{sock} after upgrade");
+    }
+    assert_eq!(
+        m.state("hearth-controller.service"),
+        "inactive",
+        "the upgrade started the controller"
+    );
+
+    // Remove: every unit stopped, nothing listening; data, key and configs kept.
+    m.apt("remove hearth");
+    for unit in [
+        "hearth-controller.socket",
+        "hearth-invoker.socket",
+        "hearth-controller.service",
+        "hearth-invoker.service",
+    ] {
+        assert_ne!(m.state(unit), "active", "{unit} still active after remove");
+    }
+    assert!(!m.ok("ss -Hltn").contains(":3233"), "3233 still listening after remove");
+    assert!(
+        !m.ok("ss -Hlx").contains("/run/hearth/invoker.sock"),
+        "invoker socket left after remove"
+    );
+    m.ok("test -f /var/lib/hearth/data.mdb && test -f /etc/hearth/admin.key && test -f /etc/hearth/invoker.toml");
+
+    // Purge: data, key, configs and the sockets' enablement gone; the system user stays
+    // (Debian policy: a reused uid would own what it left elsewhere).
+    m.apt("purge hearth");
+    m.ok("! test -e /var/lib/hearth && ! test -e /etc/hearth && ! test -e /run/hearth");
+    m.ok("! test -e /etc/systemd/system/sockets.target.wants/hearth-controller.socket");
+    m.ok("getent passwd hearth");
+
+    // A fresh install after a purge gets a new key, not the old one back.
+    let again = install_and_check(&m, &first.deb);
+    assert_ne!(again, key, "a reinstall after purge reused the old key");
+}
+
+/// The daemons the package installs serve actions with the generated key, log to the journal,
+/// keep a warm container across an upgrade, and stop with everything on remove.
+#[test]
+fn deb_serves_actions_and_keeps_warm_containers_across_upgrade() {
+    require_root();
+    let (first, next) = two_versions();
+    let m = Machine::boot("hearth-pkg-use");
+    install_and_check(&m, &first.deb);
+
+    // The CLI with the generated key; the first request starts the services.
+    m.ok(&format!("cat > /root/hello.py <<'EOF'\n{HELLO_PY}EOF"));
+    let t0 = Instant::now();
+    m.ok(&format!("{CLI} action create hello /root/hello.py"));
+    eprintln!(
+        "first request (socket activation of the controller): {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    let t0 = Instant::now();
+    let result = m.ok(&format!("{CLI} action invoke hello -p name Ada --result"));
+    eprintln!(
+        "first invoke (invoker activation + cold container): {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(result.contains("Hello, Ada!"), "{result}");
+    assert_eq!(m.state("hearth-controller.service"), "active");
+    assert_eq!(m.state("hearth-invoker.service"), "active");
+    let warm = m.invoke_record();
+    assert_eq!(warm["response"]["result"]["greeting"], "Hello, Grace!", "{warm}");
+    assert!(!is_cold(&warm), "the second invoke was not warm: {warm}");
+
+    // Logs in the journal: the daemons' own, and the action's output under its field.
+    let daemon_log =
+        m.ok("journalctl --no-pager -o cat -u hearth-controller.service -u hearth-invoker.service");
+    assert!(!daemon_log.trim().is_empty(), "no daemon logs in the journal");
+    let action_log = m.ok("journalctl --no-pager -o cat HEARTH_ACTION=admin/hello");
+    assert!(
+        action_log.contains("hello-log-line for Ada"),
+        "action output not in the journal:\n{action_log}"
+    );
+
+    // Upgrade: the services run the new binary, the action and the warm container survive.
+    let invoker_pid = m.text("systemctl show -p MainPID --value hearth-invoker.service");
+    m.copy_in(&next.deb, "/root/hearth-next.deb");
+    m.apt("install /root/hearth-next.deb");
+    assert_ne!(
+        m.text("systemctl show -p MainPID --value hearth-invoker.service"),
+        invoker_pid,
+        "the invoker was not restarted onto the new binary"
+    );
+    m.ok(&format!("{CLI} action get hello"));
+    let after = m.invoke_record();
+    assert_eq!(after["response"]["result"]["greeting"], "Hello, Grace!", "{after}");
+    assert!(!is_cold(&after), "the warm container did not survive the upgrade: {after}");
+
+    // Remove: daemons, containers and their slice all stopped.
+    m.apt("remove hearth");
+    for unit in ["hearth-controller.service", "hearth-invoker.service", "hearth.slice"] {
+        assert_ne!(m.state(unit), "active", "{unit} still active after remove");
+    }
+    let procs = m.ok("ps -eo comm=");
+    assert!(
+        !procs.lines().any(|p| p == "hearthd" || p == "runc" || p.starts_with("python3")),
+        "left running after remove:\n{procs}"
+    );
+}
