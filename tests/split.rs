@@ -42,7 +42,7 @@ fn controller_and_invoker_as_two_processes() {
     let state = d.join("state");
     let conf = d.join("conf");
     std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(conf.join("invoker.toml"), "[pool]\nprewarm = []\n").unwrap();
+    std::fs::write(conf.join("invoker.toml"), "prewarm = []\n").unwrap();
     let sock = d.join("invoker.sock");
     let port = free_port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();

@@ -38,8 +38,7 @@ function main(params) {
 fn python_and_node_cold_prewarm_warm() {
     require_root();
     // Prewarm only python 256 MB: node 256 MB starts cold, python 256 MB from a stem cell.
-    let mut s =
-        Server::start("[pool]\nprewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
+    let mut s = Server::start("prewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
     // Let the stem cell start.
     std::thread::sleep(Duration::from_millis(1500));
     put_action(s.addr, "hello-py", "python:3", HELLO_PY, None);
@@ -126,7 +125,7 @@ fn wait_record(s: &Server, id: &str) -> serde_json::Value {
 #[test]
 fn limits_and_failures_are_recorded() {
     require_root();
-    let mut s = Server::start("[pool]\nprewarm = []\n");
+    let mut s = Server::start("prewarm = []\n");
     let cases: &[(&str, &str, &str, serde_json::Value, &str, &str)] = &[
         (
             "raise",
@@ -244,8 +243,7 @@ fn limits_and_failures_are_recorded() {
 fn parallel_invokes_within_budget() {
     require_root();
     // 4 containers of 256 MB at most; a bounded queue for the rest.
-    let mut s =
-        Server::start("[pool]\nmemory_budget_mb = 1024\nprewarm = []\nqueue_limit = 1000\n");
+    let mut s = Server::start("memory_budget_mb = 1024\nprewarm = []\nqueue_limit = 1000\n");
     put_action(
         s.addr,
         "sleepy",
@@ -288,7 +286,7 @@ fn count_containers(s: &Server) -> usize {
 fn idle_reaping_and_eviction() {
     require_root();
     let mut s = Server::start(
-        "[pool]\nmemory_budget_mb = 512\nprewarm = []\nidle_timeout = \"1s\"\nreap_interval = \"200ms\"\n",
+        "memory_budget_mb = 512\nprewarm = []\nidle_timeout = \"1s\"\nreap_interval = \"200ms\"\n",
     );
     put_action(s.addr, "a", "python:3", "def main(x):\n    return {'a': 1}\n", None);
     put_action(s.addr, "b", "python:3", "def main(x):\n    return {'b': 1}\n", None);
@@ -313,7 +311,7 @@ fn idle_reaping_and_eviction() {
 #[test]
 fn restart_keeps_data_and_reclaims_leftovers() {
     require_root();
-    let mut s = Server::start("[pool]\nprewarm = []\n");
+    let mut s = Server::start("prewarm = []\n");
     put_action(s.addr, "keep", "python:3", "def main(a):\n    return {'kept': True}\n", None);
     let (_, act) = invoke(s.addr, "keep", json!({}));
     let id = act["activationId"].as_str().unwrap().to_owned();

@@ -31,25 +31,65 @@ pub struct ControllerFile {
     /// Longest a blocking invoke waits before 202 (OpenWhisk: 60 s).
     #[serde(deserialize_with = "opt_duration")]
     pub max_blocking_wait: Option<Duration>,
+    /// Added to the action's timeout for the blocking wait.
+    #[serde(deserialize_with = "opt_duration")]
+    pub wait_margin: Option<Duration>,
     /// Activation records older than this are deleted.
     #[serde(deserialize_with = "opt_duration")]
-    pub activation_retention: Option<Duration>,
+    pub retention: Option<Duration>,
+    /// How often retention runs.
+    #[serde(deserialize_with = "opt_duration")]
+    pub retention_interval: Option<Duration>,
     /// Exit after this long without requests (0 or absent: never).
     #[serde(deserialize_with = "opt_duration")]
     pub idle_exit: Option<Duration>,
 }
 
-/// `invoker.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// `invoker.toml`: the process's own settings and, in the same flat table, the pool's
+/// ([`InvokerConfig`]: memory budget, prewarm plan, idle and queue limits).
+#[derive(Debug, Clone, Default)]
 pub struct InvokerFile {
     pub data_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     /// The runc binary.
     pub runc: Option<PathBuf>,
-    /// The container pool: memory budget, prewarm plan, idle and queue limits.
     pub pool: InvokerConfig,
+}
+
+/// The process's own keys of `invoker.toml`; everything else belongs to the pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct InvokerOwn {
+    data_dir: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    runc: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for InvokerFile {
+    /// Splits the flat table: the daemon's keys first, the rest must be the pool's (whose
+    /// `deny_unknown_fields` still reports a typo).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let mut own = toml::Table::new();
+        for key in ["data_dir", "socket", "state_dir", "runc"] {
+            if let Some(v) = table.remove(key) {
+                own.insert(key.to_owned(), v);
+            }
+        }
+        let own = InvokerOwn::deserialize(toml::Value::Table(own)).map_err(D::Error::custom)?;
+        let pool =
+            InvokerConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        Ok(Self {
+            data_dir: own.data_dir,
+            socket: own.socket,
+            state_dir: own.state_dir,
+            runc: own.runc,
+            pool,
+        })
+    }
 }
 
 /// A configuration file that could not be used.
@@ -140,7 +180,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.path().join("invoker.toml"),
-            "runc = \"/usr/bin/runc\"\n[pool]\nmemory_budget_mb = 1024\nidle_timeout = \"1m\"\n",
+            "runc = \"/usr/bin/runc\"\nmemory_budget_mb = 1024\nidle_timeout = \"1m\"\n",
         )
         .unwrap();
         let c: ControllerFile = load(Some(dir.path()), "controller.toml").unwrap();
@@ -149,6 +189,22 @@ mod tests {
         let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
         assert_eq!(i.pool.memory_budget_mb, 1024);
         assert_eq!(i.pool.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn shipped_config_files_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let _: ControllerFile = load(Some(&dir), "controller.toml").unwrap();
+        let i: InvokerFile = load(Some(&dir), "invoker.toml").unwrap();
+        assert_eq!(i.pool, InvokerConfig::default());
+    }
+
+    #[test]
+    fn invoker_typos_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("invoker.toml"), "memroy_budget_mb = 1\n").unwrap();
+        let e = load::<InvokerFile>(Some(dir.path()), "invoker.toml").unwrap_err();
+        assert!(e.to_string().contains("memroy_budget_mb"), "{e}");
     }
 
     #[test]

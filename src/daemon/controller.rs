@@ -59,8 +59,14 @@ pub(super) fn apply_file(config: &mut ControllerConfig, file: &ControllerFile) {
     if let Some(w) = file.max_blocking_wait {
         config.max_blocking_wait = w;
     }
-    if let Some(r) = file.activation_retention {
+    if let Some(m) = file.wait_margin {
+        config.wait_margin = m;
+    }
+    if let Some(r) = file.retention {
         config.retention = r;
+    }
+    if let Some(i) = file.retention_interval {
+        config.retention_interval = i;
     }
 }
 

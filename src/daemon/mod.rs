@@ -100,8 +100,17 @@ fn generate_assets(
     man: Option<std::path::PathBuf>,
     completions: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let _ = (man, completions);
-    anyhow::bail!("generate-assets is not available in this build")
+    let commands = [crate::cli::command(), command()];
+    if man.is_none() && completions.is_none() {
+        anyhow::bail!("generate-assets needs --man DIR and/or --completions DIR");
+    }
+    if let Some(dir) = man {
+        crate::docgen::write_man_pages(&dir, &commands).context("writing man pages")?;
+    }
+    if let Some(dir) = completions {
+        crate::docgen::write_completions(&dir, &commands).context("writing completions")?;
+    }
+    Ok(())
 }
 
 /// SIGTERM and SIGINT: tell systemd we are stopping, then fire the one shutdown signal.
