@@ -27,7 +27,7 @@ lint:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 unit-test:
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 test: deps-test lint unit-test
 
