@@ -95,7 +95,10 @@ impl Controller {
     ) -> Result<Arc<Self>, ControllerError> {
         let stale = store.finish_stale_pending()?;
         if stale > 0 {
-            tracing::warn!(count = stale, "recorded activations of a previous run as internal errors");
+            tracing::warn!(
+                count = stale,
+                "recorded activations of a previous run as internal errors"
+            );
         }
         let records = RecordWriter::start(store.clone())
             .map_err(|e| ControllerError::Internal(format!("starting the record writer: {e}")))?;

@@ -88,7 +88,10 @@ impl RecordWriter {
     pub async fn commit(&self, record: Activation) -> Result<(), CommitError> {
         let id = record.activation_id;
         let (ack, wait) = oneshot::channel();
-        self.tx.send(Command::Record(Box::new(record), Some(ack))).await.map_err(|_| WriterStopped)?;
+        self.tx
+            .send(Command::Record(Box::new(record), Some(ack)))
+            .await
+            .map_err(|_| WriterStopped)?;
         Self::acked(id, wait).await
     }
 
@@ -200,11 +203,10 @@ fn commit(store: &Store, batch: &mut Batch) {
             pending = batch.pending.len()
         );
         let _g = span.enter();
-        let result =
-            store.commit_activations(&batch.records, &batch.pending).or_else(|first| {
-                tracing::warn!(error = %first, "committing activation records failed; retrying once");
-                store.commit_activations(&batch.records, &batch.pending)
-            });
+        let result = store.commit_activations(&batch.records, &batch.pending).or_else(|first| {
+            tracing::warn!(error = %first, "committing activation records failed; retrying once");
+            store.commit_activations(&batch.records, &batch.pending)
+        });
         match result {
             Ok(()) => true,
             Err(e) => {

@@ -52,7 +52,8 @@ impl Store {
         }
         let now = now_millis();
         for mut a in stubs.iter().cloned() {
-            let response = ActivationResponse::error(ActivationStatus::InternalError, STOPPED_MESSAGE);
+            let response =
+                ActivationResponse::error(ActivationStatus::InternalError, STOPPED_MESSAGE);
             a.status_code = response.status_code;
             a.response = response;
             a.end = now.max(a.start);
@@ -63,7 +64,11 @@ impl Store {
         wtxn.commit().map_err(lmdb("commit", "pending"))?;
         if !stubs.is_empty() {
             let ids: Vec<String> = stubs.iter().map(|a| a.activation_id.to_string()).collect();
-            tracing::warn!(count = stubs.len(), ?ids, "activations of a previous run ended as internal errors");
+            tracing::warn!(
+                count = stubs.len(),
+                ?ids,
+                "activations of a previous run ended as internal errors"
+            );
         }
         Ok(stubs.len())
     }
