@@ -48,10 +48,20 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `hearthd ARGS`, logging to `log`, and waits until `ready` holds.
     pub fn spawn(args: &[&std::ffi::OsStr], log: &Path, ready: impl Fn() -> bool) -> Daemon {
+        Self::spawn_logging(args, log, "hearth=info", ready)
+    }
+
+    /// [`spawn`](Self::spawn) with a log filter.
+    pub fn spawn_logging(
+        args: &[&std::ffi::OsStr],
+        log: &Path,
+        filter: &str,
+        ready: impl Fn() -> bool,
+    ) -> Daemon {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_hearthd"))
             .args(args)
-            .env("HEARTH_LOG", "hearth=info")
+            .env("HEARTH_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -138,6 +148,7 @@ pub fn listening(addr: SocketAddr) -> impl Fn() -> bool {
 
 /// A standalone server's directories and address; the process comes and goes.
 pub struct Standalone {
+    pub log_filter: String,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub daemon: Option<Daemon>,
@@ -148,7 +159,12 @@ impl Standalone {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         std::fs::write(dir.path().join("conf/invoker.toml"), invoker_toml).unwrap();
-        let mut s = Standalone { dir, addr: ([127, 0, 0, 1], 0).into(), daemon: None };
+        let mut s = Standalone {
+            log_filter: "hearth=info".into(),
+            dir,
+            addr: ([127, 0, 0, 1], 0).into(),
+            daemon: None,
+        };
         s.launch();
         s
     }
@@ -181,7 +197,8 @@ impl Standalone {
             "--config-dir".as_ref(),
             conf.as_os_str(),
         ];
-        self.daemon = Some(Daemon::spawn(&args, &self.log(), listening(self.addr)));
+        self.daemon =
+            Some(Daemon::spawn_logging(&args, &self.log(), &self.log_filter, listening(self.addr)));
     }
 
     pub fn client(&self) -> Client {
