@@ -277,10 +277,19 @@ impl Client {
 
     /// Sends raw bytes as the request and parses what comes back.
     pub fn raw(&self, request: &[u8]) -> std::io::Result<Resp> {
+        self.raw_with(request, false)
+    }
+
+    /// Sends raw bytes, then (with `eof`) half-closes, so that a server waiting for the rest
+    /// of a partial request sees the end now rather than after its header timeout.
+    pub fn raw_with(&self, request: &[u8], eof: bool) -> std::io::Result<Resp> {
         let mut s = TcpStream::connect(self.addr)?;
         s.set_read_timeout(Some(self.timeout))?;
         s.set_write_timeout(Some(self.timeout))?;
         s.write_all(request)?;
+        if eof {
+            s.shutdown(std::net::Shutdown::Write)?;
+        }
         let mut out = Vec::new();
         s.read_to_end(&mut out)?;
         parse(&out)
