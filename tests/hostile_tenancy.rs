@@ -145,7 +145,7 @@ fn tenancy_secrets_and_brute_force() {
     let guest = s.client();
 
     // Brute force on the other namespace's uuid: wrong secrets until throttled.
-    let wrong = |i: usize| Client::new(s.addr, &format!("{uuid}:{}", format!("{i:064}")));
+    let wrong = |i: usize| Client::new(s.addr, &format!("{uuid}:{i:064}"));
     let mut statuses = Vec::new();
     for i in 0..12 {
         statuses.push(wrong(i).req("GET", "/api/v1/namespaces/_/actions", b"").status);
