@@ -1,14 +1,15 @@
 //! The cost of durability on the critical path: the p50 of warm blocking invokes through a real
-//! `hearthd standalone`, printed so that the figure in docs/SECURITY.md can be re-measured.
+//! `hearthd standalone`, printed so that the figure in docs/SECURITY.md can be re-measured
+//! (`HEARTH_TEST_HEARTHD=/path/to/other/hearthd` runs the same measurement on another build).
 //! A blocking invoke's record is committed (one small LMDB write transaction, batched with
 //! concurrent ones) before the response; this test bounds what that costs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod faults_util;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use faults_util::*;
 use serde_json::json;
 
 /// Warm invokes measured; enough for a stable median on a busy 2-core machine.
@@ -17,20 +18,21 @@ const SAMPLES: usize = 200;
 #[test]
 fn warm_blocking_invoke_p50() {
     require_root();
-    let mut s = Server::start("[pool]\nprewarm = []\n");
-    put_action(s.addr, "echo", "python:3", "def main(a):\n    return a\n", None);
+    let mut s = Standalone::start("[pool]\nprewarm = []\n");
+    let c = s.client();
+    c.put_action("echo", "python:3", "def main(a):\n    return a\n", None);
     // Cold start plus a few warm-ups.
     for _ in 0..5 {
-        let (st, act) = invoke(s.addr, "echo", json!({"x": 1}));
-        assert_eq!(st, 200, "{act}");
+        let r = c.invoke("echo", json!({"x": 1}));
+        assert_eq!(r.status, 200, "{}", r.text());
     }
     let mut lat = Vec::with_capacity(SAMPLES);
     for i in 0..SAMPLES {
         let t = Instant::now();
-        let (st, act) = invoke(s.addr, "echo", json!({"i": i}));
+        let r = c.invoke("echo", json!({"i": i}));
         lat.push(t.elapsed());
-        assert_eq!(st, 200, "{act}");
-        assert_eq!(act["response"]["result"]["i"], i);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["response"]["result"]["i"], i);
     }
     lat.sort();
     let p50 = lat[SAMPLES / 2];
@@ -38,5 +40,6 @@ fn warm_blocking_invoke_p50() {
     let p99 = lat[SAMPLES * 99 / 100];
     println!("warm blocking invoke over {SAMPLES}: p50 {p50:?} p90 {p90:?} p99 {p99:?}");
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
-    s.stop();
+    s.daemon().stop();
+    assert_clean(&s.state_dir());
 }

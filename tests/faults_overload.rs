@@ -28,12 +28,14 @@ fn overload_is_refused_cleanly_and_recovers() {
     let rss_before = s.daemon().rss_kb();
     let statuses = Arc::new(Mutex::new(BTreeMap::<u16, usize>::new()));
     let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut worst = Duration::ZERO;
     for wave in 0..3 {
         let started = Instant::now();
         let handles: Vec<_> = (0..CLIENTS)
             .map(|i| {
-                let (c, statuses, messages) = (c.clone(), statuses.clone(), messages.clone());
+                let (c, statuses, messages, accepted) =
+                    (c.clone(), statuses.clone(), messages.clone(), accepted.clone());
                 std::thread::spawn(move || {
                     let blocking = if i % 3 == 0 { "false" } else { "true" };
                     let r = c.req(
@@ -42,6 +44,12 @@ fn overload_is_refused_cleanly_and_recovers() {
                         b"{}",
                     );
                     *statuses.lock().unwrap().entry(r.status).or_default() += 1;
+                    if r.status == 202 {
+                        accepted
+                            .lock()
+                            .unwrap()
+                            .push(r.json()["activationId"].as_str().unwrap().to_owned());
+                    }
                     if r.status == 429 || r.status == 503 {
                         messages
                             .lock()
@@ -72,6 +80,13 @@ fn overload_is_refused_cleanly_and_recovers() {
     for _ in 0..5 {
         let r = c.invoke("slow", json!({}));
         assert_eq!(r.status, 200, "after the load: {}", r.text());
+    }
+    // Every admitted non-blocking activation finished with a record.
+    for id in accepted.lock().unwrap().iter() {
+        let rec = c
+            .record(id, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("202 {id} has no record"));
+        assert_eq!(rec["response"]["status"], "success", "{rec}");
     }
     let rss_after = s.daemon().rss_kb();
     let sample = messages.lock().unwrap().first().cloned().unwrap_or_default();

@@ -38,6 +38,14 @@ pub fn rand_u64() -> u64 {
     x
 }
 
+/// The hearthd binary: this build's, or `HEARTH_TEST_HEARTHD` to measure another build with
+/// the same test (the latency figure before/after a change).
+pub fn hearthd() -> PathBuf {
+    std::env::var_os("HEARTH_TEST_HEARTHD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hearthd")))
+}
+
 /// One hearthd process.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -59,7 +67,7 @@ impl Daemon {
         ready: impl Fn() -> bool,
     ) -> Daemon {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hearthd"))
+        let child = Command::new(hearthd())
             .args(args)
             .env("HEARTH_LOG", filter)
             .env("NO_COLOR", "1")
