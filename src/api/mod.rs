@@ -10,9 +10,11 @@ mod activations;
 mod body;
 mod info;
 mod namespaces;
+mod peer;
 mod query;
 mod response;
 mod router;
+mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use actions::MAX_PUT_BODY;
+pub use peer::PeerAddr;
 pub use response::ApiError;
+pub use throttle::{AuthThrottle, Subject};
 
 use crate::controller::Controller;
 use crate::shutdown::Shutdown;
@@ -78,14 +82,29 @@ fn transient(e: &std::io::Error) -> bool {
 /// fd later): a permit is taken before `accept`, moved into the connection task and released
 /// when the connection ends.
 pub async fn serve_with<A, F, IO>(
-    mut accept: A,
+    accept: A,
     controller: Arc<Controller>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), ServeError>
 where
     A: FnMut() -> F,
     F: Future<Output = std::io::Result<IO>>,
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
+{
+    serve_throttled(accept, controller, shutdown, Arc::new(AuthThrottle::default())).await
+}
+
+/// [`serve_with`] with a given authentication throttle (tests use a short cool-down).
+pub async fn serve_throttled<A, F, IO>(
+    mut accept: A,
+    controller: Arc<Controller>,
+    mut shutdown: Shutdown,
+    throttle: Arc<AuthThrottle>,
+) -> Result<(), ServeError>
+where
+    A: FnMut() -> F,
+    F: Future<Output = std::io::Result<IO>>,
+    IO: AsyncRead + AsyncWrite + PeerAddr + Unpin + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let result = loop {
@@ -109,12 +128,15 @@ where
             },
         };
         let controller = controller.clone();
+        let throttle = throttle.clone();
+        let peer = io.peer_ip();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
                 let c = controller.clone();
-                async move { Ok::<_, std::convert::Infallible>(router::handle(req, c).await) }
+                let t = throttle.clone();
+                async move { Ok::<_, std::convert::Infallible>(router::handle(req, c, &t, peer).await) }
             });
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);

@@ -2,6 +2,7 @@
 //! before anything under `/api/v1/namespaces` is looked at, so an unauthenticated caller
 //! learns nothing about what exists.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use tracing::Instrument;
 use super::body;
 use super::query::{decode, Query};
 use super::response::{ApiError, Body};
+use super::throttle::{AuthThrottle, Subject};
 use super::{actions, activations, info, namespaces};
 use crate::controller::Controller;
 use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
@@ -21,12 +23,17 @@ use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
 const MAX_INVOKE_BODY: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
 
 /// Handles one request; never fails (errors become OpenWhisk error bodies).
-pub async fn handle(req: Request<Incoming>, controller: Arc<Controller>) -> Response<Body> {
+pub async fn handle(
+    req: Request<Incoming>,
+    controller: Arc<Controller>,
+    throttle: &AuthThrottle,
+    peer: Option<IpAddr>,
+) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), %request_id);
     async move {
         let started = Instant::now();
-        let resp = match route(req, &controller).await {
+        let resp = match route(req, &controller, throttle, peer).await {
             Ok(r) => r,
             Err(e) => e.into_response(&request_id),
         };
@@ -38,24 +45,68 @@ pub async fn handle(req: Request<Incoming>, controller: Arc<Controller>) -> Resp
     .await
 }
 
-fn authenticate(c: &Controller, req: &Request<Incoming>) -> Result<Identity, ApiError> {
+/// The key uuid a credential names, whether or not the secret is right: failures are counted
+/// against it. `Basic base64(uuid:secret)` or a bare `uuid:secret`.
+fn presented_uuid(value: &str) -> Option<uuid::Uuid> {
+    use base64::Engine;
+    let v = value.trim();
+    let cred = match v.split_once(' ') {
+        Some((scheme, b64)) if scheme.eq_ignore_ascii_case("basic") => {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?)
+                .ok()?
+        }
+        Some(_) => return None,
+        None => v.to_owned(),
+    };
+    uuid::Uuid::parse_str(cred.split_once(':')?.0).ok()
+}
+
+fn authenticate(
+    c: &Controller,
+    req: &Request<Incoming>,
+    throttle: &AuthThrottle,
+    peer: Option<IpAddr>,
+) -> Result<Identity, ApiError> {
     let Some(header) = req.headers().get(hyper::header::AUTHORIZATION) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "The resource requires authentication, which was not supplied with the request",
         ));
     };
-    let invalid =
-        || ApiError::new(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid");
-    let value = header.to_str().map_err(|_| invalid())?;
-    c.authenticate(value)?.ok_or_else(invalid)
+    let value = header.to_str().ok();
+    let mut subjects: Vec<Subject> = Vec::with_capacity(2);
+    subjects.extend(peer.map(Subject::Ip));
+    subjects.extend(value.and_then(presented_uuid).map(Subject::Key));
+    if let Some(left) = throttle.blocked(&subjects) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed authentication attempts; try again in {} seconds.",
+                left.as_secs().max(1)
+            ),
+        ));
+    }
+    let identity = match value {
+        Some(v) => c.authenticate(v)?,
+        None => None,
+    };
+    identity.ok_or_else(|| {
+        throttle.failed(&subjects);
+        tracing::info!(?peer, "authentication failed");
+        ApiError::new(StatusCode::UNAUTHORIZED, "The supplied authentication is invalid")
+    })
 }
 
 fn name(s: &str) -> Result<EntityName, ApiError> {
     EntityName::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-async fn route(req: Request<Incoming>, c: &Controller) -> Result<Response<Body>, ApiError> {
+async fn route(
+    req: Request<Incoming>,
+    c: &Controller,
+    throttle: &AuthThrottle,
+    peer: Option<IpAddr>,
+) -> Result<Response<Body>, ApiError> {
     let raw_path = req.uri().path().to_owned();
     let segs: Vec<String> = raw_path
         .split('/')
@@ -79,7 +130,7 @@ async fn route(req: Request<Incoming>, c: &Controller) -> Result<Response<Body>,
         _ => return Err(ApiError::not_found()),
     }
 
-    let caller = authenticate(c, &req)?;
+    let caller = authenticate(c, &req, throttle, peer)?;
     let q = Query::parse(req.uri().query())?;
     let rest = &segs[3..];
     let Some((ns_seg, rest)) = rest.split_first() else {

@@ -52,34 +52,33 @@ impl Pending {
             }
             Err(_) => {
                 tracing::error!(activation_id = %self.id, action = %self.action, "completion channel closed without a record");
-                let end = now_millis();
-                let response = ActivationResponse::error(
-                    ActivationStatus::InternalError,
-                    "The invoker stopped before the activation completed.",
-                );
-                Activation {
-                    namespace: self.subject.to_string(),
-                    name: self.action.name.to_string(),
-                    subject: self.subject.to_string(),
-                    activation_id: self.id,
-                    start: self.received_at,
-                    end,
-                    duration: end.saturating_sub(self.received_at),
-                    status_code: response.status_code,
-                    response,
-                    logs: vec![],
-                    annotations: vec![
-                        KeyValue::new("path", self.action.to_string()),
-                        KeyValue::new("kind", self.kind.as_str()),
-                        KeyValue::new(
-                            "limits",
-                            serde_json::to_value(self.limits).unwrap_or(Value::Null),
-                        ),
-                    ],
-                    version: self.version.clone(),
-                    publish: self.publish,
-                }
+                self.failure("The invoker stopped before the activation completed.")
             }
+        }
+    }
+
+    /// The "whisk internal error" record of this activation, with `message`.
+    fn failure(&self, message: &str) -> Activation {
+        let end = now_millis();
+        let response = ActivationResponse::error(ActivationStatus::InternalError, message);
+        Activation {
+            namespace: self.subject.to_string(),
+            name: self.action.name.to_string(),
+            subject: self.subject.to_string(),
+            activation_id: self.id,
+            start: self.received_at,
+            end,
+            duration: end.saturating_sub(self.received_at),
+            status_code: response.status_code,
+            response,
+            logs: vec![],
+            annotations: vec![
+                KeyValue::new("path", self.action.to_string()),
+                KeyValue::new("kind", self.kind.as_str()),
+                KeyValue::new("limits", serde_json::to_value(self.limits).unwrap_or(Value::Null)),
+            ],
+            version: self.version.clone(),
+            publish: self.publish,
         }
     }
 }
@@ -171,18 +170,26 @@ impl Controller {
                 self.config.max_blocking_wait.min(meta.limits.timeout() + self.config.wait_margin);
             if let Ok(result) = tokio::time::timeout(wait, &mut completion).await {
                 let rec = pending.finish(result);
-                record(&self.records, rec.clone()).await;
+                // Committed before the response: an id the client sees always has a record.
+                let committed = self.records.commit(rec.clone()).await;
                 drop(guard);
+                committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
                 return Ok(InvokeOutcome::Completed(Box::new(rec)));
             }
             tracing::debug!(?wait, "blocking wait ran out; answering 202");
         }
+        // The id is about to be acknowledged without a record: commit the stub it ends with if
+        // this process dies first. The completion, sent or not, is awaited either way so the
+        // activation is recorded even when the stub could not be.
+        let stub = pending.failure(crate::store::STOPPED_MESSAGE);
+        let stub_committed = self.records.commit_pending(stub).await;
         let records = self.records.clone();
         tokio::spawn(async move {
             let rec = pending.finish(completion.await);
             record(&records, rec).await;
             drop(guard);
         });
+        stub_committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
         Ok(InvokeOutcome::Accepted(id))
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use error::ControllerError;
 pub use invoke::InvokeOutcome;
-pub use records::{RecordWriter, WriterStopped};
+pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 
 use crate::bus::Dispatcher;
@@ -86,12 +86,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Controller {
-    /// Starts the record writer; the controller is ready to serve.
+    /// Ends the pending activations of a previous run (nothing of this one is in flight
+    /// yet), starts the record writer; the controller is ready to serve.
     pub fn new(
         store: Store,
         dispatcher: Arc<dyn Dispatcher>,
         config: ControllerConfig,
     ) -> Result<Arc<Self>, ControllerError> {
+        let stale = store.finish_stale_pending()?;
+        if stale > 0 {
+            tracing::warn!(
+                count = stale,
+                "recorded activations of a previous run as internal errors"
+            );
+        }
         let records = RecordWriter::start(store.clone())
             .map_err(|e| ControllerError::Internal(format!("starting the record writer: {e}")))?;
         Ok(Arc::new(Self {
@@ -235,6 +243,9 @@ impl Controller {
             );
         }
         self.records.stop().await;
+        if let Err(e) = self.store.sync() {
+            tracing::error!(error = %e, "flushing the store at shutdown failed");
+        }
     }
 }
 

@@ -1,10 +1,17 @@
-//! The record writer: activation records leave the critical path here and reach LMDB in
-//! batches, one write transaction (one fsync) for many records.
+//! The record writer: activation records reach LMDB here, in batches, one write transaction
+//! for every record (and pending stub) queued at the moment the writer wakes up.
+//!
+//! Durability rule: an activation id is acknowledged to a client only after something is
+//! committed under it. A blocking invoke's record is committed before its response
+//! ([`RecordWriter::commit`]); a non-blocking invoke (or a blocking wait that ran out) commits
+//! a pending stub before answering 202 ([`RecordWriter::commit_pending`]), and the finished
+//! record replaces the stub later. The store is opened `NO_SYNC`, so a commit is a page-cache
+//! write of tens of microseconds and survives a kill -9; concurrent callers share one
+//! transaction because the writer drains the queue into one batch.
 //!
 //! Reads of records go through [`RecordWriter::flush`] first: the flush request travels the
 //! same FIFO channel as the records, so when the writer answers it every record submitted
-//! before it is committed. That keeps "durably before anyone can read them back" without a
-//! disk write before the invoke response.
+//! before it is committed.
 //!
 //! The writer is a dedicated OS thread, not a tokio task: LMDB commits block (fsync, the
 //! inter-process writer lock) and must not stall the runtime's worker threads.
@@ -30,10 +37,23 @@ const RECORD_QUEUE: usize = 1024;
 /// answered promptly.
 const MAX_BATCH: usize = 256;
 
+/// Answered `true` once the item is committed, `false` when the commit failed.
+type Ack = oneshot::Sender<bool>;
+
 enum Command {
-    Record(Box<Activation>),
+    Record(Box<Activation>, Option<Ack>),
+    Pending(Box<Activation>, Ack),
     Flush(oneshot::Sender<()>),
     Stop,
+}
+
+/// Why a record or stub was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Stopped(#[from] WriterStopped),
+    #[error("activation {0}: the record could not be committed to the store")]
+    Failed(crate::model::ActivationId),
 }
 
 /// The writer was stopped; nothing more can be recorded or flushed.
@@ -60,7 +80,39 @@ impl RecordWriter {
 
     /// Queues a record; waits only when the queue is full.
     pub async fn submit(&self, record: Activation) -> Result<(), WriterStopped> {
-        self.tx.send(Command::Record(Box::new(record))).await.map_err(|_| WriterStopped)
+        self.tx.send(Command::Record(Box::new(record), None)).await.map_err(|_| WriterStopped)
+    }
+
+    /// Queues a record and resolves once it is committed (batched with whatever else is
+    /// queued): a blocking invoke answers only after this.
+    pub async fn commit(&self, record: Activation) -> Result<(), CommitError> {
+        let id = record.activation_id;
+        let (ack, wait) = oneshot::channel();
+        self.tx
+            .send(Command::Record(Box::new(record), Some(ack)))
+            .await
+            .map_err(|_| WriterStopped)?;
+        Self::acked(id, wait).await
+    }
+
+    /// Commits the stub an acknowledged, unfinished activation ends with if the server stops
+    /// first; its record (via [`submit`](Self::submit) or [`commit`](Self::commit)) replaces it.
+    pub async fn commit_pending(&self, stub: Activation) -> Result<(), CommitError> {
+        let id = stub.activation_id;
+        let (ack, wait) = oneshot::channel();
+        self.tx.send(Command::Pending(Box::new(stub), ack)).await.map_err(|_| WriterStopped)?;
+        Self::acked(id, wait).await
+    }
+
+    async fn acked(
+        id: crate::model::ActivationId,
+        wait: oneshot::Receiver<bool>,
+    ) -> Result<(), CommitError> {
+        match wait.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CommitError::Failed(id)),
+            Err(_) => Err(CommitError::Stopped(WriterStopped)),
+        }
     }
 
     /// Resolves once every record submitted before this call is committed.
@@ -83,63 +135,100 @@ impl RecordWriter {
     }
 }
 
+/// One transaction's worth of work.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Activation>,
+    pending: Vec<Activation>,
+    acks: Vec<Ack>,
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    fn add(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Record(r, ack) => {
+                self.records.push(*r);
+                self.acks.extend(ack);
+            }
+            Command::Pending(p, ack) => {
+                self.pending.push(*p);
+                self.acks.push(ack);
+            }
+            Command::Flush(w) => self.flushes.push(w),
+            Command::Stop => return false,
+        }
+        true
+    }
+
+    fn full(&self) -> bool {
+        self.records.len() + self.pending.len() >= MAX_BATCH
+    }
+}
+
 fn writer_loop(store: Store, mut rx: mpsc::Receiver<Command>) {
-    let mut batch: Vec<Activation> = Vec::with_capacity(MAX_BATCH);
-    let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut batch = Batch::default();
     let mut stop = false;
     while !stop {
         let Some(first) = rx.blocking_recv() else { break };
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
-            match cmd {
-                Command::Record(r) => batch.push(*r),
-                Command::Flush(w) => waiters.push(w),
-                Command::Stop => {
-                    stop = true;
-                    break;
-                }
+            if !batch.add(cmd) {
+                stop = true;
+                break;
             }
-            if batch.len() >= MAX_BATCH {
+            if batch.full() {
                 break;
             }
             next = rx.try_recv().ok();
         }
         commit(&store, &mut batch);
-        for w in waiters.drain(..) {
-            let _ = w.send(());
-        }
     }
     // Stop or every sender gone: commit whatever is still queued.
     rx.close();
     while let Ok(cmd) = rx.try_recv() {
-        match cmd {
-            Command::Record(r) => batch.push(*r),
-            Command::Flush(w) => waiters.push(w),
-            Command::Stop => {}
-        }
+        batch.add(cmd);
     }
     commit(&store, &mut batch);
-    for w in waiters.drain(..) {
-        let _ = w.send(());
-    }
     tracing::debug!("record writer stopped");
 }
 
-fn commit(store: &Store, batch: &mut Vec<Activation>) {
-    if batch.is_empty() {
-        return;
+fn commit(store: &Store, batch: &mut Batch) {
+    let ok = if batch.records.is_empty() && batch.pending.is_empty() {
+        true
+    } else {
+        let span = tracing::debug_span!(
+            "commit_records",
+            records = batch.records.len(),
+            pending = batch.pending.len()
+        );
+        let _g = span.enter();
+        let result = store.commit_activations(&batch.records, &batch.pending).or_else(|first| {
+            tracing::warn!(error = %first, "committing activation records failed; retrying once");
+            store.commit_activations(&batch.records, &batch.pending)
+        });
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                let ids: Vec<String> = batch
+                    .records
+                    .iter()
+                    .chain(&batch.pending)
+                    .map(|a| a.activation_id.to_string())
+                    .collect();
+                tracing::error!(error = %e, ?ids, "activation records lost");
+                false
+            }
+        }
+    };
+    for a in batch.acks.drain(..) {
+        let _ = a.send(ok);
     }
-    let span = tracing::debug_span!("commit_records", n = batch.len());
-    let _g = span.enter();
-    let result = store.put_activations(batch).or_else(|first| {
-        tracing::warn!(error = %first, "committing activation records failed; retrying once");
-        store.put_activations(batch)
-    });
-    if let Err(e) = result {
-        let ids: Vec<String> = batch.iter().map(|a| a.activation_id.to_string()).collect();
-        tracing::error!(error = %e, ?ids, "activation records lost");
+    for w in batch.flushes.drain(..) {
+        let _ = w.send(());
     }
-    batch.clear();
+    batch.records.clear();
+    batch.pending.clear();
 }
 
 #[cfg(test)]

@@ -91,6 +91,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
     }
 }
 
+/// The wrapped connection's address, for the API's authentication throttle.
+impl<IO: crate::api::PeerAddr> crate::api::PeerAddr for Tracked<IO> {
+    fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        self.io.peer_ip()
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,

@@ -83,23 +83,48 @@ fn time_suffix(db: &'static str, key: &[u8]) -> Result<[u8; 24], StoreError> {
 impl Store {
     /// Writes records and their index entries in one transaction (the record writer batches).
     pub fn put_activations(&self, records: &[Activation]) -> Result<(), StoreError> {
-        if records.is_empty() {
+        self.commit_activations(records, &[])
+    }
+
+    /// One transaction: `pending` stubs are written first, then the finished `records`, each
+    /// of which replaces its own pending stub (a stub and its record may share a batch, and a
+    /// stub is always submitted before its record).
+    pub fn commit_activations(
+        &self,
+        records: &[Activation],
+        pending: &[Activation],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() && pending.is_empty() {
             return Ok(());
         }
         let mut wtxn = self.write_txn()?;
-        let d = self.dbs();
+        for a in pending {
+            self.put_pending_in(&mut wtxn, a)?;
+        }
         for a in records {
-            let id = a.activation_id.as_bytes();
-            let v = encode("activations", id, a)?;
-            d.activations.put(&mut wtxn, id, &v).map_err(lmdb("put", "activations"))?;
-            d.activations_by_ns
-                .put(&mut wtxn, &ns_key(&a.namespace, a.start, &a.activation_id), a.name.as_bytes())
-                .map_err(lmdb("put", "activations_by_ns"))?;
-            d.activations_by_time
-                .put(&mut wtxn, &time_key(a.start, &a.activation_id), a.namespace.as_bytes())
-                .map_err(lmdb("put", "activations_by_time"))?;
+            self.put_activation_in(&mut wtxn, a)?;
         }
         wtxn.commit().map_err(lmdb("commit", "activations"))?;
+        Ok(())
+    }
+
+    /// A finished record, its index entries, and the removal of its pending stub.
+    pub(crate) fn put_activation_in(
+        &self,
+        wtxn: &mut RwTxn,
+        a: &Activation,
+    ) -> Result<(), StoreError> {
+        let d = self.dbs();
+        let id = a.activation_id.as_bytes();
+        let v = encode("activations", id, a)?;
+        d.activations.put(wtxn, id, &v).map_err(lmdb("put", "activations"))?;
+        d.activations_by_ns
+            .put(wtxn, &ns_key(&a.namespace, a.start, &a.activation_id), a.name.as_bytes())
+            .map_err(lmdb("put", "activations_by_ns"))?;
+        d.activations_by_time
+            .put(wtxn, &time_key(a.start, &a.activation_id), a.namespace.as_bytes())
+            .map_err(lmdb("put", "activations_by_time"))?;
+        d.pending.delete(wtxn, id).map_err(lmdb("delete", "pending"))?;
         Ok(())
     }
 

@@ -31,6 +31,8 @@ pub enum StoreError {
     MissingExec(String),
     #[error("action {action}: {source}")]
     InvalidLimits { action: String, source: LimitError },
+    #[error("starting the sync thread of {path}: {source}")]
+    SyncThread { path: PathBuf, source: std::io::Error },
     #[error("generating a key: {0}")]
     Random(String),
 }

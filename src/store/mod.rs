@@ -18,18 +18,22 @@ mod error;
 mod keys;
 mod meta;
 mod namespaces;
+mod pending;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use heed::types::Bytes;
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
 pub use actions::{ActionUpdate, ExecUpdate};
 pub use activations::{ActivationQuery, ACTIVATION_LIST_DEFAULT, ACTIVATION_LIST_MAX};
 pub use error::StoreError;
 pub use keys::KeyRecord;
 pub use namespaces::NamespaceRecord;
+pub use pending::STOPPED_MESSAGE;
 
 use auth_cache::AuthCache;
 use error::lmdb;
@@ -46,11 +50,20 @@ pub struct StoreOptions {
     pub map_size: usize,
     /// Readers allowed at once across all processes (LMDB's reader table).
     pub max_readers: u32,
+    /// `Some(interval)`: open with `NO_SYNC` (a commit survives a kill -9 of the process at
+    /// once) and flush to disk every `interval` and on drop (an OS crash loses at most that
+    /// much). `None`: LMDB's default, an fsync per commit.
+    pub sync_interval: Option<Duration>,
 }
+
+/// How often a `NO_SYNC` environment is flushed: an OS crash (not a process crash) may lose
+/// the commits of this window. Each flush is one fsync of the data file, cheap when little
+/// changed.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { map_size: 4 << 30, max_readers: 510 }
+        Self { map_size: 4 << 30, max_readers: 510, sync_interval: Some(SYNC_INTERVAL) }
     }
 }
 
@@ -66,9 +79,14 @@ pub(crate) struct Dbs {
     pub activations_by_ns: Db,
     pub activations_by_time: Db,
     pub meta: Db,
+    /// Activations acknowledged (id returned) and not yet finished: id -> the internal-error
+    /// record they end with if the server stops first.
+    pub pending: Db,
 }
 
 struct Inner {
+    /// Declared first so it is dropped (its thread joined, a last flush done) before `env`.
+    _syncer: Option<sync::Syncer>,
     env: Env<WithoutTls>,
     dbs: Dbs,
     auth_cache: AuthCache,
@@ -98,6 +116,14 @@ impl Store {
         let open_err = |source| StoreError::Open { path: dir.to_owned(), source };
         let mut eo = EnvOpenOptions::new().read_txn_without_tls();
         eo.map_size(opts.map_size).max_dbs(MAX_DBS).max_readers(opts.max_readers);
+        if opts.sync_interval.is_some() {
+            // SAFETY: NO_SYNC only defers the flush of committed pages to the OS; the syncer
+            // below flushes them every interval and on drop. What a process crash leaves is
+            // consistent (the page cache holds every commit); an OS crash may lose or, per
+            // LMDB's documentation, damage the last unflushed commits, the trade made for
+            // microsecond commits (docs/SECURITY.md).
+            unsafe { eo.flags(EnvFlags::NO_SYNC) };
+        }
         // SAFETY: the environment is only ever modified through LMDB (this process or another
         // hearth process using LMDB's lock file); nothing truncates or rewrites data.mdb, and
         // heed refuses a second open of the same path within this process.
@@ -115,11 +141,20 @@ impl Store {
             activations_by_ns: create("activations_by_ns")?,
             activations_by_time: create("activations_by_time")?,
             meta: create("meta")?,
+            pending: create("pending")?,
         };
         wtxn.commit().map_err(open_err)?;
-        tracing::debug!(path = %dir.display(), "store opened");
+        let syncer = match opts.sync_interval {
+            Some(every) => Some(
+                sync::Syncer::start(env.clone(), every)
+                    .map_err(|source| StoreError::SyncThread { path: dir.to_owned(), source })?,
+            ),
+            None => None,
+        };
+        tracing::debug!(path = %dir.display(), sync_interval = ?opts.sync_interval, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
+                _syncer: syncer,
                 env,
                 dbs,
                 auth_cache: AuthCache::default(),
@@ -131,6 +166,12 @@ impl Store {
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Flushes every commit so far to disk (the syncer does this periodically; shutdown calls
+    /// it once more).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.inner.env.force_sync().map_err(lmdb("force_sync", "env"))
     }
 
     pub(crate) fn dbs(&self) -> &Dbs {

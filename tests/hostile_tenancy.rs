@@ -1,0 +1,171 @@
+//! Authentication and tenancy against a real `hearthd standalone`: every route refuses other
+//! namespaces (existing or not, with the same answer), records and actions of one namespace
+//! are invisible to another, secrets never reach the data dir or the logs in clear, and
+//! brute-force attempts are throttled (429) per client address and per key uuid.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod faults_util;
+
+use std::path::Path;
+
+use faults_util::*;
+use serde_json::json;
+
+fn admin_create_namespace(data: &Path, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearthd"))
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["namespace", "create", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Every file under `dir` (recursively), read whole.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()) {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if e.file_type().unwrap().is_file() {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn tenancy_secrets_and_brute_force() {
+    require_root();
+    let mut s = Standalone::start("[pool]\nprewarm = []\n");
+    // Debug logging: the most a log ever says.
+    s.log_filter = "hearth=debug".into();
+    s.daemon().stop();
+    s.launch();
+    let guest = s.client();
+    let other_key = admin_create_namespace(&s.data_dir(), "other");
+    let other = Client::new(s.addr, &other_key);
+
+    guest.put_action("mine", "python:3", "def main(a):\n    return {'secret': 42}\n", None);
+    let r = guest.invoke("mine", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let guest_id = r.json()["activationId"].as_str().unwrap().to_owned();
+
+    // Table: every route under a namespace, every method it answers, for a foreign namespace
+    // that exists and one that does not: the same 403.
+    let routes: Vec<(&str, String)> = vec![
+        ("GET", "".into()),
+        ("GET", "/actions".into()),
+        ("GET", "/actions/mine".into()),
+        ("PUT", "/actions/mine?overwrite=true".into()),
+        ("DELETE", "/actions/mine".into()),
+        ("POST", "/actions/mine?blocking=true".into()),
+        ("GET", "/activations".into()),
+        ("GET", format!("/activations/{guest_id}")),
+        ("GET", format!("/activations/{guest_id}/logs")),
+        ("GET", format!("/activations/{guest_id}/result")),
+        ("GET", "/packages".into()),
+        ("PUT", "/triggers/t".into()),
+        ("GET", "/rules".into()),
+        ("PATCH", "/actions/mine".into()),
+    ];
+    let body =
+        json!({"exec": {"kind": "python:3", "code": "def main(a):\n    return {'pwned': 1}\n"}})
+            .to_string();
+    let mut refused = 0;
+    for (method, rest) in &routes {
+        let mut messages = Vec::new();
+        for ns in ["guest", "nosuchns"] {
+            let r = other.req(method, &format!("/api/v1/namespaces/{ns}{rest}"), body.as_bytes());
+            assert_eq!(r.status, 403, "other -> {method} {ns}{rest}: {}", r.text());
+            messages.push(r.json()["error"].as_str().unwrap().replace(ns, "NS"));
+            refused += 1;
+        }
+        assert_eq!(
+            messages[0], messages[1],
+            "{method} {rest}: the answer tells whether a namespace exists"
+        );
+    }
+    // Ids and names of another namespace read as absent through the caller's own namespace.
+    for path in [
+        format!("/api/v1/namespaces/_/activations/{guest_id}"),
+        format!("/api/v1/namespaces/_/activations/{guest_id}/result"),
+        "/api/v1/namespaces/_/actions/mine".to_owned(),
+    ] {
+        let r = other.req("GET", &path, b"");
+        assert_eq!(r.status, 404, "other -> {path}: {}", r.text());
+        refused += 1;
+    }
+    let r = other.req("GET", "/api/v1/namespaces/_/activations", b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!([]), "another namespace's records listed");
+    let r = other.req("GET", "/api/v1/namespaces", b"");
+    assert_eq!(r.json(), json!(["other"]));
+    // Nothing was changed by the refused writes.
+    let r = guest.req("GET", "/api/v1/namespaces/_/actions/mine", b"");
+    assert!(r.json()["exec"]["code"].as_str().unwrap().contains("'secret'"), "{}", r.text());
+    println!("tenancy: {refused} cross-namespace requests refused over {} routes", routes.len());
+
+    // Secrets are stored as salted hashes only and never logged: neither the raw secret nor
+    // the header form appears in any file of the data dir or in the debug log.
+    s.daemon().stop();
+    use base64::Engine;
+    let (uuid, secret) = other_key.split_once(':').unwrap();
+    let (_, guest_secret) = GUEST.split_once(':').unwrap();
+    let needles: Vec<Vec<u8>> = vec![
+        secret.as_bytes().to_vec(),
+        guest_secret.as_bytes().to_vec(),
+        base64::engine::general_purpose::STANDARD.encode(&other_key).into_bytes(),
+        base64::engine::general_purpose::STANDARD.encode(GUEST).into_bytes(),
+    ];
+    let mut scanned = files(&s.data_dir());
+    scanned.push((s.log(), std::fs::read(s.log()).unwrap()));
+    for (path, bytes) in &scanned {
+        for n in &needles {
+            assert!(!contains(bytes, n), "a secret appears in clear in {}", path.display());
+        }
+    }
+    println!(
+        "secrets: {} files scanned ({} bytes), no secret in clear",
+        scanned.len(),
+        scanned.iter().map(|f| f.1.len()).sum::<usize>()
+    );
+    s.launch();
+    let other = Client::new(s.addr, &other_key);
+    let guest = s.client();
+
+    // Brute force on the other namespace's uuid: wrong secrets until throttled.
+    let wrong = |i: usize| Client::new(s.addr, &format!("{uuid}:{i:064}"));
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(wrong(i).req("GET", "/api/v1/namespaces/_/actions", b"").status);
+    }
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429, 429], "{statuses:?}");
+    let r = other.req("GET", "/api/v1/namespaces/_/actions", b"");
+    assert_eq!(r.status, 429, "the right secret of a throttled uuid waits for the cool-down too");
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("Too many failed authentication"),
+        "{}",
+        r.text()
+    );
+    // The address is throttled as well: even the guest key is refused from it.
+    let r = guest.req("GET", "/api/v1/namespaces/_/actions", b"");
+    assert_eq!(r.status, 429, "{}", r.text());
+    // Requests without credentials are not failures and still get 401.
+    let r = Client::anonymous(s.addr).req("GET", "/api/v1/namespaces", b"");
+    assert_eq!(r.status, 401);
+    println!("brute force: throttled after 10 failures (per address and per key uuid)");
+    s.daemon().stop();
+    assert_clean(&s.state_dir());
+}
