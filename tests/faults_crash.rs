@@ -132,7 +132,7 @@ fn kill_at_random(d: &mut Daemon, min_ms: u64, span_ms: u64) -> Duration {
 fn standalone_kill9_under_load_loses_nothing() {
     require_root();
     let mut s =
-        Standalone::start("[pool]\nprewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n");
+        Standalone::start("prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n");
     let c = s.client();
     c.put_action("echo", "python:3", ECHO, None);
     c.put_action("slow", "python:3", SLOW, None);
@@ -179,7 +179,7 @@ fn controller_and_invoker_kill9_under_load_lose_nothing() {
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(
         conf.join("invoker.toml"),
-        "[pool]\nprewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n",
+        "prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearthd"))

@@ -18,7 +18,7 @@ const SAMPLES: usize = 200;
 #[test]
 fn warm_blocking_invoke_p50() {
     require_root();
-    let mut s = Standalone::start("[pool]\nprewarm = []\n");
+    let mut s = Standalone::start("prewarm = []\n");
     let c = s.client();
     c.put_action("echo", "python:3", "def main(a):\n    return a\n", None);
     // Cold start plus a few warm-ups.

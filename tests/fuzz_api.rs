@@ -171,7 +171,7 @@ fn track(model: &mut BTreeSet<String>, method: &str, path: &str, status: u16) {
 #[test]
 fn rest_api_survives_bad_input() {
     require_root();
-    let mut s = Standalone::start("[pool]\nprewarm = []\nmemory_budget_mb = 512\n");
+    let mut s = Standalone::start("prewarm = []\nmemory_budget_mb = 512\n");
     let c = s.client();
     c.put_action("fz", "python:3", "def main(a):\n    return a\n", None);
     let mut model: BTreeSet<String> = ["fz".to_owned()].into();

@@ -147,7 +147,7 @@ fn denied(v: &Value, what: &str) {
 #[test]
 fn hostile_actions_are_contained() {
     require_root();
-    let mut s = Standalone::start("[pool]\nprewarm = []\nmemory_budget_mb = 1024\n");
+    let mut s = Standalone::start("prewarm = []\nmemory_budget_mb = 1024\n");
     let c = s.client();
     let limits = json!({"timeout": 5000, "memory": 128});
     c.put_action("hostile", "python:3", HOSTILE, Some(limits.clone()));

@@ -47,7 +47,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn tenancy_secrets_and_brute_force() {
     require_root();
-    let mut s = Standalone::start("[pool]\nprewarm = []\n");
+    let mut s = Standalone::start("prewarm = []\n");
     // Debug logging: the most a log ever says.
     s.log_filter = "hearth=debug".into();
     s.daemon().stop();
