@@ -283,6 +283,243 @@ fn phase_machined(n: &mut Numbers, examples: &Path) {
         .to_owned();
 }
 
+/// The daemon phases' shared facts: the key `hearthd admin` made, numbers measured.
+#[derive(Debug, Default)]
+struct Daemons {
+    key: String,
+    first_invoke_ms: f64,
+    warm_invoke_ms: f64,
+    node_first_ms: f64,
+    after_idle_exit_ms: f64,
+    after_restart_ms: f64,
+    terminate_noticed_ms: f64,
+}
+
+/// The `hearth` CLI inside, pointed at the socket-activated controller with the admin key.
+fn cli(d: &Daemons, args: &str) -> String {
+    sh(&format!(
+        "HEARTH_APIHOST=http://127.0.0.1:3233 HEARTH_AUTH={} /usr/bin/hearth {args}",
+        d.key
+    ))
+}
+
+/// One blocking invoke through curl; (milliseconds, HTTP code, body). curl's time_total is
+/// measured inside, so nsenter's own cost is not counted.
+fn curl_invoke(d: &Daemons, action: &str, query: &str) -> (f64, String, String) {
+    let out = sh(&format!(
+        "curl -s -o /tmp/body -w '%{{http_code}} %{{time_total}}' -u {} -X POST \
+         -H 'content-type: application/json' -d '{{\"name\":\"Ada\"}}' \
+         'http://127.0.0.1:3233/api/v1/namespaces/_/actions/{action}?blocking=true{query}'; \
+         echo; cat /tmp/body",
+        d.key
+    ));
+    let mut lines = out.splitn(2, '\n');
+    let head = lines.next().unwrap_or_default().to_owned();
+    let body = lines.next().unwrap_or_default().to_owned();
+    let (code, secs) = head.split_once(' ').unwrap_or(("?", "0"));
+    (secs.trim().parse::<f64>().unwrap_or(0.0) * 1000.0, code.to_owned(), body)
+}
+
+/// hearth's machines in `machinectl list`.
+fn machines() -> Vec<String> {
+    sh("machinectl list --no-pager --no-legend")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| m.starts_with("hearth-") && !m.starts_with("hearth-probe"))
+        .map(str::to_owned)
+        .collect()
+}
+
+const HELLO_PY: &str = "def main(args):\n    print('hello line from', args.get('name', '?'))\n    return {'greeting': 'Hello ' + args.get('name', '?')}\n";
+const HELLO_JS: &str = "function main(args) {\n  console.log('node line from ' + (args.name || '?'));\n  return { greeting: 'Hi ' + (args.name || '?') };\n}\n";
+const SLOW_PY: &str = "import time\ndef main(args):\n    print('slow started', flush=True)\n    time.sleep(30)\n    return {'done': True}\n";
+
+fn write_inside(path: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, text).unwrap();
+    install(&f, path, "644");
+}
+
+fn phase_daemons_install(d: &mut Daemons) {
+    install(Path::new(env!("CARGO_BIN_EXE_hearth")), "/usr/bin/hearth", "755");
+    // Short idle times so reaping and idle exit happen within the test; a 2 s watchdog so
+    // its timestamp visibly moves.
+    sh("mkdir -p /etc/hearth");
+    write_inside(
+        "/etc/hearth/invoker.toml",
+        "[pool]\nidle_timeout = \"8s\"\nreap_interval = \"1s\"\nmemory_budget_mb = 2048\n",
+    );
+    write_inside("/etc/hearth/controller.toml", "idle_exit = \"4s\"\n");
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        sh(&format!(
+            "mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nWatchdogSec=2s\\n' \
+             > /etc/systemd/system/{unit}.d/test.conf"
+        ));
+    }
+    sh("systemctl daemon-reload");
+    // The admin key, made by the controller's own user so LMDB's files belong to it.
+    d.key = sh("runuser -u hearth -- /usr/sbin/hearthd admin --data-dir /var/lib/hearth \
+                namespace create guest")
+    .trim()
+    .to_owned();
+    assert!(d.key.contains(':'), "admin printed no key: {:?}", d.key);
+    sh("systemctl enable --now hearth-controller.socket hearth-invoker.socket");
+    assert_eq!(
+        sh_try("systemctl is-active hearth-controller.socket hearth-invoker.socket").1,
+        "active\nactive"
+    );
+    assert_eq!(
+        sh_try("systemctl is-active hearth-controller.service hearth-invoker.service").1,
+        "inactive\ninactive",
+        "services must not run before the first request"
+    );
+    let listening = sh("ss -ltnxH");
+    assert!(listening.contains(":3233"), "{listening}");
+    assert!(listening.contains("/run/hearth/invoker.sock"), "{listening}");
+}
+
+fn phase_daemons_invoke(d: &mut Daemons) {
+    write_inside("/root/hello.py", HELLO_PY);
+    write_inside("/root/hello.js", HELLO_JS);
+    write_inside("/root/slow.py", SLOW_PY);
+    cli(d, "action create hello /root/hello.py");
+    let (ms, code, body) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("Hello Ada"), "{body}");
+    d.first_invoke_ms = ms;
+    let out = cli(d, "action invoke hello -p name Ada --result");
+    assert!(out.contains("Hello Ada"), "{out}");
+    let (ms, code, body) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    d.warm_invoke_ms = ms;
+    cli(d, "action create hellojs /root/hello.js");
+    let (ms, code, body) = curl_invoke(d, "hellojs", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("Hi Ada"), "{body}");
+    d.node_first_ms = ms;
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        assert_eq!(unit_prop(unit, "ActiveState"), "active", "{unit}");
+        let status = sh(&format!("systemctl status --no-pager {unit} || true"));
+        assert!(status.contains("Status: \""), "{unit}: no STATUS= in\n{status}");
+    }
+    wait_until("invoker STATUS with warm containers", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "StatusText").contains("2 warm")
+    });
+    println!("invoker status: {}", unit_prop("hearth-invoker.service", "StatusText"));
+    println!("controller status: {}", unit_prop("hearth-controller.service", "StatusText"));
+}
+
+fn phase_daemons_journal() {
+    wait_until("the action's line in the journal", Duration::from_secs(5), || {
+        sh_try("journalctl --no-pager -o cat HEARTH_ACTION=guest/hello").1.contains("hello line from Ada")
+    });
+    let fields = sh("journalctl --no-pager -o export HEARTH_ACTION=guest/hellojs HEARTH_STREAM=stdout \
+                     | grep -a -E '^(MESSAGE|HEARTH_[A-Z_]+)='");
+    for f in ["MESSAGE=node line from Ada", "HEARTH_NAMESPACE=guest", "HEARTH_CONTAINER=hearth-"] {
+        assert!(fields.contains(f), "missing {f} in:\n{fields}");
+    }
+    assert!(fields.contains("HEARTH_ACTIVATION_ID="), "{fields}");
+}
+
+fn phase_daemons_watchdog() {
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        assert_eq!(unit_prop(unit, "WatchdogUSec"), "2s", "{unit}");
+        let w1 = unit_prop(unit, "WatchdogTimestampMonotonic");
+        std::thread::sleep(Duration::from_millis(1500));
+        let w2 = unit_prop(unit, "WatchdogTimestampMonotonic");
+        assert_ne!(w1, w2, "{unit}: watchdog timestamp did not move");
+    }
+}
+
+fn phase_daemons_machines_and_reaping() {
+    let m = machines();
+    assert_eq!(m.len(), 2, "two warm containers (python, node) as machines: {m:?}");
+    let status = sh(&format!("machinectl status --no-pager {} || true", m[0]));
+    assert!(status.contains("hearth.slice"), "scope under hearth.slice:\n{status}");
+    // Limits from the action (256 MB default) on the scope runc made.
+    let scope = format!("hearth-{}.scope", m[0]);
+    let mem = sh(&format!(
+        "cat /sys/fs/cgroup/memory/hearth.slice/{scope}/memory.limit_in_bytes 2>/dev/null \
+         || systemctl show -P MemoryMax {scope}"
+    ));
+    assert_eq!(mem.trim(), (256u64 * 1024 * 1024).to_string(), "memory limit of {scope}");
+    wait_until("reaping after idle_timeout", Duration::from_secs(20), || machines().is_empty());
+    assert!(sh("ls /run/hearth/runc").trim().is_empty(), "runc state left after reaping");
+}
+
+fn phase_daemons_terminate(d: &mut Daemons) {
+    // Idle container terminated from outside: dropped from the pool.
+    let (_, code, _) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200");
+    let m = machines();
+    assert_eq!(m.len(), 1, "{m:?}");
+    sh(&format!("machinectl terminate {}", m[0]));
+    wait_until("idle container dropped from the pool", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "StatusText").starts_with("0 warm")
+            && sh("ls /run/hearth/runc").trim().is_empty()
+    });
+    // Busy container terminated: its activation ends with a recorded error, not a hang.
+    cli(d, "action create slow /root/slow.py --timeout 60000");
+    sh("(curl -s -u KEY -X POST 'http://127.0.0.1:3233/api/v1/namespaces/_/actions/slow?blocking=true' \
+        > /tmp/slow.json; echo done >> /tmp/slow.done) >/dev/null 2>&1 &"
+        .replace("KEY", &d.key)
+        .as_str());
+    let mut busy = Vec::new();
+    wait_until("the slow action running", Duration::from_secs(10), || {
+        busy = machines();
+        busy.len() == 1
+            && sh_try("journalctl --no-pager -o cat HEARTH_ACTION=guest/slow").1.contains("slow started")
+    });
+    let t = Instant::now();
+    sh(&format!("machinectl terminate {}", busy[0]));
+    wait_until("the slow activation's response", Duration::from_secs(10), || {
+        sh_try("test -s /tmp/slow.done").0
+    });
+    d.terminate_noticed_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let body = sh("cat /tmp/slow.json");
+    assert!(body.contains("action developer error"), "{body}");
+    assert!(body.contains("terminated from outside"), "{body}");
+    wait_until("no machines left", Duration::from_secs(5), || machines().is_empty());
+}
+
+fn phase_daemons_idle_exit(d: &mut Daemons) {
+    wait_until("controller idle exit", Duration::from_secs(20), || {
+        sh_try("systemctl is-active hearth-controller.service").1 == "inactive"
+    });
+    assert_eq!(sh_try("systemctl is-active hearth-controller.socket").1, "active");
+    assert_eq!(unit_prop("hearth-controller.service", "Result"), "success");
+    let (ms, code, body) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200", "first request after idle exit: {body}");
+    d.after_idle_exit_ms = ms;
+}
+
+fn phase_daemons_live_restore(d: &mut Daemons) {
+    let (_, code, _) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200");
+    let before = machines();
+    assert_eq!(before.len(), 1, "{before:?}");
+    wait_until("the container's pipes in the fd store", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "NFileDescriptorStore") == "4"
+    });
+    let pid1 = unit_prop("hearth-invoker.service", "MainPID");
+    sh("systemctl restart hearth-invoker.service");
+    let pid2 = unit_prop("hearth-invoker.service", "MainPID");
+    assert_ne!(pid1, pid2, "the invoker restarted");
+    assert_eq!(machines(), before, "the warm container survived the restart");
+    let (ms, code, body) = curl_invoke(d, "hello", "");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("Hello Ada"), "{body}");
+    assert!(!body.contains("initTime"), "first invoke after restart was cold: {body}");
+    d.after_restart_ms = ms;
+    // A final stop destroys the containers.
+    sh("systemctl stop hearth-invoker.service");
+    wait_until("containers gone after a final stop", Duration::from_secs(10), || {
+        machines().is_empty()
+    });
+    assert_eq!(unit_prop("hearth-invoker.service", "NFileDescriptorStore"), "0");
+}
+
 #[test]
 fn booted_systemd() {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -313,4 +550,15 @@ fn booted_systemd() {
     phase_idle_exit(&mut n);
     phase_machined(&mut n, &examples);
     println!("numbers: {n:?}");
+
+    let mut d = Daemons::default();
+    phase_daemons_install(&mut d);
+    phase_daemons_invoke(&mut d);
+    phase_daemons_journal();
+    phase_daemons_watchdog();
+    phase_daemons_machines_and_reaping();
+    phase_daemons_terminate(&mut d);
+    phase_daemons_idle_exit(&mut d);
+    phase_daemons_live_restore(&mut d);
+    println!("daemons: {d:?}");
 }
