@@ -303,6 +303,18 @@ impl RuncFactory {
             code_dir,
             cgroups_path: &cgroups_path,
         });
+        let mut config = config;
+        if shared.config.systemd_cgroup {
+            // Properties of the container's scope, passed by runc's systemd driver. The
+            // launcher is PID 1 of its pid namespace and has no SIGTERM handler, so the
+            // kernel drops a SIGTERM sent to it: `machinectl terminate` (a stop of the scope)
+            // would wait out the stop timeout. The launcher holds nothing worth a graceful
+            // stop, so the scope is stopped with SIGKILL.
+            config["annotations"] = serde_json::json!({
+                "org.systemd.property.KillSignal": "9",
+                "org.systemd.property.TimeoutStopUSec": "uint64 5000000",
+            });
+        }
         let config_path = bundle_dir.join("config.json");
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| ContainerError::Other(format!("config.json of {}: {e}", spec.id)))?;

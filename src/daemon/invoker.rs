@@ -264,10 +264,13 @@ pub async fn run(
         let factory = factory.clone();
         tokio::spawn(async move {
             while let Some(name) = removed.next().await {
-                if factory.note_removed(&name) {
+                let ours = factory.note_removed(&name);
+                tracing::debug!(machine = %name, ours, "MachineRemoved");
+                if ours {
                     inv.container_removed(&name).await;
                 }
             }
+            tracing::warn!("the MachineRemoved stream ended");
         });
     }
     let (listener, origin) = listen::take_or_bind(
