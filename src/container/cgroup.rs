@@ -77,9 +77,9 @@ pub fn memory_dir(parent: &str, id: &str, systemd: bool) -> PathBuf {
 /// any failed charge.
 pub fn oom_killed(memory_dir: &Path) -> bool {
     if let Ok(text) = fs::read_to_string(memory_dir.join("memory.events")) {
-        let kills = text.lines().find_map(|l| {
-            l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse::<u64>().ok())
-        });
+        let kills = text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse::<u64>().ok()));
         return kills.is_some_and(|n| n > 0);
     }
     if let Ok(text) = fs::read_to_string(memory_dir.join("memory.oom_control")) {

@@ -220,8 +220,7 @@ impl RuncContainer {
         if cgroup::oom_killed(&self.memory_dir) {
             return RunError::OutOfMemory { limit_mb: self.memory_mb, logs };
         }
-        if self.shared.machined.is_some()
-            && self.shared.wait_removed(&self.id, REMOVED_WAIT).await
+        if self.shared.machined.is_some() && self.shared.wait_removed(&self.id, REMOVED_WAIT).await
         {
             tracing::warn!(id = %self.id, "container terminated from outside during a run");
             return RunError::Crashed {

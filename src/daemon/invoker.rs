@@ -224,9 +224,12 @@ pub async fn run(
         runc.systemd_cgroup = true;
         runc.cgroup_parent = machined::ACTION_SLICE.to_owned();
     }
-    tracing::info!(systemd_cgroup = runc.systemd_cgroup, machined = machined.is_some(), "container driver");
-    let factory =
-        RuncFactory::with_machined(runc, machined.clone()).context("setting up runc")?;
+    tracing::info!(
+        systemd_cgroup = runc.systemd_cgroup,
+        machined = machined.is_some(),
+        "container driver"
+    );
+    let factory = RuncFactory::with_machined(runc, machined.clone()).context("setting up runc")?;
 
     let mut options = StartOptions::default();
     if ctx.notifier.is_enabled() {
@@ -235,8 +238,7 @@ pub async fn run(
             LiveRestore::new(&settings.state_dir.join("restore"), keeper)
                 .context("setting up live restore")?,
         );
-        options.restored =
-            restore_containers(&factory, &live, stored, settings.pool.network).await;
+        options.restored = restore_containers(&factory, &live, stored, settings.pool.network).await;
         options.live_restore = Some(live);
         let policy: StopPolicy = Arc::new(|| Box::pin(unit_job::restart_pending()));
         options.stop_policy = Some(policy);
@@ -244,10 +246,8 @@ pub async fn run(
         tracing::warn!(entries = stored.len(), "fd store entries without a notify socket; ignored");
     }
     if journal::stderr_is_journal() {
-        options.log_forwarder = Some(LogForwarder::spawn(
-            Arc::new(journal_writer),
-            logsink::FORWARD_QUEUE,
-        ));
+        options.log_forwarder =
+            Some(LogForwarder::spawn(Arc::new(journal_writer), logsink::FORWARD_QUEUE));
     }
     let invoker = Invoker::start_with(
         settings.pool.clone(),

@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 
 use super::logsink::ActionLogBatch;
 use super::pool::{Admission, Placement};
-use super::restore::WarmRecord;
 use super::record::{self, Timing};
+use super::restore::WarmRecord;
 use super::service::Inner;
 use super::state::{Slot, WarmKey};
 use super::CodeError;

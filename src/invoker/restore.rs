@@ -52,10 +52,7 @@ impl WarmRecord {
     pub fn key(&self) -> Option<WarmKey> {
         let namespace = EntityName::parse(&self.namespace).ok()?;
         let name = EntityName::parse(&self.name).ok()?;
-        Some(WarmKey {
-            action: FullyQualifiedName::new(namespace, name),
-            revision: self.revision,
-        })
+        Some(WarmKey { action: FullyQualifiedName::new(namespace, name), revision: self.revision })
     }
 }
 
@@ -130,8 +127,7 @@ impl LiveRestore {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<WarmRecord>(&b).ok())
                 .filter(|r| r.container == name && r.key().is_some());
-            let fds: Option<[OwnedFd; FDS_PER_CONTAINER]> =
-                fds.and_then(|v| v.try_into().ok());
+            let fds: Option<[OwnedFd; FDS_PER_CONTAINER]> = fds.and_then(|v| v.try_into().ok());
             match (record, fds) {
                 (Some(r), Some(f)) => out.push((r, f)),
                 _ => {

@@ -254,7 +254,10 @@ impl<F: ContainerFactory> Invoker<F> {
         for r in options.restored {
             let slot = Slot::restored(r.container, r.runtime, r.memory_mb, r.key);
             if let Some(slot) = inner.with_pool(|p| p.adopt(slot)) {
-                tracing::warn!(container = slot.id(), "no memory left for a restored container; destroying it");
+                tracing::warn!(
+                    container = slot.id(),
+                    "no memory left for a restored container; destroying it"
+                );
                 let id = slot.id().to_owned();
                 slot.destroy().await;
                 if let Some(live) = &inner.live_restore {
@@ -321,7 +324,10 @@ impl<F: ContainerFactory> Invoker<F> {
             return false;
         }
         let Some(slot) = self.inner.with_pool(|p| p.take_idle(id)) else { return false };
-        tracing::warn!(container = id, "idle container terminated from outside; dropped from the pool");
+        tracing::warn!(
+            container = id,
+            "idle container terminated from outside; dropped from the pool"
+        );
         self.inner.destroy(slot).await;
         true
     }
