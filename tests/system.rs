@@ -163,6 +163,8 @@ fn phase_units_verify() {
     let invoker = exposure("hearth-invoker.service");
     println!("systemd-analyze security: controller {controller}, invoker {invoker}");
     assert!(controller <= 3.0, "controller exposure {controller} > 3.0");
+    // Recorded in docs/SYSTEMD.md; a loosened unit shows up here.
+    assert!(invoker <= 4.8, "invoker exposure {invoker} > 4.8");
     // Sockets listen, with the ownership the controller (User=hearth) needs.
     sh("systemctl start hearth-controller.socket hearth-invoker.socket");
     sh("systemctl is-active hearth-controller.socket hearth-invoker.socket");
@@ -302,6 +304,7 @@ struct Daemons {
     after_restart_ms: f64,
     terminate_noticed_ms: f64,
     oom_ms: f64,
+    after_crash_ms: f64,
 }
 
 impl std::fmt::Debug for Daemons {
@@ -317,6 +320,7 @@ impl std::fmt::Debug for Daemons {
             .field("after_restart_ms (warm, restored container)", &self.after_restart_ms)
             .field("terminate_noticed_ms", &self.terminate_noticed_ms)
             .field("oom_ms", &self.oom_ms)
+            .field("after_crash_ms (warm, restored after SIGKILL)", &self.after_crash_ms)
             .finish()
     }
 }
@@ -576,6 +580,21 @@ fn phase_daemons_live_restore(d: &mut Daemons) {
     assert!(body.contains("Hello Ada"), "{body}");
     assert!(!body.contains("initTime"), "first invoke after restart was cold: {body}");
     d.after_restart_ms = ms;
+
+    // A crash (SIGKILL; Restart=on-failure) keeps the fd store too: still warm after it.
+    let pid3 = unit_prop("hearth-invoker.service", "MainPID");
+    sh("systemctl kill -s SIGKILL hearth-invoker.service");
+    wait_until("the invoker restarted after the crash", Duration::from_secs(10), || {
+        let pid = unit_prop("hearth-invoker.service", "MainPID");
+        pid != pid3 && pid != "0" && unit_prop("hearth-invoker.service", "ActiveState") == "active"
+    });
+    assert_eq!(machines(), before, "the warm container survived the crash");
+    sh("systemctl restart hearth-controller.service"); // the bus workaround, as above
+    let (ms, code, body) = curl_invoke(d, "hello", "");
+    assert_eq!(code, "200", "{body}");
+    assert!(!body.contains("initTime"), "first invoke after the crash was cold: {body}");
+    d.after_crash_ms = ms;
+
     // A final stop destroys the containers.
     sh("systemctl stop hearth-invoker.service");
     wait_until("containers gone after a final stop", Duration::from_secs(10), || {
