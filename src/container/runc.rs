@@ -4,8 +4,12 @@
 //! Layout under the state dir: `rootfs/` (the shared [`Skeleton`]), `launchers/` (written at
 //! start-up), `bundles/<id>/` (config.json, runc.log) and `code/<id>/` (the action's code,
 //! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
-//! shows exactly hearth's containers. This module never decides which container to make or
-//! when to destroy one; the invoker's pool does.
+//! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
+//! scope in a slice and, when machined is given, a registered machine (registered by a
+//! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_removed`]
+//! carries machined's removals to the containers, and [`RuncFactory::adopt`] takes over a
+//! container an earlier invoker left running (live restore). This module never decides which
+//! container to make or when to destroy or keep one; the invoker's pool does.
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;

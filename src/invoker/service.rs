@@ -2,8 +2,10 @@
 //! [`Invoker::shutdown`], and the shared core ([`Inner`]) that the activation tasks, the
 //! prewarm filler and the idle reaper hold.
 //!
-//! Owns the lifecycle of the pool as a whole: reclaiming leftovers at start, the one lock
-//! around [`PoolState`], container ids, and the drain-then-destroy shutdown. It never holds
+//! Owns the lifecycle of the pool as a whole: reclaiming leftovers at start (after taking in
+//! containers restored from an earlier invoker), the one lock around [`PoolState`], container
+//! ids, and the drain-then-destroy shutdown (or drain-then-detach on a restart, when the stop
+//! policy says so and the containers' pipes are stored). It never holds
 //! the lock across an await (the guard is confined to [`Inner::with_pool`]'s closure), and it
 //! never builds records or talks to a container itself.
 
