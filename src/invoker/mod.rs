@@ -23,6 +23,9 @@ mod service;
 mod state;
 mod stats;
 
+#[cfg(test)]
+mod live_tests;
+
 use std::path::Path;
 use std::sync::Arc;
 
