@@ -16,14 +16,14 @@ use super::args::InvokerArgs;
 use super::config::{self, InvokerFile};
 use super::SystemdContext;
 use crate::bus::Dispatcher;
-use crate::container::{ContainerSpec, RuncConfig, RuncFactory};
+use crate::container::{ContainerSpec, RuncConfig, RuncContainer, RuncFactory};
 use crate::invoker::logsink::{self, ActionLogBatch, LogForwarder};
 use crate::invoker::restore::{FdKeeper, LiveRestore};
 use crate::invoker::{CodeInstaller, Invoker, InvokerConfig, Restored, StartOptions, StopPolicy};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::systemd::listen::{self, ListenAddr, Listener};
-use crate::systemd::machined::{self, Machined};
+use crate::systemd::machined::{self, MachineRemovedStream, Machined};
 use crate::systemd::{fdstore, journal, notify, unit_job};
 
 /// Everything the invoker process needs, resolved from flags, file and defaults.
@@ -167,7 +167,7 @@ async fn restore_containers(
     live: &LiveRestore,
     stored: Vec<fdstore::StoredEntry>,
     network: bool,
-) -> Vec<Restored<crate::container::RuncContainer>> {
+) -> Vec<Restored<RuncContainer>> {
     let entries = stored.into_iter().map(|e| (e.name.clone(), e.into_complete())).collect();
     let mut restored = Vec::new();
     for (record, fds) in live.pair(entries) {
@@ -194,21 +194,13 @@ async fn restore_containers(
     restored
 }
 
-/// Runs the invoker until `shutdown`.
-pub async fn run(
-    settings: InvokerSettings,
-    mut ctx: SystemdContext,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let store = super::controller::open_store(&settings.data_dir)?;
-    if !nix_is_root() {
-        anyhow::bail!(
-            "the invoker runs action containers with runc and needs root (run it with sudo)"
-        );
-    }
-    let stored = fdstore::take_stored(&mut ctx.inherited).context("taking the fd store")?;
+/// The runc driver for this host: with systemd and a system bus, scopes in hearth.slice and
+/// machined registration, plus the MachineRemoved stream (subscribed before the first
+/// container is registered, so no removal is missed); otherwise cgroupfs, unregistered.
+async fn container_driver(
+    settings: &InvokerSettings,
+) -> anyhow::Result<(RuncFactory, Option<MachineRemovedStream>)> {
     let machined = if systemd_booted() { Machined::connect().await } else { None };
-    // Subscribed before the first container is registered, so no removal is missed.
     let removed = match &machined {
         Some(m) => match m.removed().await {
             Ok(stream) => Some(stream),
@@ -229,8 +221,19 @@ pub async fn run(
         machined = machined.is_some(),
         "container driver"
     );
-    let factory = RuncFactory::with_machined(runc, machined.clone()).context("setting up runc")?;
+    let factory = RuncFactory::with_machined(runc, machined).context("setting up runc")?;
+    Ok((factory, removed))
+}
 
+/// What running under systemd adds to the pool: live restore through the fd store (with
+/// the containers an earlier invoker left), the restart-or-stop policy, and the journal as
+/// the actions' log sink. Each only when its systemd counterpart is there.
+async fn systemd_options(
+    ctx: &mut SystemdContext,
+    factory: &RuncFactory,
+    settings: &InvokerSettings,
+) -> anyhow::Result<StartOptions<RuncContainer>> {
+    let stored = fdstore::take_stored(&mut ctx.inherited).context("taking the fd store")?;
     let mut options = StartOptions::default();
     if ctx.notifier.is_enabled() {
         let keeper: Arc<dyn FdKeeper> = Arc::new(FdStoreKeeper(ctx.notifier.clone()));
@@ -238,7 +241,7 @@ pub async fn run(
             LiveRestore::new(&settings.state_dir.join("restore"), keeper)
                 .context("setting up live restore")?,
         );
-        options.restored = restore_containers(&factory, &live, stored, settings.pool.network).await;
+        options.restored = restore_containers(factory, &live, stored, settings.pool.network).await;
         options.live_restore = Some(live);
         let policy: StopPolicy = Arc::new(|| Box::pin(unit_job::restart_pending()));
         options.stop_policy = Some(policy);
@@ -249,6 +252,44 @@ pub async fn run(
         options.log_forwarder =
             Some(LogForwarder::spawn(Arc::new(journal_writer), logsink::FORWARD_QUEUE));
     }
+    Ok(options)
+}
+
+/// Carries machined's removals to the driver (a busy run learns why its pipes closed) and to
+/// the pool (an idle container is dropped).
+fn watch_removals(
+    mut removed: MachineRemovedStream,
+    invoker: Arc<Invoker<RuncFactory>>,
+    factory: RuncFactory,
+) {
+    tokio::spawn(async move {
+        while let Some(name) = removed.next().await {
+            let ours = factory.note_removed(&name);
+            tracing::debug!(machine = %name, ours, "MachineRemoved");
+            if ours {
+                invoker.container_removed(&name).await;
+            }
+        }
+        tracing::warn!(
+            "the MachineRemoved stream ended; terminations go unnoticed until a run fails"
+        );
+    });
+}
+
+/// Runs the invoker until `shutdown`.
+pub async fn run(
+    settings: InvokerSettings,
+    mut ctx: SystemdContext,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let store = super::controller::open_store(&settings.data_dir)?;
+    if !nix_is_root() {
+        anyhow::bail!(
+            "the invoker runs action containers with runc and needs root (run it with sudo)"
+        );
+    }
+    let (factory, removed) = container_driver(&settings).await?;
+    let options = systemd_options(&mut ctx, &factory, &settings).await?;
     let invoker = Invoker::start_with(
         settings.pool.clone(),
         factory.clone(),
@@ -259,19 +300,8 @@ pub async fn run(
     )
     .await
     .context("starting the container pool")?;
-    if let Some(mut removed) = removed {
-        let inv = invoker.clone();
-        let factory = factory.clone();
-        tokio::spawn(async move {
-            while let Some(name) = removed.next().await {
-                let ours = factory.note_removed(&name);
-                tracing::debug!(machine = %name, ours, "MachineRemoved");
-                if ours {
-                    inv.container_removed(&name).await;
-                }
-            }
-            tracing::warn!("the MachineRemoved stream ended");
-        });
+    if let Some(removed) = removed {
+        watch_removals(removed, invoker.clone(), factory);
     }
     let (listener, origin) = listen::take_or_bind(
         &mut ctx.inherited,
@@ -291,7 +321,7 @@ pub async fn run(
     super::announce_ready(&ctx.notifier, &shutdown, figures);
     let dispatcher: Arc<dyn Dispatcher> = invoker.clone();
     crate::bus::unix::serve(listener, dispatcher, shutdown).await;
-    let _ = notify::Notifier::stopping(&ctx.notifier, "destroying containers");
+    let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
     invoker.shutdown().await;
     Ok(())
 }
