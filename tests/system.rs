@@ -305,6 +305,7 @@ struct Daemons {
     terminate_noticed_ms: f64,
     oom_ms: f64,
     after_crash_ms: f64,
+    crash_ms: f64,
 }
 
 impl std::fmt::Debug for Daemons {
@@ -321,6 +322,7 @@ impl std::fmt::Debug for Daemons {
             .field("terminate_noticed_ms", &self.terminate_noticed_ms)
             .field("oom_ms", &self.oom_ms)
             .field("after_crash_ms (warm, restored after SIGKILL)", &self.after_crash_ms)
+            .field("crash_ms (cold, os._exit in the action)", &self.crash_ms)
             .finish()
     }
 }
@@ -534,6 +536,16 @@ fn phase_daemons_oom(d: &mut Daemons) {
     assert!(body.contains("exhausted its memory limit of 128 MB"), "{body}");
     d.oom_ms = ms;
     wait_until("the OOM-killed container gone", Duration::from_secs(10), || machines().is_empty());
+    // A process that exits by itself is a crash, not a termination from outside: its scope
+    // ends without a stop job.
+    write_inside("/root/crash.py", "import os\ndef main(args):\n    os._exit(3)\n");
+    cli(d, "action create crash /root/crash.py");
+    let (ms, code, body) = curl_invoke(d, "crash", "");
+    d.crash_ms = ms;
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("exited unexpectedly"), "{body}");
+    assert!(!body.contains("terminated from outside"), "a crash is not a termination: {body}");
+    wait_until("the crashed container gone", Duration::from_secs(10), || machines().is_empty());
 }
 
 fn phase_daemons_idle_exit(d: &mut Daemons) {

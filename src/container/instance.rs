@@ -35,10 +35,11 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SENTINEL_WAIT: Duration = Duration::from_millis(200);
 /// After the container died, how long to wait for its output pipes to close.
 pub const DEATH_WAIT: Duration = Duration::from_millis(500);
-/// After the pipes closed, how long to wait for machined's MachineRemoved before calling the
-/// death a crash: the signal trails the end of file by the time machined takes to see the
-/// scope end. Only spent on the failure branch, and only with machined.
-pub const REMOVED_WAIT: Duration = Duration::from_millis(1000);
+/// After the pipes closed, how long to wait for systemd's word that the scope is being stopped
+/// before calling the death a crash: the state change is announced just after the kill, so
+/// it trails the end of file by a few milliseconds (more on a loaded machine). Spent in full
+/// only by runs that really crashed, and only with machined.
+pub const STOP_SEEN_WAIT: Duration = Duration::from_millis(250);
 /// Largest init reply read; an init replies `{"ok":true}` or an error message.
 const INIT_REPLY_LIMIT: usize = MAX_PAYLOAD_BYTES;
 /// Logs kept for an init (then handed to the first run).
@@ -220,7 +221,8 @@ impl RuncContainer {
         if cgroup::oom_killed(&self.memory_dir) {
             return RunError::OutOfMemory { limit_mb: self.memory_mb, logs };
         }
-        if self.shared.machined.is_some() && self.shared.wait_removed(&self.id, REMOVED_WAIT).await
+        if self.shared.machined.is_some()
+            && self.shared.wait_stop_requested(&self.id, STOP_SEEN_WAIT).await
         {
             tracing::warn!(id = %self.id, "container terminated from outside during a run");
             return RunError::Crashed {

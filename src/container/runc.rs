@@ -6,8 +6,8 @@
 //! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
 //! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
 //! scope in a slice and, when machined is given, a registered machine (registered by a
-//! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_removed`]
-//! carries machined's removals to the containers, and [`RuncFactory::adopt`] takes over a
+//! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_scope_stopping`]
+//! tells a running container that its scope is being stopped from outside, and [`RuncFactory::adopt`] takes over a
 //! container an earlier invoker left running (live restore). This module never decides which
 //! container to make or when to destroy or keep one; the invoker's pool does.
 
@@ -75,28 +75,29 @@ pub(crate) struct Shared {
     pub machined: Option<Machined>,
     /// Containers taken over from an earlier invoker (live restore): never reclaimed.
     keep: Mutex<HashSet<String>>,
-    /// Live containers that machined reported removed (terminated from outside), so that a
-    /// run ending on a closed pipe can say why.
-    removed: Mutex<HashSet<String>>,
-    removed_changed: tokio::sync::Notify,
+    /// Live containers whose scope went `deactivating` (stopped while its processes ran:
+    /// `machinectl terminate`, `systemctl stop`), so that a run ending on a closed pipe can
+    /// say why. A container whose process exits by itself never is.
+    stop_jobs: Mutex<HashSet<String>>,
+    stop_jobs_changed: tokio::sync::Notify,
 }
 
 impl Shared {
-    /// Whether machined reported `id` removed while it was ours.
-    pub fn was_removed(&self, id: &str) -> bool {
-        self.removed.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    /// Whether the scope of `id` was seen being stopped while it was ours.
+    pub fn stop_requested(&self, id: &str) -> bool {
+        self.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
     }
 
-    /// Waits up to `max` for machined's MachineRemoved of `id`. On a closed pipe the signal
-    /// can trail the pipe's end of file by the few milliseconds machined takes to notice the
-    /// scope ended.
-    pub async fn wait_removed(&self, id: &str, max: Duration) -> bool {
+    /// Waits up to `max` for `id`'s scope to be seen stopping. systemd announces the state
+    /// change after it sent the kill, so the signal usually trails the pipe's end of file by
+    /// a few milliseconds.
+    pub async fn wait_stop_requested(&self, id: &str, max: Duration) -> bool {
         let wait = async {
             loop {
-                let notified = self.removed_changed.notified();
+                let notified = self.stop_jobs_changed.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.was_removed(id) {
+                if self.stop_requested(id) {
                     return;
                 }
                 notified.await;
@@ -107,7 +108,7 @@ impl Shared {
 
     /// Forgets a container that is gone for good.
     pub fn forget(&self, id: &str) {
-        self.removed.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        self.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
     }
 }
 
@@ -196,8 +197,8 @@ impl RuncFactory {
                 code,
                 machined,
                 keep: Mutex::new(HashSet::new()),
-                removed: Mutex::new(HashSet::new()),
-                removed_changed: tokio::sync::Notify::new(),
+                stop_jobs: Mutex::new(HashSet::new()),
+                stop_jobs_changed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -207,14 +208,15 @@ impl RuncFactory {
         self.shared.machined.is_some()
     }
 
-    /// machined reported the machine `name` removed. Only names of live containers of ours
-    /// are noted (their bundle exists): our own deletes are reported too, after the fact.
-    pub fn note_removed(&self, name: &str) -> bool {
-        if check_id(name).is_err() || !self.shared.bundles.join(name).is_dir() {
+    /// systemd is stopping the scope of container `id` (see `Machined::scope_stops`). Only
+    /// live containers of ours are noted (their bundle exists); our own deletes are noted
+    /// too, harmlessly: nothing runs in them any more.
+    pub fn note_scope_stopping(&self, id: &str) -> bool {
+        if check_id(id).is_err() || !self.shared.bundles.join(id).is_dir() {
             return false;
         }
-        self.shared.removed.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned());
-        self.shared.removed_changed.notify_waiters();
+        self.shared.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
+        self.shared.stop_jobs_changed.notify_waiters();
         true
     }
 

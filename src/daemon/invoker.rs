@@ -23,7 +23,7 @@ use crate::invoker::{CodeInstaller, Invoker, InvokerConfig, Restored, StartOptio
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::systemd::listen::{self, ListenAddr, Listener};
-use crate::systemd::machined::{self, MachineRemovedStream, Machined};
+use crate::systemd::machined::{self, MachineRemovedStream, Machined, ScopeStopStream};
 use crate::systemd::{fdstore, journal, notify, unit_job};
 
 /// Everything the invoker process needs, resolved from flags, file and defaults.
@@ -199,13 +199,13 @@ async fn restore_containers(
 /// container is registered, so no removal is missed); otherwise cgroupfs, unregistered.
 async fn container_driver(
     settings: &InvokerSettings,
-) -> anyhow::Result<(RuncFactory, Option<MachineRemovedStream>)> {
+) -> anyhow::Result<(RuncFactory, Option<(MachineRemovedStream, ScopeStopStream)>)> {
     let machined = if systemd_booted() { Machined::connect().await } else { None };
     let removed = match &machined {
-        Some(m) => match m.removed().await {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to MachineRemoved; terminations go unnoticed until a run fails");
+        Some(m) => match (m.removed().await, m.scope_stops().await) {
+            (Ok(removed), Ok(stops)) => Some((removed, stops)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot subscribe to machine and scope signals; terminations go unnoticed until a run fails");
                 None
             }
         },
@@ -255,23 +255,28 @@ async fn systemd_options(
     Ok(options)
 }
 
-/// Carries machined's removals to the driver (a busy run learns why its pipes closed) and to
-/// the pool (an idle container is dropped).
+/// Carries the stopping of the containers' scopes to the driver (a busy run learns that it was
+/// terminated from outside rather than crashed) and machined's removals to the pool (an idle
+/// container that is gone, for whatever reason, is dropped).
 fn watch_removals(
-    mut removed: MachineRemovedStream,
+    (mut removed, mut stops): (MachineRemovedStream, ScopeStopStream),
     invoker: Arc<Invoker<RuncFactory>>,
     factory: RuncFactory,
 ) {
     tokio::spawn(async move {
+        while let Some(id) = stops.next().await {
+            let live = factory.note_scope_stopping(&id);
+            tracing::debug!(container = %id, live, "the container's scope is stopping");
+        }
+        tracing::warn!("the scope state stream ended; terminations are reported as crashes");
+    });
+    tokio::spawn(async move {
         while let Some(name) = removed.next().await {
-            let ours = factory.note_removed(&name);
-            tracing::debug!(machine = %name, ours, "MachineRemoved");
-            if ours {
-                invoker.container_removed(&name).await;
-            }
+            let dropped = invoker.container_removed(&name).await;
+            tracing::debug!(machine = %name, dropped, "MachineRemoved");
         }
         tracing::warn!(
-            "the MachineRemoved stream ended; terminations go unnoticed until a run fails"
+            "the MachineRemoved stream ended; idle containers that die stay counted until reaped"
         );
     });
 }
