@@ -62,7 +62,14 @@ fn install(host: &Path, inside: &str, mode: &str) {
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            // The daemons' own account, when they ran: what the failure message needs.
+            let (_, log) = sh_try(
+                "journalctl --no-pager -o short-monotonic -u hearth-invoker -u hearth-controller \
+                 | tail -n 40",
+            );
+            panic!("timed out waiting for {what}\n--- daemon journal (tail) ---\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -156,6 +163,8 @@ fn phase_units_verify() {
     let invoker = exposure("hearth-invoker.service");
     println!("systemd-analyze security: controller {controller}, invoker {invoker}");
     assert!(controller <= 3.0, "controller exposure {controller} > 3.0");
+    // Recorded in docs/SYSTEMD.md; a loosened unit shows up here.
+    assert!(invoker <= 4.8, "invoker exposure {invoker} > 4.8");
     // Sockets listen, with the ownership the controller (User=hearth) needs.
     sh("systemctl start hearth-controller.socket hearth-invoker.socket");
     sh("systemctl is-active hearth-controller.socket hearth-invoker.socket");
@@ -283,6 +292,329 @@ fn phase_machined(n: &mut Numbers, examples: &Path) {
         .to_owned();
 }
 
+/// The daemon phases' shared facts: the key `hearthd admin` made, numbers measured.
+#[derive(Default)]
+struct Daemons {
+    /// The admin key; a secret, so kept out of the printed numbers.
+    key: String,
+    first_invoke_ms: f64,
+    warm_invoke_ms: f64,
+    node_first_ms: f64,
+    after_idle_exit_ms: f64,
+    after_restart_ms: f64,
+    terminate_noticed_ms: f64,
+    oom_ms: f64,
+    after_crash_ms: f64,
+    crash_ms: f64,
+}
+
+impl std::fmt::Debug for Daemons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemons")
+            .field("first_invoke_ms (controller+invoker start, cold python)", &self.first_invoke_ms)
+            .field("warm_invoke_ms", &self.warm_invoke_ms)
+            .field("node_first_ms (cold node)", &self.node_first_ms)
+            .field(
+                "after_idle_exit_ms (controller start, warm container)",
+                &self.after_idle_exit_ms,
+            )
+            .field("after_restart_ms (warm, restored container)", &self.after_restart_ms)
+            .field("terminate_noticed_ms", &self.terminate_noticed_ms)
+            .field("oom_ms", &self.oom_ms)
+            .field("after_crash_ms (warm, restored after SIGKILL)", &self.after_crash_ms)
+            .field("crash_ms (cold, os._exit in the action)", &self.crash_ms)
+            .finish()
+    }
+}
+
+/// The `hearth` CLI inside, pointed at the socket-activated controller with the admin key.
+fn cli(d: &Daemons, args: &str) -> String {
+    sh(&format!(
+        "HEARTH_APIHOST=http://127.0.0.1:3233 HEARTH_AUTH={} /usr/bin/hearth {args}",
+        d.key
+    ))
+}
+
+/// One blocking invoke through curl; (milliseconds, HTTP code, body). curl's time_total is
+/// measured inside, so nsenter's own cost is not counted.
+fn curl_invoke(d: &Daemons, action: &str, query: &str) -> (f64, String, String) {
+    let out = sh(&format!(
+        "curl -s -o /tmp/body -w '%{{http_code}} %{{time_total}}' -u {} -X POST \
+         -H 'content-type: application/json' -d '{{\"name\":\"Ada\"}}' \
+         'http://127.0.0.1:3233/api/v1/namespaces/_/actions/{action}?blocking=true{query}'; \
+         echo; cat /tmp/body",
+        d.key
+    ));
+    let mut lines = out.splitn(2, '\n');
+    let head = lines.next().unwrap_or_default().to_owned();
+    let body = lines.next().unwrap_or_default().to_owned();
+    let (code, secs) = head.split_once(' ').unwrap_or(("?", "0"));
+    (secs.trim().parse::<f64>().unwrap_or(0.0) * 1000.0, code.to_owned(), body)
+}
+
+/// hearth's machines in `machinectl list`.
+fn machines() -> Vec<String> {
+    sh("machinectl list --no-pager --no-legend")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|m| m.starts_with("hearth-") && !m.starts_with("hearth-probe"))
+        .map(str::to_owned)
+        .collect()
+}
+
+const HELLO_PY: &str = "def main(args):\n    print('hello line from', args.get('name', '?'))\n    return {'greeting': 'Hello ' + args.get('name', '?')}\n";
+const HELLO_JS: &str = "function main(args) {\n  console.log('node line from ' + (args.name || '?'));\n  return { greeting: 'Hi ' + (args.name || '?') };\n}\n";
+const SLOW_PY: &str = "import time\ndef main(args):\n    print('slow started', flush=True)\n    time.sleep(30)\n    return {'done': True}\n";
+
+fn write_inside(path: &str, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f");
+    std::fs::write(&f, text).unwrap();
+    install(&f, path, "644");
+}
+
+fn phase_daemons_install(d: &mut Daemons) {
+    install(Path::new(env!("CARGO_BIN_EXE_hearth")), "/usr/bin/hearth", "755");
+    // Short idle times so reaping and idle exit happen within the test; a 2 s watchdog so
+    // its timestamp visibly moves.
+    sh("mkdir -p /etc/hearth");
+    write_inside(
+        "/etc/hearth/invoker.toml",
+        "[pool]\nprewarm = []\nidle_timeout = \"8s\"\nreap_interval = \"1s\"\nmemory_budget_mb = 2048\n",
+    );
+    write_inside("/etc/hearth/controller.toml", "idle_exit = \"4s\"\n");
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        sh(&format!(
+            "mkdir -p /etc/systemd/system/{unit}.d && printf '[Service]\\nWatchdogSec=2s\\n\
+             Environment=HEARTH_LOG=hearth=info,hearth::daemon=debug,hearth::container=debug\\n' \
+             > /etc/systemd/system/{unit}.d/test.conf"
+        ));
+    }
+    sh("systemctl daemon-reload");
+    // The admin key, made by the controller's own user so LMDB's files belong to it.
+    d.key = sh("runuser -u hearth -- /usr/sbin/hearthd admin --data-dir /var/lib/hearth \
+                namespace create guest")
+    .trim()
+    .to_owned();
+    assert!(d.key.contains(':'), "admin printed no key: {:?}", d.key);
+    sh("systemctl enable --now hearth-controller.socket hearth-invoker.socket");
+    assert_eq!(
+        sh_try("systemctl is-active hearth-controller.socket hearth-invoker.socket").1,
+        "active\nactive"
+    );
+    assert_eq!(
+        sh_try("systemctl is-active hearth-controller.service hearth-invoker.service").1,
+        "inactive\ninactive",
+        "services must not run before the first request"
+    );
+    let listening = sh("ss -ltnxH");
+    assert!(listening.contains(":3233"), "{listening}");
+    assert!(listening.contains("/run/hearth/invoker.sock"), "{listening}");
+}
+
+fn phase_daemons_invoke(d: &mut Daemons) {
+    write_inside("/root/hello.py", HELLO_PY);
+    write_inside("/root/hello.js", HELLO_JS);
+    write_inside("/root/slow.py", SLOW_PY);
+    cli(d, "action create hello /root/hello.py");
+    let (ms, code, body) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("Hello Ada"), "{body}");
+    d.first_invoke_ms = ms;
+    let out = cli(d, "action invoke hello -p name Ada --result");
+    assert!(out.contains("Hello Ada"), "{out}");
+    let (ms, code, body) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    d.warm_invoke_ms = ms;
+    cli(d, "action create hellojs /root/hello.js");
+    let (ms, code, body) = curl_invoke(d, "hellojs", "&result=true");
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("Hi Ada"), "{body}");
+    d.node_first_ms = ms;
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        assert_eq!(unit_prop(unit, "ActiveState"), "active", "{unit}");
+        let status = sh(&format!("systemctl status --no-pager {unit} || true"));
+        assert!(status.contains("Status: \""), "{unit}: no STATUS= in\n{status}");
+    }
+    wait_until("invoker STATUS with warm containers", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "StatusText").contains("2 warm")
+    });
+    println!("invoker status: {}", unit_prop("hearth-invoker.service", "StatusText"));
+    println!("controller status: {}", unit_prop("hearth-controller.service", "StatusText"));
+}
+
+fn phase_daemons_journal() {
+    wait_until("the action's line in the journal", Duration::from_secs(5), || {
+        sh_try("journalctl --no-pager -o cat HEARTH_ACTION=guest/hello")
+            .1
+            .contains("hello line from Ada")
+    });
+    let fields =
+        sh("journalctl --no-pager -o export HEARTH_ACTION=guest/hellojs HEARTH_STREAM=stdout \
+                     | grep -a -E '^(MESSAGE|HEARTH_[A-Z_]+)='");
+    for f in ["MESSAGE=node line from Ada", "HEARTH_NAMESPACE=guest", "HEARTH_CONTAINER=hearth-"] {
+        assert!(fields.contains(f), "missing {f} in:\n{fields}");
+    }
+    assert!(fields.contains("HEARTH_ACTIVATION_ID="), "{fields}");
+}
+
+fn phase_daemons_watchdog() {
+    for unit in ["hearth-controller.service", "hearth-invoker.service"] {
+        assert_eq!(unit_prop(unit, "WatchdogUSec"), "2s", "{unit}");
+        let w1 = unit_prop(unit, "WatchdogTimestampMonotonic");
+        std::thread::sleep(Duration::from_millis(1500));
+        let w2 = unit_prop(unit, "WatchdogTimestampMonotonic");
+        assert_ne!(w1, w2, "{unit}: watchdog timestamp did not move");
+    }
+}
+
+fn phase_daemons_machines_and_reaping() {
+    let m = machines();
+    assert_eq!(m.len(), 2, "two warm containers (python, node) as machines: {m:?}");
+    let status = sh(&format!("machinectl status --no-pager {} || true", m[0]));
+    assert!(status.contains("Service: hearth; class container"), "{status}");
+    let scope = format!("hearth-{}.scope", m[0]);
+    assert!(status.contains(&format!("Unit: {scope}")), "{status}");
+    assert_eq!(unit_prop(&scope, "Slice"), "hearth.slice");
+    // Limits from the action (256 MB default) on the scope runc made.
+    let mem = sh(&format!(
+        "cat /sys/fs/cgroup/memory/hearth.slice/{scope}/memory.limit_in_bytes 2>/dev/null \
+         || systemctl show -P MemoryMax {scope}"
+    ));
+    assert_eq!(mem.trim(), (256u64 * 1024 * 1024).to_string(), "memory limit of {scope}");
+    wait_until("reaping after idle_timeout", Duration::from_secs(20), || {
+        machines().is_empty() && sh("ls /run/hearth/runc").trim().is_empty()
+    });
+}
+
+fn phase_daemons_terminate(d: &mut Daemons) {
+    // Idle container terminated from outside: dropped from the pool.
+    let (_, code, _) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200");
+    let m = machines();
+    assert_eq!(m.len(), 1, "{m:?}");
+    sh(&format!("machinectl terminate {}", m[0]));
+    wait_until("idle container dropped from the pool", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "StatusText").starts_with("0 warm")
+            && sh("ls /run/hearth/runc").trim().is_empty()
+    });
+    // Busy container terminated: its activation ends with a recorded error, not a hang.
+    cli(d, "action create slow /root/slow.py --timeout 60000");
+    sh("(curl -s -u KEY -X POST 'http://127.0.0.1:3233/api/v1/namespaces/_/actions/slow?blocking=true' \
+        > /tmp/slow.json; echo done >> /tmp/slow.done) >/dev/null 2>&1 &"
+        .replace("KEY", &d.key)
+        .as_str());
+    let mut busy = Vec::new();
+    wait_until("the slow action running", Duration::from_secs(10), || {
+        busy = machines();
+        busy.len() == 1
+    });
+    // The output reaches the journal only with the record, so give the init and the start of
+    // the run a moment (python starts in about 15 ms) before pulling the plug.
+    std::thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    sh(&format!("machinectl terminate {}", busy[0]));
+    wait_until("the slow activation's response", Duration::from_secs(10), || {
+        sh_try("test -s /tmp/slow.done").0
+    });
+    d.terminate_noticed_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let body = sh("cat /tmp/slow.json");
+    assert!(body.contains("action developer error"), "{body}");
+    assert!(body.contains("terminated from outside"), "{body}");
+    wait_until("no machines left", Duration::from_secs(5), || machines().is_empty());
+}
+
+fn phase_daemons_oom(d: &mut Daemons) {
+    // The memory limit is the scope's (systemd driver); the OOM kill is read from its cgroup.
+    write_inside(
+        "/root/hog.py",
+        "def main(args):\n    x = bytearray(400 * 1024 * 1024)\n    return {'n': len(x)}\n",
+    );
+    cli(d, "action create hog /root/hog.py --memory 128");
+    let (ms, code, body) = curl_invoke(d, "hog", "");
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("exhausted its memory limit of 128 MB"), "{body}");
+    d.oom_ms = ms;
+    wait_until("the OOM-killed container gone", Duration::from_secs(10), || machines().is_empty());
+    // A process that exits by itself is a crash, not a termination from outside: its scope
+    // ends without a stop job.
+    write_inside("/root/crash.py", "import os\ndef main(args):\n    os._exit(3)\n");
+    cli(d, "action create crash /root/crash.py");
+    let (ms, code, body) = curl_invoke(d, "crash", "");
+    d.crash_ms = ms;
+    assert_eq!(code, "502", "{body}");
+    assert!(body.contains("exited unexpectedly"), "{body}");
+    assert!(!body.contains("terminated from outside"), "a crash is not a termination: {body}");
+    wait_until("the crashed container gone", Duration::from_secs(10), || machines().is_empty());
+}
+
+fn phase_daemons_idle_exit(d: &mut Daemons) {
+    // A warm container first, so the number below is the controller's re-activation alone.
+    let (_, code, _) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200");
+    wait_until("controller idle exit", Duration::from_secs(20), || {
+        sh_try("systemctl is-active hearth-controller.service").1 == "inactive"
+    });
+    assert_eq!(sh_try("systemctl is-active hearth-controller.socket").1, "active");
+    assert_eq!(unit_prop("hearth-controller.service", "Result"), "success");
+    let (ms, code, body) = curl_invoke(d, "hello", "");
+    assert_eq!(code, "200", "first request after idle exit: {body}");
+    assert!(!body.contains("initTime"), "the container should still be warm: {body}");
+    d.after_idle_exit_ms = ms;
+}
+
+fn phase_daemons_live_restore(d: &mut Daemons) {
+    let (_, code, _) = curl_invoke(d, "hello", "&result=true");
+    assert_eq!(code, "200");
+    let before = machines();
+    assert_eq!(before.len(), 1, "{before:?}");
+    wait_until("the container's pipes in the fd store", Duration::from_secs(5), || {
+        unit_prop("hearth-invoker.service", "NFileDescriptorStore") == "4"
+    });
+    let pid1 = unit_prop("hearth-invoker.service", "MainPID");
+    sh("systemctl restart hearth-invoker.service");
+    let pid2 = unit_prop("hearth-invoker.service", "MainPID");
+    assert_ne!(pid1, pid2, "the invoker restarted");
+    assert_eq!(machines(), before, "the warm container survived the restart");
+    // Workaround, reported to the bus owner: src/bus/unix.rs keeps using a connection whose
+    // reader already saw the old invoker hang up (`is_open` only looks at the writer), so
+    // the first dispatch after an invoker restart waits out its 20 s admission timeout and
+    // answers 503. A fresh controller connects anew; the check below is about the invoker.
+    sh("systemctl restart hearth-controller.service");
+    let (ms, code, body) = curl_invoke(d, "hello", "");
+    assert_eq!(
+        code,
+        "200",
+        "{body}\n{}",
+        sh("journalctl --no-pager -o short-monotonic -u hearth-invoker -u hearth-controller \
+            | tail -n 40")
+    );
+    assert!(body.contains("Hello Ada"), "{body}");
+    assert!(!body.contains("initTime"), "first invoke after restart was cold: {body}");
+    d.after_restart_ms = ms;
+
+    // A crash (SIGKILL; Restart=on-failure) keeps the fd store too: still warm after it.
+    let pid3 = unit_prop("hearth-invoker.service", "MainPID");
+    sh("systemctl kill -s SIGKILL hearth-invoker.service");
+    wait_until("the invoker restarted after the crash", Duration::from_secs(10), || {
+        let pid = unit_prop("hearth-invoker.service", "MainPID");
+        pid != pid3 && pid != "0" && unit_prop("hearth-invoker.service", "ActiveState") == "active"
+    });
+    assert_eq!(machines(), before, "the warm container survived the crash");
+    sh("systemctl restart hearth-controller.service"); // the bus workaround, as above
+    let (ms, code, body) = curl_invoke(d, "hello", "");
+    assert_eq!(code, "200", "{body}");
+    assert!(!body.contains("initTime"), "first invoke after the crash was cold: {body}");
+    d.after_crash_ms = ms;
+
+    // A final stop destroys the containers.
+    sh("systemctl stop hearth-invoker.service");
+    wait_until("containers gone after a final stop", Duration::from_secs(10), || {
+        machines().is_empty()
+    });
+    assert_eq!(unit_prop("hearth-invoker.service", "NFileDescriptorStore"), "0");
+}
+
 #[test]
 fn booted_systemd() {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -313,4 +645,16 @@ fn booted_systemd() {
     phase_idle_exit(&mut n);
     phase_machined(&mut n, &examples);
     println!("numbers: {n:?}");
+
+    let mut d = Daemons::default();
+    phase_daemons_install(&mut d);
+    phase_daemons_invoke(&mut d);
+    phase_daemons_journal();
+    phase_daemons_watchdog();
+    phase_daemons_machines_and_reaping();
+    phase_daemons_terminate(&mut d);
+    phase_daemons_oom(&mut d);
+    phase_daemons_idle_exit(&mut d);
+    phase_daemons_live_restore(&mut d);
+    println!("daemons: {d:?}");
 }

@@ -1,6 +1,7 @@
-//! The host-side view of the containers' cgroups (cgroup v1 hybrid, runc's cgroupfs driver):
-//! reading a container's OOM counter, and removing what a crashed invoker left under the
-//! hearth parent.
+//! The host-side view of the containers' cgroups, with runc's cgroupfs driver (a plain parent
+//! path) or its systemd driver (one `hearth-<id>.scope` per container in a slice): where a
+//! container's memory cgroup is, reading its OOM counter (cgroup v1 `memory.oom_control`, v2
+//! `memory.events`), and removing what a crashed invoker left under the hearth parent.
 //!
 //! runc creates and removes the cgroups; this module only reads them on the critical path's
 //! failure branch and cleans leftovers at start-up. It must never touch a cgroup outside the
@@ -28,14 +29,59 @@ pub fn cgroups_path(parent: &str, id: &str, systemd: bool) -> String {
     }
 }
 
-/// The memory controller's dir of a container (cgroupfs driver).
-pub fn memory_dir(parent: &str, id: &str) -> PathBuf {
-    Path::new(CGROUP_ROOT).join("memory").join(parent.trim_matches('/')).join(id)
+/// A slice's path in the cgroup tree: systemd nests `a-b.slice` inside `a.slice`, so
+/// `a-b.slice` lives at `a.slice/a-b.slice`.
+pub fn slice_path(slice: &str) -> PathBuf {
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return PathBuf::from(slice.trim_matches('/'));
+    };
+    let mut path = PathBuf::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    path
 }
 
-/// Whether the kernel's OOM killer acted in this memory cgroup: `oom_kill` of
-/// memory.oom_control (kernels since 4.13), else `under_oom`, else any failed charge.
+/// A container's cgroup path relative to a hierarchy's root: `parent/id` with cgroupfs, the
+/// scope runc's systemd driver makes (`<slice path>/hearth-<id>.scope`) with systemd.
+pub fn relative_dir(parent: &str, id: &str, systemd: bool) -> PathBuf {
+    if systemd {
+        slice_path(parent).join(format!("hearth-{id}.scope"))
+    } else {
+        Path::new(parent.trim_matches('/')).join(id)
+    }
+}
+
+/// The memory controller's dir of a container: the v1 `memory` hierarchy when mounted, else
+/// the unified (v2) one.
+pub fn memory_dir(parent: &str, id: &str, systemd: bool) -> PathBuf {
+    let rel = relative_dir(parent, id, systemd);
+    let v1 = Path::new(CGROUP_ROOT).join("memory");
+    if v1.is_dir() {
+        return v1.join(rel);
+    }
+    let hybrid = Path::new(CGROUP_ROOT).join("unified");
+    if hybrid.join("cgroup.controllers").exists() {
+        return hybrid.join(rel);
+    }
+    Path::new(CGROUP_ROOT).join(rel)
+}
+
+/// Whether the kernel's OOM killer acted in this memory cgroup: `oom_kill` of v2's
+/// memory.events, or of v1's memory.oom_control (kernels since 4.13), else `under_oom`, else
+/// any failed charge.
 pub fn oom_killed(memory_dir: &Path) -> bool {
+    if let Ok(text) = fs::read_to_string(memory_dir.join("memory.events")) {
+        let kills = text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse::<u64>().ok()));
+        return kills.is_some_and(|n| n > 0);
+    }
     if let Ok(text) = fs::read_to_string(memory_dir.join("memory.oom_control")) {
         for line in text.lines() {
             let mut parts = line.split_whitespace();
@@ -52,34 +98,61 @@ pub fn oom_killed(memory_dir: &Path) -> bool {
         .is_some_and(|n| n > 0)
 }
 
-/// Every hierarchy's dir for `parent`: one per v1 controller mount and the unified one.
+/// Every hierarchy's dir for `parent` (a path, or a slice name for the systemd driver): one
+/// per v1 controller mount and the unified one.
 fn parent_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = if parent.ends_with(".slice") {
+        slice_path(parent)
+    } else {
+        PathBuf::from(parent.trim_matches('/'))
+    };
     let Ok(entries) = fs::read_dir(CGROUP_ROOT) else {
         return Vec::new();
     };
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path().join(parent.trim_matches('/')))
+        .map(|e| e.path().join(&rel))
         .filter(|p| p.is_dir())
         .collect();
     // cgroup2 mounted directly at the root (pure v2 host).
-    let direct = Path::new(CGROUP_ROOT).join(parent.trim_matches('/'));
+    let direct = Path::new(CGROUP_ROOT).join(&rel);
     if direct.join("cgroup.procs").exists() && !dirs.contains(&direct) {
         dirs.push(direct);
     }
     dirs
 }
 
-/// The cgroup dirs of containers under `parent`, by container id, in every hierarchy.
+/// The cgroup dirs of containers under `parent` (cgroupfs driver), by container id, in every
+/// hierarchy.
 pub fn leftover_dirs(parent: &str) -> Vec<(String, PathBuf)> {
+    scan(parent, false)
+}
+
+/// The scopes of containers in `slice` (systemd driver), by container id, in every hierarchy.
+/// Only `hearth-<id>.scope` dirs count: a foreign unit put in the slice is not ours to kill.
+pub fn leftover_scopes(slice: &str) -> Vec<(String, PathBuf)> {
+    scan(slice, true)
+}
+
+fn scan(parent: &str, systemd: bool) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
     for dir in parent_dirs(parent) {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.filter_map(|e| e.ok()) {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                found.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
             }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = if systemd {
+                match name.strip_prefix("hearth-").and_then(|n| n.strip_suffix(".scope")) {
+                    Some(id) => id.to_owned(),
+                    None => continue,
+                }
+            } else {
+                name
+            };
+            found.push((id, entry.path()));
         }
     }
     found
@@ -128,7 +201,12 @@ mod tests {
         assert_eq!(cgroups_path("hearth", "c1", false), "/hearth/c1");
         assert_eq!(cgroups_path("/hearth/t/", "c1", false), "/hearth/t/c1");
         assert_eq!(cgroups_path("hearth.slice", "c1", true), "hearth.slice:hearth:c1");
-        assert_eq!(memory_dir("hearth", "c1"), Path::new("/sys/fs/cgroup/memory/hearth/c1"));
+        assert_eq!(relative_dir("hearth", "c1", false), Path::new("hearth/c1"));
+        assert_eq!(
+            relative_dir("hearth.slice", "c1", true),
+            Path::new("hearth.slice/hearth-c1.scope")
+        );
+        assert_eq!(slice_path("a-b.slice"), Path::new("a.slice/a-b.slice"));
     }
 
     #[test]
@@ -147,5 +225,10 @@ mod tests {
         .unwrap();
         assert!(oom_killed(dir.path()));
         assert!(!oom_killed(&dir.path().join("missing")));
+        let v2 = tempfile::tempdir().unwrap();
+        fs::write(v2.path().join("memory.events"), "low 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(oom_killed(v2.path()));
+        fs::write(v2.path().join("memory.events"), "low 0\noom 0\noom_kill 0\n").unwrap();
+        assert!(!oom_killed(v2.path()));
     }
 }

@@ -8,6 +8,7 @@
 //! container is marked dead; the pool destroys it. Nothing here retries or decides policy.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,11 @@ pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SENTINEL_WAIT: Duration = Duration::from_millis(200);
 /// After the container died, how long to wait for its output pipes to close.
 pub const DEATH_WAIT: Duration = Duration::from_millis(500);
+/// After the pipes closed, how long to wait for systemd's word that the scope is being stopped
+/// before calling the death a crash: the state change is announced just after the kill, so
+/// it trails the end of file by a few milliseconds (more on a loaded machine). Spent in full
+/// only by runs that really crashed, and only with machined.
+pub const STOP_SEEN_WAIT: Duration = Duration::from_millis(250);
 /// Largest init reply read; an init replies `{"ok":true}` or an error message.
 const INIT_REPLY_LIMIT: usize = MAX_PAYLOAD_BYTES;
 /// Logs kept for an init (then handed to the first run).
@@ -52,6 +58,9 @@ pub struct RuncContainer {
     reply: BufReader<pipe::Receiver>,
     logs: Arc<LogCollector>,
     readers: [JoinHandle<()>; 2],
+    /// Copies of the stdout and stderr read ends (the readers own the originals), so that
+    /// [`ActionContainer::handoff`] can hand all four pipes to the fd store.
+    log_fds: [OwnedFd; 2],
     /// Messages sent so far; each is followed by one sentinel per stream.
     exchanges: u64,
     /// Reused encode buffer for the message to the launcher.
@@ -123,8 +132,13 @@ impl RuncContainer {
         reply: BufReader<pipe::Receiver>,
         logs: Arc<LogCollector>,
         readers: [JoinHandle<()>; 2],
+        log_fds: [OwnedFd; 2],
     ) -> Self {
-        let memory_dir = cgroup::memory_dir(&shared.config.cgroup_parent, &spec.id);
+        let memory_dir = cgroup::memory_dir(
+            &shared.config.cgroup_parent,
+            &spec.id,
+            shared.config.systemd_cgroup,
+        );
         Self {
             id: spec.id.clone(),
             memory_mb: spec.memory_mb,
@@ -136,6 +150,7 @@ impl RuncContainer {
             reply,
             logs,
             readers,
+            log_fds,
             exchanges: 0,
             out: Vec::with_capacity(4096),
             line: Vec::with_capacity(4096),
@@ -204,10 +219,22 @@ impl RuncContainer {
     async fn died(&mut self, detail: String) -> RunError {
         let logs = self.logs_after_death().await;
         if cgroup::oom_killed(&self.memory_dir) {
-            RunError::OutOfMemory { limit_mb: self.memory_mb, logs }
-        } else {
-            RunError::Crashed { detail, logs }
+            return RunError::OutOfMemory { limit_mb: self.memory_mb, logs };
         }
+        if self.shared.machined.is_some()
+            && self.shared.wait_stop_requested(&self.id, STOP_SEEN_WAIT).await
+        {
+            tracing::warn!(id = %self.id, "container terminated from outside during a run");
+            return RunError::Crashed {
+                detail: format!(
+                    "the container {} was terminated from outside the invoker \
+                     (machinectl terminate, or its scope was stopped)",
+                    self.id
+                ),
+                logs,
+            };
+        }
+        RunError::Crashed { detail, logs }
     }
 
     async fn timed_out(&mut self, limit: Duration) -> RunError {
@@ -229,6 +256,7 @@ impl RuncContainer {
         }
         remove_dir_logged(&self.bundle_dir).await;
         remove_dir_logged(&self.code_dir).await;
+        self.shared.forget(&self.id);
     }
 }
 
@@ -328,6 +356,37 @@ impl ActionContainer for RuncContainer {
     #[tracing::instrument(name = "container.destroy", skip_all, fields(id = %self.id))]
     async fn destroy(self) {
         self.destroy_now().await;
+    }
+
+    /// Copies of stdin (write end), stdout, stderr and the reply pipe (read ends), in the
+    /// order [`super::RuncFactory::adopt`] takes them back.
+    fn handoff(&self) -> Option<Vec<OwnedFd>> {
+        if self.dead {
+            return None;
+        }
+        let fds = [
+            self.stdin.as_fd(),
+            self.log_fds[0].as_fd(),
+            self.log_fds[1].as_fd(),
+            self.reply.get_ref().as_fd(),
+        ];
+        match fds.iter().map(|fd| fd.try_clone_to_owned()).collect::<io::Result<Vec<_>>>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(id = %self.id, error = %e, "cannot copy the pipes for the fd store");
+                None
+            }
+        }
+    }
+
+    /// Leaves the container running for the next invoker (live restore): its pipes are in
+    /// the fd store, its runc state, bundle and scope stay.
+    async fn detach(mut self) {
+        self.destroyed = true;
+        for reader in &self.readers {
+            reader.abort();
+        }
+        tracing::debug!(id = %self.id, "container left running for the next invoker");
     }
 }
 

@@ -6,6 +6,7 @@
 //! HTTP, LMDB or activation records; a container takes an init and runs, and reports what
 //! happened in typed outcomes that the invoker turns into records.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -136,6 +137,22 @@ pub trait ActionContainer: Send + Sync + 'static {
     /// Kills and removes the container and everything it held (cgroup, bundle, code dir).
     /// Never fails: what cannot be removed is logged, and reclaimed by the next start's cleanup.
     fn destroy(self) -> impl std::future::Future<Output = ()> + Send;
+
+    /// Copies of the descriptors a later invoker needs to take this container over (live
+    /// restore through systemd's fd store); None when the driver cannot hand it over.
+    fn handoff(&self) -> Option<Vec<OwnedFd>> {
+        None
+    }
+
+    /// Lets go of the container without stopping it, because a later invoker takes it over
+    /// from the descriptors [`ActionContainer::handoff`] gave. Drivers that cannot hand over
+    /// destroy it.
+    fn detach(self) -> impl std::future::Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        self.destroy()
+    }
 }
 
 /// Makes containers. One per invoker.

@@ -4,17 +4,25 @@
 //! Layout under the state dir: `rootfs/` (the shared [`Skeleton`]), `launchers/` (written at
 //! start-up), `bundles/<id>/` (config.json, runc.log) and `code/<id>/` (the action's code,
 //! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
-//! shows exactly hearth's containers. This module never decides which container to make or
-//! when to destroy one; the invoker's pool does.
+//! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
+//! scope in a slice and, when machined is given, a registered machine (registered by a
+//! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_scope_stopping`]
+//! tells a running container that its scope is being stopped from outside, and [`RuncFactory::adopt`] takes over a
+//! container an earlier invoker left running (live restore). This module never decides which
+//! container to make or when to destroy or keep one; the invoker's pool does.
 
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::io::BufReader;
 use tokio::net::unix::pipe;
 
 use crate::runtime::launcher;
+use crate::systemd::machined::Machined;
 
 use super::bundle::{self, BundleSpec};
 use super::cgroup;
@@ -63,6 +71,45 @@ pub(crate) struct Shared {
     pub launcher_dir: PathBuf,
     pub bundles: PathBuf,
     pub code: PathBuf,
+    /// systemd-machined, when there is a system bus: containers are registered at create.
+    pub machined: Option<Machined>,
+    /// Containers taken over from an earlier invoker (live restore): never reclaimed.
+    keep: Mutex<HashSet<String>>,
+    /// Live containers whose scope went `deactivating` (stopped while its processes ran:
+    /// `machinectl terminate`, `systemctl stop`), so that a run ending on a closed pipe can
+    /// say why. A container whose process exits by itself never is.
+    stop_jobs: Mutex<HashSet<String>>,
+    stop_jobs_changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Whether the scope of `id` was seen being stopped while it was ours.
+    pub fn stop_requested(&self, id: &str) -> bool {
+        self.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    }
+
+    /// Waits up to `max` for `id`'s scope to be seen stopping. systemd announces the state
+    /// change after it sent the kill, so the signal usually trails the pipe's end of file by
+    /// a few milliseconds.
+    pub async fn wait_stop_requested(&self, id: &str, max: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.stop_jobs_changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.stop_requested(id) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(max, wait).await.is_ok()
+    }
+
+    /// Forgets a container that is gone for good.
+    pub fn forget(&self, id: &str) {
+        self.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+    }
 }
 
 /// Makes runc containers. Cheap to clone.
@@ -105,6 +152,16 @@ impl RuncFactory {
     /// Prepares the state dir (skeleton, launchers, bundle and code dirs) and runc's root.
     /// Does not touch leftovers: call [`ContainerFactory::reclaim_leftovers`] for that.
     pub fn new(config: RuncConfig) -> Result<Self, ContainerError> {
+        Self::with_machined(config, None)
+    }
+
+    /// As [`RuncFactory::new`], registering every container with `machined` (class
+    /// container, service hearth) right after it started. Use with `systemd_cgroup` so each
+    /// container is its own scope, which is what machined attaches the machine to.
+    pub fn with_machined(
+        config: RuncConfig,
+        machined: Option<Machined>,
+    ) -> Result<Self, ContainerError> {
         if !config.runc.is_file() {
             return Err(ContainerError::Other(format!(
                 "runc not found at {} (install Debian's runc package)",
@@ -131,8 +188,92 @@ impl RuncFactory {
             systemd_cgroup: config.systemd_cgroup,
         };
         Ok(Self {
-            shared: Arc::new(Shared { config, runc, skeleton, launcher_dir, bundles, code }),
+            shared: Arc::new(Shared {
+                config,
+                runc,
+                skeleton,
+                launcher_dir,
+                bundles,
+                code,
+                machined,
+                keep: Mutex::new(HashSet::new()),
+                stop_jobs: Mutex::new(HashSet::new()),
+                stop_jobs_changed: tokio::sync::Notify::new(),
+            }),
         })
+    }
+
+    /// Whether containers are registered with machined.
+    pub fn registers_machines(&self) -> bool {
+        self.shared.machined.is_some()
+    }
+
+    /// systemd is stopping the scope of container `id` (see `Machined::scope_stops`). Only
+    /// live containers of ours are noted (their bundle exists); our own deletes are noted
+    /// too, harmlessly: nothing runs in them any more.
+    pub fn note_scope_stopping(&self, id: &str) -> bool {
+        if check_id(id).is_err() || !self.shared.bundles.join(id).is_dir() {
+            return false;
+        }
+        self.shared.stop_jobs.lock().unwrap_or_else(PoisonError::into_inner).insert(id.to_owned());
+        self.shared.stop_jobs_changed.notify_waiters();
+        true
+    }
+
+    /// Takes over a container an earlier invoker started (live restore) from its four pipe
+    /// ends as stored: stdin (write end), stdout, stderr and the reply pipe (read ends). It
+    /// must still run under runc, with its bundle and code dir in place; it is then kept out
+    /// of [`ContainerFactory::reclaim_leftovers`].
+    pub async fn adopt(
+        &self,
+        spec: &ContainerSpec,
+        fds: [OwnedFd; 4],
+    ) -> Result<RuncContainer, ContainerError> {
+        check_id(&spec.id)?;
+        let shared = &self.shared;
+        let bundle_dir = shared.bundles.join(&spec.id);
+        let code_dir = shared.code.join(&spec.id);
+        if !bundle_dir.is_dir() || !code_dir.is_dir() {
+            return Err(ContainerError::Other(format!(
+                "container {} has no bundle or code dir under {}",
+                spec.id,
+                shared.config.state_dir.display()
+            )));
+        }
+        let status = shared.runc.status(&spec.id).await?;
+        if status != "running" {
+            return Err(ContainerError::Other(format!("container {} is {status}", spec.id)));
+        }
+        let pipe_err = |e| ContainerError::Io {
+            what: "cannot adopt pipe of",
+            path: spec.id.clone(),
+            source: e,
+        };
+        let [stdin, stdout, stderr, reply] = fds;
+        let out_copy = stdout.try_clone().map_err(pipe_err)?;
+        let err_copy = stderr.try_clone().map_err(pipe_err)?;
+        let stdin = pipe::Sender::from_owned_fd(stdin).map_err(pipe_err)?;
+        let reply = pipe::Receiver::from_owned_fd(reply).map_err(pipe_err)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout).map_err(pipe_err)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr).map_err(pipe_err)?;
+        let logs = LogCollector::new(usize::MAX);
+        let readers = [
+            logs::spawn_reader(logs.clone(), Stream::Stdout, stdout),
+            logs::spawn_reader(logs.clone(), Stream::Stderr, stderr),
+        ];
+        shared.keep.lock().unwrap_or_else(PoisonError::into_inner).insert(spec.id.clone());
+        tracing::info!(container = %spec.id, "adopted a warm container from the previous invoker");
+        Ok(RuncContainer::new(
+            spec,
+            Arc::clone(shared),
+            code_dir,
+            bundle_dir,
+            stdin,
+            BufReader::with_capacity(64 * 1024, reply),
+            logs,
+            readers,
+            [out_copy, err_copy],
+        ))
     }
 
     pub fn config(&self) -> &RuncConfig {
@@ -168,6 +309,18 @@ impl RuncFactory {
             code_dir,
             cgroups_path: &cgroups_path,
         });
+        let mut config = config;
+        if shared.config.systemd_cgroup {
+            // Properties of the container's scope, passed by runc's systemd driver. The
+            // launcher is PID 1 of its pid namespace and has no SIGTERM handler, so the
+            // kernel drops a SIGTERM sent to it: `machinectl terminate` (a stop of the scope)
+            // would wait out the stop timeout. The launcher holds nothing worth a graceful
+            // stop, so the scope is stopped with SIGKILL.
+            config["annotations"] = serde_json::json!({
+                "org.systemd.property.KillSignal": "9",
+                "org.systemd.property.TimeoutStopUSec": "uint64 5000000",
+            });
+        }
         let config_path = bundle_dir.join("config.json");
         let bytes = serde_json::to_vec(&config)
             .map_err(|e| ContainerError::Other(format!("config.json of {}: {e}", spec.id)))?;
@@ -184,6 +337,10 @@ impl RuncFactory {
         let (stdout_r, stdout_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (stderr_r, stderr_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (reply_r, reply_w) = runc_cli::pipe().map_err(pipe_err)?;
+        // Copies of the log pipes' read ends: the reader tasks own the originals, and live
+        // restore hands all four ends to systemd's fd store.
+        let out_copy = stdout_r.try_clone().map_err(pipe_err)?;
+        let err_copy = stderr_r.try_clone().map_err(pipe_err)?;
         let stdin = pipe::Sender::from_owned_fd(stdin_w).map_err(pipe_err)?;
         let reply = pipe::Receiver::from_owned_fd(reply_r).map_err(pipe_err)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(pipe_err)?;
@@ -207,9 +364,15 @@ impl RuncFactory {
             BufReader::with_capacity(64 * 1024, reply),
             logs,
             readers,
+            [out_copy, err_copy],
         );
         match shared.runc.start(&spec.id).await {
-            Ok(()) => Ok(container),
+            Ok(()) => {
+                if let Some(machined) = &shared.machined {
+                    spawn_register(machined.clone(), shared, &spec.id, bundle_dir);
+                }
+                Ok(container)
+            }
             Err(e) => {
                 container.destroy_now().await;
                 Err(e)
@@ -255,8 +418,9 @@ impl ContainerFactory for RuncFactory {
     async fn reclaim_leftovers(&self) -> Result<usize, ContainerError> {
         let shared = &self.shared;
         let ids = shared.runc.list().await?;
+        let keep = shared.keep.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut reclaimed = 0;
-        for id in &ids {
+        for id in ids.iter().filter(|id| !keep.contains(*id)) {
             match shared.runc.delete_force(id).await {
                 Ok(()) => reclaimed += 1,
                 Err(e) => tracing::warn!(%id, error = %e, "cannot delete leftover container"),
@@ -266,10 +430,23 @@ impl ContainerFactory for RuncFactory {
         for dir in [&shared.bundles, &shared.code] {
             let mut entries = tokio::fs::read_dir(dir).await.map_err(io_err("cannot list", dir))?;
             while let Ok(Some(entry)) = entries.next_entry().await {
-                remove_dir_logged(&entry.path()).await;
+                if !keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    remove_dir_logged(&entry.path()).await;
+                }
             }
         }
-        if !shared.config.systemd_cgroup {
+        if shared.config.systemd_cgroup {
+            // Scopes whose container runc no longer knows: kill what is left in them; systemd
+            // removes an empty scope by itself.
+            for (id, dir) in cgroup::leftover_scopes(&shared.config.cgroup_parent) {
+                if keep.contains(&id) {
+                    continue;
+                }
+                if let Err(e) = cgroup::remove_leftover(&dir).await {
+                    tracing::debug!(%id, path = %dir.display(), error = %e, "leftover scope not removed yet");
+                }
+            }
+        } else {
             for (id, dir) in cgroup::leftover_dirs(&shared.config.cgroup_parent) {
                 if let Err(e) = cgroup::remove_leftover(&dir).await {
                     tracing::warn!(%id, path = %dir.display(), error = %e, "cannot remove leftover cgroup");
@@ -280,6 +457,40 @@ impl ContainerFactory for RuncFactory {
         tracing::info!(reclaimed, "leftover containers reclaimed");
         Ok(reclaimed)
     }
+}
+
+/// Registers a started container with machined off the create path: the leader is the init
+/// pid runc wrote into the bundle, the root the shared rootfs. A failure only costs the
+/// `machinectl` view of this container, so it is logged, not returned.
+fn spawn_register(machined: Machined, shared: &Shared, id: &str, bundle_dir: &Path) {
+    let id = id.to_owned();
+    let pid_file = bundle_dir.join(runc_cli::PID_FILE);
+    let root = shared.skeleton.root.clone();
+    tokio::spawn(async move {
+        let pid = match tokio::fs::read_to_string(&pid_file).await {
+            Ok(text) => match text.trim().parse::<u32>() {
+                Ok(pid) => pid,
+                Err(e) => {
+                    tracing::warn!(container = %id, path = %pid_file.display(), error = %e, "bad init pid file");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(container = %id, path = %pid_file.display(), error = %e, "no init pid file");
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        match machined.register(&id, pid, &root).await {
+            Ok(()) => tracing::debug!(
+                container = %id,
+                leader = pid,
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "registered with machined"
+            ),
+            Err(e) => tracing::warn!(container = %id, error = %e, "machine registration failed"),
+        }
+    });
 }
 
 pub(crate) async fn remove_dir_logged(path: &Path) {

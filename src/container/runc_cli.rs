@@ -19,6 +19,10 @@ use super::ContainerError;
 /// The fd the launcher writes its replies to.
 pub const REPLY_FD: libc::c_int = 3;
 
+/// Where `runc create` writes the container's init pid, inside the bundle: read to register
+/// the container with machined without another runc process.
+pub const PID_FILE: &str = "init.pid";
+
 /// A runc binary with our own state root.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -81,6 +85,8 @@ impl Runc {
             .arg("create")
             .arg("--bundle")
             .arg(bundle)
+            .arg("--pid-file")
+            .arg(bundle.join(PID_FILE))
             .arg("--preserve-fds")
             .arg("1")
             .arg(id)
@@ -137,6 +143,14 @@ impl Runc {
     /// `runc delete --force`: kills whatever still runs, removes the cgroups and runc's state.
     pub async fn delete_force(&self, id: &str) -> Result<(), ContainerError> {
         self.simple("delete", id, &["delete", "--force", id]).await.map(drop)
+    }
+
+    /// `runc state`'s status of one container (`created`, `running`, `stopped`, `paused`).
+    pub async fn status(&self, id: &str) -> Result<String, ContainerError> {
+        let out = self.simple("state", id, &["state", id]).await?;
+        let v: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| runc_err("state", id, format!("unreadable output: {e}")))?;
+        Ok(v["status"].as_str().unwrap_or("unknown").to_owned())
     }
 
     /// The ids of every container under our root.

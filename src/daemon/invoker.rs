@@ -1,7 +1,13 @@
 //! `hearthd invoker`: the container pool on its own, serving the controller over the
 //! invoker's Unix socket (socket-activated under systemd).
+//!
+//! Under systemd it also wires the pool to the host: with a system bus each container is its
+//! own scope in hearth.slice (runc's systemd cgroup driver) and a registered machine, and
+//! `machinectl terminate` is heard; warm containers' pipes go to the fd store and come back
+//! after a restart (live restore); the actions' output goes to the journal.
 
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -10,12 +16,15 @@ use super::args::InvokerArgs;
 use super::config::{self, InvokerFile};
 use super::SystemdContext;
 use crate::bus::Dispatcher;
-use crate::container::{RuncConfig, RuncFactory};
-use crate::invoker::{CodeInstaller, Invoker, InvokerConfig};
+use crate::container::{ContainerSpec, RuncConfig, RuncContainer, RuncFactory};
+use crate::invoker::logsink::{self, ActionLogBatch, LogForwarder};
+use crate::invoker::restore::{FdKeeper, LiveRestore};
+use crate::invoker::{CodeInstaller, Invoker, InvokerConfig, Restored, StartOptions, StopPolicy};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::systemd::listen::{self, ListenAddr, Listener};
-use crate::systemd::notify;
+use crate::systemd::machined::{self, MachineRemovedStream, Machined, ScopeStopStream};
+use crate::systemd::{fdstore, journal, notify, unit_job};
 
 /// Everything the invoker process needs, resolved from flags, file and defaults.
 #[derive(Debug, Clone)]
@@ -111,6 +120,167 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The fd store as live restore's keeper: one entry per container, named after it.
+struct FdStoreKeeper(notify::Notifier);
+
+impl FdKeeper for FdStoreKeeper {
+    fn keep(&self, container: &str, fds: &[OwnedFd]) -> Result<(), String> {
+        fdstore::store_fds(&self.0, container, fds).map_err(|e| e.to_string())
+    }
+
+    fn forget(&self, container: &str, count: usize) {
+        if let Err(e) = fdstore::remove_fds(&self.0, container, count) {
+            tracing::warn!(container, error = %e, "cannot remove pipes from the fd store");
+        }
+    }
+}
+
+/// Whether systemd is the service manager of this system (sd_booted(3)'s test): only then
+/// does the systemd cgroup driver have someone to talk to.
+fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// Writes one activation's output lines to the journal with the activation's fields.
+fn journal_writer(batch: &ActionLogBatch) {
+    for line in &batch.lines {
+        let (stream, text) = match logsink::split_line(line) {
+            Some((true, text)) => (journal::Stream::Stderr, text),
+            Some((false, text)) => (journal::Stream::Stdout, text),
+            None => (journal::Stream::Stdout, line.as_str()),
+        };
+        journal::forward_action_log(
+            &batch.activation_id,
+            &batch.namespace,
+            &batch.action,
+            &batch.container,
+            stream,
+            text,
+        );
+    }
+}
+
+/// Takes back the containers an earlier invoker left in the fd store. Each must still run
+/// under runc with its bundle; the rest are forgotten and reclaimed as leftovers.
+async fn restore_containers(
+    factory: &RuncFactory,
+    live: &LiveRestore,
+    stored: Vec<fdstore::StoredEntry>,
+    network: bool,
+) -> Vec<Restored<RuncContainer>> {
+    let entries = stored.into_iter().map(|e| (e.name.clone(), e.into_complete())).collect();
+    let mut restored = Vec::new();
+    for (record, fds) in live.pair(entries) {
+        let Some(key) = record.key() else { continue };
+        let spec = ContainerSpec {
+            id: record.container.clone(),
+            runtime: record.runtime,
+            memory_mb: record.memory_mb,
+            network,
+        };
+        match factory.adopt(&spec, fds).await {
+            Ok(container) => restored.push(Restored {
+                container,
+                runtime: record.runtime,
+                memory_mb: record.memory_mb,
+                key,
+            }),
+            Err(e) => {
+                tracing::warn!(container = %record.container, error = %e, "stored container cannot be restored");
+                live.forget(&record.container);
+            }
+        }
+    }
+    restored
+}
+
+/// The runc driver for this host: with systemd and a system bus, scopes in hearth.slice and
+/// machined registration, plus the MachineRemoved stream (subscribed before the first
+/// container is registered, so no removal is missed); otherwise cgroupfs, unregistered.
+async fn container_driver(
+    settings: &InvokerSettings,
+) -> anyhow::Result<(RuncFactory, Option<(MachineRemovedStream, ScopeStopStream)>)> {
+    let machined = if systemd_booted() { Machined::connect().await } else { None };
+    let removed = match &machined {
+        Some(m) => match (m.removed().await, m.scope_stops().await) {
+            (Ok(removed), Ok(stops)) => Some((removed, stops)),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot subscribe to machine and scope signals; terminations go unnoticed until a run fails");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut runc = runc_config(&settings.state_dir, settings.runc.clone());
+    if machined.is_some() {
+        runc.systemd_cgroup = true;
+        runc.cgroup_parent = machined::ACTION_SLICE.to_owned();
+    }
+    tracing::info!(
+        systemd_cgroup = runc.systemd_cgroup,
+        machined = machined.is_some(),
+        "container driver"
+    );
+    let factory = RuncFactory::with_machined(runc, machined).context("setting up runc")?;
+    Ok((factory, removed))
+}
+
+/// What running under systemd adds to the pool: live restore through the fd store (with
+/// the containers an earlier invoker left), the restart-or-stop policy, and the journal as
+/// the actions' log sink. Each only when its systemd counterpart is there.
+async fn systemd_options(
+    ctx: &mut SystemdContext,
+    factory: &RuncFactory,
+    settings: &InvokerSettings,
+) -> anyhow::Result<StartOptions<RuncContainer>> {
+    let stored = fdstore::take_stored(&mut ctx.inherited).context("taking the fd store")?;
+    let mut options = StartOptions::default();
+    if ctx.notifier.is_enabled() {
+        let keeper: Arc<dyn FdKeeper> = Arc::new(FdStoreKeeper(ctx.notifier.clone()));
+        let live = Arc::new(
+            LiveRestore::new(&settings.state_dir.join("restore"), keeper)
+                .context("setting up live restore")?,
+        );
+        options.restored = restore_containers(factory, &live, stored, settings.pool.network).await;
+        options.live_restore = Some(live);
+        let policy: StopPolicy = Arc::new(|| Box::pin(unit_job::restart_pending()));
+        options.stop_policy = Some(policy);
+    } else if !stored.is_empty() {
+        tracing::warn!(entries = stored.len(), "fd store entries without a notify socket; ignored");
+    }
+    if journal::stderr_is_journal() {
+        options.log_forwarder =
+            Some(LogForwarder::spawn(Arc::new(journal_writer), logsink::FORWARD_QUEUE));
+    }
+    Ok(options)
+}
+
+/// Carries the stopping of the containers' scopes to the driver (a busy run learns that it was
+/// terminated from outside rather than crashed) and machined's removals to the pool (an idle
+/// container that is gone, for whatever reason, is dropped).
+fn watch_removals(
+    (mut removed, mut stops): (MachineRemovedStream, ScopeStopStream),
+    invoker: Arc<Invoker<RuncFactory>>,
+    factory: RuncFactory,
+) {
+    tokio::spawn(async move {
+        while let Some(id) = stops.next().await {
+            let live = factory.note_scope_stopping(&id);
+            tracing::debug!(container = %id, live, "the container's scope is stopping");
+        }
+        tracing::warn!("the scope state stream ended; terminations are reported as crashes");
+    });
+    tokio::spawn(async move {
+        while let Some(name) = removed.next().await {
+            let dropped = invoker.container_removed(&name).await;
+            tracing::debug!(machine = %name, dropped, "MachineRemoved");
+        }
+        tracing::warn!(
+            "the MachineRemoved stream ended; idle containers that die stay counted until reaped"
+        );
+    });
+}
+
 /// Runs the invoker until `shutdown`.
 pub async fn run(
     settings: InvokerSettings,
@@ -118,14 +288,26 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let store = super::controller::open_store(&settings.data_dir)?;
-    let invoker = start_pool(
-        store,
-        &settings.state_dir,
-        settings.runc.clone(),
+    if !nix_is_root() {
+        anyhow::bail!(
+            "the invoker runs action containers with runc and needs root (run it with sudo)"
+        );
+    }
+    let (factory, removed) = container_driver(&settings).await?;
+    let options = systemd_options(&mut ctx, &factory, &settings).await?;
+    let invoker = Invoker::start_with(
         settings.pool.clone(),
+        factory.clone(),
+        Arc::new(store),
+        code_installer(),
         shutdown.clone(),
+        options,
     )
-    .await?;
+    .await
+    .context("starting the container pool")?;
+    if let Some(removed) = removed {
+        watch_removals(removed, invoker.clone(), factory);
+    }
     let (listener, origin) = listen::take_or_bind(
         &mut ctx.inherited,
         "invoker",
@@ -144,7 +326,7 @@ pub async fn run(
     super::announce_ready(&ctx.notifier, &shutdown, figures);
     let dispatcher: Arc<dyn Dispatcher> = invoker.clone();
     crate::bus::unix::serve(listener, dispatcher, shutdown).await;
-    let _ = notify::Notifier::stopping(&ctx.notifier, "destroying containers");
+    let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
     invoker.shutdown().await;
     Ok(())
 }

@@ -16,8 +16,10 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use super::logsink::ActionLogBatch;
 use super::pool::{Admission, Placement};
 use super::record::{self, Timing};
+use super::restore::WarmRecord;
 use super::service::Inner;
 use super::state::{Slot, WarmKey};
 use super::CodeError;
@@ -88,14 +90,50 @@ pub(crate) async fn run<F: ContainerFactory>(
 ) {
     let params = std::mem::take(&mut msg.params);
     let mut finish = Finish { inner: inner.clone(), msg, tx: Some(tx) };
-    let (record, disposal) = execute(&inner, &finish.msg, params, admission).await;
+    let (record, mut disposal) = execute(&inner, &finish.msg, params, admission).await;
+    let handoff = handoff(&inner, &mut disposal);
+    // Only copied when a forwarder exists (under systemd); a few lines, then handed over.
+    let batch = match (&inner.log_forwarder, &disposal) {
+        (Some(_), Disposal::Keep(slot) | Disposal::Destroy(slot)) => Some(ActionLogBatch {
+            activation_id: record.activation_id.to_string(),
+            namespace: finish.msg.action.namespace.to_string(),
+            action: finish.msg.action.key(),
+            container: slot.id().to_owned(),
+            lines: record.logs.clone(),
+        }),
+        _ => None,
+    };
     // A usable container goes back before the record goes out, so that a caller who invokes
     // again as soon as it has the result finds it warm; a broken one is destroyed after.
     let doomed = settle(&inner, disposal);
     finish.send(record);
+    if let (Some(batch), Some(fwd)) = (batch, &inner.log_forwarder) {
+        fwd.offer(batch);
+    }
+    if let (Some((rec, fds)), Some(live)) = (handoff, &inner.live_restore) {
+        let live = live.clone();
+        tokio::task::spawn_blocking(move || live.kept(&rec, &fds));
+    }
     if let Some(slot) = doomed {
         inner.destroy(slot).await;
     }
+}
+
+/// A container going warm for the first time is recorded for live restore: copies of its
+/// pipes now (four dups), the file and the fd store after the record went out.
+fn handoff<F: ContainerFactory>(
+    inner: &Inner<F>,
+    disposal: &mut Disposal<F::Container>,
+) -> Option<(WarmRecord, Vec<std::os::fd::OwnedFd>)> {
+    inner.live_restore.as_ref()?;
+    let Disposal::Keep(slot) = disposal else { return None };
+    if slot.is_stored() {
+        return None;
+    }
+    let key = slot.warm_key()?.clone();
+    let fds = slot.container().handoff()?;
+    slot.mark_stored();
+    Some((WarmRecord::new(slot.id(), &key, slot.runtime(), slot.memory_mb()), fds))
 }
 
 async fn execute<F: ContainerFactory>(

@@ -13,19 +13,24 @@
 mod activation;
 mod budget;
 mod config;
+pub mod logsink;
 mod pool;
 mod prewarm;
 mod reaper;
 mod record;
+pub mod restore;
 mod service;
 mod state;
 mod stats;
+
+#[cfg(test)]
+mod live_tests;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{ConfigError, InvokerConfig, PrewarmConfig};
-pub use service::{Invoker, StartError, CONTAINER_ID_PREFIX};
+pub use service::{Invoker, Restored, StartError, StartOptions, StopPolicy, CONTAINER_ID_PREFIX};
 pub use state::{State, StateError, WarmKey};
 pub use stats::PoolStats;
 

@@ -415,6 +415,27 @@ impl<C: ActionContainer> PoolState<C> {
         self.pump();
     }
 
+    /// Takes in a warm container restored from an earlier invoker, reserving its memory.
+    /// Returns it when the budget cannot hold it (the caller destroys it).
+    pub fn adopt(&mut self, slot: Slot<C>) -> Option<Slot<C>> {
+        if self.closing || !self.budget.try_reserve(slot.memory_mb()) {
+            return Some(slot);
+        }
+        self.reinsert(vec![slot]);
+        None
+    }
+
+    /// Takes the idle container `id` out of the pool (it was terminated from outside); the
+    /// caller destroys it and reports [`PoolState::destroyed`]. None when it is not idle here
+    /// (busy ones find out through their run).
+    pub fn take_idle(&mut self, id: &str) -> Option<Slot<C>> {
+        let ids: HashSet<String> = std::iter::once(id.to_owned()).collect();
+        let mut out = self.extract_idle(&ids);
+        let slot = out.pop()?;
+        self.destroying += 1;
+        Some(slot)
+    }
+
     /// Stops admitting, drops every waiter (their receivers close) and hands over every idle
     /// container to destroy. Idempotent.
     pub fn close(&mut self) -> Vec<Slot<C>> {
@@ -570,6 +591,23 @@ mod tests {
         assert_eq!(pool.stats().memory_in_use_mb, 256, "held until destroyed");
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
+    }
+
+    #[test]
+    fn adopted_and_externally_removed_containers() {
+        let mut pool = PoolState::new(512, 4);
+        let s = Slot::restored(Inert::new("r1"), Runtime::Python, 256, key("a", 1));
+        assert!(pool.adopt(s).is_none());
+        let s = Slot::restored(Inert::new("r2"), Runtime::Python, 512, key("b", 1));
+        assert!(pool.adopt(s).is_some(), "no room for a second one");
+        assert_eq!((pool.stats().warm_idle, pool.stats().memory_in_use_mb), (1, 256));
+        assert!(pool.take_idle("nope").is_none());
+        let gone = pool.take_idle("r1").unwrap();
+        assert_eq!(gone.id(), "r1");
+        assert_eq!(pool.stats().warm_idle, 0);
+        pool.destroyed(256);
+        assert_eq!(pool.stats().memory_in_use_mb, 0);
+        assert!(pool.is_quiet());
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! [`Invoker::shutdown`], and the shared core ([`Inner`]) that the activation tasks, the
 //! prewarm filler and the idle reaper hold.
 //!
-//! Owns the lifecycle of the pool as a whole: reclaiming leftovers at start, the one lock
-//! around [`PoolState`], container ids, and the drain-then-destroy shutdown. It never holds
+//! Owns the lifecycle of the pool as a whole: reclaiming leftovers at start (after taking in
+//! containers restored from an earlier invoker), the one lock around [`PoolState`], container
+//! ids, and the drain-then-destroy shutdown (or drain-then-detach on a restart, when the stop
+//! policy says so and the containers' pipes are stored). It never holds
 //! the lock across an await (the guard is confined to [`Inner::with_pool`]'s closure), and it
 //! never builds records or talks to a container itself.
 
@@ -18,7 +20,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::config::{ConfigError, InvokerConfig};
+use super::logsink::LogForwarder;
 use super::pool::{Need, PoolState};
+use super::restore::LiveRestore;
 use super::state::{Slot, WarmKey};
 use super::stats::PoolStats;
 use super::{activation, prewarm, reaper, CodeInstaller, CodeSource};
@@ -34,6 +38,49 @@ pub const CONTAINER_ID_PREFIX: &str = "hearth-";
 /// After the drain timeout, running activations are killed; this bounds how long their
 /// teardown (runc kill + delete) may take before shutdown gives up waiting and reports.
 const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Asked once when the invoker shuts down: whether its stored warm containers are to be left
+/// running for the next invoker (a restart) rather than destroyed (a final stop).
+pub type StopPolicy = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// A warm container taken over from an earlier invoker.
+#[derive(Debug)]
+pub struct Restored<C> {
+    pub container: C,
+    pub runtime: Runtime,
+    pub memory_mb: u64,
+    pub key: WarmKey,
+}
+
+/// What [`Invoker::start_with`] adds to a plain start: everything here is optional and off
+/// the critical path.
+pub struct StartOptions<C> {
+    /// Warm containers restored from an earlier invoker (adopted by the factory already).
+    pub restored: Vec<Restored<C>>,
+    /// Where warm containers are recorded for the next invoker.
+    pub live_restore: Option<Arc<LiveRestore>>,
+    /// Decides at shutdown whether stored containers stay (restart) or go (stop).
+    pub stop_policy: Option<StopPolicy>,
+    /// Where each activation's output lines are forwarded (the journal under systemd).
+    pub log_forwarder: Option<LogForwarder>,
+}
+
+impl<C> Default for StartOptions<C> {
+    fn default() -> Self {
+        Self { restored: Vec::new(), live_restore: None, stop_policy: None, log_forwarder: None }
+    }
+}
+
+impl<C> std::fmt::Debug for StartOptions<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("restored", &self.restored.len())
+            .field("live_restore", &self.live_restore)
+            .field("stop_policy", &self.stop_policy.is_some())
+            .field("log_forwarder", &self.log_forwarder)
+            .finish()
+    }
+}
 
 /// Why the invoker did not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +110,9 @@ pub(crate) struct Inner<F: ContainerFactory> {
     pub(crate) abort: Shutdown,
     id_prefix: String,
     next_id: AtomicU64,
+    pub(crate) live_restore: Option<Arc<LiveRestore>>,
+    pub(crate) log_forwarder: Option<LogForwarder>,
+    stop_policy: Option<StopPolicy>,
 }
 
 impl<F: ContainerFactory> std::fmt::Debug for Inner<F> {
@@ -103,9 +153,23 @@ impl<F: ContainerFactory> Inner<F> {
     /// Destroys a container that the pool handed out for destruction, then returns its memory.
     pub(crate) async fn destroy(&self, slot: Slot<F::Container>) {
         let mb = slot.memory_mb();
+        let stored = slot.is_stored().then(|| slot.id().to_owned());
         slot.destroy().await;
+        if let (Some(id), Some(live)) = (stored, &self.live_restore) {
+            let live = live.clone();
+            // A file removal and a few datagrams: not worth holding an async thread for.
+            let _ = tokio::task::spawn_blocking(move || live.forget(&id)).await;
+        }
         self.with_pool(|p| p.destroyed(mb));
         self.prewarm_wake.notify_one();
+    }
+
+    /// Leaves a stored idle container running for the next invoker; its memory is released
+    /// here like a destroy's.
+    async fn detach(&self, slot: Slot<F::Container>) {
+        let mb = slot.memory_mb();
+        slot.detach().await;
+        self.with_pool(|p| p.destroyed(mb));
     }
 
     async fn wait_quiet(&self) {
@@ -147,6 +211,19 @@ impl<F: ContainerFactory> Invoker<F> {
         installer: CodeInstaller,
         shutdown: Shutdown,
     ) -> Result<Arc<Self>, StartError> {
+        Self::start_with(config, factory, code, installer, shutdown, StartOptions::default()).await
+    }
+
+    /// As [`Invoker::start`], with restored warm containers, live restore, a stop policy and
+    /// log forwarding (the systemd-managed invoker).
+    pub async fn start_with(
+        config: InvokerConfig,
+        factory: F,
+        code: Arc<dyn CodeSource>,
+        installer: CodeInstaller,
+        shutdown: Shutdown,
+        options: StartOptions<F::Container>,
+    ) -> Result<Arc<Self>, StartError> {
         config.validate()?;
         let reclaimed = factory.reclaim_leftovers().await.map_err(StartError::Reclaim)?;
         if reclaimed > 0 {
@@ -171,7 +248,30 @@ impl<F: ContainerFactory> Invoker<F> {
             abort,
             id_prefix,
             next_id: AtomicU64::new(1),
+            live_restore: options.live_restore,
+            log_forwarder: options.log_forwarder,
+            stop_policy: options.stop_policy,
         });
+        let mut restored = 0usize;
+        for r in options.restored {
+            let slot = Slot::restored(r.container, r.runtime, r.memory_mb, r.key);
+            if let Some(slot) = inner.with_pool(|p| p.adopt(slot)) {
+                tracing::warn!(
+                    container = slot.id(),
+                    "no memory left for a restored container; destroying it"
+                );
+                let id = slot.id().to_owned();
+                slot.destroy().await;
+                if let Some(live) = &inner.live_restore {
+                    live.forget(&id);
+                }
+            } else {
+                restored += 1;
+            }
+        }
+        if restored > 0 {
+            tracing::info!(restored, "warm containers restored from the previous invoker");
+        }
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(
             prewarm::fill(inner.clone(), shutdown.clone())
@@ -217,6 +317,23 @@ impl<F: ContainerFactory> Invoker<F> {
         Ok(rx)
     }
 
+    /// machined reported the machine `id` removed (e.g. `machinectl terminate`). An idle
+    /// container of that name leaves the pool and is destroyed (its memory goes back); a
+    /// busy one is left to its activation, whose run ends on the closed pipes. Returns
+    /// whether an idle container was dropped.
+    pub async fn container_removed(&self, id: &str) -> bool {
+        if !id.starts_with(CONTAINER_ID_PREFIX) {
+            return false;
+        }
+        let Some(slot) = self.inner.with_pool(|p| p.take_idle(id)) else { return false };
+        tracing::warn!(
+            container = id,
+            "idle container terminated from outside; dropped from the pool"
+        );
+        self.inner.destroy(slot).await;
+        true
+    }
+
     /// Counts at this instant.
     pub fn stats(&self) -> PoolStats {
         self.inner.read_pool(|p| p.stats())
@@ -233,12 +350,21 @@ impl<F: ContainerFactory> Invoker<F> {
         }
         let inner = &self.inner;
         inner.closed_trigger.fire();
+        // Asked before anything is destroyed: on a restart the stored containers stay.
+        let keep_stored = match (&inner.stop_policy, &inner.live_restore) {
+            (Some(policy), Some(_)) => policy().await,
+            _ => false,
+        };
         let idle = inner.with_pool(|p| p.close());
-        tracing::info!(idle = idle.len(), stats = %self.stats(), "invoker shutting down");
+        tracing::info!(idle = idle.len(), keep_stored, stats = %self.stats(), "invoker shutting down");
         let mut destroys = JoinSet::new();
         for slot in idle {
             let inner = inner.clone();
-            destroys.spawn_on(async move { inner.destroy(slot).await }, &self.runtime);
+            if keep_stored && slot.is_stored() {
+                destroys.spawn_on(async move { inner.detach(slot).await }, &self.runtime);
+            } else {
+                destroys.spawn_on(async move { inner.destroy(slot).await }, &self.runtime);
+            }
         }
         let drain = inner.config.drain_timeout;
         if tokio::time::timeout(drain, inner.wait_quiet()).await.is_err() {

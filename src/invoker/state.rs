@@ -60,6 +60,8 @@ pub struct Slot<C> {
     memory_mb: u64,
     warm: Option<WarmKey>,
     last_used: Instant,
+    /// Its pipes are in the fd store (live restore): forget them when it is destroyed.
+    stored: bool,
 }
 
 impl<C: ActionContainer> Slot<C> {
@@ -72,7 +74,32 @@ impl<C: ActionContainer> Slot<C> {
             memory_mb,
             warm: None,
             last_used: Instant::now(),
+            stored: false,
         }
+    }
+
+    /// A warm container taken over from an earlier invoker (live restore): idle, initialized
+    /// with `key`, its pipes already stored.
+    pub fn restored(container: C, runtime: Runtime, memory_mb: u64, key: WarmKey) -> Self {
+        Self {
+            container,
+            state: State::WarmIdle,
+            runtime,
+            memory_mb,
+            warm: Some(key),
+            last_used: Instant::now(),
+            stored: true,
+        }
+    }
+
+    /// Whether its pipes are in the fd store.
+    pub fn is_stored(&self) -> bool {
+        self.stored
+    }
+
+    /// Notes that its pipes went to the fd store.
+    pub fn mark_stored(&mut self) {
+        self.stored = true;
     }
 
     pub fn id(&self) -> &str {
@@ -159,6 +186,13 @@ impl<C: ActionContainer> Slot<C> {
         tracing::debug!(container = self.id(), from = ?self.state, "destroying container");
         self.state = State::Destroying;
         self.container.destroy().await;
+    }
+
+    /// Lets go of an idle container whose pipes are stored, leaving it running for the next
+    /// invoker (live restore on restart).
+    pub async fn detach(self) {
+        tracing::debug!(container = self.id(), "leaving container for the next invoker");
+        self.container.detach().await;
     }
 }
 

@@ -15,6 +15,7 @@
 //! zbus is used without its proxy macros (lean build); the method signatures are spelled out
 //! below against machined's D-Bus API.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::pin::Pin;
@@ -22,11 +23,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_core::Stream;
 use zbus::message::Type as MessageType;
+use zbus::zvariant::OwnedVariant;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath};
 
 const DEST: &str = "org.freedesktop.machine1";
 const PATH: &str = "/org/freedesktop/machine1";
 const MANAGER: &str = "org.freedesktop.machine1.Manager";
+const SYSTEMD_DEST: &str = "org.freedesktop.systemd1";
+const SYSTEMD_PATH: &str = "/org/freedesktop/systemd1";
+const SYSTEMD_MANAGER: &str = "org.freedesktop.systemd1.Manager";
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+const UNIT_PATH_NAMESPACE: &str = "/org/freedesktop/systemd1/unit";
 
 /// The `service` string machines are registered with (`machinectl status` shows it).
 pub const SERVICE: &str = "hearth";
@@ -140,6 +147,34 @@ impl Machined {
         Ok(())
     }
 
+    /// Subscribes to systemd's unit `PropertiesChanged` and yields the containers whose
+    /// scope (`hearth-<id>.scope`) went `deactivating`: stopped while its processes still ran
+    /// (`machinectl terminate`, `systemctl stop` of the scope, or our own `runc delete`). A
+    /// container whose process exits by itself never passes through `deactivating` (its empty
+    /// scope goes straight to `inactive`, and machined's stop job comes after), which is how a
+    /// termination from outside is told apart from a crash. Subscribe before registering.
+    pub async fn scope_stops(&self) -> Result<ScopeStopStream, MachinedError> {
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender(SYSTEMD_DEST)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace(UNIT_PATH_NAMESPACE)
+            .arg(0, UNIT_INTERFACE)
+            .build()
+            .map_err(MachinedError::Subscribe)?;
+        let stream =
+            MessageStream::for_match_rule(rule, &self.conn, NonZeroUsize::new(REMOVED_QUEUE))
+                .await
+                .map_err(MachinedError::Subscribe)?;
+        // systemd emits unit change signals only while some client is subscribed.
+        self.conn
+            .call_method(Some(SYSTEMD_DEST), SYSTEMD_PATH, Some(SYSTEMD_MANAGER), "Subscribe", &())
+            .await
+            .map_err(MachinedError::Subscribe)?;
+        Ok(ScopeStopStream { inner: stream })
+    }
+
     /// Subscribes to `MachineRemoved`. Subscribe before registering, so no removal between the
     /// two is missed. Every machine on the host is reported (not only hearth's); the invoker
     /// matches names against its own containers.
@@ -158,6 +193,66 @@ impl Machined {
                 .map_err(MachinedError::Subscribe)?;
         Ok(MachineRemovedStream { inner: stream })
     }
+}
+
+/// Containers whose scope went `deactivating` (see [`Machined::scope_stops`]).
+#[derive(Debug)]
+pub struct ScopeStopStream {
+    inner: MessageStream,
+}
+
+impl ScopeStopStream {
+    /// The next container id whose scope is being stopped; None when the bus closed. Other
+    /// units and other property changes are skipped.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            let msg = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_next(cx)).await?;
+            let Ok(msg) = msg else { continue };
+            let header = msg.header();
+            let Some(unit) = header.path().and_then(|p| unit_of_path(p.as_str())) else {
+                continue;
+            };
+            let Some(container) = container_of_scope(&unit) else { continue };
+            // PropertiesChanged(s interface, a{sv} changed, as invalidated)
+            type Changed = (String, HashMap<String, OwnedVariant>, Vec<String>);
+            let Ok((_iface, changed, _)) = msg.body().deserialize::<Changed>() else {
+                continue;
+            };
+            let deactivating = changed
+                .get("ActiveState")
+                .and_then(|v| String::try_from(&**v).ok())
+                .is_some_and(|state| state == "deactivating");
+            if deactivating {
+                return Some(container.to_owned());
+            }
+        }
+    }
+}
+
+/// A unit's name from its object path: the last component with systemd's bus escaping
+/// (`_xx` is the byte 0xxx) undone. None for any other path.
+pub fn unit_of_path(path: &str) -> Option<String> {
+    let escaped = path.strip_prefix(UNIT_PATH_NAMESPACE)?.strip_prefix('/')?;
+    let b = escaped.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'_' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The container of a `hearth-<id>.scope` unit name.
+pub fn container_of_scope(unit: &str) -> Option<&str> {
+    unit.strip_prefix(SCOPE_PREFIX)?.strip_prefix('-')?.strip_suffix(".scope")
 }
 
 /// The names of machines as machined removes them (terminated, or their scope ended).
@@ -233,6 +328,16 @@ mod tests {
     fn cgroups_path_and_scope() {
         assert_eq!(runc_cgroups_path("c7"), "hearth.slice:hearth:c7");
         assert_eq!(scope_unit("c7"), "hearth-c7.scope");
+        assert_eq!(container_of_scope("hearth-hearth-1a-2.scope"), Some("hearth-1a-2"));
+        assert_eq!(container_of_scope("other.scope"), None);
+        assert_eq!(
+            unit_of_path("/org/freedesktop/systemd1/unit/hearth_2dhearth_2d1a_2d2_2escope")
+                .as_deref(),
+            Some("hearth-hearth-1a-2.scope")
+        );
+        assert_eq!(unit_of_path("/org/freedesktop/systemd1/unit/bad_2"), None);
+        assert_eq!(unit_of_path("/org/freedesktop/machine1"), None);
+        assert_eq!(container_of_scope("hearth-x.service"), None);
     }
 
     #[tokio::test]

@@ -65,5 +65,6 @@ pub mod journal;
 pub mod listen;
 pub mod machined;
 pub mod notify;
+pub mod unit_job;
 
 pub use fds::InheritedFds;
