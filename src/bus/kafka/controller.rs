@@ -258,6 +258,11 @@ impl KafkaBus {
         self.shared.state().balancer.invokers().to_vec()
     }
 
+    /// The health of one invoker as this controller sees it.
+    pub fn health(&self, id: InvokerId) -> Health {
+        self.shared.state().balancer.health(id)
+    }
+
     /// How many activations wait for their record.
     pub fn in_flight(&self) -> usize {
         self.shared.state().in_flight.len()
