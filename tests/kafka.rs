@@ -6,6 +6,8 @@
 //! answers at once with a success record naming the invoker, or holds activations whose params
 //! say `"hold": true` (a long run) for as long as it lives.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

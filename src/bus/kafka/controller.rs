@@ -212,7 +212,11 @@ impl KafkaBus {
         let brokers = config.brokers.clone();
         let client_err = |role| {
             let brokers = brokers.clone();
-            move |source| KafkaError::Client { role, brokers, source }
+            move |source: rdkafka::error::KafkaError| KafkaError::Client {
+                role,
+                brokers,
+                source: Box::new(source),
+            }
         };
         let delivery_ms = config.delivery_timeout.as_millis() as u64;
         let producer: FutureProducer<TracingContext> = producer_settings(&brokers, delivery_ms)
@@ -325,7 +329,7 @@ impl KafkaBus {
                     what: format!("activation {id}"),
                     topic,
                     brokers: shared.config.brokers.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 tracing::error!(error = %err, "dispatch failed: Kafka is unavailable");
                 Err(DispatchError::Unavailable(format!("the message bus is unavailable: {err}")))
@@ -365,10 +369,10 @@ fn assign(
     brokers: &str,
 ) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
-    let consume_err = |source| KafkaError::Consume {
+    let consume_err = |source: rdkafka::error::KafkaError| KafkaError::Consume {
         topic: topic.to_string(),
         brokers: brokers.to_string(),
-        source,
+        source: Box::new(source),
     };
     tpl.add_partition_offset(topic, 0, Offset::End).map_err(consume_err)?;
     consumer.assign(&tpl).map_err(consume_err)

@@ -12,7 +12,7 @@ pub enum KafkaError {
         role: &'static str,
         brokers: String,
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A topic could not be created (or checked) on the brokers.
     #[error("cannot create topic {topic} on brokers {brokers}: {reason}")]
@@ -24,7 +24,7 @@ pub enum KafkaError {
         topic: String,
         brokers: String,
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// Subscribing or assigning a consumer failed.
     #[error("cannot consume topic {topic} from brokers {brokers}: {source}")]
@@ -32,7 +32,7 @@ pub enum KafkaError {
         topic: String,
         brokers: String,
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: Box<rdkafka::error::KafkaError>,
     },
     /// A message on a hearth topic did not decode: another version or another producer.
     #[error("undecodable message at {topic}/{partition}@{offset}: {source}")]

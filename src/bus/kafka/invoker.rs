@@ -128,7 +128,7 @@ impl Ctx {
                 what: format!("the record of activation {id}"),
                 topic,
                 brokers: self.config.brokers.clone(),
-                source,
+                source: Box::new(source),
             };
             // The controller's deadline records the activation as failed.
             tracing::error!(error = %e, "completion lost");
@@ -162,7 +162,11 @@ pub async fn serve_invoker(
     let id = config.invoker_id;
     let client_err = |role| {
         let brokers = brokers.clone();
-        move |source| KafkaError::Client { role, brokers, source }
+        move |source: rdkafka::error::KafkaError| KafkaError::Client {
+            role,
+            brokers,
+            source: Box::new(source),
+        }
     };
     let delivery_ms = config.delivery_timeout.as_millis() as u64;
     let producer: FutureProducer<TracingContext> = producer_settings(&brokers, delivery_ms)
@@ -182,7 +186,7 @@ pub async fn serve_invoker(
     consumer.subscribe(&[&topic]).map_err(|source| KafkaError::Consume {
         topic: topic.clone(),
         brokers: brokers.clone(),
-        source,
+        source: Box::new(source),
     })?;
     tracing::info!(invoker = %id, %brokers, "serving activations from Kafka");
 
