@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
-    consumer_settings, ensure_topics, producer_settings, serve_invoker, InvokerConfig, KafkaBus,
-    KafkaConfig,
+    consumer_settings, ensure_topics, follow_entities, producer_settings, serve_invoker, EntityLog,
+    EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
 };
 use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
 use hearth::model::{
@@ -410,4 +410,80 @@ async fn a_broker_outage_is_reported_and_service_resumes_by_itself() {
     assert_eq!(rec.response.result["params"]["n"], 3);
     println!("service resumed {:?} after the broker restarted", t1.elapsed());
     inv.task.abort();
+}
+
+/// Stands in for the store: entities and the resume offset in one map, as LMDB would keep them
+/// in one transaction.
+type Entities = std::collections::BTreeMap<String, Vec<u8>>;
+
+#[derive(Default)]
+struct MapSink {
+    state: Mutex<(Entities, Option<i64>)>,
+}
+
+impl EntitySink for MapSink {
+    fn resume_offset(&self) -> Option<i64> {
+        self.state.lock().unwrap().1
+    }
+
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64) {
+        let mut st = self.state.lock().unwrap();
+        match value {
+            Some(v) => st.0.insert(key.to_string(), v.to_vec()),
+            None => st.0.remove(key),
+        };
+        st.1 = Some(offset + 1);
+    }
+}
+
+async fn wait_for(sink: &MapSink, offset: i64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while sink.resume_offset().unwrap_or(0) < offset {
+        assert!(Instant::now() < until, "follower stuck at {:?}", sink.resume_offset());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_published_on_one_controller_reach_every_host() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
+    log.ensure_topic().await.unwrap();
+    let code = vec![b'x'; 3 * 1024 * 1024]; // larger than Kafka's 1 MB default
+    log.publish("action/guest/a", Some(b"{\"rev\":1}")).await.unwrap();
+    log.publish("action/guest/big", Some(&code)).await.unwrap();
+    log.publish("action/guest/a", Some(b"{\"rev\":2}")).await.unwrap();
+    let last = log.publish("action/guest/gone", Some(b"{}")).await.unwrap();
+    let last = last.max(log.publish("action/guest/gone", None).await.unwrap());
+
+    let host = Arc::new(MapSink::default());
+    let (trigger, sd) = shutdown::channel();
+    let follower = tokio::spawn({
+        let (b, s) = (brokers.clone(), host.clone());
+        async move { follow_entities(&b, "hearth.host-b", s, sd).await.unwrap() }
+    });
+    wait_for(&host, last + 1).await;
+    {
+        let st = host.state.lock().unwrap();
+        assert_eq!(st.0.get("action/guest/a").map(Vec::as_slice), Some(&b"{\"rev\":2}"[..]));
+        assert_eq!(st.0.get("action/guest/big").map(Vec::len), Some(code.len()));
+        assert!(!st.0.contains_key("action/guest/gone"), "the tombstone deleted it");
+    }
+    trigger.fire();
+    follower.await.unwrap();
+
+    // A restarted follower resumes after what it applied: only the new write arrives.
+    let applied_before = host.resume_offset().unwrap();
+    let newer = log.publish("action/guest/c", Some(b"{}")).await.unwrap();
+    assert_eq!(newer, applied_before, "offsets are dense on a fresh topic");
+    let (trigger, sd) = shutdown::channel();
+    let follower = tokio::spawn({
+        let (b, s) = (brokers.clone(), host.clone());
+        async move { follow_entities(&b, "hearth.host-b", s, sd).await.unwrap() }
+    });
+    wait_for(&host, newer + 1).await;
+    assert_eq!(host.state.lock().unwrap().0.len(), 3);
+    trigger.fire();
+    follower.await.unwrap();
 }

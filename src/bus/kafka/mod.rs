@@ -12,6 +12,7 @@
 //! controller C --ActivationEnvelope--> hearth.invoker.<N>    (one per invoker)
 //! invoker N    --Activation----------> hearth.completed.<C>  (one per controller)
 //! invoker N    --Ping (every 1 s)----> hearth.health         (every controller reads all)
+//! controller   --entity or tombstone-> hearth.entities       (compacted; every host follows)
 //! ```
 //!
 //! Admission is the broker's acknowledgement of the activation (acks=1). See docs/KAFKA.md for
@@ -22,6 +23,7 @@
 
 mod client;
 mod controller;
+mod entities;
 mod error;
 mod invoker;
 mod topics;
@@ -29,6 +31,7 @@ mod wire;
 
 pub use client::{consumer_settings, producer_settings};
 pub use controller::{KafkaBus, KafkaConfig};
+pub use entities::{follow_entities, EntityLog, EntitySink, ENTITY_TOPIC, MAX_ENTITY_BYTES};
 pub use error::KafkaError;
 pub use invoker::{serve_invoker, InvokerConfig};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
