@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -46,6 +46,9 @@ use crate::model::{now_millis, Activation, ActivationId};
 /// How often the sweeper looks for silent invokers and overdue activations: a tenth of a
 /// second adds at most that to the offline time, for a scan of the in-flight map.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long start-up waits to learn where the completion topic ends.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Pause after a consumer error before polling again, so an outage does not spin a core.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
@@ -241,9 +244,13 @@ impl KafkaBus {
             .create_with_context(TracingContext { role: "controller health" })
             .map_err(client_err("health consumer"))?;
         // Assigned, not subscribed: each controller reads whole topics of its own, so a
-        // consumer-group rebalance would only add start-up latency.
-        assign(&completions, &completions_topic, &brokers)?;
-        assign(&health, HEALTH_TOPIC, &brokers)?;
+        // consumer-group rebalance would only add start-up latency. Completions start at the
+        // end as it is now (records of a previous run are nobody's), resolved here rather than
+        // lazily so that no record of this run can fall before the start; pings start at the
+        // end whenever it resolves (a missed ping is repeated a second later).
+        let start = end_offset(&brokers, &group, &completions_topic).await;
+        assign(&completions, &completions_topic, start, &brokers)?;
+        assign(&health, HEALTH_TOPIC, Offset::End, &brokers)?;
 
         let state =
             State { balancer: ShardingBalancer::new(config.balancer), in_flight: HashMap::new() };
@@ -363,9 +370,35 @@ impl Dispatcher for KafkaBus {
     }
 }
 
+/// The current end of partition 0 of `topic`; the beginning when the broker cannot say now
+/// (down at start-up: replayed old records are ignored, as unknown activation ids).
+async fn end_offset(brokers: &str, group: &str, topic: &str) -> Offset {
+    let settings = consumer_settings(brokers, group, false);
+    let topic_owned = topic.to_string();
+    // librdkafka's watermark query blocks its thread.
+    let high = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer<TracingContext> =
+            settings.create_with_context(TracingContext { role: "controller offsets" })?;
+        c.fetch_watermarks(&topic_owned, 0, WATERMARK_TIMEOUT).map(|(_, high)| high)
+    })
+    .await;
+    match high {
+        Ok(Ok(high)) => Offset::Offset(high),
+        Ok(Err(e)) => {
+            tracing::warn!(topic, error = %e, "end offset unknown; reading from the beginning");
+            Offset::Beginning
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "end offset query failed; reading from the beginning");
+            Offset::Beginning
+        }
+    }
+}
+
 fn assign(
     consumer: &StreamConsumer<TracingContext>,
     topic: &str,
+    start: Offset,
     brokers: &str,
 ) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
@@ -374,7 +407,7 @@ fn assign(
         brokers: brokers.to_string(),
         source: Box::new(source),
     };
-    tpl.add_partition_offset(topic, 0, Offset::End).map_err(consume_err)?;
+    tpl.add_partition_offset(topic, 0, start).map_err(consume_err)?;
     consumer.assign(&tpl).map_err(consume_err)
 }
 
