@@ -138,15 +138,21 @@ impl Ctx {
     fn ping(&self) -> Ping {
         let busy = self.load.busy_mb.load(Ordering::Relaxed);
         let last = self.load.last_system_error_ms.load(Ordering::Relaxed);
-        let window = self.config.system_error_window.as_millis() as u64;
-        let now = now_millis();
-        Ping {
-            invoker: self.config.invoker_id,
-            capacity_mb: self.config.capacity_mb,
-            free_mb: self.config.capacity_mb.saturating_sub(busy),
-            system_error: last != 0 && now.saturating_sub(last) <= window,
-            sent_at_ms: now,
-        }
+        make_ping(&self.config, busy, last, now_millis())
+    }
+}
+
+/// The ping of an invoker with `busy_mb` running and its last system error at
+/// `last_system_error_ms` (0: never), at wall-clock `now_ms`.
+fn make_ping(config: &InvokerConfig, busy_mb: u64, last_system_error_ms: u64, now_ms: u64) -> Ping {
+    let window = config.system_error_window.as_millis() as u64;
+    Ping {
+        invoker: config.invoker_id,
+        capacity_mb: config.capacity_mb,
+        free_mb: config.capacity_mb.saturating_sub(busy_mb),
+        system_error: last_system_error_ms != 0
+            && now_ms.saturating_sub(last_system_error_ms) <= window,
+        sent_at_ms: now_ms,
     }
 }
 
@@ -309,5 +315,28 @@ async fn ping_loop(ctx: Arc<Ctx>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_report_free_memory_and_recent_system_errors() {
+        let cfg = InvokerConfig::new("127.0.0.1:1", InvokerId(2), 2048);
+        let now = 1_000_000;
+        let p = make_ping(&cfg, 512, 0, now);
+        assert_eq!(
+            (p.invoker, p.capacity_mb, p.free_mb, p.system_error),
+            (InvokerId(2), 2048, 1536, false)
+        );
+        assert_eq!(p.sent_at_ms, now);
+        assert!(
+            make_ping(&cfg, 0, now - 30_000, now).system_error,
+            "30 s ago is within the window"
+        );
+        assert!(!make_ping(&cfg, 0, now - 30_001, now).system_error);
+        assert_eq!(make_ping(&cfg, 4096, 0, now).free_mb, 0, "overbooked is zero, not negative");
     }
 }
