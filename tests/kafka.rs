@@ -219,7 +219,7 @@ async fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
     let consumer: StreamConsumer =
         consumer_settings(brokers, "hearth.test.rtt", false).create().unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::End).unwrap();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap(); // a fresh topic
     consumer.assign(&tpl).unwrap();
     // Warm up: the first fetch resolves the offset and connects.
     let mut samples = Vec::new();
@@ -353,7 +353,9 @@ async fn a_dead_invoker_fails_its_in_flight_activations_and_work_moves_on() {
         assert!(msg.contains("invoker1") && msg.contains("offline"), "{msg}");
     }
     let failed_after = killed_at.elapsed();
-    assert!(failed_after >= offline_after, "failed too early: {failed_after:?}");
+    // Offline counts from the last ping, up to one ping interval before the kill.
+    let earliest = offline_after - Duration::from_millis(200);
+    assert!(failed_after >= earliest, "failed too early: {failed_after:?}");
     println!("in-flight activations failed {failed_after:?} after the invoker died");
     assert_eq!(bus.health(victim), Health::Offline);
     assert_eq!(bus.in_flight(), 0);
@@ -461,7 +463,10 @@ async fn entities_published_on_one_controller_reach_every_host() {
     let (trigger, sd) = shutdown::channel();
     let follower = tokio::spawn({
         let (b, s) = (brokers.clone(), host.clone());
-        async move { follow_entities(&b, "hearth.host-b", s, sd).await.unwrap() }
+        async move {
+            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
+            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
+        }
     });
     wait_for(&host, last + 1).await;
     {
@@ -480,7 +485,10 @@ async fn entities_published_on_one_controller_reach_every_host() {
     let (trigger, sd) = shutdown::channel();
     let follower = tokio::spawn({
         let (b, s) = (brokers.clone(), host.clone());
-        async move { follow_entities(&b, "hearth.host-b", s, sd).await.unwrap() }
+        async move {
+            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
+            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
+        }
     });
     wait_for(&host, newer + 1).await;
     assert_eq!(host.state.lock().unwrap().0.len(), 3);

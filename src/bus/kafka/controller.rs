@@ -26,11 +26,12 @@ use rdkafka::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::attach::Attachment;
 use super::client::{consumer_settings, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
@@ -249,15 +250,15 @@ impl KafkaBus {
         // lazily so that no record of this run can fall before the start; pings start at the
         // end whenever it resolves (a missed ping is repeated a second later).
         let start = end_offset(&brokers, &group, &completions_topic).await;
-        assign(&completions, &completions_topic, start, &brokers)?;
-        assign(&health, HEALTH_TOPIC, Offset::End, &brokers)?;
 
         let state =
             State { balancer: ShardingBalancer::new(config.balancer), in_flight: HashMap::new() };
         let span = tracing::info_span!("kafka_bus", controller = %config.controller_id);
         let shared = Arc::new(Shared { config, producer, admin, state: Mutex::new(state) });
         let tasks = vec![
-            tokio::spawn(consume_completions(shared.clone(), completions).instrument(span.clone())),
+            tokio::spawn(
+                consume_completions(shared.clone(), completions, start).instrument(span.clone()),
+            ),
             tokio::spawn(consume_health(shared.clone(), health).instrument(span.clone())),
             tokio::spawn(sweep(shared.clone()).instrument(span)),
         ];
@@ -395,44 +396,31 @@ async fn end_offset(brokers: &str, group: &str, topic: &str) -> Offset {
     }
 }
 
-fn assign(
-    consumer: &StreamConsumer<TracingContext>,
-    topic: &str,
+/// Creates the controller's topics unless they exist.
+async fn ensure_controller_topics(shared: &Shared) -> Result<(), KafkaError> {
+    let topic = completion_topic(&shared.config.controller_id);
+    ensure_topics(
+        &shared.admin,
+        &shared.config.brokers,
+        &[&topic, HEALTH_TOPIC],
+        shared.config.replication,
+    )
+    .await
+}
+
+async fn consume_completions(
+    shared: Arc<Shared>,
+    consumer: StreamConsumer<TracingContext>,
     start: Offset,
-    brokers: &str,
-) -> Result<(), KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    let consume_err = |source: rdkafka::error::KafkaError| KafkaError::Consume {
-        topic: topic.to_string(),
-        brokers: brokers.to_string(),
-        source: Box::new(source),
-    };
-    tpl.add_partition_offset(topic, 0, start).map_err(consume_err)?;
-    consumer.assign(&tpl).map_err(consume_err)
-}
-
-/// Re-creates the controller's topics after a consumer error that says they are gone.
-async fn recover_topics(shared: &Shared, error: &rdkafka::error::KafkaError) {
-    if is_unknown_topic(error) {
-        let topic = completion_topic(&shared.config.controller_id);
-        if let Err(e) = ensure_topics(
-            &shared.admin,
-            &shared.config.brokers,
-            &[&topic, HEALTH_TOPIC],
-            shared.config.replication,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "re-creating the controller's topics failed");
-        }
-    }
-    tokio::time::sleep(ERROR_PAUSE).await;
-}
-
-async fn consume_completions(shared: Arc<Shared>, consumer: StreamConsumer<TracingContext>) {
+) {
+    let mut at = Attachment::new(&completion_topic(&shared.config.controller_id), start);
     loop {
+        at.attach(&consumer, || ensure_controller_topics(&shared)).await;
         let record = match consumer.recv().await {
-            Ok(m) => match m.payload().map(serde_json::from_slice::<Activation>) {
+            Ok(m) => match {
+                at.consumed(m.offset());
+                m.payload().map(serde_json::from_slice::<Activation>)
+            } {
                 Some(Ok(r)) => r,
                 Some(Err(source)) => {
                     let e = KafkaError::Decode {
@@ -448,7 +436,8 @@ async fn consume_completions(shared: Arc<Shared>, consumer: StreamConsumer<Traci
             },
             Err(e) => {
                 tracing::warn!(error = %e, "consuming completions failed");
-                recover_topics(&shared, &e).await;
+                at.on_error(&consumer, &e);
+                tokio::time::sleep(ERROR_PAUSE).await;
                 continue;
             }
         };
@@ -458,9 +447,14 @@ async fn consume_completions(shared: Arc<Shared>, consumer: StreamConsumer<Traci
 
 async fn consume_health(shared: Arc<Shared>, consumer: StreamConsumer<TracingContext>) {
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
+    let mut at = Attachment::new(HEALTH_TOPIC, Offset::End);
     loop {
+        at.attach(&consumer, || ensure_controller_topics(&shared)).await;
         let ping = match consumer.recv().await {
-            Ok(m) => match m.payload().map(serde_json::from_slice::<Ping>) {
+            Ok(m) => match {
+                at.consumed(m.offset());
+                m.payload().map(serde_json::from_slice::<Ping>)
+            } {
                 Some(Ok(p)) => p,
                 Some(Err(source)) => {
                     let e = KafkaError::Decode {
@@ -476,7 +470,8 @@ async fn consume_health(shared: Arc<Shared>, consumer: StreamConsumer<TracingCon
             },
             Err(e) => {
                 tracing::warn!(error = %e, "consuming health pings failed");
-                recover_topics(&shared, &e).await;
+                at.on_error(&consumer, &e);
+                tokio::time::sleep(ERROR_PAUSE).await;
                 continue;
             }
         };

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
+use super::attach::Attachment;
 use super::client::{consumer_settings, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use crate::shutdown::Shutdown;
@@ -144,19 +145,16 @@ impl EntityLog {
     }
 }
 
-/// Follows the entity topic into `sink` from its resume offset until `shutdown`. A broker
-/// outage is waited out. Errors only when the consumer cannot be created or assigned.
+/// Follows the entity topic into `sink` from its resume offset until `shutdown`, creating the
+/// topic through `log` when missing. A broker outage is waited out. Errors only when the
+/// consumer cannot be created.
 pub async fn follow_entities(
-    brokers: &str,
+    log: &EntityLog,
     group: &str,
     sink: Arc<dyn EntitySink>,
     mut shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
-    let consume_err = |source: rdkafka::error::KafkaError| KafkaError::Consume {
-        topic: ENTITY_TOPIC.to_string(),
-        brokers: brokers.to_string(),
-        source: Box::new(source),
-    };
+    let brokers = log.brokers.as_str();
     let mut settings = consumer_settings(brokers, group, false);
     settings.set("fetch.message.max.bytes", MAX_ENTITY_BYTES.to_string());
     settings.set("receive.message.max.bytes", (MAX_ENTITY_BYTES + 1024 * 1024).to_string());
@@ -168,16 +166,16 @@ pub async fn follow_entities(
             source: Box::new(source),
         })?;
     let start = sink.resume_offset().map_or(Offset::Beginning, Offset::Offset);
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(ENTITY_TOPIC, 0, start).map_err(consume_err)?;
-    consumer.assign(&tpl).map_err(consume_err)?;
+    let mut at = Attachment::new(ENTITY_TOPIC, start);
     loop {
+        at.attach(&consumer, || log.ensure_topic()).await;
         let m = tokio::select! {
             _ = shutdown.wait() => return Ok(()),
             m = consumer.recv() => m,
         };
         match m {
             Ok(m) => {
+                at.consumed(m.offset());
                 let Some(Ok(key)) = m.key_view::<str>() else {
                     tracing::warn!(offset = m.offset(), "entity record without a text key skipped");
                     continue;
@@ -186,6 +184,7 @@ pub async fn follow_entities(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "following the entity topic failed");
+                at.on_error(&consumer, &e);
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::attach::Attachment;
 use super::client::{consumer_settings, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
@@ -37,6 +39,9 @@ use crate::shutdown::Shutdown;
 /// Activations waiting for their record at once. Beyond it the loop stops consuming (the
 /// topic holds the rest): bounds memory when the pool queues more than it runs.
 const MAX_OUTSTANDING: usize = 4096;
+
+/// How often the invoker commits its position in its topic.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Pause after a consumer error before polling again.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
@@ -93,18 +98,15 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn ensure_own_topics(&self) {
+    async fn ensure_own_topics(&self) -> Result<(), KafkaError> {
         let own = invoker_topic(self.config.invoker_id);
-        if let Err(e) = ensure_topics(
+        ensure_topics(
             &self.admin,
             &self.config.brokers,
             &[&own, HEALTH_TOPIC],
             self.config.replication,
         )
         .await
-        {
-            tracing::warn!(error = %e, "creating the invoker's topics failed; will retry");
-        }
     }
 
     /// Sends `record` to the controller that waits for it.
@@ -184,41 +186,47 @@ pub async fn serve_invoker(
     let topic = invoker_topic(id);
     // Committed offsets: a restarted invoker resumes after what it already took.
     let consumer: StreamConsumer<TracingContext> =
-        consumer_settings(&brokers, &format!("hearth.{topic}"), true)
+        consumer_settings(&brokers, &format!("hearth.{topic}"), false)
             .create_with_context(TracingContext { role: "invoker consumer" })
             .map_err(client_err("consumer"))?;
     let ctx = Arc::new(Ctx { config, producer, admin, load: Load::default() });
-    ctx.ensure_own_topics().await;
-    consumer.subscribe(&[&topic]).map_err(|source| KafkaError::Consume {
-        topic: topic.clone(),
-        brokers: brokers.clone(),
-        source: Box::new(source),
-    })?;
+    // Assigned (one partition, one invoker with this id) from the committed offset (earliest
+    // when none), and only while the topic exists (see attach.rs). Not a subscription: a
+    // consumer-group member's close waits for a rebalance round trip, which would stall a
+    // dying task and slow every restart.
+    let mut at = Attachment::new(&topic, Offset::Stored);
     tracing::info!(invoker = %id, %brokers, "serving activations from Kafka");
 
     let mut pinger = JoinSet::new();
     pinger.spawn(ping_loop(ctx.clone()).instrument(tracing::Span::current()));
     let mut tasks = JoinSet::new();
     let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+    let mut commits = Commits::new(&topic);
+    let mut commit_every = tokio::time::interval(COMMIT_INTERVAL);
     loop {
         // Reap finished waiters so the set does not grow with every activation served.
         while tasks.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        let m = tokio::select! {
-            _ = shutdown.wait() => break,
-            m = consumer.recv() => m,
+        let m = loop {
+            at.attach(&consumer, || ctx.ensure_own_topics()).await;
+            tokio::select! {
+                _ = shutdown.wait() => break None,
+                _ = commit_every.tick() => commits.flush(&consumer),
+                m = consumer.recv() => break Some(m),
+            }
         };
+        let Some(m) = m else { break };
         let m = match m {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(invoker = %id, error = %e, "consuming activations failed");
-                if is_unknown_topic(&e) {
-                    ctx.ensure_own_topics().await;
-                }
+                at.on_error(&consumer, &e);
                 tokio::time::sleep(ERROR_PAUSE).await;
                 continue;
             }
         };
+        commits.taken(m.offset());
+        at.consumed(m.offset());
         let Some(envelope) = decode(&m) else { continue };
         let age_ms = m.timestamp().to_millis().map_or(0, |t| now_millis().saturating_sub(t as u64));
         let ctx2 = ctx.clone();
@@ -234,12 +242,53 @@ pub async fn serve_invoker(
     }
     // Shutdown: take no more, but let what runs finish and report (still pinging, so the
     // controllers do not fail it meanwhile); the pool's own shutdown bounds this wait.
+    commits.flush(&consumer);
     drop(consumer);
     tracing::info!(invoker = %id, outstanding = tasks.len(), "stopped consuming activations");
     while tasks.join_next().await.is_some() {}
     pinger.abort_all();
     tracing::info!(invoker = %id, "stopped serving activations from Kafka");
     Ok(())
+}
+
+/// The invoker's position in its topic, committed to the broker every [`COMMIT_INTERVAL`] so
+/// that a restarted invoker resumes after what it already took (and never runs it twice).
+///
+/// Committed by hand, asynchronously, rather than by librdkafka's auto-commit: auto-commit
+/// also commits while the consumer closes, and that close waited forever against the test
+/// broker, stalling the task that dropped the consumer. An invoker killed between two commits
+/// sees at most 100 ms of activations again; their messages are then older than the time it
+/// took to restart, and the stale rule answers them (with a failure record) instead of running
+/// them when that exceeds `stale_after`.
+#[derive(Debug)]
+struct Commits {
+    topic: String,
+    taken: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl Commits {
+    fn new(topic: &str) -> Self {
+        Self { topic: topic.to_string(), taken: None, committed: None }
+    }
+
+    fn taken(&mut self, offset: i64) {
+        self.taken = Some(offset);
+    }
+
+    fn flush(&mut self, consumer: &StreamConsumer<TracingContext>) {
+        let Some(taken) = self.taken.filter(|t| Some(*t) != self.committed) else { return };
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&self.topic, 0, Offset::Offset(taken + 1)).is_err() {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => self.committed = Some(taken),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "committing the invoker's offset failed")
+            }
+        }
+    }
 }
 
 fn decode(m: &BorrowedMessage<'_>) -> Option<ActivationEnvelope> {
@@ -311,7 +360,9 @@ async fn ping_loop(ctx: Arc<Ctx>) {
             Ok(Err((e, _))) => {
                 tracing::warn!(invoker = %ping.invoker, error = %e, "ping not delivered");
                 if is_unknown_topic(&e) {
-                    ctx.ensure_own_topics().await;
+                    if let Err(e) = ctx.ensure_own_topics().await {
+                        tracing::warn!(error = %e, "re-creating the invoker's topics failed");
+                    }
                 }
             }
         }

@@ -21,6 +21,7 @@
 //! [`Dispatcher`]: super::Dispatcher
 //! [`ActivationMessage`]: super::ActivationMessage
 
+mod attach;
 mod client;
 mod controller;
 mod entities;
