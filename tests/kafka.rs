@@ -104,11 +104,12 @@ impl Drop for Broker {
 struct TestInvoker {
     id: u32,
     held: Mutex<Vec<(ActivationId, oneshot::Sender<hearth::model::Activation>)>>,
+    ran: Mutex<Vec<ActivationId>>,
 }
 
 impl TestInvoker {
     fn new(id: u32) -> Arc<Self> {
-        Arc::new(Self { id, held: Mutex::default() })
+        Arc::new(Self { id, held: Mutex::default(), ran: Mutex::default() })
     }
 
     fn held(&self) -> usize {
@@ -125,6 +126,7 @@ impl Dispatcher for TestInvoker {
     > {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
+            self.ran.lock().unwrap().push(msg.activation_id);
             if msg.params.get("hold") == Some(&serde_json::Value::Bool(true)) {
                 self.held.lock().unwrap().push((msg.activation_id, tx));
                 return Ok(rx);
@@ -159,7 +161,7 @@ fn message(name: &str, n: u64) -> ActivationMessage {
 struct RunningInvoker {
     pool: Arc<TestInvoker>,
     task: JoinHandle<()>,
-    _trigger: ShutdownTrigger,
+    trigger: ShutdownTrigger,
 }
 
 fn start_invoker(brokers: &str, id: u32, ping: Duration) -> RunningInvoker {
@@ -171,7 +173,7 @@ fn start_invoker(brokers: &str, id: u32, ping: Duration) -> RunningInvoker {
     let task = tokio::spawn(async move {
         serve_invoker(cfg, dispatcher, sd).await.unwrap();
     });
-    RunningInvoker { pool, task, _trigger: trigger }
+    RunningInvoker { pool, task, trigger }
 }
 
 async fn connect(brokers: &str, id: &str, offline_after: Duration) -> KafkaBus {
@@ -494,4 +496,31 @@ async fn entities_published_on_one_controller_reach_every_host() {
     assert_eq!(host.state.lock().unwrap().0.len(), 3);
     trigger.fire();
     follower.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_invoker_resumes_after_what_it_took() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let first = start_invoker(&brokers, 0, Duration::from_millis(200));
+    let bus = connect(&brokers, "ctl-restart", Duration::from_secs(10)).await;
+    wait_up(&bus, 1).await;
+    for i in 0..5 {
+        assert!(invoke(&bus, message("r", i)).await.response.success);
+    }
+    // A graceful stop (commits its position), then the same invoker id again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), first.task).await.unwrap().unwrap();
+    let second = start_invoker(&brokers, 0, Duration::from_millis(200));
+    let mut ids = Vec::new();
+    for i in 5..10 {
+        let rec = invoke(&bus, message("r", i)).await;
+        assert!(rec.response.success);
+        ids.push(rec.activation_id);
+    }
+    let ran_again: Vec<_> = second.pool.ran.lock().unwrap().clone();
+    assert_eq!(ran_again, ids, "the restarted invoker ran exactly the new activations");
+    assert_eq!(first.pool.ran.lock().unwrap().len(), 5);
+    second.task.abort();
 }

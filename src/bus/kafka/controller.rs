@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
 use tokio::sync::oneshot;
@@ -408,6 +408,24 @@ async fn ensure_controller_topics(shared: &Shared) -> Result<(), KafkaError> {
     .await
 }
 
+/// Decodes one hearth message; an undecodable one (another version, another producer) is
+/// logged and skipped.
+fn decode<T: serde::de::DeserializeOwned>(m: &BorrowedMessage<'_>, what: &str) -> Option<T> {
+    match serde_json::from_slice::<T>(m.payload()?) {
+        Ok(v) => Some(v),
+        Err(source) => {
+            let e = KafkaError::Decode {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                source,
+            };
+            tracing::warn!(error = %e, "skipping a {what}");
+            None
+        }
+    }
+}
+
 async fn consume_completions(
     shared: Arc<Shared>,
     consumer: StreamConsumer<TracingContext>,
@@ -416,24 +434,8 @@ async fn consume_completions(
     let mut at = Attachment::new(&completion_topic(&shared.config.controller_id), start);
     loop {
         at.attach(&consumer, || ensure_controller_topics(&shared)).await;
-        let record = match consumer.recv().await {
-            Ok(m) => match {
-                at.consumed(m.offset());
-                m.payload().map(serde_json::from_slice::<Activation>)
-            } {
-                Some(Ok(r)) => r,
-                Some(Err(source)) => {
-                    let e = KafkaError::Decode {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        source,
-                    };
-                    tracing::warn!(error = %e, "skipping a completion");
-                    continue;
-                }
-                None => continue,
-            },
+        let m = match consumer.recv().await {
+            Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "consuming completions failed");
                 at.on_error(&consumer, &e);
@@ -441,7 +443,10 @@ async fn consume_completions(
                 continue;
             }
         };
-        shared.complete(record);
+        at.consumed(m.offset());
+        if let Some(record) = decode::<Activation>(&m, "completion") {
+            shared.complete(record);
+        }
     }
 }
 
@@ -450,24 +455,8 @@ async fn consume_health(shared: Arc<Shared>, consumer: StreamConsumer<TracingCon
     let mut at = Attachment::new(HEALTH_TOPIC, Offset::End);
     loop {
         at.attach(&consumer, || ensure_controller_topics(&shared)).await;
-        let ping = match consumer.recv().await {
-            Ok(m) => match {
-                at.consumed(m.offset());
-                m.payload().map(serde_json::from_slice::<Ping>)
-            } {
-                Some(Ok(p)) => p,
-                Some(Err(source)) => {
-                    let e = KafkaError::Decode {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        source,
-                    };
-                    tracing::warn!(error = %e, "skipping a ping");
-                    continue;
-                }
-                None => continue,
-            },
+        let m = match consumer.recv().await {
+            Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "consuming health pings failed");
                 at.on_error(&consumer, &e);
@@ -475,6 +464,8 @@ async fn consume_health(shared: Arc<Shared>, consumer: StreamConsumer<TracingCon
                 continue;
             }
         };
+        at.consumed(m.offset());
+        let Some(ping) = decode::<Ping>(&m, "ping") else { continue };
         if now_millis().saturating_sub(ping.sent_at_ms) > max_age_ms {
             continue;
         }
