@@ -4,10 +4,11 @@
 //! have with a "current leader" hint and no topic id, and librdkafka 2.12 dereferences the
 //! missing topic name while applying that hint: the whole process crashes (SIGSEGV in
 //! `rd_kafka_metadata_update_op`). That happens when a consumer fetches before its topic is
-//! created, or after a broker with memory storage restarts empty. So a consumer is assigned
-//! only after its topic was created (or found), is unassigned as soon as the brokers go down
-//! or say the topic is gone, and is assigned again, at the offset it had reached, once the
-//! topic exists again.
+//! created, or after a broker with memory storage restarts empty (the topic comes back with a
+//! new id, and a client that lived through the outage fetches by the old one). So a consumer is
+//! created and assigned only after its topic was created (or found), is dropped as soon as
+//! the brokers go down or say the topic is gone, and a new one is assigned, at the offset the
+//! old one had reached, once the topic exists again.
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,12 +31,11 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Attachment {
     topic: String,
     next: Offset,
-    attached: bool,
 }
 
 impl Attachment {
     pub fn new(topic: &str, start: Offset) -> Self {
-        Self { topic: topic.to_string(), next: start, attached: false }
+        Self { topic: topic.to_string(), next: start }
     }
 
     /// Records that the message at `offset` was consumed: a re-attach resumes after it.
@@ -43,44 +43,50 @@ impl Attachment {
         self.next = Offset::Offset(offset + 1);
     }
 
-    /// Assigns the partition once `ensure` (topic creation) succeeds, retrying until then.
-    pub async fn attach<C, F, Fut>(&mut self, consumer: &StreamConsumer<C>, ensure: F)
+    /// Creates a fresh consumer with `make` and assigns it, once `ensure` (topic creation)
+    /// succeeded; retries until then. A fresh client each time: one that lived through an
+    /// outage caches the old topic ids, and fetching a re-created topic by its old id is
+    /// exactly the crash this module avoids.
+    pub async fn connect<C, M, F, Fut>(&mut self, make: M, ensure: F) -> StreamConsumer<C>
     where
         C: ConsumerContext + 'static,
+        M: Fn() -> Result<StreamConsumer<C>, KafkaError>,
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(), KafkaError>>,
     {
-        if self.attached {
-            return;
-        }
         let mut logged = false;
         loop {
-            match ensure().await {
-                Ok(()) => break,
+            let attempt = match ensure().await {
+                Ok(()) => make(),
+                Err(e) => Err(e),
+            };
+            let consumer = match attempt {
+                Ok(c) => c,
                 Err(e) => {
                     if !logged {
-                        tracing::warn!(topic = %self.topic, error = %e, "waiting for the brokers to create the topic");
+                        tracing::warn!(topic = %self.topic, error = %e, "waiting for the brokers to have the topic");
                         logged = true;
                     }
                     tokio::time::sleep(RETRY).await;
+                    continue;
                 }
-            }
-        }
-        self.rewind_if_recreated(consumer);
-        let mut tpl = TopicPartitionList::new();
-        let assigned = tpl
-            .add_partition_offset(&self.topic, 0, self.next)
-            .and_then(|()| consumer.assign(&tpl));
-        match assigned {
-            Ok(()) => {
-                self.attached = true;
-                if logged {
-                    tracing::info!(topic = %self.topic, "consuming again");
+            };
+            self.rewind_if_recreated(&consumer);
+            let mut tpl = TopicPartitionList::new();
+            let assigned = tpl
+                .add_partition_offset(&self.topic, 0, self.next)
+                .and_then(|()| consumer.assign(&tpl));
+            match assigned {
+                Ok(()) => {
+                    if logged {
+                        tracing::info!(topic = %self.topic, "consuming again");
+                    }
+                    return consumer;
                 }
-            }
-            Err(e) => {
-                tracing::warn!(topic = %self.topic, error = %e, "assigning the partition failed");
-                tokio::time::sleep(RETRY).await;
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "assigning the partition failed");
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
     }
@@ -102,13 +108,10 @@ impl Attachment {
         }
     }
 
-    /// Reacts to a consumer error: when the brokers are gone or lost the topic, stops
-    /// fetching (see the module doc) until the next [`attach`](Self::attach).
-    pub fn on_error<C: ConsumerContext + 'static>(
-        &mut self,
-        consumer: &StreamConsumer<C>,
-        error: &RdError,
-    ) {
+    /// Whether a consumer error means the brokers are gone or lost the topic: the caller then
+    /// drops its consumer at once (so it fetches nothing when the broker returns) and
+    /// [`connect`](Self::connect)s a new one.
+    pub fn is_gone(&self, error: &RdError) -> bool {
         use RDKafkaErrorCode as E;
         let gone = matches!(
             error.rdkafka_error_code(),
@@ -120,12 +123,9 @@ impl Attachment {
                     | E::UnknownPartition
             )
         );
-        if gone && self.attached {
-            tracing::warn!(topic = %self.topic, %error, "brokers unavailable: pausing this consumer");
-            if let Err(e) = consumer.unassign() {
-                tracing::warn!(topic = %self.topic, error = %e, "unassigning failed");
-            }
-            self.attached = false;
+        if gone {
+            tracing::warn!(topic = %self.topic, %error, "brokers unavailable: dropping this consumer until they are back");
         }
+        gone
     }
 }

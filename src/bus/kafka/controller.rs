@@ -237,18 +237,8 @@ impl KafkaBus {
             tracing::warn!(error = %e, "topics not created yet; retrying in the background");
         }
         let group = format!("hearth.controller.{}", config.controller_id);
-        let completions: StreamConsumer<TracingContext> =
-            consumer_settings(&brokers, &group, false)
-                .create_with_context(TracingContext { role: "controller completions" })
-                .map_err(client_err("completion consumer"))?;
-        let health: StreamConsumer<TracingContext> = consumer_settings(&brokers, &group, false)
-            .create_with_context(TracingContext { role: "controller health" })
-            .map_err(client_err("health consumer"))?;
-        // Assigned, not subscribed: each controller reads whole topics of its own, so a
-        // consumer-group rebalance would only add start-up latency. Completions start at the
-        // end as it is now (records of a previous run are nobody's), resolved here rather than
-        // lazily so that no record of this run can fall before the start; pings start at the
-        // end whenever it resolves (a missed ping is repeated a second later).
+        // Fails now, not later in a loop, if the consumer settings can never work.
+        drop(controller_consumer(&brokers, &group, "controller completions")?);
         let start = end_offset(&brokers, &group, &completions_topic).await;
 
         let state =
@@ -256,10 +246,8 @@ impl KafkaBus {
         let span = tracing::info_span!("kafka_bus", controller = %config.controller_id);
         let shared = Arc::new(Shared { config, producer, admin, state: Mutex::new(state) });
         let tasks = vec![
-            tokio::spawn(
-                consume_completions(shared.clone(), completions, start).instrument(span.clone()),
-            ),
-            tokio::spawn(consume_health(shared.clone(), health).instrument(span.clone())),
+            tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
+            tokio::spawn(consume_health(shared.clone()).instrument(span.clone())),
             tokio::spawn(sweep(shared.clone()).instrument(span)),
         ];
         Ok(Self { shared, tasks })
@@ -426,54 +414,89 @@ fn decode<T: serde::de::DeserializeOwned>(m: &BorrowedMessage<'_>, what: &str) -
     }
 }
 
-async fn consume_completions(
-    shared: Arc<Shared>,
-    consumer: StreamConsumer<TracingContext>,
+/// A consumer for one of this controller's topics (no group membership; see docs/KAFKA.md).
+fn controller_consumer(
+    brokers: &str,
+    group: &str,
+    role: &'static str,
+) -> Result<StreamConsumer<TracingContext>, KafkaError> {
+    consumer_settings(brokers, group, false).create_with_context(TracingContext { role }).map_err(
+        |source| KafkaError::Client {
+            role,
+            brokers: brokers.to_string(),
+            source: Box::new(source),
+        },
+    )
+}
+
+/// Consumes partition 0 of `topic` forever, handing each message to `handle`; survives broker
+/// outages and re-created topics (see attach.rs).
+async fn consume_topic(
+    shared: &Shared,
+    topic: &str,
     start: Offset,
+    role: &'static str,
+    mut handle: impl FnMut(&BorrowedMessage<'_>),
 ) {
-    let mut at = Attachment::new(&completion_topic(&shared.config.controller_id), start);
+    let group = format!("hearth.controller.{}", shared.config.controller_id);
+    let brokers = shared.config.brokers.as_str();
+    let mut at = Attachment::new(topic, start);
+    let mut consumer = None;
     loop {
-        at.attach(&consumer, || ensure_controller_topics(&shared)).await;
-        let m = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consuming completions failed");
-                at.on_error(&consumer, &e);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
+        let c = match consumer.take() {
+            Some(c) => c,
+            None => {
+                at.connect(
+                    || controller_consumer(brokers, &group, role),
+                    || ensure_controller_topics(shared),
+                )
+                .await
             }
         };
-        at.consumed(m.offset());
-        if let Some(record) = decode::<Activation>(&m, "completion") {
-            shared.complete(record);
+        let gone = match c.recv().await {
+            Ok(m) => {
+                at.consumed(m.offset());
+                handle(&m);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "consuming failed");
+                let gone = at.is_gone(&e);
+                if !gone {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                gone
+            }
+        };
+        if !gone {
+            consumer = Some(c);
         }
     }
 }
 
-async fn consume_health(shared: Arc<Shared>, consumer: StreamConsumer<TracingContext>) {
+async fn consume_completions(shared: Arc<Shared>, start: Offset) {
+    let topic = completion_topic(&shared.config.controller_id);
+    consume_topic(&shared, &topic, start, "controller completions", |m| {
+        if let Some(record) = decode::<Activation>(m, "completion") {
+            shared.complete(record);
+        }
+    })
+    .await
+}
+
+async fn consume_health(shared: Arc<Shared>) {
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
-    let mut at = Attachment::new(HEALTH_TOPIC, Offset::End);
-    loop {
-        at.attach(&consumer, || ensure_controller_topics(&shared)).await;
-        let m = match consumer.recv().await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "consuming health pings failed");
-                at.on_error(&consumer, &e);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        at.consumed(m.offset());
-        let Some(ping) = decode::<Ping>(&m, "ping") else { continue };
+    consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", |m| {
+        let Some(ping) = decode::<Ping>(m, "ping") else { return };
         if now_millis().saturating_sub(ping.sent_at_ms) > max_age_ms {
-            continue;
+            return;
         }
         let t = shared.state().balancer.observe(&ping, Instant::now());
         if let Some(t) = t {
             shared.on_transition(t);
         }
-    }
+    })
+    .await
 }
 
 async fn sweep(shared: Arc<Shared>) {

@@ -155,38 +155,60 @@ pub async fn follow_entities(
     mut shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let brokers = log.brokers.as_str();
-    let mut settings = consumer_settings(brokers, group, false);
-    settings.set("fetch.message.max.bytes", MAX_ENTITY_BYTES.to_string());
-    settings.set("receive.message.max.bytes", (MAX_ENTITY_BYTES + 1024 * 1024).to_string());
-    let consumer: StreamConsumer<TracingContext> = settings
-        .create_with_context(TracingContext { role: "entity follower" })
-        .map_err(|source| KafkaError::Client {
-            role: "entity follower",
-            brokers: brokers.to_string(),
-            source: Box::new(source),
-        })?;
+    let make = || {
+        let mut settings = consumer_settings(brokers, group, false);
+        settings.set("fetch.message.max.bytes", MAX_ENTITY_BYTES.to_string());
+        settings.set("receive.message.max.bytes", (MAX_ENTITY_BYTES + 1024 * 1024).to_string());
+        settings
+            .create_with_context::<_, StreamConsumer<TracingContext>>(TracingContext {
+                role: "entity follower",
+            })
+            .map_err(|source| KafkaError::Client {
+                role: "entity follower",
+                brokers: brokers.to_string(),
+                source: Box::new(source),
+            })
+    };
+    // Fails now if the settings can never work, rather than retrying forever.
+    drop(make()?);
     let start = sink.resume_offset().map_or(Offset::Beginning, Offset::Offset);
     let mut at = Attachment::new(ENTITY_TOPIC, start);
+    let mut consumer = None;
     loop {
-        at.attach(&consumer, || log.ensure_topic()).await;
+        let c = match consumer.take() {
+            Some(c) => c,
+            None => tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                c = at.connect(make, || log.ensure_topic()) => c,
+            },
+        };
         let m = tokio::select! {
             _ = shutdown.wait() => return Ok(()),
-            m = consumer.recv() => m,
+            m = c.recv() => m,
         };
-        match m {
+        let gone = match m {
             Ok(m) => {
                 at.consumed(m.offset());
-                let Some(Ok(key)) = m.key_view::<str>() else {
-                    tracing::warn!(offset = m.offset(), "entity record without a text key skipped");
-                    continue;
-                };
-                sink.apply(key, m.payload(), m.offset());
+                match m.key_view::<str>() {
+                    Some(Ok(key)) => sink.apply(key, m.payload(), m.offset()),
+                    _ => tracing::warn!(
+                        offset = m.offset(),
+                        "entity record without a text key skipped"
+                    ),
+                }
+                false
             }
             Err(e) => {
                 tracing::warn!(error = %e, "following the entity topic failed");
-                at.on_error(&consumer, &e);
-                tokio::time::sleep(ERROR_PAUSE).await;
+                let gone = at.is_gone(&e);
+                if !gone {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                gone
             }
+        };
+        if !gone {
+            consumer = Some(c);
         }
     }
 }

@@ -184,11 +184,18 @@ pub async fn serve_invoker(
         .create_with_context(TracingContext { role: "invoker admin" })
         .map_err(client_err("admin client"))?;
     let topic = invoker_topic(id);
-    // Committed offsets: a restarted invoker resumes after what it already took.
-    let consumer: StreamConsumer<TracingContext> =
-        consumer_settings(&brokers, &format!("hearth.{topic}"), false)
-            .create_with_context(TracingContext { role: "invoker consumer" })
-            .map_err(client_err("consumer"))?;
+    // Committed offsets (group `hearth.<topic>`, no membership): a restarted invoker resumes
+    // after what it already took.
+    let group = format!("hearth.{topic}");
+    let make = || {
+        consumer_settings(&brokers, &group, false)
+            .create_with_context::<_, StreamConsumer<TracingContext>>(TracingContext {
+                role: "invoker consumer",
+            })
+            .map_err(client_err("consumer"))
+    };
+    // Fails now if the settings can never work, rather than retrying forever.
+    drop(make()?);
     let ctx = Arc::new(Ctx { config, producer, admin, load: Load::default() });
     // Assigned (one partition, one invoker with this id) from the committed offset (earliest
     // when none), and only while the topic exists (see attach.rs). Not a subscription: a
@@ -203,47 +210,65 @@ pub async fn serve_invoker(
     let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     let mut commits = Commits::new(&topic);
     let mut commit_every = tokio::time::interval(COMMIT_INTERVAL);
-    loop {
+    let mut consumer: Option<StreamConsumer<TracingContext>> = None;
+    'serve: loop {
         // Reap finished waiters so the set does not grow with every activation served.
         while tasks.try_join_next().is_some() {}
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let c = match consumer.take() {
+            Some(c) => c,
+            None => tokio::select! {
+                _ = shutdown.wait() => break 'serve,
+                c = at.connect(make, || ctx.ensure_own_topics()) => c,
+            },
+        };
         let m = loop {
-            at.attach(&consumer, || ctx.ensure_own_topics()).await;
             tokio::select! {
-                _ = shutdown.wait() => break None,
-                _ = commit_every.tick() => commits.flush(&consumer),
-                m = consumer.recv() => break Some(m),
+                _ = shutdown.wait() => {
+                    commits.flush(&c);
+                    break 'serve;
+                }
+                _ = commit_every.tick() => commits.flush(&c),
+                m = c.recv() => break m,
             }
         };
-        let Some(m) = m else { break };
-        let m = match m {
-            Ok(m) => m,
+        let gone = match m {
+            Ok(m) => {
+                commits.taken(m.offset());
+                at.consumed(m.offset());
+                if let Some(envelope) = decode(&m) {
+                    let age_ms = m
+                        .timestamp()
+                        .to_millis()
+                        .map_or(0, |t| now_millis().saturating_sub(t as u64));
+                    let ctx2 = ctx.clone();
+                    let dispatcher = dispatcher.clone();
+                    let span = tracing::debug_span!("kafka_activation", activation = %envelope.msg.activation_id, invoker = %id);
+                    tasks.spawn(
+                        async move {
+                            handle(&ctx2, dispatcher.as_ref(), envelope, age_ms).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                false
+            }
             Err(e) => {
                 tracing::warn!(invoker = %id, error = %e, "consuming activations failed");
-                at.on_error(&consumer, &e);
-                tokio::time::sleep(ERROR_PAUSE).await;
-                continue;
+                let gone = at.is_gone(&e);
+                if !gone {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                gone
             }
         };
-        commits.taken(m.offset());
-        at.consumed(m.offset());
-        let Some(envelope) = decode(&m) else { continue };
-        let age_ms = m.timestamp().to_millis().map_or(0, |t| now_millis().saturating_sub(t as u64));
-        let ctx2 = ctx.clone();
-        let dispatcher = dispatcher.clone();
-        let span = tracing::debug_span!("kafka_activation", activation = %envelope.msg.activation_id, invoker = %id);
-        tasks.spawn(
-            async move {
-                handle(&ctx2, dispatcher.as_ref(), envelope, age_ms).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        if !gone {
+            consumer = Some(c);
+        }
     }
     // Shutdown: take no more, but let what runs finish and report (still pinging, so the
     // controllers do not fail it meanwhile); the pool's own shutdown bounds this wait.
-    commits.flush(&consumer);
-    drop(consumer);
     tracing::info!(invoker = %id, outstanding = tasks.len(), "stopped consuming activations");
     while tasks.join_next().await.is_some() {}
     pinger.abort_all();
