@@ -3,12 +3,14 @@
 //! The path of one activation reads top to bottom through the modules:
 //! [`api`] (HTTP, auth) -> [`controller`] (entities, invoke orchestration) -> [`bus`] (the seam
 //! to the invoker) -> [`invoker`] (the container pool) -> [`container`] (runc) and [`runtime`]
-//! (the in-container launchers and their protocol). [`store`] keeps entities in LMDB and
+//! (the in-container launchers and their protocol); with several invokers, [`balancer`]
+//! chooses one. [`store`] keeps entities in LMDB and
 //! [`model`] defines them. [`systemd`] is the glue to the host's service manager and [`cli`]
 //! the `hearth` client.
 
 pub mod admin;
 pub mod api;
+pub mod balancer;
 pub mod bus;
 pub mod cli;
 pub mod container;

@@ -7,6 +7,8 @@
 //! messages between processes and hosts.
 
 pub mod frame;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod unix;
 
 use std::future::Future;

@@ -1,0 +1,131 @@
+//! Keeps a consumer assigned to its partition only while its topic is known to exist.
+//!
+//! Why: the brokers hearth is tested against (tansu) answer a fetch for a topic they do not
+//! have with a "current leader" hint and no topic id, and librdkafka 2.12 dereferences the
+//! missing topic name while applying that hint: the whole process crashes (SIGSEGV in
+//! `rd_kafka_metadata_update_op`). That happens when a consumer fetches before its topic is
+//! created, or after a broker with memory storage restarts empty (the topic comes back with a
+//! new id, and a client that lived through the outage fetches by the old one). So a consumer is
+//! created and assigned only after its topic was created (or found), is dropped as soon as
+//! the brokers go down or say the topic is gone, and a new one is assigned, at the offset the
+//! old one had reached, once the topic exists again.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::error::KafkaError;
+
+/// Between attempts to create the topic while the brokers are away.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// How long a re-attach may wait to learn where the partition ends.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One consumer's binding to partition 0 of `topic`.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    topic: String,
+    next: Offset,
+}
+
+impl Attachment {
+    pub fn new(topic: &str, start: Offset) -> Self {
+        Self { topic: topic.to_string(), next: start }
+    }
+
+    /// Records that the message at `offset` was consumed: a re-attach resumes after it.
+    pub fn consumed(&mut self, offset: i64) {
+        self.next = Offset::Offset(offset + 1);
+    }
+
+    /// Creates a fresh consumer with `make` and assigns it, once `ensure` (topic creation)
+    /// succeeded; retries until then. A fresh client each time: one that lived through an
+    /// outage caches the old topic ids, and fetching a re-created topic by its old id is
+    /// exactly the crash this module avoids.
+    pub async fn connect<C, M, F, Fut>(&mut self, make: M, ensure: F) -> StreamConsumer<C>
+    where
+        C: ConsumerContext + 'static,
+        M: Fn() -> Result<StreamConsumer<C>, KafkaError>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), KafkaError>>,
+    {
+        let mut logged = false;
+        loop {
+            let attempt = match ensure().await {
+                Ok(()) => make(),
+                Err(e) => Err(e),
+            };
+            let consumer = match attempt {
+                Ok(c) => c,
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(topic = %self.topic, error = %e, "waiting for the brokers to have the topic");
+                        logged = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            self.rewind_if_recreated(&consumer);
+            let mut tpl = TopicPartitionList::new();
+            let assigned = tpl
+                .add_partition_offset(&self.topic, 0, self.next)
+                .and_then(|()| consumer.assign(&tpl));
+            match assigned {
+                Ok(()) => {
+                    if logged {
+                        tracing::info!(topic = %self.topic, "consuming again");
+                    }
+                    return consumer;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "assigning the partition failed");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// A broker with memory storage comes back with empty topics, and it answers a fetch
+    /// beyond the end by waiting for data rather than with "offset out of range": resuming at
+    /// the old position would skip every message until the new topic grows past it. So when
+    /// the end of the partition is before the position, the topic is new: start at its
+    /// beginning. (A blocking metadata call of at most a second, on the recovery path only.)
+    fn rewind_if_recreated<C: ConsumerContext + 'static>(&mut self, consumer: &StreamConsumer<C>) {
+        let Offset::Offset(next) = self.next else { return };
+        match consumer.fetch_watermarks(&self.topic, 0, WATERMARK_TIMEOUT) {
+            Ok((_, high)) if high < next => {
+                tracing::warn!(topic = %self.topic, next, high, "the topic was re-created: reading it from the beginning");
+                self.next = Offset::Beginning;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(topic = %self.topic, error = %e, "end of partition unknown"),
+        }
+    }
+
+    /// Whether a consumer error means the brokers are gone or lost the topic: the caller then
+    /// drops its consumer at once (so it fetches nothing when the broker returns) and
+    /// [`connect`](Self::connect)s a new one.
+    pub fn is_gone(&self, error: &RdError) -> bool {
+        use RDKafkaErrorCode as E;
+        let gone = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                E::AllBrokersDown
+                    | E::BrokerTransportFailure
+                    | E::UnknownTopicOrPartition
+                    | E::UnknownTopic
+                    | E::UnknownPartition
+            )
+        );
+        if gone {
+            tracing::warn!(topic = %self.topic, %error, "brokers unavailable: dropping this consumer until they are back");
+        }
+        gone
+    }
+}

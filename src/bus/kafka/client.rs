@@ -1,0 +1,94 @@
+//! Kafka client settings, tuned for the latency of one activation, and the librdkafka log
+//! bridge into tracing (so broker outages reach the journal).
+//!
+//! Producer: `linger.ms=0` (send each activation at once; batching would add its linger to
+//! every invoke), `acks=1` (admission is the partition leader's write: `acks=0` could not tell
+//! a dead broker from a live one, so an activation could vanish silently; `acks=all` waits for
+//! replication too, one more broker round trip on every invoke, for a loss window that only
+//! opens when a leader dies in the few milliseconds before its followers copy the record, and
+//! even then the controller's completion deadline records the activation as failed),
+//! compression none (messages are a few hundred bytes; compressing costs CPU on both ends for
+//! nothing), Nagle off (one small request per invoke must not wait for an ACK).
+//!
+//! Consumer: `fetch.wait.max.ms=5` (the broker answers an empty fetch after 5 ms, so a message
+//! produced during a long-poll waits at most that; librdkafka's default is 500),
+//! `fetch.min.bytes=1` (answer as soon as anything is there), `enable.partition.eof=false`
+//! (no end-of-partition events to skip), short reconnect back-offs and a one-second metadata
+//! refresh, so a restarted broker (and re-created topics) are found again within a second or
+//! two.
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError as RdError;
+
+/// Settings shared by every hearth client.
+fn common(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("socket.nagle.disable", "true")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("broker.address.family", "v4");
+    c
+}
+
+/// The producer settings; `delivery_timeout_ms` bounds how long a message may wait for the
+/// broker's acknowledgement (the admission time limit).
+pub fn producer_settings(brokers: &str, delivery_timeout_ms: u64) -> ClientConfig {
+    let mut c = common(brokers);
+    c.set("linger.ms", "0")
+        .set("acks", "1")
+        .set("enable.idempotence", "false")
+        .set("compression.type", "none")
+        .set("message.timeout.ms", delivery_timeout_ms.to_string())
+        .set("retry.backoff.ms", "50");
+    c
+}
+
+/// The consumer settings for group `group`; `commit` says whether consumed offsets are
+/// committed (the invoker resumes where it stopped; a controller does not need to).
+pub fn consumer_settings(brokers: &str, group: &str, commit: bool) -> ClientConfig {
+    let mut c = common(brokers);
+    c.set("group.id", group)
+        .set("enable.auto.commit", if commit { "true" } else { "false" })
+        .set("auto.commit.interval.ms", "200")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.error.backoff.ms", "50")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    c
+}
+
+/// Forwards librdkafka's logs and errors to tracing, tagged with the client's role.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TracingContext {
+    pub role: &'static str,
+}
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let role = self.role;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(role, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(role, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(role, fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(role, fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        tracing::warn!(role = self.role, %error, "kafka client error: {reason}");
+    }
+}
+
+impl ConsumerContext for TracingContext {}

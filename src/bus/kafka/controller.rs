@@ -1,0 +1,523 @@
+//! The controller's side of the Kafka bus: [`KafkaBus`], a [`Dispatcher`] over many invokers.
+//!
+//! One dispatch: the balancer picks an up invoker with room (and reserves the action's memory
+//! there), the activation is registered as in flight, then produced to the invoker's topic;
+//! the broker's acknowledgement is the admission. Completions arrive on this controller's own
+//! topic and are routed by activation id to the waiting oneshot.
+//!
+//! Three background tasks, stopped when the bus is dropped:
+//! - the completion consumer (`hearth.completed.<id>`),
+//! - the health consumer (`hearth.health`), feeding pings to the balancer,
+//! - the sweeper: marks silent invokers offline and fails what was in flight on them, and fails
+//!   any activation whose completion is overdue (its timeout plus a grace period), so an
+//!   activation whose message or record the cluster lost still ends with a record.
+//!
+//! Failed in-flight activations are not retried on another invoker: the controller cannot tell
+//! "not yet started" from "running" on an invoker it lost, and running a non-idempotent action
+//! twice is worse than a recorded internal error (docs/KAFKA.md).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::AdminClient;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Offset;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::attach::Attachment;
+use super::client::{consumer_settings, producer_settings, TracingContext};
+use super::error::{is_unknown_topic, KafkaError};
+use super::topics::{
+    completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC,
+};
+use super::wire::ActivationEnvelope;
+use crate::balancer::{
+    BalancerConfig, Health, InvokerId, InvokerState, Ping, ShardingBalancer, Transition,
+};
+use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::model::{now_millis, Activation, ActivationId};
+
+/// How often the sweeper looks for silent invokers and overdue activations: a tenth of a
+/// second adds at most that to the offline time, for a scan of the in-flight map.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long start-up waits to learn where the completion topic ends.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pause after a consumer error before polling again, so an outage does not spin a core.
+const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// How the controller talks to Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// This controller's id, unique in the cluster: names its completion topic.
+    pub controller_id: String,
+    pub balancer: BalancerConfig,
+    /// How long the broker may take to acknowledge an activation before the dispatch fails
+    /// with Unavailable (503). Short: a healthy broker answers in milliseconds, and a user
+    /// waiting on a dead broker should hear so quickly.
+    pub delivery_timeout: Duration,
+    /// An activation with no completion after its action timeout plus this is recorded as a
+    /// whisk internal error (the invoker, the broker or the record was lost). As OpenWhisk's
+    /// forced completion: the invoker may first queue the activation behind others.
+    pub completion_grace: Duration,
+    /// Replication factor of the topics this controller creates.
+    pub replication: i32,
+}
+
+impl KafkaConfig {
+    pub fn new(brokers: impl Into<String>, controller_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            controller_id: controller_id.into(),
+            balancer: BalancerConfig::default(),
+            delivery_timeout: Duration::from_secs(3),
+            completion_grace: Duration::from_secs(60),
+            replication: 1,
+        }
+    }
+}
+
+/// An activation sent to an invoker whose record has not arrived.
+#[derive(Debug)]
+struct InFlight {
+    invoker: InvokerId,
+    memory_mb: u64,
+    deadline: Instant,
+    msg: ActivationMessage,
+    completion: oneshot::Sender<Activation>,
+}
+
+#[derive(Debug)]
+struct State {
+    balancer: ShardingBalancer,
+    in_flight: HashMap<ActivationId, InFlight>,
+}
+
+struct Shared {
+    config: KafkaConfig,
+    producer: FutureProducer<TracingContext>,
+    admin: AdminClient<TracingContext>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands a record to whoever waits for it and frees its memory in the balancer.
+    fn complete(&self, record: Activation) {
+        let entry = {
+            let mut st = self.state();
+            let entry = st.in_flight.remove(&record.activation_id);
+            if let Some(e) = &entry {
+                st.balancer.release(e.invoker, e.memory_mb);
+            }
+            entry
+        };
+        match entry {
+            Some(e) => {
+                let _ = e.completion.send(record);
+            }
+            // A replayed topic, or an activation already failed (offline, overdue).
+            None => {
+                tracing::debug!(activation = %record.activation_id, "completion for an unknown activation")
+            }
+        }
+    }
+
+    /// Fails every in-flight activation `pick` selects, with `why(entry)` as the message.
+    fn fail_where(
+        &self,
+        pick: impl Fn(&InFlight) -> bool,
+        why: impl Fn(&InFlight) -> String,
+    ) -> usize {
+        let lost: Vec<InFlight> = {
+            let mut st = self.state();
+            let ids: Vec<ActivationId> =
+                st.in_flight.iter().filter(|(_, e)| pick(e)).map(|(id, _)| *id).collect();
+            let lost: Vec<InFlight> = ids.iter().filter_map(|id| st.in_flight.remove(id)).collect();
+            for e in &lost {
+                st.balancer.release(e.invoker, e.memory_mb);
+            }
+            lost
+        };
+        let n = lost.len();
+        for e in lost {
+            let message = why(&e);
+            tracing::warn!(activation = %e.msg.activation_id, invoker = %e.invoker, "{message}");
+            let _ = e.completion.send(e.msg.failure_record(&message));
+        }
+        n
+    }
+
+    fn on_transition(&self, t: Transition) {
+        match t.to {
+            Health::Up => tracing::info!(invoker = %t.invoker, from = %t.from, "invoker is up"),
+            Health::Unhealthy => {
+                tracing::warn!(invoker = %t.invoker, "invoker reports system errors: no new work")
+            }
+            Health::Offline => {
+                let secs = self.config.balancer.offline_after.as_secs_f64();
+                let failed = self.fail_where(
+                    |e| e.invoker == t.invoker,
+                    |e| {
+                        format!(
+                            "{} went offline (no health ping for {secs} s) with this activation in flight",
+                            e.invoker
+                        )
+                    },
+                );
+                tracing::error!(invoker = %t.invoker, failed, "invoker is offline");
+            }
+        }
+    }
+}
+
+/// The controller's [`Dispatcher`] over Kafka. Dropping it stops its background tasks.
+#[derive(Debug)]
+pub struct KafkaBus {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for KafkaBus {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl KafkaBus {
+    /// Creates the clients, the controller's topics (best effort: a broker that is down now is
+    /// retried by the consumers) and starts consuming completions and pings. Fails only on
+    /// settings that can never work.
+    pub async fn connect(config: KafkaConfig) -> Result<Self, KafkaError> {
+        if !valid_client_id(&config.controller_id) {
+            return Err(KafkaError::BadControllerId(config.controller_id));
+        }
+        let brokers = config.brokers.clone();
+        let client_err = |role| {
+            let brokers = brokers.clone();
+            move |source: rdkafka::error::KafkaError| KafkaError::Client {
+                role,
+                brokers,
+                source: Box::new(source),
+            }
+        };
+        let delivery_ms = config.delivery_timeout.as_millis() as u64;
+        let producer: FutureProducer<TracingContext> = producer_settings(&brokers, delivery_ms)
+            .create_with_context(TracingContext { role: "controller producer" })
+            .map_err(client_err("producer"))?;
+        let admin: AdminClient<TracingContext> = producer_settings(&brokers, delivery_ms)
+            .create_with_context(TracingContext { role: "controller admin" })
+            .map_err(client_err("admin client"))?;
+        let completions_topic = completion_topic(&config.controller_id);
+        if let Err(e) =
+            ensure_topics(&admin, &brokers, &[&completions_topic, HEALTH_TOPIC], config.replication)
+                .await
+        {
+            tracing::warn!(error = %e, "topics not created yet; retrying in the background");
+        }
+        let group = format!("hearth.controller.{}", config.controller_id);
+        // Fails now, not later in a loop, if the consumer settings can never work.
+        drop(controller_consumer(&brokers, &group, "controller completions")?);
+        let start = end_offset(&brokers, &group, &completions_topic).await;
+
+        let state =
+            State { balancer: ShardingBalancer::new(config.balancer), in_flight: HashMap::new() };
+        let span = tracing::info_span!("kafka_bus", controller = %config.controller_id);
+        let shared = Arc::new(Shared { config, producer, admin, state: Mutex::new(state) });
+        let tasks = vec![
+            tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
+            tokio::spawn(consume_health(shared.clone()).instrument(span.clone())),
+            tokio::spawn(sweep(shared.clone()).instrument(span)),
+        ];
+        Ok(Self { shared, tasks })
+    }
+
+    /// A snapshot of every invoker slot this controller knows (for status output and tests).
+    pub fn invokers(&self) -> Vec<InvokerState> {
+        self.shared.state().balancer.invokers().to_vec()
+    }
+
+    /// The health of one invoker as this controller sees it.
+    pub fn health(&self, id: InvokerId) -> Health {
+        self.shared.state().balancer.health(id)
+    }
+
+    /// How many activations wait for their record.
+    pub fn in_flight(&self) -> usize {
+        self.shared.state().in_flight.len()
+    }
+
+    /// Where the activations of `action` go first (its home invoker), once invokers are known.
+    pub fn home_invoker(&self, action: &crate::model::FullyQualifiedName) -> Option<InvokerId> {
+        let st = self.shared.state();
+        st.balancer.home_and_step(action).map(|(home, _)| InvokerId(home as u32))
+    }
+
+    async fn dispatch_inner(&self, msg: ActivationMessage) -> Result<Completion, DispatchError> {
+        let shared = &self.shared;
+        let id = msg.activation_id;
+        let memory_mb = msg.limits.memory;
+        let envelope = ActivationEnvelope { controller: shared.config.controller_id.clone(), msg };
+        let payload = serde_json::to_vec(&envelope).map_err(|source| {
+            DispatchError::Unavailable(KafkaError::Encode { id, source }.to_string())
+        })?;
+        let msg = envelope.msg;
+        let deadline = Instant::now() + msg.limits.timeout() + shared.config.completion_grace;
+        let (done_tx, done_rx) = oneshot::channel();
+        let choice = {
+            let mut st = shared.state();
+            let choice = st.balancer.choose(&msg.action, memory_mb).map_err(|e| {
+                DispatchError::Unavailable(format!("{e} (brokers {})", shared.config.brokers))
+            })?;
+            // Registered before producing: the record may come back before the ack does.
+            st.in_flight.insert(
+                id,
+                InFlight { invoker: choice.invoker, memory_mb, deadline, msg, completion: done_tx },
+            );
+            choice
+        };
+        if choice.overloaded {
+            tracing::debug!(invoker = %choice.invoker, "every invoker is full: queueing at the home invoker");
+        }
+        let topic = invoker_topic(choice.invoker);
+        let key = id.to_string();
+        let mut result = self.produce(&topic, &key, &payload).await;
+        if matches!(&result, Err(e) if is_unknown_topic(e)) {
+            // The broker lost the topic (restarted with memory storage): re-create, try once more.
+            let _ = ensure_topics(
+                &shared.admin,
+                &shared.config.brokers,
+                &[&topic],
+                shared.config.replication,
+            )
+            .await;
+            result = self.produce(&topic, &key, &payload).await;
+        }
+        match result {
+            Ok(()) => Ok(done_rx),
+            Err(source) => {
+                let mut st = shared.state();
+                if let Some(e) = st.in_flight.remove(&id) {
+                    st.balancer.release(e.invoker, e.memory_mb);
+                }
+                let err = KafkaError::Produce {
+                    what: format!("activation {id}"),
+                    topic,
+                    brokers: shared.config.brokers.clone(),
+                    source: Box::new(source),
+                };
+                tracing::error!(error = %err, "dispatch failed: Kafka is unavailable");
+                Err(DispatchError::Unavailable(format!("the message bus is unavailable: {err}")))
+            }
+        }
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        self.shared
+            .producer
+            .send(record, self.shared.config.delivery_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}
+
+impl Dispatcher for KafkaBus {
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+        let span = tracing::debug_span!("kafka_dispatch", activation = %msg.activation_id, action = %msg.action);
+        Box::pin(self.dispatch_inner(msg).instrument(span))
+    }
+}
+
+/// The current end of partition 0 of `topic`; the beginning when the broker cannot say now
+/// (down at start-up: replayed old records are ignored, as unknown activation ids).
+async fn end_offset(brokers: &str, group: &str, topic: &str) -> Offset {
+    let settings = consumer_settings(brokers, group, false);
+    let topic_owned = topic.to_string();
+    // librdkafka's watermark query blocks its thread.
+    let high = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer<TracingContext> =
+            settings.create_with_context(TracingContext { role: "controller offsets" })?;
+        c.fetch_watermarks(&topic_owned, 0, WATERMARK_TIMEOUT).map(|(_, high)| high)
+    })
+    .await;
+    match high {
+        Ok(Ok(high)) => Offset::Offset(high),
+        Ok(Err(e)) => {
+            tracing::warn!(topic, error = %e, "end offset unknown; reading from the beginning");
+            Offset::Beginning
+        }
+        Err(e) => {
+            tracing::warn!(topic, error = %e, "end offset query failed; reading from the beginning");
+            Offset::Beginning
+        }
+    }
+}
+
+/// Creates the controller's topics unless they exist.
+async fn ensure_controller_topics(shared: &Shared) -> Result<(), KafkaError> {
+    let topic = completion_topic(&shared.config.controller_id);
+    ensure_topics(
+        &shared.admin,
+        &shared.config.brokers,
+        &[&topic, HEALTH_TOPIC],
+        shared.config.replication,
+    )
+    .await
+}
+
+/// Decodes one hearth message; an undecodable one (another version, another producer) is
+/// logged and skipped.
+fn decode<T: serde::de::DeserializeOwned>(m: &BorrowedMessage<'_>, what: &str) -> Option<T> {
+    match serde_json::from_slice::<T>(m.payload()?) {
+        Ok(v) => Some(v),
+        Err(source) => {
+            let e = KafkaError::Decode {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                source,
+            };
+            tracing::warn!(error = %e, "skipping a {what}");
+            None
+        }
+    }
+}
+
+/// A consumer for one of this controller's topics (no group membership; see docs/KAFKA.md).
+fn controller_consumer(
+    brokers: &str,
+    group: &str,
+    role: &'static str,
+) -> Result<StreamConsumer<TracingContext>, KafkaError> {
+    consumer_settings(brokers, group, false).create_with_context(TracingContext { role }).map_err(
+        |source| KafkaError::Client {
+            role,
+            brokers: brokers.to_string(),
+            source: Box::new(source),
+        },
+    )
+}
+
+/// Consumes partition 0 of `topic` forever, handing each message to `handle`; survives broker
+/// outages and re-created topics (see attach.rs).
+async fn consume_topic(
+    shared: &Shared,
+    topic: &str,
+    start: Offset,
+    role: &'static str,
+    mut handle: impl FnMut(&BorrowedMessage<'_>),
+) {
+    let group = format!("hearth.controller.{}", shared.config.controller_id);
+    let brokers = shared.config.brokers.as_str();
+    let mut at = Attachment::new(topic, start);
+    let mut consumer = None;
+    loop {
+        let c = match consumer.take() {
+            Some(c) => c,
+            None => {
+                at.connect(
+                    || controller_consumer(brokers, &group, role),
+                    || ensure_controller_topics(shared),
+                )
+                .await
+            }
+        };
+        let gone = match c.recv().await {
+            Ok(m) => {
+                at.consumed(m.offset());
+                handle(&m);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "consuming failed");
+                let gone = at.is_gone(&e);
+                if !gone {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                gone
+            }
+        };
+        if !gone {
+            consumer = Some(c);
+        }
+    }
+}
+
+async fn consume_completions(shared: Arc<Shared>, start: Offset) {
+    let topic = completion_topic(&shared.config.controller_id);
+    consume_topic(&shared, &topic, start, "controller completions", |m| {
+        if let Some(record) = decode::<Activation>(m, "completion") {
+            shared.complete(record);
+        }
+    })
+    .await
+}
+
+async fn consume_health(shared: Arc<Shared>) {
+    let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
+    consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", |m| {
+        let Some(ping) = decode::<Ping>(m, "ping") else { return };
+        if now_millis().saturating_sub(ping.sent_at_ms) > max_age_ms {
+            return;
+        }
+        let t = shared.state().balancer.observe(&ping, Instant::now());
+        if let Some(t) = t {
+            shared.on_transition(t);
+        }
+    })
+    .await
+}
+
+async fn sweep(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(SWEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = Instant::now();
+        let transitions = shared.state().balancer.tick(now);
+        for t in transitions {
+            shared.on_transition(t);
+        }
+        let grace = shared.config.completion_grace.as_secs();
+        shared.fail_where(
+            |e| e.deadline <= now,
+            |e| {
+                format!(
+                    "no completion from {} within the action's timeout plus {grace} s: the activation or its record was lost",
+                    e.invoker
+                )
+            },
+        );
+    }
+}

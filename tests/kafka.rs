@@ -1,0 +1,532 @@
+//! The Kafka bus against a real Kafka-protocol broker (tansu, memory storage), started by each
+//! test on a free loopback port and stopped by pid at the end.
+//!
+//! The invokers here are `serve_invoker` loops in this process around [`TestInvoker`], a
+//! dispatcher standing in for the container pool (the real pool is tested elsewhere): it
+//! answers at once with a success record naming the invoker, or holds activations whose params
+//! say `"hold": true` (a long run) for as long as it lives.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hearth::balancer::{BalancerConfig, Health, InvokerId};
+use hearth::bus::kafka::{
+    consumer_settings, ensure_topics, follow_entities, producer_settings, serve_invoker, EntityLog,
+    EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
+};
+use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use hearth::model::{
+    ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
+    FullyQualifiedName, Kind,
+};
+use hearth::shutdown::{self, ShutdownTrigger};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
+
+/// A tansu broker owned by one test: killed (by pid) when dropped.
+struct Broker {
+    port: u16,
+    bin: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let bin = std::env::var_os("TANSU").map(PathBuf::from).unwrap_or(DEFAULT_TANSU.into());
+        assert!(
+            bin.exists(),
+            "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh \
+             (or set TANSU to its path)",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("broker.log");
+        let mut b = Broker { port, bin, log, child: None, _dir: dir };
+        b.restart();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the broker on the same port: with memory storage it comes back empty.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"]);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
+        // kernel kill the broker if this test dies without running Drop (a crash, a timeout).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child =
+            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < until, "broker not listening; log: {}", self.log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stands in for the container pool of invoker `id`.
+struct TestInvoker {
+    id: u32,
+    held: Mutex<Vec<(ActivationId, oneshot::Sender<hearth::model::Activation>)>>,
+    ran: Mutex<Vec<ActivationId>>,
+}
+
+impl TestInvoker {
+    fn new(id: u32) -> Arc<Self> {
+        Arc::new(Self { id, held: Mutex::default(), ran: Mutex::default() })
+    }
+
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+}
+
+impl Dispatcher for TestInvoker {
+    fn dispatch(
+        &self,
+        msg: ActivationMessage,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.ran.lock().unwrap().push(msg.activation_id);
+            if msg.params.get("hold") == Some(&serde_json::Value::Bool(true)) {
+                self.held.lock().unwrap().push((msg.activation_id, tx));
+                return Ok(rx);
+            }
+            let mut rec = msg.failure_record("unused");
+            rec.response = ActivationResponse::success(serde_json::json!({
+                "invoker": self.id,
+                "params": msg.params,
+            }));
+            let _ = tx.send(rec);
+            Ok(rx)
+        })
+    }
+}
+
+fn message(name: &str, n: u64) -> ActivationMessage {
+    let ns = EntityName::parse("guest").unwrap();
+    ActivationMessage {
+        activation_id: ActivationId::generate(),
+        action: FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap()),
+        revision: 1,
+        version: "0.0.1".into(),
+        exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
+        limits: ActionLimits::default(),
+        subject: ns,
+        params: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
+        received_at_ms: hearth::model::now_millis(),
+        publish: false,
+    }
+}
+
+struct RunningInvoker {
+    pool: Arc<TestInvoker>,
+    task: JoinHandle<()>,
+    trigger: ShutdownTrigger,
+}
+
+fn start_invoker(brokers: &str, id: u32, ping: Duration) -> RunningInvoker {
+    let pool = TestInvoker::new(id);
+    let mut cfg = InvokerConfig::new(brokers, InvokerId(id), 4096);
+    cfg.ping_interval = ping;
+    let (trigger, sd) = shutdown::channel();
+    let dispatcher: Arc<dyn Dispatcher> = pool.clone();
+    let task = tokio::spawn(async move {
+        serve_invoker(cfg, dispatcher, sd).await.unwrap();
+    });
+    RunningInvoker { pool, task, trigger }
+}
+
+async fn connect(brokers: &str, id: &str, offline_after: Duration) -> KafkaBus {
+    let mut cfg = KafkaConfig::new(brokers, id);
+    cfg.balancer = BalancerConfig { offline_after };
+    cfg.delivery_timeout = Duration::from_secs(2);
+    KafkaBus::connect(cfg).await.unwrap()
+}
+
+async fn wait_up(bus: &KafkaBus, n: usize) {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = bus.invokers().iter().filter(|s| s.health == Health::Up).count();
+        if up >= n {
+            return;
+        }
+        assert!(Instant::now() < until, "only {up} of {n} invokers up: {:?}", bus.invokers());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn invoke(bus: &KafkaBus, msg: ActivationMessage) -> hearth::model::Activation {
+    let id = msg.activation_id;
+    let done = bus.dispatch(msg).await.unwrap();
+    let rec = tokio::time::timeout(Duration::from_secs(20), done)
+        .await
+        .expect("no completion within 20 s")
+        .expect("completion sender dropped");
+    assert_eq!(rec.activation_id, id);
+    rec
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The broker's own produce-to-consume round trip with the bus's settings, `n` times.
+async fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
+    let topic = "hearth.test.rtt";
+    let admin: AdminClient<DefaultClientContext> =
+        producer_settings(brokers, 5000).create().unwrap();
+    ensure_topics(&admin, brokers, &[topic], 1).await.unwrap();
+    let producer: FutureProducer = producer_settings(brokers, 5000).create().unwrap();
+    let consumer: StreamConsumer =
+        consumer_settings(brokers, "hearth.test.rtt", false).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap(); // a fresh topic
+    consumer.assign(&tpl).unwrap();
+    // Warm up: the first fetch resolves the offset and connects.
+    let mut samples = Vec::new();
+    for i in 0..n + 20 {
+        let payload = format!("{i}");
+        let t0 = Instant::now();
+        producer
+            .send(FutureRecord::<(), _>::to(topic).payload(&payload), Duration::ZERO)
+            .await
+            .unwrap();
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if m.payload() == Some(payload.as_bytes()) {
+                break;
+            }
+        }
+        if i >= 20 {
+            samples.push(t0.elapsed());
+        }
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activations_round_trip_spread_by_home_invoker_and_measured() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let invokers: Vec<_> =
+        (0..3).map(|i| start_invoker(&brokers, i, Duration::from_millis(200))).collect();
+    let bus = connect(&brokers, "ctl0", Duration::from_secs(10)).await;
+    wait_up(&bus, 3).await;
+
+    // One round trip.
+    let rec = invoke(&bus, message("hello", 7)).await;
+    assert!(rec.response.success, "{rec:?}");
+    assert_eq!(rec.response.result["params"]["n"], 7);
+
+    // Many in parallel.
+    let bus = Arc::new(bus);
+    let mut joins = Vec::new();
+    for i in 0..200u64 {
+        let bus = bus.clone();
+        joins.push(tokio::spawn(async move {
+            let rec = invoke(&bus, message(&format!("par{}", i % 17), i)).await;
+            assert_eq!(rec.response.result["params"]["n"], i);
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    assert_eq!(bus.in_flight(), 0);
+
+    // Spread: each action always runs on its home invoker; the actions cover every invoker.
+    let mut used = [0u32; 3];
+    for a in 0..30 {
+        let name = format!("spread{a}");
+        let home = bus.home_invoker(&message(&name, 0).action).unwrap();
+        for k in 0..4 {
+            let rec = invoke(&bus, message(&name, k)).await;
+            let ran_on = rec.response.result["invoker"].as_u64().unwrap() as u32;
+            assert_eq!(ran_on, home.0, "{name} ran on invoker{ran_on}, home is {home}");
+            used[ran_on as usize] += 1;
+        }
+    }
+    assert!(used.iter().all(|&c| c > 0), "some invoker got nothing: {used:?}");
+    println!("spread of 30 actions x 4 over 3 invokers: {used:?}");
+
+    // Latency, measured in the same run (reported, not asserted).
+    let broker_rtt = broker_round_trips(&brokers, 200).await;
+    let mut bus_rtt = Vec::new();
+    for i in 0..220u64 {
+        let t0 = Instant::now();
+        invoke(&bus, message("latency", i)).await;
+        if i >= 20 {
+            bus_rtt.push(t0.elapsed());
+        }
+    }
+    let (b50, d50) = (p50(broker_rtt), p50(bus_rtt));
+    println!(
+        "MEASURED broker produce->consume p50 = {:.2} ms; bus dispatch->completion p50 = {:.2} ms \
+         (two Kafka hops, instant dispatcher)",
+        b50.as_secs_f64() * 1e3,
+        d50.as_secs_f64() * 1e3
+    );
+    for inv in invokers {
+        inv.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_invoker_fails_its_in_flight_activations_and_work_moves_on() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let invokers: Vec<_> =
+        (0..3).map(|i| start_invoker(&brokers, i, Duration::from_millis(200))).collect();
+    let offline_after = Duration::from_millis(1500);
+    let bus = connect(&brokers, "ctl-failover", offline_after).await;
+    wait_up(&bus, 3).await;
+
+    let victim = InvokerId(1);
+    let names: Vec<String> = (0..200)
+        .map(|i| format!("hold{i}"))
+        .filter(|n| bus.home_invoker(&message(n, 0).action) == Some(victim))
+        .take(5)
+        .collect();
+    assert_eq!(names.len(), 5);
+    let mut waits = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let mut m = message(n, i as u64);
+        m.params.insert("hold".into(), true.into());
+        waits.push((m.activation_id, bus.dispatch(m).await.unwrap()));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    while invokers[1].pool.held() < 5 {
+        assert!(Instant::now() < until, "the victim got {} of 5", invokers[1].pool.held());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(bus.in_flight(), 5);
+
+    // The invoker dies with five activations running.
+    let killed_at = Instant::now();
+    invokers[1].task.abort();
+    for (id, w) in waits {
+        let rec = tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap();
+        assert_eq!(rec.activation_id, id);
+        assert_eq!(rec.response.status, ActivationStatus::InternalError);
+        let msg = rec.response.result["error"].as_str().unwrap().to_string();
+        assert!(msg.contains("invoker1") && msg.contains("offline"), "{msg}");
+    }
+    let failed_after = killed_at.elapsed();
+    // Offline counts from the last ping, up to one ping interval before the kill.
+    let earliest = offline_after - Duration::from_millis(200);
+    assert!(failed_after >= earliest, "failed too early: {failed_after:?}");
+    println!("in-flight activations failed {failed_after:?} after the invoker died");
+    assert_eq!(bus.health(victim), Health::Offline);
+    assert_eq!(bus.in_flight(), 0);
+
+    // New work for the same actions goes to the other invokers.
+    for (i, n) in names.iter().enumerate() {
+        let rec = invoke(&bus, message(n, i as u64)).await;
+        assert!(rec.response.success);
+        assert_ne!(
+            rec.response.result["invoker"].as_u64(),
+            Some(1),
+            "{n} went to the dead invoker"
+        );
+    }
+    for (i, inv) in invokers.iter().enumerate() {
+        if i != 1 {
+            inv.task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_reported_and_service_resumes_by_itself() {
+    let mut broker = Broker::start();
+    let brokers = broker.addr();
+    let inv = start_invoker(&brokers, 0, Duration::from_millis(200));
+    let bus = connect(&brokers, "ctl-outage", Duration::from_secs(3)).await;
+    wait_up(&bus, 1).await;
+    assert!(invoke(&bus, message("before", 1)).await.response.success);
+
+    broker.stop();
+    let t0 = Instant::now();
+    let err = bus.dispatch(message("during", 2)).await.unwrap_err();
+    let refused_after = t0.elapsed();
+    let DispatchError::Unavailable(text) = &err else { panic!("not Unavailable: {err:?}") };
+    assert!(text.contains(&brokers), "the message does not name the brokers: {text}");
+    println!("broker down: dispatch refused after {refused_after:?}: {text}");
+
+    broker.restart();
+    let t1 = Instant::now();
+    let until = t1 + Duration::from_secs(60);
+    let rec = loop {
+        match bus.dispatch(message("after", 3)).await {
+            Ok(done) => match tokio::time::timeout(Duration::from_secs(10), done).await {
+                Ok(Ok(rec)) if rec.response.success => break rec,
+                other => println!("not yet: {other:?}"),
+            },
+            Err(e) => {
+                assert!(Instant::now() < until, "service did not resume within 60 s: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert_eq!(rec.response.result["params"]["n"], 3);
+    println!("service resumed {:?} after the broker restarted", t1.elapsed());
+    inv.task.abort();
+}
+
+/// Stands in for the store: entities and the resume offset in one map, as LMDB would keep them
+/// in one transaction.
+type Entities = std::collections::BTreeMap<String, Vec<u8>>;
+
+#[derive(Default)]
+struct MapSink {
+    state: Mutex<(Entities, Option<i64>)>,
+}
+
+impl EntitySink for MapSink {
+    fn resume_offset(&self) -> Option<i64> {
+        self.state.lock().unwrap().1
+    }
+
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64) {
+        let mut st = self.state.lock().unwrap();
+        match value {
+            Some(v) => st.0.insert(key.to_string(), v.to_vec()),
+            None => st.0.remove(key),
+        };
+        st.1 = Some(offset + 1);
+    }
+}
+
+async fn wait_for(sink: &MapSink, offset: i64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while sink.resume_offset().unwrap_or(0) < offset {
+        assert!(Instant::now() < until, "follower stuck at {:?}", sink.resume_offset());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entities_published_on_one_controller_reach_every_host() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
+    log.ensure_topic().await.unwrap();
+    let code = vec![b'x'; 3 * 1024 * 1024]; // larger than Kafka's 1 MB default
+    log.publish("action/guest/a", Some(b"{\"rev\":1}")).await.unwrap();
+    log.publish("action/guest/big", Some(&code)).await.unwrap();
+    log.publish("action/guest/a", Some(b"{\"rev\":2}")).await.unwrap();
+    let last = log.publish("action/guest/gone", Some(b"{}")).await.unwrap();
+    let last = last.max(log.publish("action/guest/gone", None).await.unwrap());
+
+    let host = Arc::new(MapSink::default());
+    let (trigger, sd) = shutdown::channel();
+    let follower = tokio::spawn({
+        let (b, s) = (brokers.clone(), host.clone());
+        async move {
+            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
+            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
+        }
+    });
+    wait_for(&host, last + 1).await;
+    {
+        let st = host.state.lock().unwrap();
+        assert_eq!(st.0.get("action/guest/a").map(Vec::as_slice), Some(&b"{\"rev\":2}"[..]));
+        assert_eq!(st.0.get("action/guest/big").map(Vec::len), Some(code.len()));
+        assert!(!st.0.contains_key("action/guest/gone"), "the tombstone deleted it");
+    }
+    trigger.fire();
+    follower.await.unwrap();
+
+    // A restarted follower resumes after what it applied: only the new write arrives.
+    let applied_before = host.resume_offset().unwrap();
+    let newer = log.publish("action/guest/c", Some(b"{}")).await.unwrap();
+    assert_eq!(newer, applied_before, "offsets are dense on a fresh topic");
+    let (trigger, sd) = shutdown::channel();
+    let follower = tokio::spawn({
+        let (b, s) = (brokers.clone(), host.clone());
+        async move {
+            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
+            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
+        }
+    });
+    wait_for(&host, newer + 1).await;
+    assert_eq!(host.state.lock().unwrap().0.len(), 3);
+    trigger.fire();
+    follower.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_invoker_resumes_after_what_it_took() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let first = start_invoker(&brokers, 0, Duration::from_millis(200));
+    let bus = connect(&brokers, "ctl-restart", Duration::from_secs(10)).await;
+    wait_up(&bus, 1).await;
+    for i in 0..5 {
+        assert!(invoke(&bus, message("r", i)).await.response.success);
+    }
+    // A graceful stop (commits its position), then the same invoker id again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), first.task).await.unwrap().unwrap();
+    let second = start_invoker(&brokers, 0, Duration::from_millis(200));
+    let mut ids = Vec::new();
+    for i in 5..10 {
+        let rec = invoke(&bus, message("r", i)).await;
+        assert!(rec.response.success);
+        ids.push(rec.activation_id);
+    }
+    let ran_again: Vec<_> = second.pool.ran.lock().unwrap().clone();
+    assert_eq!(ran_again, ids, "the restarted invoker ran exactly the new activations");
+    assert_eq!(first.pool.ran.lock().unwrap().len(), 5);
+    second.task.abort();
+}
