@@ -74,8 +74,10 @@ pub async fn run(
         anyhow::Ok(rows)
     }
     .await;
-    invoker.stop(Duration::from_secs(40)).await?;
-    result
+    let stop = crate::stop_daemon(ws, invoker, &state, plan).await?;
+    let mut rows = result?;
+    rows.push(stop);
+    Ok(rows)
 }
 
 async fn activations(

@@ -178,26 +178,39 @@ impl Daemon {
         r
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
-    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
+    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone, with how long
+    /// it took and whether it had to be killed.
+    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<Stopped> {
+        if let Ok(Some(_)) = self.child.try_wait() {
             self.ws.untrack_pid(self.pid);
-            return Ok(status);
+            return Ok(Stopped { took: Duration::ZERO, killed: false });
         }
+        let t = Instant::now();
         // SAFETY: kill with the pid of our own child, which has not been reaped yet.
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let status = match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(r) => r.with_context(|| format!("waiting for {}", self.name))?,
+        let killed = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(r) => {
+                r.with_context(|| format!("waiting for {}", self.name))?;
+                false
+            }
             Err(_) => {
-                eprintln!("hearth bench: {} ignored SIGTERM for {grace:?}; killing", self.name);
                 // SAFETY: as above; the child is still unreaped.
                 unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                self.child.wait().await.with_context(|| format!("waiting for {}", self.name))?
+                self.child.wait().await.with_context(|| format!("waiting for {}", self.name))?;
+                true
             }
         };
+        let took = t.elapsed();
         self.ws.untrack_pid(self.pid);
-        Ok(status)
+        Ok(Stopped { took, killed })
     }
+}
+
+/// How a [`Daemon::stop`] went.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    pub took: Duration,
+    pub killed: bool,
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.

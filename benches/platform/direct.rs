@@ -76,6 +76,28 @@ impl Direct {
         Ok(c)
     }
 
+    /// A started container whose launcher waits for its init: a stem cell, as the pool's
+    /// prewarm filler makes.
+    pub async fn stem_cell(&self, runtime: Runtime, memory_mb: u64) -> anyhow::Result<RuncContainer> {
+        let spec = ContainerSpec { id: self.next_id(), runtime, memory_mb, network: false };
+        self.factory.create(&spec).await.context("creating a direct stem cell")
+    }
+
+    /// What a prewarmed start leaves to do, done directly: install the code, init, first run.
+    pub async fn specialise(
+        c: &mut RuncContainer,
+        runtime: Runtime,
+        code: &str,
+    ) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        code::install(c.code_dir(), runtime, code.as_bytes(), false)
+            .context("installing code into a direct stem cell")?;
+        let init = InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
+        c.init(&init).await.context("initialising a direct stem cell")?;
+        c.run(&run_spec()).await.context("the first run on a direct stem cell")?;
+        Ok(t.elapsed())
+    }
+
     /// A bundle like the driver's for `runtime`, whose process is `/usr/bin/true`: the same
     /// root, mounts, namespaces, seccomp profile and cgroup limits, and nothing to start.
     pub fn bare_bundle(&self, runtime: Runtime, memory_mb: u64) -> anyhow::Result<BareBundle> {

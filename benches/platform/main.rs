@@ -53,6 +53,8 @@ pub struct Plan {
     pub starts_n: usize,
     pub activation_n: usize,
     pub running_n: usize,
+    /// How long a daemon gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
 }
 
 impl Plan {
@@ -68,6 +70,7 @@ impl Plan {
                 starts_n: 3,
                 activation_n: 3,
                 running_n: 10,
+                stop_grace: Duration::from_secs(5),
             }
         } else {
             Self {
@@ -80,6 +83,7 @@ impl Plan {
                 starts_n: 15,
                 activation_n: 10,
                 running_n: 50,
+                stop_grace: Duration::from_secs(15),
             }
         }
     }
@@ -218,9 +222,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok((rows, warm_p50, idle_rss))
     }
     .await;
-    a.stop(Duration::from_secs(60)).await?;
+    let stop_a = stop_daemon(&ws, a, &state_a, &plan).await?;
     let (r, warm_p50, idle_rss_a) = phase_a?;
     rows.extend(r);
+    rows.push(stop_a);
 
     // Instance B: a budget no sample can exhaust, for prewarmed and cold starts; the warm
     // containers they leave behind are then measured.
@@ -232,7 +237,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for (runtime, warm) in [Runtime::Python, Runtime::Nodejs].into_iter().zip(&warm_p50) {
             progress.phase(&format!("prewarmed start {}", runtime.as_str()));
-            rows.extend(starts::prewarmed(&b, addr_b, runtime, *warm, &plan, &progress).await?);
+            rows.extend(starts::prewarmed(&b, &direct, addr_b, runtime, *warm, &plan, &progress).await?);
         }
         for runtime in [Runtime::Python, Runtime::Nodejs] {
             progress.phase(&format!("cold start {}", runtime.as_str()));
@@ -244,8 +249,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok(rows)
     }
     .await;
-    b.stop(Duration::from_secs(60)).await?;
+    let stop_b = stop_daemon(&ws, b, &state_b, &plan).await?;
     rows.extend(phase_b?);
+    rows.push(stop_b);
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
@@ -321,6 +327,30 @@ async fn start_standalone(
             .with_context(|| d.context())?;
     }
     Ok((d, addr, state))
+}
+
+/// SIGTERM, SIGKILL after the grace; a row saying how long the exit took, and the daemon's
+/// containers swept when it had to be killed (a clean exit destroys them itself).
+pub async fn stop_daemon(
+    ws: &Workspace,
+    d: Daemon,
+    state: &Path,
+    plan: &Plan,
+) -> anyhow::Result<Row> {
+    let name = d.name.clone();
+    let stopped = d.stop(plan.stop_grace).await?;
+    let root = state.join("runc");
+    let left = workspace::runc_list(&root).len();
+    let row = Row::value(format!("{name}: SIGTERM to exit"), Unit::Ms, stopped.took.as_secs_f64() * 1e3)
+        .target(format!("exits within {:?} (harness check)", plan.stop_grace), !stopped.killed);
+    if stopped.killed {
+        ws.sweep_root(&root);
+        return Ok(row.note(format!(
+            "did not exit within {:?} of SIGTERM: killed, {left} containers left behind (swept by the harness)",
+            plan.stop_grace
+        )));
+    }
+    Ok(row.note(format!("{left} containers left behind")))
 }
 
 /// Standalone RSS idle and with the warm containers the start phases left, and the host-side

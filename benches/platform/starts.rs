@@ -29,6 +29,7 @@ const REFILL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn prewarmed(
     daemon: &Daemon,
+    direct: &Direct,
     platform: SocketAddr,
     runtime: Runtime,
     warm_p50_ms: f64,
@@ -37,10 +38,19 @@ pub async fn prewarmed(
 ) -> anyhow::Result<Vec<Row>> {
     let rt = runtime.as_str();
     let mut c = api::connect(platform).await?;
-    let (mut took, mut refill) = (Samples::default(), Samples::default());
+    let (mut took, mut refill, mut floor) =
+        (Samples::default(), Samples::default(), Samples::default());
     let what = format!("prewarmed {rt}");
     for i in 0..plan.starts_n {
         progress.step(&what, i, plan.starts_n);
+        // The same steps on a stem cell of our own: install, init, first run.
+        let mut stem = direct.stem_cell(runtime, 256).await?;
+        tokio::time::sleep(SETTLE).await;
+        let specialised =
+            Direct::specialise(&mut stem, runtime, &api::noop_code(runtime, &format!("floor-{i}")))
+                .await;
+        stem.destroy().await;
+        floor.push(specialised?);
         let name = format!("bench-pre-{rt}-{i}");
         api::put_action(&mut c, &name, runtime, &api::noop_code(runtime, &name), 256).await?;
         tokio::time::sleep(SETTLE).await;
@@ -61,6 +71,7 @@ pub async fn prewarmed(
     Ok(vec![
         main.target("<= warm + 5 ms", p50 <= warm_p50_ms + 5.0)
             .target("p50 < 10 ms (issue 3)", p50 < 10.0),
+        Row::latency(format!("  direct stem cell: install + init + first run {rt}"), &floor.summary()),
         Row::latency(format!("  prewarm refill {rt} (request to ready)"), &refill.summary()),
     ])
 }

@@ -84,23 +84,35 @@ impl Workspace {
     }
 
     /// Force-deletes every container under our runc roots and their cgroup dirs. Safe to call
-    /// more than once; also called between phases after a daemon was killed.
+    /// more than once.
     pub fn sweep_containers(&self) {
         let roots = lock(&self.runc_roots).clone();
         for r in roots {
-            let ids = runc_list(&r.root);
-            for id in &ids {
-                let _ = std::process::Command::new(RUNC)
-                    .arg("--root")
-                    .arg(&r.root)
-                    .args(["delete", "--force", id])
-                    .output();
-                remove_cgroup_dirs(&r.cgroup_parent, id);
-            }
-            if r.own_parent {
-                remove_own_parent(&r.cgroup_parent);
-            }
+            sweep(&r);
         }
+    }
+
+    /// The same for one runc root only: after a daemon using it had to be killed, so that its
+    /// containers do not linger through the later phases.
+    pub fn sweep_root(&self, root: &Path) {
+        let roots = lock(&self.runc_roots).clone();
+        for r in roots.iter().filter(|r| r.root == root) {
+            sweep(r);
+        }
+    }
+}
+
+fn sweep(r: &RuncRoot) {
+    for id in &runc_list(&r.root) {
+        let _ = std::process::Command::new(RUNC)
+            .arg("--root")
+            .arg(&r.root)
+            .args(["delete", "--force", id])
+            .output();
+        remove_cgroup_dirs(&r.cgroup_parent, id);
+    }
+    if r.own_parent {
+        remove_own_parent(&r.cgroup_parent);
     }
 }
 
