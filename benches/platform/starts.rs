@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use hearth::container::ActionContainer;
 use hearth::model::Runtime;
 
 use crate::daemon::{self, Daemon};
