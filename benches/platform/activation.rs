@@ -52,7 +52,8 @@ pub async fn run(
     ];
     progress.phase("two-process: starting hearthd invoker");
     let notify = ws.path("notify-invoker.sock");
-    let mut invoker = daemon::spawn(ws, "hearthd invoker", Path::new(HEARTHD), &args, Some(&notify))?;
+    let mut invoker =
+        daemon::spawn(ws, "hearthd invoker", Path::new(HEARTHD), &args, Some(&notify))?;
     let result = async {
         invoker.wait_ready(Duration::from_secs(60)).await?;
         for rt in ["python", "nodejs"] {
@@ -68,9 +69,11 @@ pub async fn run(
         let invoker_rss = procfs::rss_mb(invoker.pid)?;
         let split = activations(ws, &socket, data_dir, config_dir, plan, progress).await?;
         let mut rows = split;
-        rows.push(
-            Row::value("invoker RSS idle (hearthd invoker, 2 stem cells)", Unit::Mb, invoker_rss),
-        );
+        rows.push(Row::value(
+            "invoker RSS idle (hearthd invoker, 2 stem cells)",
+            Unit::Mb,
+            invoker_rss,
+        ));
         anyhow::Ok(rows)
     }
     .await;
@@ -111,8 +114,13 @@ async fn activations(
             "--idle-exit".as_ref(),
             IDLE_EXIT.as_ref(),
         ];
-        let mut ctl =
-            daemon::spawn(ws, "socket-activated controller", Path::new(SOCKET_ACTIVATE), &args, None)?;
+        let mut ctl = daemon::spawn(
+            ws,
+            "socket-activated controller",
+            Path::new(SOCKET_ACTIVATE),
+            &args,
+            None,
+        )?;
         let r = one_activation(&mut ctl, addr, plan, &mut first, &mut running, &mut invoke).await;
         let r = match r {
             Ok(mb) => {

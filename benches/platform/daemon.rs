@@ -142,7 +142,15 @@ pub fn spawn(
             }
         });
     }
-    Ok(Daemon { name: name.to_owned(), started, child, pid, log, notify: notify_events, ws: ws.clone() })
+    Ok(Daemon {
+        name: name.to_owned(),
+        started,
+        child,
+        pid,
+        log,
+        notify: notify_events,
+        ws: ws.clone(),
+    })
 }
 
 impl Daemon {

@@ -63,7 +63,8 @@ impl Direct {
     ) -> anyhow::Result<RuncContainer> {
         let spec = ContainerSpec { id: self.next_id(), runtime, memory_mb, network: false };
         let mut c = self.factory.create(&spec).await.context("creating a direct container")?;
-        let init = InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
+        let init =
+            InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
         let installed = code::install(c.code_dir(), runtime, code.as_bytes(), false);
         if let Err(e) = installed {
             c.destroy().await;
@@ -78,7 +79,11 @@ impl Direct {
 
     /// A started container whose launcher waits for its init: a stem cell, as the pool's
     /// prewarm filler makes.
-    pub async fn stem_cell(&self, runtime: Runtime, memory_mb: u64) -> anyhow::Result<RuncContainer> {
+    pub async fn stem_cell(
+        &self,
+        runtime: Runtime,
+        memory_mb: u64,
+    ) -> anyhow::Result<RuncContainer> {
         let spec = ContainerSpec { id: self.next_id(), runtime, memory_mb, network: false };
         self.factory.create(&spec).await.context("creating a direct stem cell")
     }
@@ -92,7 +97,8 @@ impl Direct {
         let t = Instant::now();
         code::install(c.code_dir(), runtime, code.as_bytes(), false)
             .context("installing code into a direct stem cell")?;
-        let init = InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
+        let init =
+            InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
         c.init(&init).await.context("initialising a direct stem cell")?;
         c.run(&run_spec()).await.context("the first run on a direct stem cell")?;
         Ok(t.elapsed())
@@ -154,7 +160,11 @@ impl BareBundle {
             .context("running runc run")?;
         let took = t.elapsed();
         if !out.status.success() {
-            bail!("runc run {id} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "runc run {id} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(took)
     }

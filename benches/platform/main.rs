@@ -237,7 +237,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for (runtime, warm) in [Runtime::Python, Runtime::Nodejs].into_iter().zip(&warm_p50) {
             progress.phase(&format!("prewarmed start {}", runtime.as_str()));
-            rows.extend(starts::prewarmed(&b, &direct, addr_b, runtime, *warm, &plan, &progress).await?);
+            rows.extend(
+                starts::prewarmed(&b, &direct, addr_b, runtime, *warm, &plan, &progress).await?,
+            );
         }
         for runtime in [Runtime::Python, Runtime::Nodejs] {
             progress.phase(&format!("cold start {}", runtime.as_str()));
@@ -341,8 +343,9 @@ pub async fn stop_daemon(
     let stopped = d.stop(plan.stop_grace).await?;
     let root = state.join("runc");
     let left = workspace::runc_list(&root).len();
-    let row = Row::value(format!("{name}: SIGTERM to exit"), Unit::Ms, stopped.took.as_secs_f64() * 1e3)
-        .target(format!("exits within {:?} (harness check)", plan.stop_grace), !stopped.killed);
+    let row =
+        Row::value(format!("{name}: SIGTERM to exit"), Unit::Ms, stopped.took.as_secs_f64() * 1e3)
+            .target(format!("exits within {:?} (harness check)", plan.stop_grace), !stopped.killed);
     if stopped.killed {
         ws.sweep_root(&root);
         return Ok(row.note(format!(

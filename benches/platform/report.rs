@@ -99,7 +99,8 @@ impl Row {
 
     pub fn target(mut self, text: impl Into<String>, met: bool) -> Self {
         let text = text.into();
-        self.target = if self.target.is_empty() { text } else { format!("{}; {text}", self.target) };
+        self.target =
+            if self.target.is_empty() { text } else { format!("{}; {text}", self.target) };
         self.met = Some(self.met.unwrap_or(true) && met);
         self
     }
@@ -188,11 +189,7 @@ impl Report {
         let head = ["metric", "p50", "p90", "p99", "floor p50", "ratio", "target", "result"];
         let mut cells: Vec<[String; 8]> = Vec::new();
         for r in &self.rows {
-            let floor = if r.floor_p50.is_nan() {
-                "-".to_owned()
-            } else {
-                r.unit.fmt(r.floor_p50)
-            };
+            let floor = if r.floor_p50.is_nan() { "-".to_owned() } else { r.unit.fmt(r.floor_p50) };
             let ratio = if r.ratio.is_nan() { "-".to_owned() } else { format!("{:.2}x", r.ratio) };
             let result = match r.met {
                 Some(true) => "met",

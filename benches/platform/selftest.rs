@@ -3,6 +3,9 @@
 //! binary checks its own pieces (percentiles, the report, log parsing, the HTTP client against
 //! the trivial server) instead of starting daemons, and exits non-zero when a check fails.
 
+// Test code: a failed expectation is the test failing.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use crate::report::{Report, Row, Unit};

@@ -72,7 +72,10 @@ pub async fn prewarmed(
     Ok(vec![
         main.target("<= warm + 5 ms", p50 <= warm_p50_ms + 5.0)
             .target("p50 < 10 ms (issue 3)", p50 < 10.0),
-        Row::latency(format!("  direct stem cell: install + init + first run {rt}"), &floor.summary()),
+        Row::latency(
+            format!("  direct stem cell: install + init + first run {rt}"),
+            &floor.summary(),
+        ),
         Row::latency(format!("  prewarm refill {rt} (request to ready)"), &refill.summary()),
     ])
 }
@@ -114,7 +117,10 @@ pub async fn cold(
     let ratio = main.ratio;
     Ok(vec![
         main.target("<= 1.2x floor", ratio <= 1.2),
-        Row::latency(format!("  floor: bare runc run ({rt} bundle, /usr/bin/true)"), &runc.summary()),
+        Row::latency(
+            format!("  floor: bare runc run ({rt} bundle, /usr/bin/true)"),
+            &runc.summary(),
+        ),
         Row::latency(format!("  floor: host interpreter start {rt}"), &interp.summary()),
     ])
 }

@@ -187,11 +187,15 @@ pub async fn run(
             progress.phase(&format!("throughput {rt}: {clients} clients on the platform"));
             let p = platform_load(platform, &name, clients, plan.tp_duration).await?;
             while pool.len() < used {
-                progress.phase(&format!("throughput {rt}: starting direct container {}", pool.len() + 1));
+                progress.phase(&format!(
+                    "throughput {rt}: starting direct container {}",
+                    pool.len() + 1
+                ));
                 pool.push(direct.start(runtime, 256, &api::noop_code(runtime, "floor")).await?);
             }
             let mut active: Vec<RuncContainer> = pool.drain(..used).collect();
-            progress.phase(&format!("throughput {rt}: {clients} clients on {used} direct containers"));
+            progress
+                .phase(&format!("throughput {rt}: {clients} clients on {used} direct containers"));
             let d = direct_load(&mut active, clients, plan.tp_duration).await;
             pool.append(&mut active);
             let d = d?;

@@ -29,7 +29,8 @@ pub async fn run(
     let name = format!("bench-warm-{rt}");
     let mut client = api::connect(platform).await?;
     api::put_action(&mut client, &name, runtime, &api::noop_code(runtime, &name), 256).await?;
-    let mut http = Client::connect(trivial, None).await.context("connecting to the trivial server")?;
+    let mut http =
+        Client::connect(trivial, None).await.context("connecting to the trivial server")?;
     let mut container = direct.start(runtime, 256, &api::noop_code(runtime, "floor")).await?;
     let spec = direct::run_spec();
     let result = async {
