@@ -211,6 +211,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         rows.extend(
             throughput::run(
                 &direct,
+                a.pid,
                 addr_a,
                 &state_a.join("containers"),
                 Runtime::Python,
@@ -362,14 +363,15 @@ pub async fn stop_daemon(
 fn memory(b: &Daemon, state: &Path, idle_rss: f64, idle_rss_a: f64) -> anyhow::Result<Vec<Row>> {
     let containers = procfs::platform_containers(&state.join("containers"));
     let rss = procfs::rss_mb(b.pid)?;
+    let parts = procfs::rss_parts(b.pid)?;
     let warm: Vec<_> = containers.iter().filter(|c| c.code.is_some()).collect();
     let growth_each = if warm.is_empty() { 0.0 } else { (rss - idle_rss) / warm.len() as f64 };
     let mut rows = vec![
         Row::value("standalone RSS idle (2 stem cells)", Unit::Mb, idle_rss_a),
         Row::value(format!("standalone RSS with {} warm containers", warm.len()), Unit::Mb, rss)
             .note(format!(
-                "idle {idle_rss:.1} MB before the start phases: {:.2} MB per warm container",
-                growth_each
+                "idle {idle_rss:.1} MB before the start phases: {:.2} MB per warm container; now anonymous {:.1} MB + file-backed {:.1} MB",
+                growth_each, parts.anon_mb, parts.file_mb
             )),
     ];
     for rt in ["python", "nodejs"] {

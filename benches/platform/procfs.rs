@@ -18,6 +18,42 @@ pub fn rss_mb(pid: i32) -> anyhow::Result<f64> {
     Ok(kb as f64 / 1024.0)
 }
 
+/// A process's resident set split by kind, in MB: anonymous (heap, stacks) and file-backed
+/// (binary, libraries and the LMDB memory map: pages of the data file it touched).
+#[derive(Debug, Clone, Copy)]
+pub struct RssParts {
+    pub anon_mb: f64,
+    pub file_mb: f64,
+}
+
+pub fn rss_parts(pid: i32) -> anyhow::Result<RssParts> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb as f64 / 1024.0)
+            .with_context(|| format!("no {name} in {path}"))
+    };
+    Ok(RssParts { anon_mb: field("RssAnon:")?, file_mb: field("RssFile:")? + field("RssShmem:")? })
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: i32) -> anyhow::Result<std::time::Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).context("stat field");
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(std::time::Duration::from_micros(total * 1_000_000 / hz))
+}
+
 /// A container's memory cgroup (v1): `memory.usage_in_bytes` and the `rss` of `memory.stat`,
 /// in MB.
 #[derive(Debug, Clone, Copy, serde::Serialize)]

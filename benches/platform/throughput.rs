@@ -156,6 +156,7 @@ async fn direct_load(
 
 pub async fn run(
     direct: &Direct,
+    daemon_pid: i32,
     platform: SocketAddr,
     containers_dir: &Path,
     runtime: Runtime,
@@ -185,7 +186,11 @@ pub async fn run(
                 bail!("no platform container holds {name} after the warm-up");
             }
             progress.phase(&format!("throughput {rt}: {clients} clients on the platform"));
+            let cpu_before = procfs::cpu_time(daemon_pid)?;
             let p = platform_load(platform, &name, clients, plan.tp_duration).await?;
+            let cpu = procfs::cpu_time(daemon_pid)?.saturating_sub(cpu_before);
+            let cpu_us_per_invoke =
+                cpu.as_secs_f64() * 1e6 / (p.overall * plan.tp_duration.as_secs_f64()).max(1.0);
             while pool.len() < used {
                 progress.phase(&format!(
                     "throughput {rt}: starting direct container {}",
@@ -199,7 +204,7 @@ pub async fn run(
             let d = direct_load(&mut active, clients, plan.tp_duration).await;
             pool.append(&mut active);
             let d = d?;
-            rows.extend(rows_for(rt, clients, used, &p, &d));
+            rows.extend(rows_for(rt, clients, used, cpu_us_per_invoke, &p, &d));
         }
         anyhow::Ok(rows)
     }
@@ -210,7 +215,7 @@ pub async fn run(
     result.context("throughput")
 }
 
-fn rows_for(rt: &str, clients: usize, used: usize, p: &Load, d: &Load) -> Vec<Row> {
+fn rows_for(rt: &str, clients: usize, used: usize, cpu_us: f64, p: &Load, d: &Load) -> Vec<Row> {
     let rate_row = |metric: String, l: &Load| Row {
         metric,
         unit: Unit::PerSec,
@@ -221,7 +226,7 @@ fn rows_for(rt: &str, clients: usize, used: usize, p: &Load, d: &Load) -> Vec<Ro
         ..Row::value("", Unit::PerSec, f64::NAN)
     };
     let mut note = format!(
-        "{used} platform containers; overall {:.0}/s vs direct {:.0}/s",
+        "{used} platform containers; overall {:.0}/s vs direct {:.0}/s; hearthd CPU {cpu_us:.0} us per invoke",
         p.overall, d.overall
     );
     if p.errors > 0 {
