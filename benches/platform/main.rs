@@ -234,7 +234,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let (b, addr_b, state_b) = start_standalone(&ws, "b", &data_dir, &cfg_b, &progress).await?;
     let phase_b = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle_rss = procfs::rss_mb(b.pid)?;
+        let idle_rss = procfs::rss_parts(b.pid)?;
         let mut rows = Vec::new();
         for (runtime, warm) in [Runtime::Python, Runtime::Nodejs].into_iter().zip(&warm_p50) {
             progress.phase(&format!("prewarmed start {}", runtime.as_str()));
@@ -360,18 +360,32 @@ pub async fn stop_daemon(
 /// Standalone RSS idle and with the warm containers the start phases left, and the host-side
 /// cost of one warm container per runtime: its memory cgroup's usage plus its share of the
 /// daemon's RSS growth.
-fn memory(b: &Daemon, state: &Path, idle_rss: f64, idle_rss_a: f64) -> anyhow::Result<Vec<Row>> {
+///
+/// Only the anonymous part of the RSS growth is charged to the containers: the file-backed
+/// part is the LMDB map's pages, which grow with the activation records written, not with the
+/// containers kept.
+fn memory(
+    b: &Daemon,
+    state: &Path,
+    idle: procfs::RssParts,
+    idle_rss_a: f64,
+) -> anyhow::Result<Vec<Row>> {
     let containers = procfs::platform_containers(&state.join("containers"));
     let rss = procfs::rss_mb(b.pid)?;
     let parts = procfs::rss_parts(b.pid)?;
+    let idle_rss = idle.anon_mb + idle.file_mb;
     let warm: Vec<_> = containers.iter().filter(|c| c.code.is_some()).collect();
-    let growth_each = if warm.is_empty() { 0.0 } else { (rss - idle_rss) / warm.len() as f64 };
+    let growth_each = if warm.is_empty() {
+        0.0
+    } else {
+        (parts.anon_mb - idle.anon_mb).max(0.0) / warm.len() as f64
+    };
     let mut rows = vec![
         Row::value("standalone RSS idle (2 stem cells)", Unit::Mb, idle_rss_a),
         Row::value(format!("standalone RSS with {} warm containers", warm.len()), Unit::Mb, rss)
             .note(format!(
-                "idle {idle_rss:.1} MB before the start phases: {:.2} MB per warm container; now anonymous {:.1} MB + file-backed {:.1} MB",
-                growth_each, parts.anon_mb, parts.file_mb
+                "idle {idle_rss:.1} MB (anonymous {:.1}) before the start phases; now anonymous {:.1} MB + file-backed {:.1} MB: {growth_each:.3} MB anonymous per warm container",
+                idle.anon_mb, parts.anon_mb, parts.file_mb
             )),
     ];
     for rt in ["python", "nodejs"] {
@@ -391,7 +405,7 @@ fn memory(b: &Daemon, state: &Path, idle_rss: f64, idle_rss_a: f64) -> anyhow::R
         rows.push(
             Row::value(format!("host cost per warm {rt} container"), Unit::Mb, mean + growth_each)
                 .note(format!(
-                    "{} containers: cgroup usage {mean:.1} MB (anon rss {anon_mean:.1} MB) + daemon RSS growth {growth_each:.2} MB",
+                    "{} containers: cgroup usage {mean:.1} MB (anon rss {anon_mean:.1} MB) + daemon anonymous RSS growth {growth_each:.3} MB",
                     usage.len()
                 )),
         );
