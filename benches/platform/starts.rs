@@ -39,8 +39,8 @@ pub async fn prewarmed(
 ) -> anyhow::Result<Vec<Row>> {
     let rt = runtime.as_str();
     let mut c = api::connect(platform).await?;
-    let (mut took, mut refill, mut floor) =
-        (Samples::default(), Samples::default(), Samples::default());
+    let (mut took, mut refill, mut floor, mut contended) =
+        (Samples::default(), Samples::default(), Samples::default(), Samples::default());
     let what = format!("prewarmed {rt}");
     for i in 0..plan.starts_n {
         progress.step(&what, i, plan.starts_n);
@@ -52,6 +52,20 @@ pub async fn prewarmed(
                 .await;
         stem.destroy().await;
         floor.push(specialised?);
+        // The same again while another stem cell of the runtime is being created, as the
+        // pool's refill does while a prewarmed activation initialises.
+        let mut stem = direct.stem_cell(runtime, 256).await?;
+        tokio::time::sleep(SETTLE).await;
+        let code = api::noop_code(runtime, &format!("floor-c{i}"));
+        let (specialised, other) = tokio::join!(
+            Direct::specialise(&mut stem, runtime, &code),
+            direct.stem_cell(runtime, 256)
+        );
+        stem.destroy().await;
+        if let Ok(o) = other {
+            o.destroy().await;
+        }
+        contended.push(specialised?);
         let name = format!("bench-pre-{rt}-{i}");
         api::put_action(&mut c, &name, runtime, &api::noop_code(runtime, &name), 256).await?;
         tokio::time::sleep(SETTLE).await;
@@ -75,6 +89,10 @@ pub async fn prewarmed(
         Row::latency(
             format!("  direct stem cell: install + init + first run {rt}"),
             &floor.summary(),
+        ),
+        Row::latency(
+            format!("  direct stem cell, while another {rt} container starts"),
+            &contended.summary(),
         ),
         Row::latency(format!("  prewarm refill {rt} (request to ready)"), &refill.summary()),
     ])
