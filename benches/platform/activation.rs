@@ -77,7 +77,7 @@ pub async fn run(
         anyhow::Ok(rows)
     }
     .await;
-    let stop = crate::stop_daemon(ws, invoker, &state, plan).await?;
+    let stop = daemon::stop_row(ws, invoker, &state, plan).await?;
     let mut rows = result?;
     rows.push(stop);
     Ok(rows)

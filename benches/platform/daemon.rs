@@ -18,7 +18,9 @@ use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
-use crate::workspace::Workspace;
+use crate::report::{Row, Unit};
+use crate::workspace::{self, Workspace};
+use crate::Plan;
 
 /// The daemon under test: built by cargo with the same profile as this bench.
 pub const HEARTHD: &str = env!("CARGO_BIN_EXE_hearthd");
@@ -234,4 +236,24 @@ pub fn config_dir(ws: &Workspace, name: &str, invoker_toml: &str) -> anyhow::Res
     let file = dir.join("invoker.toml");
     std::fs::write(&file, invoker_toml).with_context(|| format!("writing {}", file.display()))?;
     Ok(dir)
+}
+
+/// SIGTERM, SIGKILL after the grace; a row saying how long the exit took, and the daemon's
+/// containers swept when it had to be killed (a clean exit destroys them itself).
+pub async fn stop_row(ws: &Workspace, d: Daemon, state: &Path, plan: &Plan) -> anyhow::Result<Row> {
+    let name = d.name.clone();
+    let stopped = d.stop(plan.stop_grace).await?;
+    let root = state.join("runc");
+    let left = workspace::runc_list(&root).len();
+    let row =
+        Row::value(format!("{name}: SIGTERM to exit"), Unit::Ms, stopped.took.as_secs_f64() * 1e3)
+            .target(format!("exits within {:?} (harness check)", plan.stop_grace), !stopped.killed);
+    if stopped.killed {
+        ws.sweep_root(&root);
+        return Ok(row.note(format!(
+            "did not exit within {:?} of SIGTERM: killed, {left} containers left behind (swept by the harness)",
+            plan.stop_grace
+        )));
+    }
+    Ok(row.note(format!("{left} containers left behind")))
 }

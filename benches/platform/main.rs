@@ -16,6 +16,7 @@ mod api;
 mod daemon;
 mod direct;
 mod http;
+mod memory;
 mod procfs;
 mod progress;
 mod report;
@@ -38,7 +39,7 @@ use hearth::model::Runtime;
 
 use daemon::{Daemon, HEARTHD};
 use progress::Progress;
-use report::{Machine, Report, Row, Unit};
+use report::{Machine, Report, Row};
 use workspace::Workspace;
 
 /// How many samples each part takes.
@@ -223,7 +224,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         anyhow::Ok((rows, warm_p50, idle_rss))
     }
     .await;
-    let stop_a = stop_daemon(&ws, a, &state_a, &plan).await?;
+    let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
     let (r, warm_p50, idle_rss_a) = phase_a?;
     rows.extend(r);
     rows.push(stop_a);
@@ -248,11 +249,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         progress.phase("memory of warm containers");
         tokio::time::sleep(Duration::from_secs(1)).await;
-        rows.extend(memory(&b, &state_b, idle_rss, idle_rss_a)?);
+        rows.extend(memory::rows(&b, &state_b, idle_rss, idle_rss_a)?);
         anyhow::Ok(rows)
     }
     .await;
-    let stop_b = stop_daemon(&ws, b, &state_b, &plan).await?;
+    let stop_b = daemon::stop_row(&ws, b, &state_b, &plan).await?;
     rows.extend(phase_b?);
     rows.push(stop_b);
 
@@ -330,85 +331,4 @@ async fn start_standalone(
             .with_context(|| d.context())?;
     }
     Ok((d, addr, state))
-}
-
-/// SIGTERM, SIGKILL after the grace; a row saying how long the exit took, and the daemon's
-/// containers swept when it had to be killed (a clean exit destroys them itself).
-pub async fn stop_daemon(
-    ws: &Workspace,
-    d: Daemon,
-    state: &Path,
-    plan: &Plan,
-) -> anyhow::Result<Row> {
-    let name = d.name.clone();
-    let stopped = d.stop(plan.stop_grace).await?;
-    let root = state.join("runc");
-    let left = workspace::runc_list(&root).len();
-    let row =
-        Row::value(format!("{name}: SIGTERM to exit"), Unit::Ms, stopped.took.as_secs_f64() * 1e3)
-            .target(format!("exits within {:?} (harness check)", plan.stop_grace), !stopped.killed);
-    if stopped.killed {
-        ws.sweep_root(&root);
-        return Ok(row.note(format!(
-            "did not exit within {:?} of SIGTERM: killed, {left} containers left behind (swept by the harness)",
-            plan.stop_grace
-        )));
-    }
-    Ok(row.note(format!("{left} containers left behind")))
-}
-
-/// Standalone RSS idle and with the warm containers the start phases left, and the host-side
-/// cost of one warm container per runtime: its memory cgroup's usage plus its share of the
-/// daemon's RSS growth.
-///
-/// Only the anonymous part of the RSS growth is charged to the containers: the file-backed
-/// part is the LMDB map's pages, which grow with the activation records written, not with the
-/// containers kept.
-fn memory(
-    b: &Daemon,
-    state: &Path,
-    idle: procfs::RssParts,
-    idle_rss_a: f64,
-) -> anyhow::Result<Vec<Row>> {
-    let containers = procfs::platform_containers(&state.join("containers"));
-    let rss = procfs::rss_mb(b.pid)?;
-    let parts = procfs::rss_parts(b.pid)?;
-    let idle_rss = idle.anon_mb + idle.file_mb;
-    let warm: Vec<_> = containers.iter().filter(|c| c.code.is_some()).collect();
-    let growth_each = if warm.is_empty() {
-        0.0
-    } else {
-        (parts.anon_mb - idle.anon_mb).max(0.0) / warm.len() as f64
-    };
-    let mut rows = vec![
-        Row::value("standalone RSS idle (2 stem cells)", Unit::Mb, idle_rss_a),
-        Row::value(format!("standalone RSS with {} warm containers", warm.len()), Unit::Mb, rss)
-            .note(format!(
-                "idle {idle_rss:.1} MB (anonymous {:.1}) before the start phases; now anonymous {:.1} MB + file-backed {:.1} MB: {growth_each:.3} MB anonymous per warm container",
-                idle.anon_mb, parts.anon_mb, parts.file_mb
-            )),
-    ];
-    for rt in ["python", "nodejs"] {
-        let mut usage = Vec::new();
-        let mut anon = Vec::new();
-        for c in warm.iter().filter(|c| c.runtime == rt) {
-            let m = procfs::cgroup_memory("hearth", &c.id)?;
-            usage.push(m.usage_mb);
-            anon.push(m.rss_mb);
-        }
-        if usage.is_empty() {
-            continue;
-        }
-        let n = usage.len() as f64;
-        let mean = usage.iter().sum::<f64>() / n;
-        let anon_mean = anon.iter().sum::<f64>() / n;
-        rows.push(
-            Row::value(format!("host cost per warm {rt} container"), Unit::Mb, mean + growth_each)
-                .note(format!(
-                    "{} containers: cgroup usage {mean:.1} MB (anon rss {anon_mean:.1} MB) + daemon anonymous RSS growth {growth_each:.3} MB",
-                    usage.len()
-                )),
-        );
-    }
-    Ok(rows)
 }
