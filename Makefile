@@ -31,11 +31,13 @@ unit-test:
 
 test: deps-test lint unit-test
 
-bench-quick: build
-	./target/release/hearth bench --quick
+# The platform benchmark (benches/platform; see BENCHMARKS.md): builds hearthd with the
+# bench profile, starts what it measures, cleans up. Needs root and runc, like the invoker.
+bench-quick:
+	$(CARGO) bench --bench platform -- --quick
 
-bench: build
-	./target/release/hearth bench
+bench:
+	$(CARGO) bench --bench platform
 
 clean:
 	$(CARGO) clean

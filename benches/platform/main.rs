@@ -1,0 +1,334 @@
+//! `cargo bench --bench platform [-- --quick] [--json PATH]`: hearth against its physical
+//! floor, every number beside a floor measured in the same run (issue 7).
+//!
+//! Starts everything it measures: `hearthd standalone` (twice: once with the default pool for
+//! warm invokes and throughput, once with a large memory budget for prewarmed and cold starts
+//! and per-container memory, so that no eviction lands inside a sample), then `hearthd invoker`
+//! with a socket-activated `hearthd controller`. Floors come from containers the harness drives
+//! itself through the library's runc driver, a bare `runc run`, the host's interpreters and a
+//! trivial hyper server. Needs root and runc, like the invoker.
+//!
+//! Everything it creates is private (temp dir, /run dir, port, runc roots, cgroup parent) and
+//! is removed by pid and path at the end, also after an error or Ctrl-C (see [`workspace`]).
+
+mod activation;
+mod api;
+mod daemon;
+mod direct;
+mod http;
+mod memory;
+mod procfs;
+mod progress;
+mod report;
+mod selftest;
+mod starts;
+mod stats;
+mod throughput;
+mod warm;
+mod workspace;
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hearth::model::Runtime;
+
+use daemon::{Daemon, HEARTHD};
+use progress::Progress;
+use report::{Machine, Report, Row};
+use workspace::Workspace;
+
+/// How many samples each part takes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub warm_warmup: usize,
+    pub warm_n: usize,
+    pub tp_clients: Vec<usize>,
+    pub tp_warmup: Duration,
+    pub tp_duration: Duration,
+    pub starts_n: usize,
+    pub activation_n: usize,
+    pub running_n: usize,
+    /// How long a daemon gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                quick,
+                warm_warmup: 20,
+                warm_n: 200,
+                tp_clients: vec![1, 8, 64],
+                tp_warmup: Duration::from_millis(500),
+                tp_duration: Duration::from_secs(1),
+                starts_n: 3,
+                activation_n: 3,
+                running_n: 10,
+                stop_grace: Duration::from_secs(5),
+            }
+        } else {
+            Self {
+                quick,
+                warm_warmup: 100,
+                warm_n: 2000,
+                tp_clients: vec![1, 8, 64],
+                tp_warmup: Duration::from_secs(2),
+                tp_duration: Duration::from_secs(5),
+                starts_n: 15,
+                activation_n: 10,
+                running_n: 50,
+                stop_grace: Duration::from_secs(15),
+            }
+        }
+    }
+}
+
+/// The pool every standalone instance gets, with its memory budget: the default prewarm plan
+/// (one 256 MB stem cell per runtime) written out, so the run does not depend on defaults
+/// changing under it.
+fn invoker_toml(budget_mb: u64) -> String {
+    format!(
+        "[pool]\nmemory_budget_mb = {budget_mb}\nqueue_limit = 1024\n\n\
+         [[pool.prewarm]]\nkind = \"python:3\"\nmemory_mb = 256\ncount = 1\n\n\
+         [[pool.prewarm]]\nkind = \"nodejs:20\"\nmemory_mb = 256\ncount = 1\n"
+    )
+}
+
+#[derive(Debug)]
+struct Args {
+    quick: bool,
+    /// Set by `cargo bench`; without it the binary runs as a test (see [`selftest`]).
+    bench: bool,
+    json: PathBuf,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut quick = false;
+    let mut bench = false;
+    let mut json = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/latest.json"));
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--json" => json = it.next().ok_or("--json needs a path")?.into(),
+            "--bench" => bench = true,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: cargo bench --bench platform -- [--quick] [--json PATH]".to_owned()
+                )
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(Args { quick, bench, json })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.bench {
+        return match selftest::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("platform bench self-test failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hearth bench: cannot start tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = run(&args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; cleaning up")),
+        }
+    });
+    // Dropping the runtime drops every task and with them the last handle on the workspace,
+    // whose Drop kills what is left and removes what was made.
+    drop(rt);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nhearth bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark runs runc containers and needs root");
+    }
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let plan = Plan::new(args.quick);
+    let mut machine = Machine::probe();
+    let progress = Progress::new();
+    progress.phase(&format!(
+        "hearth bench ({}) with {HEARTHD}; load {}",
+        if plan.quick { "quick" } else { "full" },
+        machine.load_before
+    ));
+    let ws = Arc::new(Workspace::new()?);
+    let direct = direct::Direct::new(&ws)?;
+    let trivial = http::trivial_server().await?;
+    let data_dir = ws.path("data");
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Instance A: the default pool (2 GB budget) for warm invokes and throughput.
+    let cfg_a = daemon::config_dir(&ws, "config-default", &invoker_toml(2048))?;
+    let (a, addr_a, state_a) = start_standalone(&ws, "a", &data_dir, &cfg_a, &progress).await?;
+    let phase_a = async {
+        let idle_rss = procfs::rss_mb(a.pid)?;
+        let mut rows = Vec::new();
+        let mut warm_p50 = Vec::new();
+        for runtime in [Runtime::Python, Runtime::Nodejs] {
+            progress.phase(&format!("warm invoke {}", runtime.as_str()));
+            let (r, p50) = warm::run(&direct, addr_a, trivial, runtime, &plan, &progress).await?;
+            rows.extend(r);
+            warm_p50.push(p50);
+        }
+        rows.extend(
+            throughput::run(
+                &direct,
+                a.pid,
+                addr_a,
+                &state_a.join("containers"),
+                Runtime::Python,
+                &plan,
+                &progress,
+            )
+            .await?,
+        );
+        anyhow::Ok((rows, warm_p50, idle_rss))
+    }
+    .await;
+    let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
+    let (r, warm_p50, idle_rss_a) = phase_a?;
+    rows.extend(r);
+    rows.push(stop_a);
+
+    // Instance B: a budget no sample can exhaust, for prewarmed and cold starts; the warm
+    // containers they leave behind are then measured.
+    let cfg_b = daemon::config_dir(&ws, "config-large", &invoker_toml(32768))?;
+    let (b, addr_b, state_b) = start_standalone(&ws, "b", &data_dir, &cfg_b, &progress).await?;
+    let phase_b = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle_rss = procfs::rss_parts(b.pid)?;
+        let mut rows = Vec::new();
+        for (runtime, warm) in [Runtime::Python, Runtime::Nodejs].into_iter().zip(&warm_p50) {
+            progress.phase(&format!("prewarmed start {}", runtime.as_str()));
+            rows.extend(
+                starts::prewarmed(&b, &direct, addr_b, runtime, *warm, &plan, &progress).await?,
+            );
+        }
+        for runtime in [Runtime::Python, Runtime::Nodejs] {
+            progress.phase(&format!("cold start {}", runtime.as_str()));
+            rows.extend(starts::cold(&direct, addr_b, runtime, &plan, &progress).await?);
+        }
+        progress.phase("memory of warm containers");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rows.extend(memory::rows(&b, &state_b, idle_rss, idle_rss_a)?);
+        anyhow::Ok(rows)
+    }
+    .await;
+    let stop_b = daemon::stop_row(&ws, b, &state_b, &plan).await?;
+    rows.extend(phase_b?);
+    rows.push(stop_b);
+
+    // The two-process shape: socket activation and the daemons' own memory.
+    rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
+
+    progress.done();
+    machine.load_after = report::loadavg();
+    let report = Report {
+        mode: if plan.quick { "quick" } else { "full" },
+        started_unix,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        machine,
+        rows,
+    };
+    let m = &report.machine;
+    println!(
+        "hearth bench ({} mode, {:.0} s): {} x {}, {} MB, kernel {}, {}; load {} -> {}\n",
+        report.mode,
+        report.elapsed_s,
+        m.nproc,
+        m.cpu,
+        m.memory_mb,
+        m.kernel,
+        m.runc,
+        m.load_before,
+        m.load_after
+    );
+    print!("{}", report.table());
+    report.write_json(&args.json)?;
+    println!("\nJSON: {}", args.json.display());
+    Ok(())
+}
+
+/// Starts `hearthd standalone` on a free port with a private state dir; returns once it is
+/// ready and both stem cells are started.
+async fn start_standalone(
+    ws: &Arc<Workspace>,
+    name: &str,
+    data_dir: &Path,
+    config_dir: &Path,
+    progress: &Progress,
+) -> anyhow::Result<(Daemon, SocketAddr, PathBuf)> {
+    progress.phase(&format!("starting hearthd standalone ({name})"));
+    let state = ws.run_path(&format!("state-{name}"));
+    ws.track_runc_root(&state.join("runc"), "hearth", false);
+    let addr = SocketAddr::from(([127, 0, 0, 1], daemon::free_port()?));
+    let listen = addr.to_string();
+    let args: Vec<&OsStr> = vec![
+        "standalone".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--config-dir".as_ref(),
+        config_dir.as_os_str(),
+    ];
+    let notify = ws.path(&format!("notify-{name}.sock"));
+    let mut d = daemon::spawn(
+        ws,
+        &format!("hearthd standalone ({name})"),
+        Path::new(HEARTHD),
+        &args,
+        Some(&notify),
+    )?;
+    d.wait_ready(Duration::from_secs(60)).await?;
+    for rt in ["python", "nodejs"] {
+        d.log
+            .wait_for(d.started, Duration::from_secs(60), "initial prewarm", |l| {
+                daemon::is_prewarmed(l, rt)
+            })
+            .await
+            .with_context(|| d.context())?;
+    }
+    Ok((d, addr, state))
+}
