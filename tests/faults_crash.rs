@@ -131,8 +131,7 @@ fn kill_at_random(d: &mut Daemon, min_ms: u64, span_ms: u64) -> Duration {
 #[test]
 fn standalone_kill9_under_load_loses_nothing() {
     require_root();
-    let mut s =
-        Standalone::start("prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n");
+    let mut s = Standalone::start("prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n");
     let c = s.client();
     c.put_action("echo", "python:3", ECHO, None);
     c.put_action("slow", "python:3", SLOW, None);

@@ -20,8 +20,7 @@ const CLIENTS: usize = 96;
 #[test]
 fn overload_is_refused_cleanly_and_recovers() {
     require_root();
-    let mut s =
-        Standalone::start("prewarm = []\nmemory_budget_mb = 256\nqueue_limit = 4\n");
+    let mut s = Standalone::start("prewarm = []\nmemory_budget_mb = 256\nqueue_limit = 4\n");
     let c = s.client();
     c.put_action("slow", "python:3", SLOW, Some(json!({"memory": 128, "timeout": 5000})));
     assert_eq!(c.invoke("slow", json!({})).status, 200);

@@ -380,7 +380,7 @@ fn phase_daemons_install(d: &mut Daemons) {
     sh("mkdir -p /etc/hearth");
     write_inside(
         "/etc/hearth/invoker.toml",
-        "[pool]\nprewarm = []\nidle_timeout = \"8s\"\nreap_interval = \"1s\"\nmemory_budget_mb = 2048\n",
+        "prewarm = []\nidle_timeout = \"8s\"\nreap_interval = \"1s\"\nmemory_budget_mb = 2048\n",
     );
     write_inside("/etc/hearth/controller.toml", "idle_exit = \"4s\"\n");
     for unit in ["hearth-controller.service", "hearth-invoker.service"] {

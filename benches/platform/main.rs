@@ -95,9 +95,9 @@ impl Plan {
 /// changing under it.
 fn invoker_toml(budget_mb: u64) -> String {
     format!(
-        "[pool]\nmemory_budget_mb = {budget_mb}\nqueue_limit = 1024\n\n\
-         [[pool.prewarm]]\nkind = \"python:3\"\nmemory_mb = 256\ncount = 1\n\n\
-         [[pool.prewarm]]\nkind = \"nodejs:20\"\nmemory_mb = 256\ncount = 1\n"
+        "memory_budget_mb = {budget_mb}\nqueue_limit = 1024\n\n\
+         [[prewarm]]\nkind = \"python:3\"\nmemory_mb = 256\ncount = 1\n\n\
+         [[prewarm]]\nkind = \"nodejs:20\"\nmemory_mb = 256\ncount = 1\n"
     )
 }
 

@@ -160,6 +160,27 @@ impl RuncContainer {
         }
     }
 
+    /// A run that leaves processes behind (a fork bomb, a daemonised child) would hand them to
+    /// the next run of the same action, with the pids limit already spent: such a container
+    /// is marked dead, so the pool destroys it after this run's record. Only the launcher may
+    /// remain between runs. One small read of `cgroup.procs` per run.
+    fn retire_if_processes_left(&mut self) {
+        let procs = self.memory_dir.join("cgroup.procs");
+        match std::fs::read_to_string(&procs) {
+            Ok(text) => {
+                let n = text.lines().filter(|l| !l.trim().is_empty()).count();
+                if n > 1 {
+                    tracing::info!(id = %self.id, processes = n, "the run left processes behind; retiring the container");
+                    self.dead = true;
+                }
+            }
+            // The cgroup is unreadable only if the container is gone: the next run finds out.
+            Err(e) => {
+                tracing::debug!(path = %procs.display(), error = %e, "cannot count processes")
+            }
+        }
+    }
+
     /// Whether a failed run left this container unusable.
     pub fn is_dead(&self) -> bool {
         self.dead
@@ -345,6 +366,9 @@ impl ActionContainer for RuncContainer {
             Exchange::Failed(e) => Err(self.died(format!("pipe error: {e}")).await),
             Exchange::TimedOut => Err(self.timed_out(run.timeout).await),
         };
+        if !self.dead {
+            self.retire_if_processes_left();
+        }
         tracing::debug!(
             elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             ok = outcome.is_ok(),
