@@ -6,7 +6,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:3233
 DATA_DIR ?= $(CURDIR)/.hearth
 
-.PHONY: all deps deps-test build run test lint unit-test client-test bench bench-quick clean deb rpm packages
+.PHONY: all deps deps-test build run test lint broker unit-test bench bench-quick clean deb rpm packages
 
 all: build
 
@@ -22,14 +22,21 @@ build: deps
 run: build
 	./target/release/hearthd standalone --listen $(LISTEN) --data-dir $(DATA_DIR)
 
+# The Kafka bus is a cargo feature (librdkafka builds with cmake): on for lints and tests.
+FEATURES ?= --features kafka
+
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets $(FEATURES) -- -D warnings
+
+# The Kafka-protocol broker the multi-host tests run against (built once, cached).
+broker:
+	scripts/build-broker.sh >/dev/null
 
 unit-test:
-	$(CARGO) test --lib --bins --tests
+	TANSU="$$(scripts/build-broker.sh)" $(CARGO) test $(FEATURES) --lib --bins --tests
 
-test: deps-test lint unit-test
+test: deps-test lint broker unit-test
 
 # The platform benchmark (benches/platform; see BENCHMARKS.md): builds hearthd with the
 # bench profile, starts what it measures, cleans up. Needs root and runc, like the invoker.
