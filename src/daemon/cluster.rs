@@ -185,7 +185,8 @@ impl Publisher {
                         if let Err(err) = self.store.feed_done(e.seq) {
                             tracing::error!(error = %err, "removing a published feed entry failed (it will be published again)");
                         }
-                        let mut done = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut done =
+                            self.published.lock().unwrap_or_else(PoisonError::into_inner);
                         *done = (*done).max(e.seq);
                         self.cond.notify_all();
                     }

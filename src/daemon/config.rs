@@ -204,6 +204,7 @@ mod tests {
         assert_eq!(c.max_blocking_wait, Some(Duration::from_secs(30)));
         let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
         assert_eq!(i.pool.memory_budget_mb, 1024);
+        assert_eq!(i.pool.idle_timeout, Duration::from_secs(60));
         std::fs::write(
             dir.path().join("invoker.toml"),
             "bus = \"kafka://10.0.0.1:9092\"\nid = 3\nmemory_budget_mb = 1024\n",
@@ -211,7 +212,6 @@ mod tests {
         .unwrap();
         let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
         assert_eq!((i.bus.as_deref(), i.id), (Some("kafka://10.0.0.1:9092"), Some(3)));
-        assert_eq!(i.pool.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]

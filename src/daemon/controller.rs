@@ -122,8 +122,12 @@ pub async fn run(
             .context("taking or binding the API socket")?;
     ctx.inherited.close_untaken();
     match &settings.cluster {
-        None => tracing::info!(addr = ?listener.local_addr().ok(), ?origin, invoker = %settings.invoker_socket.display(), "controller ready"),
-        Some(c) => tracing::info!(addr = ?listener.local_addr().ok(), ?origin, brokers = %c.brokers, id = %c.id, "controller ready (cluster over Kafka)"),
+        None => {
+            tracing::info!(addr = ?listener.local_addr().ok(), ?origin, invoker = %settings.invoker_socket.display(), "controller ready")
+        }
+        Some(c) => {
+            tracing::info!(addr = ?listener.local_addr().ok(), ?origin, brokers = %c.brokers, id = %c.id, "controller ready (cluster over Kafka)")
+        }
     }
     let activity = Activity::new();
     if let Some(idle) = settings.idle_exit {

@@ -319,7 +319,12 @@ async fn serve_cluster(
         super::cluster::REVISION_WAIT,
     ));
     let config = KafkaInvoker::new(brokers, InvokerId(id), pool_config.memory_budget_mb);
-    tracing::info!(brokers, invoker = id, capacity_mb = config.capacity_mb, "invoker ready (cluster over Kafka)");
+    tracing::info!(
+        brokers,
+        invoker = id,
+        capacity_mb = config.capacity_mb,
+        "invoker ready (cluster over Kafka)"
+    );
     serve_invoker(config, gate, shutdown).await.context("serving activations from Kafka")
 }
 

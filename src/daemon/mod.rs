@@ -123,7 +123,9 @@ fn cluster_brokers(url: &str) -> anyhow::Result<String> {
     }
     #[cfg(not(feature = "kafka"))]
     {
-        anyhow::bail!("bus {url:?}: this hearthd was built without Kafka support (cargo feature `kafka`)")
+        anyhow::bail!(
+            "bus {url:?}: this hearthd was built without Kafka support (cargo feature `kafka`)"
+        )
     }
 }
 
