@@ -271,4 +271,78 @@ mod tests {
         assert!(e.to_string().contains("\"b\""), "{e}");
         assert!(brokers_of("kafka://a:0").is_err());
     }
+
+    /// Answers every activation at once with a success record.
+    struct Instant0;
+    impl Dispatcher for Instant0 {
+        fn dispatch(
+            &self,
+            msg: ActivationMessage,
+        ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+            Box::pin(async move {
+                let (tx, rx) = oneshot::channel();
+                let mut rec = msg.failure_record("ran");
+                rec.response = crate::model::ActivationResponse::success(serde_json::json!({}));
+                let _ = tx.send(rec);
+                Ok(rx)
+            })
+        }
+    }
+
+    fn message(fqn: &crate::model::FullyQualifiedName, revision: u64) -> ActivationMessage {
+        ActivationMessage {
+            activation_id: crate::model::ActivationId::generate(),
+            action: fqn.clone(),
+            revision,
+            version: "0.0.1".into(),
+            exec: crate::model::ExecMeta {
+                kind: crate::model::Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+            },
+            limits: crate::model::ActionLimits::default(),
+            subject: fqn.namespace.clone(),
+            params: serde_json::Map::new(),
+            received_at_ms: 0,
+            publish: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gate_runs_materialised_revisions_and_records_missing_ones() {
+        use crate::model::{ActivationStatus, EntityName, FullyQualifiedName, Kind};
+        use crate::store::{ActionUpdate, ExecUpdate, StoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
+                .unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        store.create_namespace(&ns).unwrap();
+        let fqn = FullyQualifiedName::new(ns, EntityName::parse("a").unwrap());
+        let up = ActionUpdate {
+            exec: Some(ExecUpdate {
+                kind: Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+                code: b"x".to_vec(),
+            }),
+            ..Default::default()
+        };
+        store.put_action(&fqn, up, false).unwrap();
+        let gate = RevisionGate::new(
+            store,
+            Arc::new(Instant0),
+            "invoker4".into(),
+            Duration::from_millis(50),
+        );
+        let rec = gate.dispatch(message(&fqn, 1)).await.unwrap().await.unwrap();
+        assert_eq!(rec.response.status, ActivationStatus::Success);
+        let rec = gate.dispatch(message(&fqn, 2)).await.unwrap().await.unwrap();
+        assert_eq!(rec.response.status, ActivationStatus::InternalError);
+        let text = rec.response.result.to_string();
+        assert!(text.contains("invoker4") && text.contains("revision 1, not 2"), "{text}");
+        let other = FullyQualifiedName::new(fqn.namespace.clone(), EntityName::parse("b").unwrap());
+        let rec = gate.dispatch(message(&other, 1)).await.unwrap().await.unwrap();
+        assert!(rec.response.result.to_string().contains("does not have action team/b"), "{rec:?}");
+    }
 }
