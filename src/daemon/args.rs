@@ -79,6 +79,13 @@ pub struct ControllerArgs {
     /// Exit after this long without requests (socket activation starts it again); e.g. `5m`
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub idle_exit: Option<std::time::Duration>,
+    /// Several hosts: dispatch to invokers over Kafka (`kafka://HOST:PORT[,HOST:PORT]`)
+    /// instead of the invoker's Unix socket
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
+    /// This controller's id in the cluster (with --bus): names its completion topic
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -91,6 +98,13 @@ pub struct InvokerArgs {
     /// Where container bundles and runc's state live
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Several hosts: take activations from Kafka (`kafka://HOST:PORT[,HOST:PORT]`) instead
+    /// of serving a Unix socket
+    #[arg(long, value_name = "URL")]
+    pub bus: Option<String>,
+    /// This invoker's number in the cluster (with --bus): names its activation topic
+    #[arg(long, value_name = "N")]
+    pub id: Option<u32>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -125,6 +139,33 @@ mod tests {
                 assert_eq!(a.listen.unwrap().port(), 0);
                 assert_eq!(a.common.data_dir.unwrap(), PathBuf::from("/tmp/x"));
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_cluster_flags() {
+        let cli = Cli::try_parse_from([
+            "hearthd",
+            "invoker",
+            "--bus",
+            "kafka://127.0.0.1:9092",
+            "--id",
+            "2",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Invoker(a) => {
+                assert_eq!(a.bus.as_deref(), Some("kafka://127.0.0.1:9092"));
+                assert_eq!(a.id, Some(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["hearthd", "controller", "--bus", "kafka://h:1", "--id", "c1"])
+                .unwrap();
+        match cli.command {
+            Command::Controller(a) => assert_eq!(a.id.as_deref(), Some("c1")),
             other => panic!("{other:?}"),
         }
     }

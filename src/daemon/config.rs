@@ -43,6 +43,14 @@ pub struct ControllerFile {
     /// Exit after this long without requests (0 or absent: never).
     #[serde(deserialize_with = "opt_duration")]
     pub idle_exit: Option<Duration>,
+    /// Several hosts: `kafka://HOST:PORT[,HOST:PORT]` (absent: the invoker's Unix socket).
+    pub bus: Option<String>,
+    /// This controller's id in the cluster (with `bus`).
+    pub id: Option<String>,
+    /// With `bus`: an invoker silent for this long is offline and its in-flight activations
+    /// are recorded as failed (default 10 s).
+    #[serde(deserialize_with = "opt_duration")]
+    pub invoker_offline_after: Option<Duration>,
 }
 
 /// `invoker.toml`: the process's own settings and, in the same flat table, the pool's
@@ -54,6 +62,10 @@ pub struct InvokerFile {
     pub state_dir: Option<PathBuf>,
     /// The runc binary.
     pub runc: Option<PathBuf>,
+    /// Several hosts: `kafka://HOST:PORT[,HOST:PORT]` (absent: serve the Unix socket).
+    pub bus: Option<String>,
+    /// This invoker's number in the cluster (with `bus`).
+    pub id: Option<u32>,
     pub pool: InvokerConfig,
 }
 
@@ -65,6 +77,8 @@ struct InvokerOwn {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     runc: Option<PathBuf>,
+    bus: Option<String>,
+    id: Option<u32>,
 }
 
 impl<'de> Deserialize<'de> for InvokerFile {
@@ -74,7 +88,7 @@ impl<'de> Deserialize<'de> for InvokerFile {
         use serde::de::Error;
         let mut table = toml::Table::deserialize(d)?;
         let mut own = toml::Table::new();
-        for key in ["data_dir", "socket", "state_dir", "runc"] {
+        for key in ["data_dir", "socket", "state_dir", "runc", "bus", "id"] {
             if let Some(v) = table.remove(key) {
                 own.insert(key.to_owned(), v);
             }
@@ -87,6 +101,8 @@ impl<'de> Deserialize<'de> for InvokerFile {
             socket: own.socket,
             state_dir: own.state_dir,
             runc: own.runc,
+            bus: own.bus,
+            id: own.id,
             pool,
         })
     }
@@ -189,6 +205,13 @@ mod tests {
         let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
         assert_eq!(i.pool.memory_budget_mb, 1024);
         assert_eq!(i.pool.idle_timeout, Duration::from_secs(60));
+        std::fs::write(
+            dir.path().join("invoker.toml"),
+            "bus = \"kafka://10.0.0.1:9092\"\nid = 3\nmemory_budget_mb = 1024\n",
+        )
+        .unwrap();
+        let i: InvokerFile = load(Some(dir.path()), "invoker.toml").unwrap();
+        assert_eq!((i.bus.as_deref(), i.id), (Some("kafka://10.0.0.1:9092"), Some(3)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `hearthd controller`: the REST API on its own, dispatching to the invoker's Unix socket.
+//! `hearthd controller`: the REST API on its own, dispatching to the invoker's Unix socket, or
+//! (with `--bus kafka://...`) to the invokers of a cluster over Kafka (`cluster.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::args::ControllerArgs;
 use super::config::{self, ControllerFile};
 use super::SystemdContext;
 use crate::bus::unix::UnixBus;
+use crate::bus::Dispatcher;
 use crate::controller::{Controller, ControllerConfig};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{Store, StoreOptions};
@@ -26,6 +28,16 @@ pub struct ControllerSettings {
     pub invoker_socket: PathBuf,
     pub config: ControllerConfig,
     pub idle_exit: Option<std::time::Duration>,
+    /// Several hosts: the Kafka brokers and this controller's id.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A controller's place in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub brokers: String,
+    pub id: String,
+    pub offline_after: Option<Duration>,
 }
 
 impl ControllerSettings {
@@ -35,7 +47,18 @@ impl ControllerSettings {
         let file: ControllerFile = config::load(Some(&dir), "controller.toml")?;
         let mut config = ControllerConfig::default();
         apply_file(&mut config, &file);
+        let cluster = match args.bus.clone().or(file.bus.clone()) {
+            Some(url) => Some(ClusterSettings {
+                brokers: super::cluster_brokers(&url)?,
+                id: args.id.clone().or(file.id.clone()).ok_or_else(|| {
+                    anyhow::anyhow!("--bus needs --id (or id = \"...\" in controller.toml): this controller's id in the cluster")
+                })?,
+                offline_after: file.invoker_offline_after,
+            }),
+            None => None,
+        };
         Ok(Self {
+            cluster,
             listen: args.listen.or(file.listen).unwrap_or(default_listen()),
             data_dir: args
                 .common
@@ -82,7 +105,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let store = open_store(&settings.data_dir)?;
-    let bus = Arc::new(UnixBus::new(&settings.invoker_socket));
+    let bus: Arc<dyn Dispatcher> = match &settings.cluster {
+        None => Arc::new(UnixBus::new(&settings.invoker_socket)),
+        Some(c) => join_cluster(&store, c, &shutdown).await?,
+    };
     let controller = Controller::new(store.clone(), bus, settings.config.clone())
         .context("starting the controller")?;
     tokio::spawn(crate::controller::run_retention(
@@ -95,7 +121,14 @@ pub async fn run(
         listen::take_or_bind(&mut ctx.inherited, "http", &ListenAddr::Tcp(settings.listen))
             .context("taking or binding the API socket")?;
     ctx.inherited.close_untaken();
-    tracing::info!(addr = ?listener.local_addr().ok(), ?origin, invoker = %settings.invoker_socket.display(), "controller ready");
+    match &settings.cluster {
+        None => {
+            tracing::info!(addr = ?listener.local_addr().ok(), ?origin, invoker = %settings.invoker_socket.display(), "controller ready")
+        }
+        Some(c) => {
+            tracing::info!(addr = ?listener.local_addr().ok(), ?origin, brokers = %c.brokers, id = %c.id, "controller ready (cluster over Kafka)")
+        }
+    }
     let activity = Activity::new();
     if let Some(idle) = settings.idle_exit {
         tokio::spawn(exit_when_idle(
@@ -153,6 +186,45 @@ async fn exit_when_idle(
             return;
         }
     }
+}
+
+/// Joins the cluster: entity feed on (this controller's writes are published, answered after
+/// the broker's acknowledgement), other hosts' entities followed into the store, and the Kafka
+/// bus as the dispatcher.
+#[cfg(feature = "kafka")]
+async fn join_cluster(
+    store: &Store,
+    c: &ClusterSettings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn Dispatcher>> {
+    use crate::bus::kafka::{KafkaBus, KafkaConfig};
+    let log = super::cluster::entity_log(&c.brokers)?;
+    if let Err(e) = log.ensure_topic().await {
+        tracing::warn!(error = %e, "the entity topic is not created yet; retrying in the background");
+    }
+    store.enable_entity_feed(&c.id).context("enabling the entity feed")?;
+    super::cluster::spawn_follower(
+        log.clone(),
+        format!("hearth.entities.controller.{}", c.id),
+        store.clone(),
+        shutdown.clone(),
+    );
+    super::cluster::Publisher::start(store.clone(), log, shutdown.clone());
+    let mut config = KafkaConfig::new(c.brokers.clone(), c.id.clone());
+    if let Some(d) = c.offline_after {
+        config.balancer.offline_after = d;
+    }
+    let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
+    Ok(Arc::new(bus))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn join_cluster(
+    _store: &Store,
+    _c: &ClusterSettings,
+    _shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn Dispatcher>> {
+    anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`): --bus cannot be used")
 }
 
 pub(super) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {

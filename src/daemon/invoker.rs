@@ -5,6 +5,9 @@
 //! own scope in hearth.slice (runc's systemd cgroup driver) and a registered machine, and
 //! `machinectl terminate` is heard; warm containers' pipes go to the fd store and come back
 //! after a restart (live restore); the actions' output goes to the journal.
+//!
+//! With `--bus kafka://...` it serves its activation topic instead of the socket, from its own
+//! data directory filled by the entity topic (`cluster.rs`).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,8 @@ pub struct InvokerSettings {
     pub state_dir: PathBuf,
     pub runc: PathBuf,
     pub pool: InvokerConfig,
+    /// Several hosts: the Kafka brokers and this invoker's number.
+    pub cluster: Option<(String, u32)>,
 }
 
 impl InvokerSettings {
@@ -42,7 +47,12 @@ impl InvokerSettings {
         let dir =
             args.common.config_dir.clone().unwrap_or_else(|| config::SYSTEM_CONFIG_DIR.into());
         let file: InvokerFile = config::load(Some(&dir), "invoker.toml")?;
+        let cluster = match args.bus.clone().or(file.bus.clone()) {
+            Some(url) => Some((super::cluster_brokers(&url)?, args.id.or(file.id).unwrap_or(0))),
+            None => None,
+        };
         Ok(Self {
+            cluster,
             data_dir: args
                 .common
                 .data_dir
@@ -281,6 +291,55 @@ fn watch_removals(
     });
 }
 
+/// Serves activation topic `id` until `shutdown`, code from `store` kept current by the
+/// entity topic.
+#[cfg(feature = "kafka")]
+async fn serve_cluster(
+    store: Store,
+    brokers: &str,
+    id: u32,
+    pool_config: &InvokerConfig,
+    pool: Arc<dyn Dispatcher>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use crate::balancer::InvokerId;
+    use crate::bus::kafka::{serve_invoker, InvokerConfig as KafkaInvoker};
+    let log = super::cluster::entity_log(brokers)?;
+    super::cluster::spawn_follower(
+        log,
+        format!("hearth.entities.invoker.{id}"),
+        store.clone(),
+        shutdown.clone(),
+    );
+    let name = InvokerId(id).to_string();
+    let gate: Arc<dyn Dispatcher> = Arc::new(super::cluster::RevisionGate::new(
+        store,
+        pool,
+        name,
+        super::cluster::REVISION_WAIT,
+    ));
+    let config = KafkaInvoker::new(brokers, InvokerId(id), pool_config.memory_budget_mb);
+    tracing::info!(
+        brokers,
+        invoker = id,
+        capacity_mb = config.capacity_mb,
+        "invoker ready (cluster over Kafka)"
+    );
+    serve_invoker(config, gate, shutdown).await.context("serving activations from Kafka")
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn serve_cluster(
+    _store: Store,
+    _brokers: &str,
+    _id: u32,
+    _pool_config: &InvokerConfig,
+    _pool: Arc<dyn Dispatcher>,
+    _shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`)")
+}
+
 /// Runs the invoker until `shutdown`.
 pub async fn run(
     settings: InvokerSettings,
@@ -298,7 +357,7 @@ pub async fn run(
     let invoker = Invoker::start_with(
         settings.pool.clone(),
         factory.clone(),
-        Arc::new(store),
+        Arc::new(store.clone()),
         code_installer(),
         shutdown.clone(),
         options,
@@ -307,6 +366,19 @@ pub async fn run(
     .context("starting the container pool")?;
     if let Some(removed) = removed {
         watch_removals(removed, invoker.clone(), factory);
+    }
+    if let Some((brokers, id)) = &settings.cluster {
+        ctx.inherited.close_untaken();
+        let figures = {
+            let inv = invoker.clone();
+            move || inv.stats().to_string()
+        };
+        super::announce_ready(&ctx.notifier, &shutdown, figures);
+        let pool: Arc<dyn Dispatcher> = invoker.clone();
+        let served = serve_cluster(store, brokers, *id, &settings.pool, pool, shutdown).await;
+        let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
+        invoker.shutdown().await;
+        return served;
     }
     let (listener, origin) = listen::take_or_bind(
         &mut ctx.inherited,

@@ -8,6 +8,8 @@
 
 pub mod activity;
 pub mod args;
+#[cfg(feature = "kafka")]
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod invoker;
@@ -111,6 +113,20 @@ fn generate_assets(
         crate::docgen::write_completions(&dir, &commands).context("writing completions")?;
     }
     Ok(())
+}
+
+/// The broker list of a `--bus` URL (only `kafka://` exists).
+fn cluster_brokers(url: &str) -> anyhow::Result<String> {
+    #[cfg(feature = "kafka")]
+    {
+        Ok(cluster::brokers_of(url)?)
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        anyhow::bail!(
+            "bus {url:?}: this hearthd was built without Kafka support (cargo feature `kafka`)"
+        )
+    }
 }
 
 /// SIGTERM and SIGINT: tell systemd we are stopping, then fire the one shutdown signal.

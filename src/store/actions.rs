@@ -4,8 +4,9 @@
 
 use heed::{RoTxn, RwTxn};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, show_key};
 use super::error::lmdb;
+use super::feed::ACTION_PREFIX;
 use super::{Store, StoreError};
 use crate::model::{
     now_millis, ActionLimits, ActionMeta, EntityName, ExecMeta, FullyQualifiedName, KeyValue, Kind,
@@ -100,8 +101,11 @@ impl Store {
         if let Some(code) = code {
             self.dbs().code.put(&mut wtxn, key.as_bytes(), &code).map_err(lmdb("put", "code"))?;
         }
+        let entity = format!("{ACTION_PREFIX}{key}");
+        let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
         wtxn.commit().map_err(lmdb("commit", "actions"))?;
         tracing::info!(action = %key, revision, "action stored");
+        self.await_published(&entity, seq)?;
         Ok(meta)
     }
 
@@ -179,8 +183,11 @@ impl Store {
         let Some(meta) = self.action_in(&wtxn, &key)? else { return Ok(None) };
         self.dbs().actions.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "actions"))?;
         self.dbs().code.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "code"))?;
+        let entity = format!("{ACTION_PREFIX}{key}");
+        let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
         wtxn.commit().map_err(lmdb("commit", "actions"))?;
         tracing::info!(action = %key, "action deleted");
+        self.await_published(&entity, seq)?;
         Ok(Some(meta))
     }
 
@@ -188,7 +195,7 @@ impl Store {
         &self,
         wtxn: &mut RwTxn,
         ns: &EntityName,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{ns}/");
         let mut doomed = Vec::new();
         for item in self
@@ -204,7 +211,7 @@ impl Store {
             self.dbs().actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
             self.dbs().code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
         }
-        Ok(doomed.len())
+        Ok(doomed.iter().map(|k| format!("{ACTION_PREFIX}{}", show_key(k))).collect())
     }
 }
 

@@ -33,6 +33,10 @@ pub enum StoreError {
     InvalidLimits { action: String, source: LimitError },
     #[error("starting the sync thread of {path}: {source}")]
     SyncThread { path: PathBuf, source: std::io::Error },
+    /// Committed on this host (and queued for publication) but the message bus did not
+    /// acknowledge it in time: other hosts see it once the brokers take it.
+    #[error("{entity} is stored on this controller but not yet replicated to the cluster (it will be published when the message bus accepts it): {reason}")]
+    NotReplicated { entity: String, reason: String },
     #[error("generating a key: {0}")]
     Random(String),
 }

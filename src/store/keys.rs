@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::error::lmdb;
+use super::feed::KEY_PREFIX;
 use super::{Store, StoreError};
 use crate::model::{now_millis, AuthKey, EntityName, SecretHash};
 
@@ -81,8 +82,11 @@ impl Store {
         }
         self.put_key_in(&mut wtxn, ns, &key)?;
         self.bump_keys_generation(&mut wtxn)?;
+        let entity = format!("{KEY_PREFIX}{}", key.uuid);
+        let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
         wtxn.commit().map_err(lmdb("commit", "keys"))?;
         tracing::info!(namespace = %ns, uuid = %key.uuid, "key created");
+        self.await_published(&entity, seq)?;
         Ok(key)
     }
 
@@ -94,8 +98,11 @@ impl Store {
             return Err(StoreError::KeyNotFound(uuid.to_string()));
         }
         self.bump_keys_generation(&mut wtxn)?;
+        let entity = format!("{KEY_PREFIX}{uuid}");
+        let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
         wtxn.commit().map_err(lmdb("commit", "keys"))?;
         tracing::info!(%uuid, "key revoked");
+        self.await_published(&entity, seq)?;
         Ok(())
     }
 
@@ -119,7 +126,7 @@ impl Store {
         &self,
         wtxn: &mut RwTxn,
         ns: &EntityName,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut doomed = Vec::new();
         for item in self.dbs().keys.iter(wtxn).map_err(lmdb("iter", "keys"))? {
             let (k, v) = item.map_err(lmdb("iter", "keys"))?;
@@ -131,6 +138,10 @@ impl Store {
         for k in &doomed {
             self.dbs().keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
         }
-        Ok(doomed.len())
+        Ok(doomed
+            .iter()
+            .filter_map(|k| Uuid::from_slice(k).ok())
+            .map(|u| format!("{KEY_PREFIX}{u}"))
+            .collect())
     }
 }

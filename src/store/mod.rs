@@ -15,10 +15,12 @@ mod auth_cache;
 mod code_source;
 mod codec;
 mod error;
+mod feed;
 mod keys;
 mod meta;
 mod namespaces;
 mod pending;
+mod replica;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -31,9 +33,11 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 pub use actions::{ActionUpdate, ExecUpdate};
 pub use activations::{ActivationQuery, ACTIVATION_LIST_DEFAULT, ACTIVATION_LIST_MAX};
 pub use error::StoreError;
+pub use feed::{FeedEntry, PublishWaiter};
 pub use keys::KeyRecord;
 pub use namespaces::NamespaceRecord;
 pub use pending::STOPPED_MESSAGE;
+pub use replica::Applied;
 
 use auth_cache::AuthCache;
 use error::lmdb;
@@ -82,6 +86,10 @@ pub(crate) struct Dbs {
     /// Activations acknowledged (id returned) and not yet finished: id -> the internal-error
     /// record they end with if the server stops first.
     pub pending: Db,
+    /// The entity change feed (outbox): seq (u64 BE) -> entity key (`feed.rs`).
+    pub feed: Db,
+    /// Entity key -> the last feed seq that wrote it here (`replica.rs` skips stale echoes).
+    pub feed_last: Db,
 }
 
 struct Inner {
@@ -91,6 +99,10 @@ struct Inner {
     dbs: Dbs,
     auth_cache: AuthCache,
     path: PathBuf,
+    /// Makes entity writes wait for their publication (cluster controllers only).
+    publish_waiter: std::sync::OnceLock<Arc<dyn PublishWaiter>>,
+    /// Woken after each applied entity record (invokers waiting for a revision).
+    applied: tokio::sync::Notify,
 }
 
 /// A handle on the store; clones share one environment. Send + Sync.
@@ -142,6 +154,8 @@ impl Store {
             activations_by_time: create("activations_by_time")?,
             meta: create("meta")?,
             pending: create("pending")?,
+            feed: create("feed")?,
+            feed_last: create("feed_last")?,
         };
         wtxn.commit().map_err(open_err)?;
         let syncer = match opts.sync_interval {
@@ -159,6 +173,8 @@ impl Store {
                 dbs,
                 auth_cache: AuthCache::default(),
                 path: dir.to_owned(),
+                publish_waiter: std::sync::OnceLock::new(),
+                applied: tokio::sync::Notify::new(),
             }),
         })
     }

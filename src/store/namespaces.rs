@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, encode};
 use super::error::lmdb;
+use super::feed::{KEY_PREFIX, NAMESPACE_PREFIX};
 use super::{Store, StoreError};
 use crate::model::{now_millis, AuthKey, EntityName};
 
@@ -34,8 +35,12 @@ impl Store {
         self.put_namespace_in(&mut wtxn, ns)?;
         self.put_key_in(&mut wtxn, ns, &key)?;
         self.bump_keys_generation(&mut wtxn)?;
+        let entity = format!("{NAMESPACE_PREFIX}{ns}");
+        let seq =
+            self.feed_in(&mut wtxn, &[entity.clone(), format!("{KEY_PREFIX}{}", key.uuid)])?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
         tracing::info!(namespace = %ns, uuid = %key.uuid, "namespace created");
+        self.await_published(&entity, seq)?;
         Ok(key)
     }
 
@@ -47,7 +52,7 @@ impl Store {
         key: &AuthKey,
     ) -> Result<(), StoreError> {
         let mut wtxn = self.write_txn()?;
-        let mut changed = false;
+        let mut changed = Vec::new();
         if self
             .dbs()
             .namespaces
@@ -56,18 +61,20 @@ impl Store {
             .is_none()
         {
             self.put_namespace_in(&mut wtxn, ns)?;
-            changed = true;
+            changed.push(format!("{NAMESPACE_PREFIX}{ns}"));
         }
         let current = self.key_record_in(&wtxn, &key.uuid)?;
         let up_to_date =
             current.as_ref().is_some_and(|r| &r.namespace == ns && r.hash.matches(&key.hash()));
         if !up_to_date {
             self.put_key_in(&mut wtxn, ns, key)?;
-            changed = true;
+            changed.push(format!("{KEY_PREFIX}{}", key.uuid));
         }
-        if changed {
+        if !changed.is_empty() {
             self.bump_keys_generation(&mut wtxn)?;
+            let seq = self.feed_in(&mut wtxn, &changed)?;
             wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
+            self.await_published(&format!("{NAMESPACE_PREFIX}{ns}"), seq)?;
         }
         Ok(())
     }
@@ -115,8 +122,17 @@ impl Store {
         let actions = self.delete_actions_of_in(&mut wtxn, ns)?;
         let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
         self.bump_keys_generation(&mut wtxn)?;
+        // Explicit tombstones for what the namespace owned: compaction may drop the
+        // namespace's tombstone one day, and the actions' records must not come back then.
+        let entity = format!("{NAMESPACE_PREFIX}{ns}");
+        let (n_keys, n_actions) = (keys.len(), actions.len());
+        let mut fed = keys;
+        fed.extend(actions);
+        fed.push(entity.clone());
+        let seq = self.feed_in(&mut wtxn, &fed)?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
-        tracing::info!(namespace = %ns, keys, actions, activations, "namespace deleted");
+        tracing::info!(namespace = %ns, keys = n_keys, actions = n_actions, activations, "namespace deleted");
+        self.await_published(&entity, seq)?;
         Ok(true)
     }
 }

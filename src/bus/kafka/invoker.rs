@@ -33,7 +33,7 @@ use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC
 use super::wire::ActivationEnvelope;
 use crate::balancer::{InvokerId, Ping};
 use crate::bus::{ActivationMessage, Dispatcher};
-use crate::model::{now_millis, Activation, ActivationStatus};
+use crate::model::{now_millis, Activation, ActivationStatus, KeyValue};
 use crate::shutdown::Shutdown;
 
 /// Activations waiting for their record at once. Beyond it the loop stops consuming (the
@@ -343,7 +343,7 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
             "{id} found this activation {age_ms} ms after it was sent (it was down); not run, so it cannot run twice"
         );
         tracing::warn!("{why}");
-        ctx.reply(&controller, &msg.failure_record(&why)).await;
+        ctx.reply(&controller, &stamped(msg.failure_record(&why), id)).await;
         return;
     }
     let memory = msg.limits.memory;
@@ -359,7 +359,16 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
         }
         Err(e) => fallback.failure_record(&format!("{id} refused the activation: {e}")),
     };
-    ctx.reply(&controller, &record).await;
+    ctx.reply(&controller, &stamped(record, id)).await;
+}
+
+/// The record with an `invoker` annotation naming who ran it (`invoker2`): which host ran an
+/// activation is what an operator asks first in a cluster.
+fn stamped(mut record: Activation, id: InvokerId) -> Activation {
+    if !record.annotations.iter().any(|a| a.key == "invoker") {
+        record.annotations.push(KeyValue::new("invoker", id.to_string()));
+    }
+    record
 }
 
 async fn ping_loop(ctx: Arc<Ctx>) {

@@ -1,0 +1,333 @@
+//! The store as a replica of the entity topic: every host (controllers and invokers) applies
+//! the records of `hearth.entities` into its own LMDB, with the topic offset it reached stored
+//! in the same transaction, so a restart resumes exactly after the last applied record.
+//!
+//! Convergence: the topic's order decides. A record is applied as it comes, except a
+//! host's *own* record when the host has written that key again since (its later write is
+//! further down the topic and will be applied in turn): without that rule the echo of a
+//! write could briefly undo the next write of the same key on the host that made both.
+//!
+//! Applying never feeds the outbox (that would loop the record back to the topic), and
+//! bumps `keys_generation` when keys or namespaces change so authentication caches drop.
+//!
+//! Owns: applying entity records and the `entity_offset` meta key; waking waiters for a
+//! revision. Must never: reject a record for a reason the next record can fix (a namespace
+//! not yet known): records are applied as they are, in order.
+
+use std::time::{Duration, Instant};
+
+use heed::RwTxn;
+
+use super::codec::{decode, show_key};
+use super::error::lmdb;
+use super::feed::{decode_wire, ACTION_PREFIX, KEY_PREFIX, NAMESPACE_PREFIX};
+use super::{Store, StoreError};
+use crate::model::{ActionMeta, EntityName, FullyQualifiedName};
+
+const ENTITY_OFFSET: &[u8] = b"entity_offset";
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Written (or deleted).
+    Changed,
+    /// This host's own write, superseded by a later local write of the same key.
+    SkippedOwn,
+    /// Not an entity this store knows (another version's kind); skipped, offset recorded.
+    Unknown,
+}
+
+impl Store {
+    /// The offset of the next entity record to apply; `None`: from the beginning.
+    pub fn entity_offset(&self) -> Result<Option<i64>, StoreError> {
+        let rtxn = self.read_txn()?;
+        match self.dbs().meta.get(&rtxn, ENTITY_OFFSET).map_err(lmdb("get", "meta"))? {
+            Some(b) => Ok(Some(super::codec::be_u64("meta", ENTITY_OFFSET, b)? as i64)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies the entity topic's record at `offset`: `Some(value)` writes `key`, `None`
+    /// deletes it. The resume offset (`offset + 1`) is stored in the same transaction.
+    pub fn apply_entity(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        offset: i64,
+    ) -> Result<Applied, StoreError> {
+        let mut wtxn = self.write_txn()?;
+        let outcome = self.apply_in(&mut wtxn, key, value)?;
+        let next = (offset.max(-1) + 1) as u64;
+        self.dbs()
+            .meta
+            .put(&mut wtxn, ENTITY_OFFSET, &next.to_be_bytes())
+            .map_err(lmdb("put", "meta"))?;
+        wtxn.commit().map_err(lmdb("commit", "entities"))?;
+        if outcome == Applied::Changed {
+            self.inner.applied.notify_waiters();
+        }
+        tracing::debug!(key, offset, ?outcome, "entity record applied");
+        Ok(outcome)
+    }
+
+    fn apply_in(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<Applied, StoreError> {
+        let wire = match value {
+            Some(v) => Some(decode_wire(key, v)?),
+            None => None,
+        };
+        if let Some(w) = &wire {
+            let own = self.origin_in(wtxn)?.is_some_and(|o| o == w.header.origin);
+            if own && self.feed_last_in(wtxn, key)? > w.header.seq {
+                return Ok(Applied::SkippedOwn);
+            }
+        }
+        let d = self.dbs();
+        if let Some(k) = key.strip_prefix(ACTION_PREFIX) {
+            let k = k.as_bytes();
+            match &wire {
+                Some(w) => {
+                    // Decoded only to refuse garbage before it reaches the hot path.
+                    let _: ActionMeta = decode("actions", k, w.record)?;
+                    d.actions.put(wtxn, k, w.record).map_err(lmdb("put", "actions"))?;
+                    d.code.put(wtxn, k, w.code).map_err(lmdb("put", "code"))?;
+                }
+                None => {
+                    d.actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
+                    d.code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
+                }
+            }
+        } else if let Some(ns) = key.strip_prefix(NAMESPACE_PREFIX) {
+            let name = EntityName::parse(ns).map_err(|e| StoreError::Corrupt {
+                db: "entity topic",
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+            match &wire {
+                Some(w) => {
+                    let _: super::NamespaceRecord = decode("namespaces", ns.as_bytes(), w.record)?;
+                    d.namespaces
+                        .put(wtxn, ns.as_bytes(), w.record)
+                        .map_err(lmdb("put", "namespaces"))?;
+                }
+                None => {
+                    // As the local delete: everything the namespace owns goes with it.
+                    d.namespaces
+                        .delete(wtxn, ns.as_bytes())
+                        .map_err(lmdb("delete", "namespaces"))?;
+                    self.delete_keys_of_in(wtxn, &name)?;
+                    self.delete_actions_of_in(wtxn, &name)?;
+                    self.delete_activations_of_in(wtxn, &name)?;
+                }
+            }
+            self.bump_keys_generation(wtxn)?;
+        } else if let Some(u) = key.strip_prefix(KEY_PREFIX) {
+            let uuid = uuid::Uuid::parse_str(u).map_err(|e| StoreError::Corrupt {
+                db: "entity topic",
+                key: key.to_owned(),
+                message: e.to_string(),
+            })?;
+            let k = uuid.as_bytes();
+            match &wire {
+                Some(w) => {
+                    let _: super::KeyRecord = decode("keys", k, w.record)?;
+                    d.keys.put(wtxn, k, w.record).map_err(lmdb("put", "keys"))?;
+                }
+                None => {
+                    d.keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
+                }
+            }
+            self.bump_keys_generation(wtxn)?;
+        } else {
+            tracing::warn!(key = %show_key(key.as_bytes()), "unknown entity kind on the topic: skipped");
+            return Ok(Applied::Unknown);
+        }
+        Ok(Applied::Changed)
+    }
+
+    /// The stored revision of `action`, `None` when it does not exist.
+    pub fn action_revision(&self, action: &FullyQualifiedName) -> Result<Option<u64>, StoreError> {
+        Ok(self.get_action(action)?.map(|m| m.revision))
+    }
+
+    /// Waits (at most `bound`) until `action` exists here at `revision` or later: an invoker
+    /// may receive an activation before its entity follower applied the action's record.
+    /// Returns the revision found last (`None`: still missing) when the bound passes.
+    pub async fn wait_for_revision(
+        &self,
+        action: &FullyQualifiedName,
+        revision: u64,
+        bound: Duration,
+    ) -> Result<Result<(), Option<u64>>, StoreError> {
+        let deadline = Instant::now() + bound;
+        loop {
+            // Registered before the check, so an apply between the check and the wait wakes us.
+            let notified = self.inner.applied.notified();
+            let current = self.action_revision(action)?;
+            if current.is_some_and(|r| r >= revision) {
+                return Ok(Ok(()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Err(current));
+            }
+            // Also re-checked every 50 ms: a write by another process on this data directory
+            // does not notify this one.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), notified).await;
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl crate::bus::kafka::EntitySink for Store {
+    fn resume_offset(&self) -> Option<i64> {
+        match self.entity_offset() {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the entity offset failed: replaying the topic");
+                None
+            }
+        }
+    }
+
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64) {
+        if let Err(e) = self.apply_entity(key, value, offset) {
+            tracing::error!(key, offset, error = %e, "applying an entity record failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+    use crate::store::test_util::temp_store;
+    use crate::store::{ActionUpdate, ExecUpdate};
+
+    fn up(code: &str) -> ActionUpdate {
+        ActionUpdate {
+            exec: Some(ExecUpdate {
+                kind: Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+                code: code.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn fqn(n: &str) -> FullyQualifiedName {
+        FullyQualifiedName::new(EntityName::parse("team").unwrap(), EntityName::parse(n).unwrap())
+    }
+
+    /// Writes on `a` (feed on), then copies every published record to `b` as the topic would.
+    fn ship(a: &Store, b: &Store, offset: &mut i64) {
+        let entries = a.feed_pending(100).unwrap();
+        for e in &entries {
+            b.apply_entity(&e.key, e.value.as_deref(), *offset).unwrap();
+            *offset += 1;
+        }
+        if let Some(last) = entries.last() {
+            a.feed_done(last.seq).unwrap();
+        }
+    }
+
+    #[test]
+    fn another_host_materialises_namespaces_keys_and_actions_and_resumes() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        let key = a.create_namespace(&ns).unwrap();
+        a.put_action(&fqn("x"), up("CODE1"), false).unwrap();
+        let mut off = 0;
+        assert_eq!(b.entity_offset().unwrap(), None);
+        ship(&a, &b, &mut off);
+        assert_eq!(b.entity_offset().unwrap(), Some(off));
+        assert_eq!(b.authenticate(&key.to_string()).unwrap().unwrap().namespace.as_str(), "team");
+        let (meta, code) = b.get_action_with_code(&fqn("x")).unwrap().unwrap();
+        assert_eq!((meta.revision, code.as_slice()), (1, &b"CODE1"[..]));
+
+        a.put_action(&fqn("x"), up("CODE2"), true).unwrap();
+        a.revoke_key(&key.uuid).unwrap();
+        ship(&a, &b, &mut off);
+        let (meta, code) = b.get_action_with_code(&fqn("x")).unwrap().unwrap();
+        assert_eq!((meta.revision, code.as_slice()), (2, &b"CODE2"[..]));
+        assert!(b.authenticate(&key.to_string()).unwrap().is_none(), "the revoke reached b");
+
+        a.delete_namespace(&ns).unwrap();
+        ship(&a, &b, &mut off);
+        assert!(b.get_namespace(&ns).unwrap().is_none());
+        assert!(b.get_action(&fqn("x")).unwrap().is_none());
+        // Nothing b applied went into b's own feed.
+        b.enable_entity_feed("c2").unwrap();
+        assert!(b.feed_pending(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_echo_of_an_own_write_never_undoes_a_later_write() {
+        let (_da, a) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        a.create_namespace(&EntityName::parse("team").unwrap()).unwrap();
+        a.put_action(&fqn("x"), up("v1"), false).unwrap();
+        let first = a.feed_pending(100).unwrap();
+        a.put_action(&fqn("x"), up("v2"), true).unwrap();
+        // The topic now delivers the first batch back to a, after a wrote v2.
+        let act = first.iter().find(|e| e.key == "action/team/x").unwrap();
+        // The value was read at publication time; rebuild the v1 one as published before v2.
+        let mut v1 = act.value.clone().unwrap();
+        let stale = decode_wire(&act.key, &v1).unwrap();
+        assert_eq!(stale.code, b"v1");
+        let out = a.apply_entity(&act.key, Some(&v1), 7).unwrap();
+        assert_eq!(out, Applied::SkippedOwn);
+        assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
+        // Another controller's record is applied whatever this host wrote.
+        v1 = super::super::feed::encode_wire(
+            &super::super::feed::WireHeader { origin: "c2".into(), seq: 1 },
+            stale.record,
+            b"theirs",
+        );
+        assert_eq!(a.apply_entity(&act.key, Some(&v1), 8).unwrap(), Applied::Changed);
+        assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"theirs");
+        assert_eq!(a.entity_offset().unwrap(), Some(9));
+    }
+
+    #[test]
+    fn garbage_records_are_errors_and_unknown_kinds_are_skipped() {
+        let (_d, s) = temp_store();
+        assert!(s.apply_entity("action/team/x", Some(b"nonsense"), 0).is_err());
+        assert_eq!(s.entity_offset().unwrap(), None, "a failed apply stores no offset");
+        assert_eq!(s.apply_entity("trigger/team/t", None, 1).unwrap(), Applied::Unknown);
+        assert_eq!(s.entity_offset().unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_revision_ends_when_it_is_applied_or_the_bound_passes() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        a.create_namespace(&EntityName::parse("team").unwrap()).unwrap();
+        a.put_action(&fqn("x"), up("v1"), false).unwrap();
+        let missing = b.wait_for_revision(&fqn("x"), 1, Duration::from_millis(60)).await.unwrap();
+        assert_eq!(missing, Err(None));
+        let b2 = b.clone();
+        let entries = a.feed_pending(100).unwrap();
+        let applier = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            for (i, e) in entries.iter().enumerate() {
+                b2.apply_entity(&e.key, e.value.as_deref(), i as i64).unwrap();
+            }
+        });
+        let t = Instant::now();
+        let ok = b.wait_for_revision(&fqn("x"), 1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ok, Ok(()));
+        assert!(t.elapsed() < Duration::from_secs(1), "woken by the apply: {:?}", t.elapsed());
+        applier.await.unwrap();
+        let newer = b.wait_for_revision(&fqn("x"), 2, Duration::from_millis(30)).await.unwrap();
+        assert_eq!(newer, Err(Some(1)));
+    }
+}

@@ -1,0 +1,410 @@
+//! Several hosts over Kafka, as processes: two `hearthd controller --bus` and three
+//! `hearthd invoker --bus` (distinct data dirs, state dirs and loopback ports) around one real
+//! tansu broker (memory storage). Needs root, runc and the broker
+//! (`scripts/build-broker.sh`, or `TANSU=path`); fails, never skips, when one is missing.
+//!
+//! One test, in phases, so the cluster starts once (cold containers cost seconds on 2 cores):
+//! entities replicate (namespace and key made with `hearthd admin` on controller 1's data dir,
+//! actions created on controller 1 and invoked through controller 2); invokes spread over the
+//! invokers and each action stays on its home invoker (the `invoker` annotation); warm invoke
+//! latency against the broker's own round trip (printed, not asserted); an invoker killed with
+//! -9 under load with a record for every accepted activation; a broker restart survived.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod faults_util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use faults_util::*;
+use hearth::bus::kafka::{consumer_settings, ensure_topics, producer_settings};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
+
+/// How long a silent invoker stays "up" for the controllers here (10 s by default): keeps
+/// the kill -9 phase short.
+const OFFLINE_AFTER: &str = "2s";
+
+/// The tansu broker, killed by pid when dropped (and by the kernel if the test dies).
+struct Broker {
+    port: u16,
+    bin: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let bin = std::env::var_os("TANSU").map(PathBuf::from).unwrap_or(DEFAULT_TANSU.into());
+        assert!(
+            bin.exists(),
+            "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh \
+             (or set TANSU to its path)",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut b = Broker { port, bin, log: dir.join("broker.log"), child: None };
+        b.restart();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"]);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child =
+            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < until, "broker not listening; log {}", self.log.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Host {
+    daemon: Daemon,
+    args: Vec<std::ffi::OsString>,
+    state: Option<PathBuf>,
+}
+
+fn os(v: &[&dyn AsRef<OsStr>]) -> Vec<std::ffi::OsString> {
+    v.iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let conf = root.join(format!("{id}-conf"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("controller.toml"),
+        format!("invoker_offline_after = \"{OFFLINE_AFTER}\"\n"),
+    )
+    .unwrap();
+    let args = os(&[
+        &"controller",
+        &"--listen",
+        &addr.to_string(),
+        &"--bus",
+        &format!("kafka://{brokers}"),
+        &"--id",
+        &id,
+        &"--data-dir",
+        &root.join(format!("{id}-data")),
+        &"--config-dir",
+        &conf,
+    ]);
+    let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let daemon = Daemon::spawn(&refs, &root.join(format!("{id}.log")), listening(addr));
+    (Host { daemon, args, state: None }, addr)
+}
+
+fn start_invoker(root: &Path, brokers: &str, n: u32) -> Host {
+    let conf = root.join(format!("i{n}-conf"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("invoker.toml"), "prewarm = []\nmemory_budget_mb = 512\n").unwrap();
+    let state = root.join(format!("i{n}-state"));
+    let args = os(&[
+        &"invoker",
+        &"--bus",
+        &format!("kafka://{brokers}"),
+        &"--id",
+        &n.to_string(),
+        &"--data-dir",
+        &root.join(format!("i{n}-data")),
+        &"--state-dir",
+        &state,
+        &"--config-dir",
+        &conf,
+    ]);
+    let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let log = root.join(format!("i{n}.log"));
+    let log2 = log.clone();
+    let daemon = Daemon::spawn(&refs, &log, move || {
+        std::fs::read_to_string(&log2).unwrap_or_default().contains("invoker ready")
+    });
+    Host { daemon, args, state: Some(state) }
+}
+
+fn respawn(h: &mut Host, log: &Path) {
+    let refs: Vec<&OsStr> = h.args.iter().map(|a| a.as_os_str()).collect();
+    let log2 = log.to_owned();
+    let lines = std::fs::read_to_string(log).unwrap_or_default().matches("invoker ready").count();
+    h.daemon = Daemon::spawn(&refs, log, move || {
+        std::fs::read_to_string(&log2).unwrap_or_default().matches("invoker ready").count() > lines
+    });
+}
+
+fn invoker_of(act: &serde_json::Value) -> String {
+    act["annotations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == "invoker"))
+        .and_then(|kv| kv["value"].as_str())
+        .unwrap_or_else(|| panic!("no invoker annotation: {act}"))
+        .to_owned()
+}
+
+/// Retries `f` every 100 ms until it returns Some, failing after `within`.
+fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The broker's own produce-to-consume round trip with the bus's settings.
+fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let topic = "hearth.test.cluster-rtt";
+        let admin: AdminClient<DefaultClientContext> =
+            producer_settings(brokers, 5000).create().unwrap();
+        ensure_topics(&admin, brokers, &[topic], 1).await.unwrap();
+        let producer: FutureProducer = producer_settings(brokers, 5000).create().unwrap();
+        let consumer: StreamConsumer =
+            consumer_settings(brokers, "hearth.test.cluster-rtt", false).create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut samples = Vec::new();
+        for i in 0..n + 10 {
+            let payload = format!("{i}");
+            let t0 = Instant::now();
+            producer
+                .send(FutureRecord::<(), _>::to(topic).payload(&payload), Duration::ZERO)
+                .await
+                .unwrap();
+            loop {
+                let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                if m.payload() == Some(payload.as_bytes()) {
+                    break;
+                }
+            }
+            if i >= 10 {
+                samples.push(t0.elapsed());
+            }
+        }
+        samples
+    })
+}
+
+const ECHO: &str = "def main(a):\n    return {'n': a.get('n', 0)}\n";
+const SLOW: &str = "import time\ndef main(a):\n    time.sleep(0.4)\n    return {'i': a.get('i')}\n";
+
+#[test]
+fn two_controllers_three_invokers_over_kafka() {
+    require_root();
+    let t_all = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut broker = Broker::start(root);
+    let brokers = broker.addr();
+
+    // A namespace and key made offline on controller 1's data dir: published when it joins.
+    let out = Command::new(hearthd())
+        .args(["admin", "--data-dir"])
+        .arg(root.join("c1-data"))
+        .args(["namespace", "create", "team"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let (mut c1, a1) = start_controller(root, &brokers, "c1");
+    let (mut c2, a2) = start_controller(root, &brokers, "c2");
+    let mut invokers: Vec<Host> = (0..3).map(|n| start_invoker(root, &brokers, n)).collect();
+    let k1 = Client::new(a1, &key);
+    let k2 = Client::new(a2, &key);
+
+    // Entities: the key reaches controller 2; actions created on 1 are visible on 2.
+    eventually("the key authenticates on controller 2", Duration::from_secs(15), || {
+        (k2.req("GET", "/api/v1/namespaces/_/actions", b"").status == 200).then_some(())
+    });
+    let names: Vec<String> = (0..6).map(|i| format!("echo{i}")).collect();
+    let t_entities = Instant::now();
+    for n in &names {
+        k1.put_action(n, "python:3", ECHO, Some(json!({"memory": 128})));
+    }
+    k1.put_action("slow", "python:3", SLOW, Some(json!({"memory": 128})));
+    for n in names.iter().chain(std::iter::once(&"slow".to_string())) {
+        eventually(&format!("{n} visible on controller 2"), Duration::from_secs(10), || {
+            (k2.req("GET", &format!("/api/v1/namespaces/_/actions/{n}"), b"").status == 200)
+                .then_some(())
+        });
+    }
+    let visible = t_entities.elapsed();
+
+    // Wait until the controllers see the invokers (their first pings).
+    eventually("a first invoke through controller 2", Duration::from_secs(30), || {
+        (k2.invoke(&names[0], json!({"n": 0})).status == 200).then_some(())
+    });
+
+    // Spread and home: each action's invokes stay on one invoker; together they use several.
+    let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for round in 0..3 {
+        for (i, n) in names.iter().enumerate() {
+            let client = if (round + i) % 2 == 0 { &k1 } else { &k2 };
+            let r = client.invoke(n, json!({"n": round}));
+            assert_eq!(r.status, 200, "invoke {n}: {}", r.text());
+            let act = r.json();
+            assert_eq!(act["response"]["result"], json!({"n": round}), "{act}");
+            homes.entry(n.clone()).or_default().insert(invoker_of(&act));
+        }
+    }
+    for (n, on) in &homes {
+        assert_eq!(on.len(), 1, "{n} ran on {on:?}: not kept on its home invoker");
+    }
+    let used: BTreeSet<&String> = homes.values().flatten().collect();
+    assert!(used.len() >= 2, "6 actions all ran on {used:?}: not spread");
+    println!("homes: {homes:?}");
+
+    // Latency: warm invokes end to end (HTTP -> controller 2 -> Kafka -> invoker -> Kafka ->
+    // controller 2) against the broker's own produce -> consume round trip, same run.
+    let warm: Vec<Duration> = (0..40)
+        .map(|i| {
+            let t = Instant::now();
+            let r = k2.invoke(&names[1], json!({"n": i}));
+            assert_eq!(r.status, 200, "{}", r.text());
+            t.elapsed()
+        })
+        .collect();
+    let rtt = broker_round_trips(&brokers, 100);
+    let (warm50, rtt50) = (p50(warm), p50(rtt));
+    println!(
+        "MEASURED warm invoke over Kafka p50 {warm50:?}; broker produce->consume p50 {rtt50:?}; \
+         target <= {:?}; entities visible on controller 2 {visible:?} after the creates",
+        rtt50 * 2 + Duration::from_millis(1)
+    );
+
+    // An invoker killed with -9 under load: every accepted activation ends with a record.
+    let slow_home = {
+        let r = k1.invoke("slow", json!({"i": -1}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        invoker_of(&r.json())
+    };
+    let victim: usize = slow_home.trim_start_matches("invoker").parse().unwrap();
+    let mut accepted: Vec<(usize, String)> = Vec::new();
+    let t_load = Instant::now();
+    let mut killed_at = None;
+    for i in 0..30 {
+        let (which, client) = if i % 2 == 0 { (1, &k1) } else { (2, &k2) };
+        let r = client.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": i}));
+        match r.status {
+            202 => accepted.push((which, r.json()["activationId"].as_str().unwrap().to_owned())),
+            429 | 503 => {}
+            s => panic!("invoke under load: {s} {}", r.text()),
+        }
+        if i == 15 {
+            invokers[victim].daemon.kill9();
+            killed_at = Some(t_load.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let mut failed = 0;
+    let mut ok = 0;
+    for (which, id) in &accepted {
+        let client = if *which == 1 { &k1 } else { &k2 };
+        let rec = client
+            .record(id, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("accepted activation {id} has no record"));
+        match rec["response"]["status"].as_str() {
+            Some("success") => ok += 1,
+            Some("whisk internal error") => failed += 1,
+            other => panic!("{id}: unexpected status {other:?}: {rec}"),
+        }
+    }
+    println!(
+        "MEASURED kill -9 of invoker{victim} at {killed_at:?} into the load: {} accepted, {ok} succeeded, \
+         {failed} recorded as whisk internal error, 0 lost; all recorded {:?} after the load began",
+        accepted.len(),
+        t_load.elapsed()
+    );
+    assert!(accepted.len() >= 20, "too few accepted: {}", accepted.len());
+    assert!(ok > 0, "nothing succeeded under load");
+    // New work goes to the others.
+    let r = k2.invoke("slow", json!({"i": 99}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(invoker_of(&r.json()), slow_home, "work went to the dead invoker");
+
+    // A broker restart (memory storage: it comes back empty): service resumes by itself.
+    broker.stop();
+    let r = k2.invoke(&names[2], json!({"n": 1}));
+    assert_eq!(r.status, 503, "broker down: {}", r.text());
+    println!("broker down: {}", r.text());
+    broker.restart();
+    let t_back = Instant::now();
+    eventually("an invoke after the broker restart", Duration::from_secs(40), || {
+        (k2.invoke(&names[2], json!({"n": 2})).status == 200).then_some(())
+    });
+    let back = t_back.elapsed();
+    // Entities written after the restart still reach the other controller.
+    k2.put_action("after", "python:3", ECHO, Some(json!({"memory": 128})));
+    let r = eventually("'after' invoked through controller 1", Duration::from_secs(20), || {
+        let r = k1.invoke("after", json!({"n": 7}));
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.json()["response"]["result"], json!({"n": 7}));
+    println!("MEASURED first successful invoke {back:?} after the broker restarted");
+
+    // The killed invoker rejoins (and reclaims what the kill left); then everyone stops.
+    respawn(&mut invokers[victim], &root.join(format!("i{victim}.log")));
+    c1.daemon.stop();
+    c2.daemon.stop();
+    for h in &mut invokers {
+        h.daemon.stop();
+        assert_clean(h.state.as_ref().unwrap());
+    }
+    println!("cluster test took {:?}", t_all.elapsed());
+}
