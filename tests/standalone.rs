@@ -105,6 +105,22 @@ fn python_and_node_cold_prewarm_warm() {
     let (_, v2) = invoke(s.addr, "hello-py", json!({}));
     assert_eq!(v2["response"]["result"]["v"], 2, "{v2}");
 
+    // Prometheus metrics: activations by kind and status, latencies, the pool's containers.
+    let (st, text, headers) = http(s.addr, "GET", "/metrics", None);
+    assert_eq!(st, 200, "{text}");
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.contains("openmetrics")));
+    assert!(
+        text.contains("hearth_activations_total{kind=\"python:3\",status=\"success\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hearth_activations_total{kind=\"nodejs:20\",status=\"success\"}"),
+        "{text}"
+    );
+    assert!(text.contains("hearth_activation_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("hearth_activation_init_seconds_count"), "{text}");
+    assert!(text.contains("hearth_containers{state=\"warm_idle\"}"), "{text}");
+
     s.stop();
 }
 

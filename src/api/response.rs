@@ -97,3 +97,13 @@ fn raw_json(status: StatusCode, bytes: Vec<u8>) -> Response<Body> {
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
+
+/// The metrics exposition, in the OpenMetrics text format Prometheus scrapes.
+pub fn metrics(text: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}

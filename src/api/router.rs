@@ -126,6 +126,18 @@ async fn route(
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
         }
+        // Aggregate counts only (no names, no ids): served without a key, as scrapers expect.
+        ["metrics"] => {
+            return match method {
+                Method::GET => c.metrics().encode().map(super::response::metrics).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("encoding metrics: {e}"),
+                    )
+                }),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
         ["api", "v1", "namespaces", ..] => {}
         _ => return Err(ApiError::not_found()),
     }

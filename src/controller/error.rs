@@ -45,10 +45,27 @@ impl From<StoreError> for ControllerError {
                 Self::NotFound(e.to_string())
             }
             StoreError::NamespaceNotFound(ns) => Self::Forbidden(ns),
+            // Stored here, not yet on the other hosts (the broker is down): retryable.
+            StoreError::NotReplicated { .. } => Self::Unavailable(e.to_string()),
             StoreError::MissingExec(_) | StoreError::InvalidLimits { .. } => {
                 Self::Invalid(e.to_string())
             }
             other => Self::Store(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write stored locally but not replicated (broker down) is a retryable 503, not a 500.
+    #[test]
+    fn not_replicated_is_unavailable() {
+        let e = ControllerError::from(StoreError::NotReplicated {
+            entity: "guest/a".into(),
+            reason: "broker down".into(),
+        });
+        assert!(matches!(e, ControllerError::Unavailable(_)), "{e:?}");
     }
 }

@@ -127,6 +127,7 @@ impl Controller {
         payload: &[u8],
         blocking: bool,
     ) -> Result<InvokeOutcome, ControllerError> {
+        let started = std::time::Instant::now();
         let request_params = parse_payload(payload)?;
         let meta = self.get_action(fqn)?;
         let mut params: Map<String, Value> =
@@ -170,6 +171,7 @@ impl Controller {
                 self.config.max_blocking_wait.min(meta.limits.timeout() + self.config.wait_margin);
             if let Ok(result) = tokio::time::timeout(wait, &mut completion).await {
                 let rec = pending.finish(result);
+                self.metrics.observe(&rec, started.elapsed());
                 // Committed before the response: an id the client sees always has a record.
                 let committed = self.records.commit(rec.clone()).await;
                 drop(guard);
@@ -184,8 +186,10 @@ impl Controller {
         let stub = pending.failure(crate::store::STOPPED_MESSAGE);
         let stub_committed = self.records.commit_pending(stub).await;
         let records = self.records.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let rec = pending.finish(completion.await);
+            metrics.observe(&rec, started.elapsed());
             record(&records, rec).await;
             drop(guard);
         });

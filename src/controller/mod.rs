@@ -62,6 +62,7 @@ pub struct Controller {
     config: ControllerConfig,
     records: Arc<RecordWriter>,
     in_flight: Arc<AtomicUsize>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -108,11 +109,17 @@ impl Controller {
             config,
             records: Arc::new(records),
             in_flight: Arc::default(),
+            metrics: Arc::default(),
         }))
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// What `GET /metrics` exposes; standalone adds the pool's gauges to it.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn config(&self) -> &ControllerConfig {

@@ -98,6 +98,10 @@ pub async fn run(
     ctx.inherited.close_untaken();
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%addr, ?origin, data_dir = %settings.data_dir.display(), "standalone server ready");
+    {
+        let inv = invoker.clone();
+        controller.metrics().set_pool_provider(move || inv.stats());
+    }
     let figures = {
         let inv = invoker.clone();
         let c = controller.clone();
