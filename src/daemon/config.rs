@@ -135,23 +135,8 @@ pub fn load<T: Default + serde::de::DeserializeOwned>(
     })
 }
 
-/// A duration written as milliseconds (`250`) or as text (`"10m"`, `"7days"`).
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-        Raw::Text(s) => humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}"))),
-    }
-}
-
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
+    crate::invoker::config::duration(d).map(Some)
 }
 
 /// The data directory when none is configured: `$STATE_DIRECTORY` under systemd, else the

@@ -123,7 +123,9 @@ impl InvokerConfig {
 
 /// Durations are written as humantime strings (`"10m"`, `"500ms"`) or as integer
 /// milliseconds, so both `idle_timeout = "10m"` and `idle_timeout = 600000` read naturally.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration in a configuration file: milliseconds (`250`) or text (`"10m"`, `"7days"`).
+/// Shared with the daemon's own settings ([`crate::daemon::config`]).
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -12,7 +12,7 @@
 
 mod activation;
 mod budget;
-mod config;
+pub(crate) mod config;
 pub mod logsink;
 mod pool;
 mod prewarm;
