@@ -12,14 +12,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod broker;
+use broker::Broker;
 mod faults_util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faults_util::*;
@@ -31,76 +32,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
-const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
-
 /// How long a silent invoker stays "up" for the controllers here (10 s by default): keeps
 /// the kill -9 phase short.
 const OFFLINE_AFTER: &str = "2s";
-
-/// The tansu broker, killed by pid when dropped (and by the kernel if the test dies).
-struct Broker {
-    port: u16,
-    bin: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let bin = std::env::var_os("TANSU").map(PathBuf::from).unwrap_or(DEFAULT_TANSU.into());
-        assert!(
-            bin.exists(),
-            "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh \
-             (or set TANSU to its path)",
-            bin.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut b = Broker { port, bin, log: dir.join("broker.log"), child: None };
-        b.restart();
-        b
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"]);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child =
-            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < until, "broker not listening; log {}", self.log.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 struct Host {
     daemon: Daemon,
@@ -249,7 +183,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let t_all = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let mut broker = Broker::start(root);
+    let mut broker = Broker::start();
     let brokers = broker.addr();
 
     // A namespace and key made offline on controller 1's data dir: published when it joins.

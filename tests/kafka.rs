@@ -8,10 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod broker;
+use broker::Broker;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,78 +32,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
-
-/// A tansu broker owned by one test: killed (by pid) when dropped.
-struct Broker {
-    port: u16,
-    bin: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let bin = std::env::var_os("TANSU").map(PathBuf::from).unwrap_or(DEFAULT_TANSU.into());
-        assert!(
-            bin.exists(),
-            "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh \
-             (or set TANSU to its path)",
-            bin.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("broker.log");
-        let mut b = Broker { port, bin, log, child: None, _dir: dir };
-        b.restart();
-        b
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)starts the broker on the same port: with memory storage it comes back empty.
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"]);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
-        // kernel kill the broker if this test dies without running Drop (a crash, a timeout).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child =
-            cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.addr()).is_err() {
-            assert!(Instant::now() < until, "broker not listening; log: {}", self.log.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Stands in for the container pool of invoker `id`.
 struct TestInvoker {
