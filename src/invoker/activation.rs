@@ -166,8 +166,8 @@ async fn execute<F: ContainerFactory>(
             }
         },
     };
-    let refill = matches!(placement, Placement::Prewarmed(_))
-        .then(|| RefillAfterInit(&inner.prewarm_wake));
+    let refill =
+        matches!(placement, Placement::Prewarmed(_)).then(|| RefillAfterInit(&inner.prewarm_wake));
     let mut slot = match acquire(inner, msg, placement).await {
         Ok(slot) => slot,
         Err(message) => {
