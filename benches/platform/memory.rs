@@ -42,7 +42,7 @@ pub fn rows(
         let mut usage = Vec::new();
         let mut anon = Vec::new();
         for c in warm.iter().filter(|c| c.runtime == rt) {
-            let m = procfs::cgroup_memory("hearth", &c.id)?;
+            let m = procfs::cgroup_memory(&memory_parent(&c.id), &c.id)?;
             usage.push(m.usage_mb);
             anon.push(m.rss_mb);
         }
@@ -61,4 +61,18 @@ pub fn rows(
         );
     }
     Ok(rows)
+}
+
+/// The cgroup parent (relative to the memory hierarchy) that holds container `id`: the daemon
+/// derives a private `hearth/<hash of its state dir>` parent, so it is looked up rather than
+/// assumed; `hearth` itself when no child holds it (the error then names that path).
+fn memory_parent(id: &str) -> String {
+    let base = std::path::Path::new("/sys/fs/cgroup/memory/hearth");
+    std::fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .find(|e| e.path().join(id).is_dir())
+        .map(|e| format!("hearth/{}", e.file_name().to_string_lossy()))
+        .unwrap_or_else(|| "hearth".to_owned())
 }

@@ -67,10 +67,26 @@ pub struct RuncContainer {
     out: Vec<u8>,
     /// Reused buffer for the reply line.
     line: Vec<u8>,
+    /// The container's `pids.current`, opened at the first check and re-read with `pread`
+    /// after each run; `None` until then or when it cannot be opened.
+    pids_current: Option<std::fs::File>,
+    /// Tasks (threads of every process) counted the last time the container was seen to hold
+    /// its launcher alone; 0 when never.
+    tasks_alone: u64,
     /// The init's logs, handed to the first run.
     carry: Vec<String>,
     dead: bool,
     destroyed: bool,
+}
+
+/// The pids cgroup dir of a container whose memory cgroup dir is `memory_dir`: the sibling
+/// hierarchy on cgroup v1, the same dir on v2 (one hierarchy for every controller).
+fn pids_dir(memory_dir: &Path) -> PathBuf {
+    let root = Path::new(cgroup::CGROUP_ROOT);
+    match memory_dir.strip_prefix(root.join("memory")) {
+        Ok(rel) => root.join("pids").join(rel),
+        Err(_) => memory_dir.to_path_buf(),
+    }
 }
 
 /// How reading one reply ended.
@@ -154,6 +170,8 @@ impl RuncContainer {
             exchanges: 0,
             out: Vec::with_capacity(4096),
             line: Vec::with_capacity(4096),
+            pids_current: None,
+            tasks_alone: 0,
             carry: Vec::new(),
             dead: false,
             destroyed: false,
@@ -163,8 +181,24 @@ impl RuncContainer {
     /// A run that leaves processes behind (a fork bomb, a daemonised child) would hand them to
     /// the next run of the same action, with the pids limit already spent: such a container
     /// is marked dead, so the pool destroys it after this run's record. Only the launcher may
-    /// remain between runs. One small read of `cgroup.procs` per run.
+    /// remain between runs.
+    ///
+    /// Checked on every run, so it must be cheap: the pids cgroup's task counter (one `pread`
+    /// on a kept fd, ~2 us) is compared with the count last seen when the launcher was alone;
+    /// only when it grew is `cgroup.procs` opened and read (~40 us of path lookup and pid list
+    /// building, 5% of the daemon's CPU per warm invoke when it was done every run). A kept fd
+    /// on `cgroup.procs` itself would not do: cgroup v1 caches its pid list per open file.
+    /// The counter counts threads, so a launcher that started threads (node's thread pool)
+    /// is confirmed by the precise read once and then becomes the new baseline.
     fn retire_if_processes_left(&mut self) {
+        let tasks = self.tasks_now();
+        if let Some(n) = tasks {
+            if self.tasks_alone != 0 && n <= self.tasks_alone {
+                // Threads may have ended: a lower count is the new baseline.
+                self.tasks_alone = n;
+                return;
+            }
+        }
         let procs = self.memory_dir.join("cgroup.procs");
         match std::fs::read_to_string(&procs) {
             Ok(text) => {
@@ -172,6 +206,8 @@ impl RuncContainer {
                 if n > 1 {
                     tracing::info!(id = %self.id, processes = n, "the run left processes behind; retiring the container");
                     self.dead = true;
+                } else if let Some(t) = tasks {
+                    self.tasks_alone = t;
                 }
             }
             // The cgroup is unreadable only if the container is gone: the next run finds out.
@@ -179,6 +215,25 @@ impl RuncContainer {
                 tracing::debug!(path = %procs.display(), error = %e, "cannot count processes")
             }
         }
+    }
+
+    /// The pids cgroup's current task count, or `None` when it cannot be read (then every
+    /// check reads `cgroup.procs`).
+    fn tasks_now(&mut self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        if self.pids_current.is_none() {
+            let path = pids_dir(&self.memory_dir).join("pids.current");
+            match std::fs::File::open(&path) {
+                Ok(f) => self.pids_current = Some(f),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "no task counter");
+                    return None;
+                }
+            }
+        }
+        let mut buf = [0u8; 24];
+        let n = self.pids_current.as_ref()?.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(buf.get(..n)?).ok()?.trim().parse().ok()
     }
 
     /// Whether a failed run left this container unusable.
@@ -421,5 +476,22 @@ impl Drop for RuncContainer {
             // the next start's reclaim_leftovers removes it.
             tracing::error!(id = %self.id, "container dropped without destroy; it leaks until reclaimed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_dir_is_the_sibling_hierarchy_on_v1_and_the_same_dir_on_v2() {
+        assert_eq!(
+            pids_dir(Path::new("/sys/fs/cgroup/memory/hearth/hearth-x-1")),
+            Path::new("/sys/fs/cgroup/pids/hearth/hearth-x-1")
+        );
+        assert_eq!(
+            pids_dir(Path::new("/sys/fs/cgroup/hearth/hearth-x-1")),
+            Path::new("/sys/fs/cgroup/hearth/hearth-x-1")
+        );
     }
 }

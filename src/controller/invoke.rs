@@ -173,9 +173,9 @@ impl Controller {
                 let rec = pending.finish(result);
                 self.metrics.observe(&rec, started.elapsed());
                 // Committed before the response: an id the client sees always has a record.
-                let committed = self.records.commit(rec.clone()).await;
+                let committed = self.records.commit_returning(rec).await;
                 drop(guard);
-                committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
+                let rec = committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
                 return Ok(InvokeOutcome::Completed(Box::new(rec)));
             }
             tracing::debug!(?wait, "blocking wait ran out; answering 202");

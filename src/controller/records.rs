@@ -40,8 +40,15 @@ const MAX_BATCH: usize = 256;
 /// Answered `true` once the item is committed, `false` when the commit failed.
 type Ack = oneshot::Sender<bool>;
 
+/// As [`Ack`], with the record handed back: the blocking invoke answers with the record it
+/// committed, and handing it back costs a move where a copy kept by the caller would cost a
+/// deep clone (result, logs, annotations) on every warm invoke.
+type Return = oneshot::Sender<(bool, Box<Activation>)>;
+
 enum Command {
     Record(Box<Activation>, Option<Ack>),
+    /// A record committed and handed back.
+    Commit(Box<Activation>, Return),
     Pending(Box<Activation>, Ack),
     Flush(oneshot::Sender<()>),
     Stop,
@@ -95,6 +102,19 @@ impl RecordWriter {
         Self::acked(id, wait).await
     }
 
+    /// As [`commit`](Self::commit), handing the committed record back (no copy is kept while
+    /// it waits in the queue).
+    pub async fn commit_returning(&self, record: Activation) -> Result<Activation, CommitError> {
+        let id = record.activation_id;
+        let (ret, wait) = oneshot::channel();
+        self.tx.send(Command::Commit(Box::new(record), ret)).await.map_err(|_| WriterStopped)?;
+        match wait.await {
+            Ok((true, record)) => Ok(*record),
+            Ok((false, _)) => Err(CommitError::Failed(id)),
+            Err(_) => Err(CommitError::Stopped(WriterStopped)),
+        }
+    }
+
     /// Commits the stub an acknowledged, unfinished activation ends with if the server stops
     /// first; its record (via [`submit`](Self::submit) or [`commit`](Self::commit)) replaces it.
     pub async fn commit_pending(&self, stub: Activation) -> Result<(), CommitError> {
@@ -141,6 +161,8 @@ struct Batch {
     records: Vec<Activation>,
     pending: Vec<Activation>,
     acks: Vec<Ack>,
+    /// Indexes into `records` of the records to hand back, with where to.
+    returns: Vec<(usize, Return)>,
     flushes: Vec<oneshot::Sender<()>>,
 }
 
@@ -150,6 +172,10 @@ impl Batch {
             Command::Record(r, ack) => {
                 self.records.push(*r);
                 self.acks.extend(ack);
+            }
+            Command::Commit(r, ret) => {
+                self.returns.push((self.records.len(), ret));
+                self.records.push(*r);
             }
             Command::Pending(p, ack) => {
                 self.pending.push(*p);
@@ -224,6 +250,14 @@ fn commit(store: &Store, batch: &mut Batch) {
     for a in batch.acks.drain(..) {
         let _ = a.send(ok);
     }
+    if !batch.returns.is_empty() {
+        let mut records: Vec<Option<Activation>> = batch.records.drain(..).map(Some).collect();
+        for (i, ret) in batch.returns.drain(..) {
+            if let Some(r) = records.get_mut(i).and_then(Option::take) {
+                let _ = ret.send((ok, Box::new(r)));
+            }
+        }
+    }
     for w in batch.flushes.drain(..) {
         let _ = w.send(());
     }
@@ -236,6 +270,24 @@ mod tests {
     use super::*;
     use crate::model::{ActivationId, ActivationResponse, EntityName};
     use crate::store::test_util::temp_store;
+
+    fn sample(id: ActivationId) -> Activation {
+        Activation {
+            namespace: "guest".into(),
+            name: "a".into(),
+            subject: "guest".into(),
+            activation_id: id,
+            start: 0,
+            end: 0,
+            duration: 0,
+            status_code: 0,
+            response: ActivationResponse::success(serde_json::json!({"r": 1})),
+            logs: vec![],
+            annotations: vec![],
+            version: "0.0.1".into(),
+            publish: false,
+        }
+    }
 
     #[tokio::test]
     async fn flush_makes_submitted_records_readable() {
@@ -264,6 +316,11 @@ mod tests {
             .await
             .unwrap();
         }
+        let mut back = Activation { start: 7, ..sample(ActivationId::generate()) };
+        back.logs.push("a line".into());
+        let returned = w.commit_returning(back.clone()).await.unwrap();
+        assert_eq!(returned, back);
+        ids.push(back.activation_id);
         w.flush().await.unwrap();
         for id in &ids {
             assert!(store.get_activation(&ns, id).unwrap().is_some());

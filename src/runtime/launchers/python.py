@@ -5,11 +5,98 @@
 # every later one is a run ({"op": "run", "value", "env"}), answered with what main returned.
 # After every reply's work and BEFORE the reply, a sentinel line goes to stdout and to stderr
 # so that the host knows the activation's log lines are complete when it reads the reply.
-import importlib.util
-import json
+#
+# Start-up cost is paid by every cold start, so the launcher imports only what a run needs:
+# the interpreter runs with -S (no site: its .pth processing was most of Python's own start),
+# the site-packages directories are put on sys.path here without running .pth files; JSON goes
+# through the C accelerator `_json` directly (the `json` package pulls in `re` and `enum`,
+# ~5 ms), with `json` itself as the fallback when `_json`'s private interface does not match
+# this Python; the action is loaded with compile + exec (no importlib.util); `traceback` is
+# imported only when an exception is printed.
 import os
 import sys
-import traceback
+
+
+def add_site_dirs():
+    # What -S skipped, minus the .pth files: actions still import from site-packages.
+    if not sys.flags.no_site:
+        return
+    try:
+        import site
+
+        for d in site.getsitepackages():
+            if d not in sys.path and os.path.isdir(d):
+                sys.path.append(d)
+    except Exception:
+        pass
+
+
+def json_codec():
+    # Returns (loads, dumps) over bytes/str; the fast pair is checked against known answers
+    # before use, so a Python whose `_json` differs falls back to the json package.
+    try:
+        import _json
+
+        class Ctx:
+            strict = True
+            object_hook = None
+            object_pairs_hook = None
+            parse_float = float
+            parse_int = int
+
+            @staticmethod
+            def parse_constant(name):
+                return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[
+                    name
+                ]
+
+        scan = _json.make_scanner(Ctx)
+        space = " \t\n\r"
+
+        def loads(data):
+            s = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+            n = len(s)
+            i = 0
+            while i < n and s[i] in space:
+                i += 1
+            try:
+                obj, end = scan(s, i)
+            except StopIteration as e:
+                raise ValueError("Expecting value: char %d" % e.value) from None
+            while end < n and s[end] in space:
+                end += 1
+            if end != n:
+                raise ValueError("Extra data: char %d" % end)
+            return obj
+
+        def default(o):
+            raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+        make, quote = _json.make_encoder, _json.encode_basestring
+
+        def dumps(value):
+            if isinstance(value, str):
+                return quote(value)
+            # A fresh encoder per call, as json's one-shot path does: its circular-reference
+            # markers must not outlive a failed encode.
+            return "".join(make({}, default, quote, None, ":", ",", False, False, True)(value, 0))
+
+        probe = {"a": [1, 2.5, "\u00e9", None, True], "b": {"c": "x\"y"}}
+        text = '{"a":[1,2.5,"\u00e9",null,true],"b":{"c":"x\\"y"}}'
+        if dumps(probe) != text or loads(text.encode("utf-8")) != probe:
+            raise ValueError("unexpected _json behaviour")
+        return loads, dumps
+    except Exception:
+        import json
+
+        def dumps(value):
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+        return json.loads, dumps
+
+
+add_site_dirs()
+JSON_LOADS, JSON_DUMPS = json_codec()
 
 SENTINEL = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX\n"
 CODE_DIR = "/action"
@@ -39,7 +126,7 @@ def end_of_activation(proto_out, reply):
 
 def encode(value):
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return JSON_DUMPS(value).encode("utf-8")
     except (TypeError, ValueError) as e:
         return encode({"error": "The action returned a value that is not JSON: %s" % e})
 
@@ -52,14 +139,22 @@ def load(msg):
     path = os.path.join(CODE_DIR, "__main__.py")
     if not os.path.exists(path):
         raise RuntimeError("the action has no __main__.py")
-    spec = importlib.util.spec_from_file_location("__hearth_action__", path)
-    module = importlib.util.module_from_spec(spec)
+    with open(path, "rb") as f:
+        source = f.read()
+    module = type(sys)("__hearth_action__")
+    module.__file__ = path
     sys.modules["__hearth_action__"] = module
-    spec.loader.exec_module(module)
+    exec(compile(source, path, "exec"), module.__dict__)
     fn = getattr(module, entry, None)
     if not callable(fn):
         raise RuntimeError("the action has no function %r" % entry)
     return fn
+
+
+def print_exception():
+    import traceback
+
+    traceback.print_exc()
 
 
 def main():
@@ -70,7 +165,7 @@ def main():
     set_env = set()
     for line in proto_in:
         try:
-            msg = json.loads(line)
+            msg = JSON_LOADS(line)
         except ValueError as e:
             end_of_activation(proto_out, encode({"error": "bad message: %s" % e}))
             continue
@@ -80,7 +175,7 @@ def main():
                 fn = load(msg)
                 reply = b'{"ok":true}'
             except Exception as e:
-                traceback.print_exc()
+                print_exception()
                 reply = encode({"error": "%s: %s" % (type(e).__name__, e)})
             end_of_activation(proto_out, reply)
         elif op == "run":
@@ -99,7 +194,7 @@ def main():
                 try:
                     reply = encode(fn(msg.get("value") or {}))
                 except Exception as e:
-                    traceback.print_exc()
+                    print_exception()
                     reply = encode({"error": "%s: %s" % (type(e).__name__, e)})
             end_of_activation(proto_out, reply)
         else:
