@@ -36,22 +36,17 @@ impl AuthKey {
     /// A fresh random key.
     pub fn generate() -> Result<Self, getrandom::Error> {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        let mut raw = [0u8; SECRET_LEN];
-        getrandom::fill(&mut raw)?;
-        // 256 is a multiple of 62? No: reject bytes >= 248 (4 * 62) to keep the choice uniform.
+        // Rejection sampling keeps the choice uniform: 256 is not a multiple of 62, so bytes
+        // of 248 (4 * 62) and above are drawn again.
         let mut secret = String::with_capacity(SECRET_LEN);
-        let mut pool = raw.to_vec();
+        let mut raw = [0u8; SECRET_LEN];
         while secret.len() < SECRET_LEN {
-            for &b in &pool {
-                if secret.len() == SECRET_LEN {
-                    break;
-                }
-                if b < 248 {
-                    secret.push(char::from(ALPHABET[usize::from(b % 62)]));
-                }
-            }
             getrandom::fill(&mut raw)?;
-            pool = raw.to_vec();
+            let fresh = raw
+                .iter()
+                .filter(|&&b| b < 248)
+                .map(|&b| char::from(ALPHABET[usize::from(b % 62)]));
+            secret.extend(fresh.take(SECRET_LEN - secret.len()));
         }
         Ok(Self { uuid: Uuid::new_v4(), secret })
     }
