@@ -18,7 +18,7 @@
 //! two.
 
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError as RdError;
 
@@ -62,6 +62,18 @@ pub fn consumer_settings(brokers: &str, group: &str, commit: bool) -> ClientConf
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500");
     c
+}
+
+/// Creates a client from `settings` whose librdkafka logs are tagged with `role`; a failure is a
+/// [`KafkaError::Client`](super::KafkaError::Client) naming the role and the brokers.
+pub(crate) fn create<C: FromClientConfigAndContext<TracingContext>>(
+    settings: &ClientConfig,
+    brokers: &str,
+    role: &'static str,
+) -> Result<C, super::KafkaError> {
+    settings.create_with_context(TracingContext { role }).map_err(|source| {
+        super::KafkaError::Client { role, brokers: brokers.to_owned(), source: Box::new(source) }
+    })
 }
 
 /// Forwards librdkafka's logs and errors to tracing, tagged with the client's role.

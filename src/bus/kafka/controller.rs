@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
     completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC,
@@ -214,21 +214,11 @@ impl KafkaBus {
             return Err(KafkaError::BadControllerId(config.controller_id));
         }
         let brokers = config.brokers.clone();
-        let client_err = |role| {
-            let brokers = brokers.clone();
-            move |source: rdkafka::error::KafkaError| KafkaError::Client {
-                role,
-                brokers,
-                source: Box::new(source),
-            }
-        };
         let delivery_ms = config.delivery_timeout.as_millis() as u64;
-        let producer: FutureProducer<TracingContext> = producer_settings(&brokers, delivery_ms)
-            .create_with_context(TracingContext { role: "controller producer" })
-            .map_err(client_err("producer"))?;
-        let admin: AdminClient<TracingContext> = producer_settings(&brokers, delivery_ms)
-            .create_with_context(TracingContext { role: "controller admin" })
-            .map_err(client_err("admin client"))?;
+        let settings = producer_settings(&brokers, delivery_ms);
+        let producer: FutureProducer<TracingContext> =
+            create(&settings, &brokers, "controller producer")?;
+        let admin: AdminClient<TracingContext> = create(&settings, &brokers, "controller admin")?;
         let completions_topic = completion_topic(&config.controller_id);
         if let Err(e) =
             ensure_topics(&admin, &brokers, &[&completions_topic, HEALTH_TOPIC], config.replication)

@@ -23,7 +23,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use crate::shutdown::Shutdown;
 
@@ -72,19 +72,8 @@ impl EntityLog {
         let ms = delivery_timeout.as_millis() as u64;
         let mut settings = producer_settings(brokers, ms);
         settings.set("message.max.bytes", MAX_ENTITY_BYTES.to_string());
-        let client_err = |role| {
-            move |source: rdkafka::error::KafkaError| KafkaError::Client {
-                role,
-                brokers: brokers.to_string(),
-                source: Box::new(source),
-            }
-        };
-        let producer = settings
-            .create_with_context(TracingContext { role: "entity producer" })
-            .map_err(client_err("entity producer"))?;
-        let admin = settings
-            .create_with_context(TracingContext { role: "entity admin" })
-            .map_err(client_err("entity admin client"))?;
+        let producer = create(&settings, brokers, "entity producer")?;
+        let admin = create(&settings, brokers, "entity admin")?;
         Ok(Self { brokers: brokers.to_string(), producer, admin, delivery_timeout, replication })
     }
 

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
 use super::wire::ActivationEnvelope;
@@ -168,31 +168,20 @@ pub async fn serve_invoker(
 ) -> Result<(), KafkaError> {
     let brokers = config.brokers.clone();
     let id = config.invoker_id;
-    let client_err = |role| {
-        let brokers = brokers.clone();
-        move |source: rdkafka::error::KafkaError| KafkaError::Client {
-            role,
-            brokers,
-            source: Box::new(source),
-        }
-    };
     let delivery_ms = config.delivery_timeout.as_millis() as u64;
-    let producer: FutureProducer<TracingContext> = producer_settings(&brokers, delivery_ms)
-        .create_with_context(TracingContext { role: "invoker producer" })
-        .map_err(client_err("producer"))?;
-    let admin: AdminClient<TracingContext> = producer_settings(&brokers, delivery_ms)
-        .create_with_context(TracingContext { role: "invoker admin" })
-        .map_err(client_err("admin client"))?;
+    let settings = producer_settings(&brokers, delivery_ms);
+    let producer: FutureProducer<TracingContext> = create(&settings, &brokers, "invoker producer")?;
+    let admin: AdminClient<TracingContext> = create(&settings, &brokers, "invoker admin")?;
     let topic = invoker_topic(id);
     // Committed offsets (group `hearth.<topic>`, no membership): a restarted invoker resumes
     // after what it already took.
     let group = format!("hearth.{topic}");
     let make = || {
-        consumer_settings(&brokers, &group, false)
-            .create_with_context::<_, StreamConsumer<TracingContext>>(TracingContext {
-                role: "invoker consumer",
-            })
-            .map_err(client_err("consumer"))
+        create::<StreamConsumer<TracingContext>>(
+            &consumer_settings(&brokers, &group, false),
+            &brokers,
+            "invoker consumer",
+        )
     };
     // Fails now if the settings can never work, rather than retrying forever.
     drop(make()?);
