@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod broker;
-use broker::Broker;
+use broker::{p50, Broker};
 mod faults_util;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,12 +24,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use faults_util::*;
-use hearth::bus::kafka::{consumer_settings, ensure_topics, producer_settings};
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 /// How long a silent invoker stays "up" for the controllers here (10 s by default): keeps
@@ -130,48 +124,10 @@ fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>)
     }
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-/// The broker's own produce-to-consume round trip with the bus's settings.
+/// The broker's own produce-to-consume round trip, from this synchronous test.
 fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let topic = "hearth.test.cluster-rtt";
-        let admin: AdminClient<DefaultClientContext> =
-            producer_settings(brokers, 5000).create().unwrap();
-        ensure_topics(&admin, brokers, &[topic], 1).await.unwrap();
-        let producer: FutureProducer = producer_settings(brokers, 5000).create().unwrap();
-        let consumer: StreamConsumer =
-            consumer_settings(brokers, "hearth.test.cluster-rtt", false).create().unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
-        consumer.assign(&tpl).unwrap();
-        let mut samples = Vec::new();
-        for i in 0..n + 10 {
-            let payload = format!("{i}");
-            let t0 = Instant::now();
-            producer
-                .send(FutureRecord::<(), _>::to(topic).payload(&payload), Duration::ZERO)
-                .await
-                .unwrap();
-            loop {
-                let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-                    .await
-                    .unwrap()
-                    .unwrap();
-                if m.payload() == Some(payload.as_bytes()) {
-                    break;
-                }
-            }
-            if i >= 10 {
-                samples.push(t0.elapsed());
-            }
-        }
-        samples
-    })
+    rt.block_on(broker::round_trips(brokers, n))
 }
 
 const ECHO: &str = "def main(a):\n    return {'n': a.get('n', 0)}\n";

@@ -9,15 +9,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod broker;
-use broker::Broker;
+use broker::{p50, Broker};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
-    consumer_settings, ensure_topics, follow_entities, producer_settings, serve_invoker, EntityLog,
-    EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
+    follow_entities, serve_invoker, EntityLog, EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
 };
 use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
 use hearth::model::{
@@ -25,11 +24,6 @@ use hearth::model::{
     FullyQualifiedName, Kind,
 };
 use hearth::shutdown::{self, ShutdownTrigger};
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -139,48 +133,6 @@ async fn invoke(bus: &KafkaBus, msg: ActivationMessage) -> hearth::model::Activa
     rec
 }
 
-fn p50(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-/// The broker's own produce-to-consume round trip with the bus's settings, `n` times.
-async fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
-    let topic = "hearth.test.rtt";
-    let admin: AdminClient<DefaultClientContext> =
-        producer_settings(brokers, 5000).create().unwrap();
-    ensure_topics(&admin, brokers, &[topic], 1).await.unwrap();
-    let producer: FutureProducer = producer_settings(brokers, 5000).create().unwrap();
-    let consumer: StreamConsumer =
-        consumer_settings(brokers, "hearth.test.rtt", false).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap(); // a fresh topic
-    consumer.assign(&tpl).unwrap();
-    // Warm up: the first fetch resolves the offset and connects.
-    let mut samples = Vec::new();
-    for i in 0..n + 20 {
-        let payload = format!("{i}");
-        let t0 = Instant::now();
-        producer
-            .send(FutureRecord::<(), _>::to(topic).payload(&payload), Duration::ZERO)
-            .await
-            .unwrap();
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if m.payload() == Some(payload.as_bytes()) {
-                break;
-            }
-        }
-        if i >= 20 {
-            samples.push(t0.elapsed());
-        }
-    }
-    samples
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_round_trip_spread_by_home_invoker_and_measured() {
     let broker = Broker::start();
@@ -226,7 +178,7 @@ async fn activations_round_trip_spread_by_home_invoker_and_measured() {
     println!("spread of 30 actions x 4 over 3 invokers: {used:?}");
 
     // Latency, measured in the same run (reported, not asserted).
-    let broker_rtt = broker_round_trips(&brokers, 200).await;
+    let broker_rtt = broker::round_trips(&brokers, 200).await;
     let mut bus_rtt = Vec::new();
     for i in 0..220u64 {
         let t0 = Instant::now();
