@@ -11,19 +11,32 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn spawn(args: &[&str], dir: &Path, log: &str) -> Child {
+/// A daemon killed when dropped, so a failing assertion never leaves it running.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn(args: &[&str], dir: &Path, log: &str) -> Spawned {
     let log = std::fs::File::create(dir.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_hearthd"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hearthd"))
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .unwrap()
+        .unwrap();
+    Spawned(child)
 }
 
-fn term(child: &mut Child) {
+fn term(Spawned(child): &mut Spawned) {
     // SAFETY: a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(30);
