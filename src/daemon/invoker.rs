@@ -125,6 +125,18 @@ pub(super) async fn start_pool(
         .context("starting the container pool")
 }
 
+/// After a final stop: removes this state dir's cgroup parent if nothing is left in it (with
+/// live restore, detached containers keep it busy and the removal is a no-op), so a stopped
+/// invoker leaves no empty cgroup behind.
+pub(super) fn release_cgroup_parent(state_dir: &std::path::Path) {
+    crate::container::cgroup::remove_empty_parents(&cgroup_parent_for(state_dir));
+}
+
+/// The cgroup parent (cgroupfs driver) of the containers of the invoker using `state_dir`.
+pub fn cgroup_parent_for(state_dir: &std::path::Path) -> String {
+    runc_config(state_dir, PathBuf::new()).cgroup_parent
+}
+
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -378,6 +390,7 @@ pub async fn run(
         let served = serve_cluster(store, brokers, *id, &settings.pool, pool, shutdown).await;
         let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
         invoker.shutdown().await;
+        release_cgroup_parent(&settings.state_dir);
         return served;
     }
     let (listener, origin) = listen::take_or_bind(
@@ -400,5 +413,6 @@ pub async fn run(
     crate::bus::unix::serve(listener, dispatcher, shutdown).await;
     let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
     invoker.shutdown().await;
+    release_cgroup_parent(&settings.state_dir);
     Ok(())
 }

@@ -118,6 +118,7 @@ pub async fn run(
     let served = crate::api::serve_with(accept, controller.clone(), shutdown).await;
     controller.close().await;
     invoker.shutdown().await;
+    super::invoker::release_cgroup_parent(&settings.state_dir);
     served.context("serving the API")?;
     Ok(())
 }

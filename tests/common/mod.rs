@@ -142,6 +142,9 @@ pub fn assert_no_leaks(state_dir: &Path) {
     let prefix = state_dir.to_string_lossy().to_string();
     let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&prefix)).collect();
     assert!(leaked.is_empty(), "mounts left behind: {leaked:?}");
+    let parent = hearth::daemon::invoker::cgroup_parent_for(state_dir);
+    let memory = Path::new("/sys/fs/cgroup/memory").join(&parent);
+    assert!(!memory.exists(), "cgroup parent left behind: {}", memory.display());
     let bundles = state_dir.join("containers/bundles");
     if bundles.exists() {
         let left: Vec<_> = std::fs::read_dir(&bundles).unwrap().collect();
