@@ -71,13 +71,7 @@ impl Store {
     pub fn create_key(&self, ns: &EntityName) -> Result<AuthKey, StoreError> {
         let key = AuthKey::generate().map_err(|e| StoreError::Random(e.to_string()))?;
         let mut wtxn = self.write_txn()?;
-        if self
-            .dbs()
-            .namespaces
-            .get(&wtxn, ns.as_str().as_bytes())
-            .map_err(lmdb("get", "namespaces"))?
-            .is_none()
-        {
+        if !self.namespace_exists_in(&wtxn, ns)? {
             return Err(StoreError::NamespaceNotFound(ns.to_string()));
         }
         self.put_key_in(&mut wtxn, ns, &key)?;

@@ -23,13 +23,7 @@ impl Store {
     pub fn create_namespace(&self, ns: &EntityName) -> Result<AuthKey, StoreError> {
         let key = AuthKey::generate().map_err(|e| StoreError::Random(e.to_string()))?;
         let mut wtxn = self.write_txn()?;
-        if self
-            .dbs()
-            .namespaces
-            .get(&wtxn, ns.as_str().as_bytes())
-            .map_err(lmdb("get", "namespaces"))?
-            .is_some()
-        {
+        if self.namespace_exists_in(&wtxn, ns)? {
             return Err(StoreError::NamespaceExists(ns.to_string()));
         }
         self.put_namespace_in(&mut wtxn, ns)?;
@@ -53,13 +47,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut wtxn = self.write_txn()?;
         let mut changed = Vec::new();
-        if self
-            .dbs()
-            .namespaces
-            .get(&wtxn, ns.as_str().as_bytes())
-            .map_err(lmdb("get", "namespaces"))?
-            .is_none()
-        {
+        if !self.namespace_exists_in(&wtxn, ns)? {
             self.put_namespace_in(&mut wtxn, ns)?;
             changed.push(format!("{NAMESPACE_PREFIX}{ns}"));
         }
@@ -77,6 +65,20 @@ impl Store {
             self.await_published(&format!("{NAMESPACE_PREFIX}{ns}"), seq)?;
         }
         Ok(())
+    }
+
+    /// Whether `ns` exists, inside a transaction that is about to change it or its keys.
+    pub(crate) fn namespace_exists_in(
+        &self,
+        txn: &heed::RoTxn,
+        ns: &EntityName,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .dbs()
+            .namespaces
+            .get(txn, ns.as_str().as_bytes())
+            .map_err(lmdb("get", "namespaces"))?
+            .is_some())
     }
 
     fn put_namespace_in(&self, wtxn: &mut heed::RwTxn, ns: &EntityName) -> Result<(), StoreError> {
