@@ -107,21 +107,24 @@ fn controller_and_invoker_as_two_processes() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("503") || err.contains("invoker"), "{err}");
 
-    let mut invoker = spawn(
-        &[
-            "invoker",
-            "--socket",
-            sock.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--config-dir",
-            conf.to_str().unwrap(),
-        ],
-        d,
-        "invoker.log",
-    );
+    let start_invoker = |log: &str| {
+        spawn(
+            &[
+                "invoker",
+                "--socket",
+                sock.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--config-dir",
+                conf.to_str().unwrap(),
+            ],
+            d,
+            log,
+        )
+    };
+    let mut invoker = start_invoker("invoker.log");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !sock.exists() {
         assert!(Instant::now() < deadline, "invoker socket never appeared");
@@ -135,21 +138,7 @@ fn controller_and_invoker_as_two_processes() {
     }
     // Invoker restarts: the controller reconnects by itself.
     term(&mut invoker);
-    let mut invoker = spawn(
-        &[
-            "invoker",
-            "--socket",
-            sock.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--config-dir",
-            conf.to_str().unwrap(),
-        ],
-        d,
-        "invoker2.log",
-    );
+    let mut invoker = start_invoker("invoker2.log");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = hearth(&["action", "invoke", "a", "-r"]);
