@@ -463,6 +463,16 @@ async fn reclaim_removes_leftovers() {
     env.finish().await;
 }
 
+/// Regression: `runc list` failed as a whole on a state directory that was half gone (a killed
+/// invoker's `runc delete` still finishing), and the next invoker refused to start.
+#[tokio::test]
+async fn reclaim_survives_a_half_removed_container() {
+    let env = env();
+    std::fs::create_dir_all(env.root.join("hearth-gone-1")).unwrap();
+    env.factory.reclaim_leftovers().await.expect("a half-removed leftover must not stop the start");
+    env.finish().await;
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -154,18 +154,33 @@ impl Runc {
     }
 
     /// The ids of every container under our root.
+    /// The ids of the containers under our root: the directory entries `runc list` reads,
+    /// read directly. `runc list` fails as a whole when one container's state directory
+    /// disappears while it lists (a `runc delete` of a killed invoker still finishing), which
+    /// would stop the next invoker's start; a vanished entry here is simply skipped by the
+    /// `delete --force` that follows.
     pub async fn list(&self) -> Result<Vec<String>, ContainerError> {
-        let out = self.simple("list", "-", &["list", "--format", "json"]).await?;
-        let text = String::from_utf8_lossy(&out);
-        if text.trim().is_empty() || text.trim() == "null" {
-            return Ok(Vec::new());
+        let mut entries = match tokio::fs::read_dir(&self.root).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(runc_err(
+                    "list",
+                    "-",
+                    format!("cannot read {}: {e}", self.root.display()),
+                ))
+            }
+        };
+        let mut ids = Vec::new();
+        while let Some(entry) = entries.next_entry().await.map_err(|e| {
+            runc_err("list", "-", format!("cannot read {}: {e}", self.root.display()))
+        })? {
+            if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+                ids.push(entry.file_name().to_string_lossy().into_owned());
+            }
         }
-        let parsed: Vec<serde_json::Value> = serde_json::from_str(&text)
-            .map_err(|e| runc_err("list", "-", format!("unreadable output: {e}")))?;
-        Ok(parsed
-            .iter()
-            .filter_map(|c| c.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-            .collect())
+        ids.sort();
+        Ok(ids)
     }
 
     async fn simple(
