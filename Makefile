@@ -41,10 +41,10 @@ test: deps-test lint broker unit-test
 # The platform benchmark (benches/platform; see BENCHMARKS.md): builds hearthd with the
 # bench profile, starts what it measures, cleans up. Needs root and runc, like the invoker.
 bench-quick:
-	$(CARGO) bench --bench platform -- --quick
+	TANSU="$$(scripts/build-broker.sh)" $(CARGO) bench $(FEATURES) --bench platform -- --quick
 
 bench:
-	$(CARGO) bench --bench platform
+	TANSU="$$(scripts/build-broker.sh)" $(CARGO) bench $(FEATURES) --bench platform
 
 clean:
 	$(CARGO) clean

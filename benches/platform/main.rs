@@ -13,9 +13,14 @@
 
 mod activation;
 mod api;
+#[cfg(feature = "kafka")]
+#[path = "../../tests/broker/mod.rs"]
+mod broker;
 mod daemon;
 mod direct;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod memory;
 mod procfs;
 mod progress;
@@ -54,6 +59,8 @@ pub struct Plan {
     pub starts_n: usize,
     pub activation_n: usize,
     pub running_n: usize,
+    /// Warm invokes over Kafka (each paired with a broker round trip).
+    pub kafka_n: usize,
     /// How long a daemon gets between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
 }
@@ -71,6 +78,7 @@ impl Plan {
                 starts_n: 3,
                 activation_n: 3,
                 running_n: 10,
+                kafka_n: 50,
                 stop_grace: Duration::from_secs(5),
             }
         } else {
@@ -84,6 +92,7 @@ impl Plan {
                 starts_n: 15,
                 activation_n: 10,
                 running_n: 50,
+                kafka_n: 300,
                 stop_grace: Duration::from_secs(15),
             }
         }
@@ -259,6 +268,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
+
+    // Several hosts: the same action over the Kafka bus (issue 6).
+    #[cfg(feature = "kafka")]
+    rows.extend(kafka::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
+    #[cfg(not(feature = "kafka"))]
+    progress.phase("no Kafka rows: the harness was built without `--features kafka`");
 
     progress.done();
     machine.load_after = report::loadavg();

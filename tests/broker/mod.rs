@@ -9,13 +9,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth::bus::kafka::{consumer_settings, ensure_topics, producer_settings};
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
 /// Where scripts/build-broker.sh caches the broker.
 pub const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
 
@@ -97,37 +90,5 @@ pub fn p50(mut v: Vec<Duration>) -> Duration {
 /// The broker's own produce-to-consume round trip with the bus's settings, `n` times: the
 /// floor the bus's latency is compared with.
 pub async fn round_trips(brokers: &str, n: usize) -> Vec<Duration> {
-    let topic = "hearth.test.rtt";
-    let admin: AdminClient<DefaultClientContext> =
-        producer_settings(brokers, 5000).create().unwrap();
-    ensure_topics(&admin, brokers, &[topic], 1).await.unwrap();
-    let producer: FutureProducer = producer_settings(brokers, 5000).create().unwrap();
-    let consumer: StreamConsumer =
-        consumer_settings(brokers, "hearth.test.rtt", false).create().unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap(); // a fresh topic
-    consumer.assign(&tpl).unwrap();
-    // Warm up: the first fetch resolves the offset and connects.
-    let mut samples = Vec::new();
-    for i in 0..n + 20 {
-        let payload = format!("{i}");
-        let t0 = Instant::now();
-        producer
-            .send(FutureRecord::<(), _>::to(topic).payload(&payload), Duration::ZERO)
-            .await
-            .unwrap();
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if m.payload() == Some(payload.as_bytes()) {
-                break;
-            }
-        }
-        if i >= 20 {
-            samples.push(t0.elapsed());
-        }
-    }
-    samples
+    hearth::bus::kafka::probe::round_trips(brokers, "hearth.test.rtt", n, 20).await.unwrap()
 }

@@ -27,6 +27,7 @@ mod controller;
 mod entities;
 mod error;
 mod invoker;
+pub mod probe;
 mod topics;
 mod wire;
 
