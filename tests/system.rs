@@ -629,18 +629,7 @@ fn booted_systemd() {
     let mut n = Numbers::default();
     let t = Instant::now();
     let _booted = Booted; // cleans up even when the boot itself fails half-way
-                          // On this shared 2-core VM the nested boot has been seen (2 runs in 7) to hang with
-                          // `is-system-running` never answering; one clean retry after tearing it down, with the
-                          // first failure printed so it stays visible.
-    let first = nspawn(&["boot"]);
-    if !first.status.success() {
-        eprintln!(
-            "nspawn.sh boot failed once, retrying: {}",
-            String::from_utf8_lossy(&first.stderr)
-        );
-        let _ = nspawn(&["stop"]);
-        ok(nspawn(&["boot"]), "nspawn.sh boot");
-    }
+    ok(nspawn(&["boot"]), "nspawn.sh boot");
     let total_boot = t.elapsed();
     n.boot_s = ok(nspawn(&["boot-seconds"]), "boot-seconds").trim().parse().unwrap();
     println!(

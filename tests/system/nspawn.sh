@@ -81,12 +81,18 @@ nspawn_pid() { [ -f "$RUN/nspawn.pid" ] && cat "$RUN/nspawn.pid"; }
 
 alive() { local p; p=$(nspawn_pid) || return 1; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
-# The container's init: the child of systemd-nspawn whose pid namespace differs from ours.
+# The container's init: the child of systemd-nspawn that is pid 1 in its own pid namespace
+# (the last NSpid field). Not "any child in another namespace": nspawn's short-lived helper
+# children come and go while it starts, and a child that exits between the listing and the
+# check must not be taken for init (a dead pid here made every later `inside` fail, and the
+# boot wait run out with an empty state).
 find_init() {
-    local np child
+    local np child nspid
     np=$(nspawn_pid) || return 1
     for child in $(cat /proc/"$np"/task/*/children 2>/dev/null); do
-        if [ "$(readlink /proc/"$child"/ns/pid)" != "$(readlink /proc/self/ns/pid)" ]; then
+        nspid=$(awk '/^NSpid:/ { if (NF > 2) print $NF }' /proc/"$child"/status 2>/dev/null) \
+            || continue
+        if [ "$nspid" = 1 ]; then
             echo "$child"
             return 0
         fi
@@ -162,6 +168,12 @@ boot() {
     echo "$init" >"$RUN/init.pid"
     local state=""
     while :; do
+        # Belt and braces: an init that is gone (it cannot be, once it is pid 1 of the
+        # container, unless the container died) is looked up again rather than waited on.
+        if ! kill -0 "$init" 2>/dev/null; then
+            init=$(find_init || true)
+            [ -n "$init" ] && echo "$init" >"$RUN/init.pid"
+        fi
         state=$(inside systemctl is-system-running 2>/dev/null || true)
         case "$state" in running | degraded) break ;; esac
         alive || die "container died while booting; see $RUN/console.log"
