@@ -23,6 +23,9 @@ use crate::stats::Samples;
 use crate::workspace::Workspace;
 use crate::{activation::PROBE_ACTION, api, Plan, Progress};
 
+/// The longest pause before a sample: two of the consumers' fetch waits (5 ms each).
+const MAX_THINK: Duration = Duration::from_millis(10);
+
 /// The probe's own topic (the bus never reads it).
 const PROBE_TOPIC: &str = "hearth.bench.rtt";
 
@@ -138,7 +141,9 @@ async fn measure(
     let (mut invoke, mut rtt) = (Samples::with_capacity(n), Samples::with_capacity(n));
     for i in 0..n {
         progress.step("warm invoke over kafka", i, n);
+        tokio::time::sleep(think_time(2 * i)).await;
         invoke.push(api::invoke(&mut client, PROBE_ACTION).await?);
+        tokio::time::sleep(think_time(2 * i + 1)).await;
         rtt.push(probe.once().await?);
     }
     let (p, r) = (invoke.summary(), rtt.summary());
@@ -154,4 +159,18 @@ async fn measure(
         )),
         Row::latency("  floor: broker produce -> consume round trip", &r),
     ])
+}
+
+/// The pause before sample `i`, spread evenly over `0..MAX_THINK` (a Weyl sequence: no two
+/// nearby samples get similar pauses, and the run is the same every time).
+///
+/// Why pause at all: a consumer long-polls, and how long a message waits depends on when it
+/// arrives within the consumer's outstanding fetch. Sent back to back, each message leaves
+/// right after the previous fetch returned, always at the same phase — and the two sides of
+/// the comparison do not lock to the same phase (the probe has one hop, an invoke two).
+/// Pausing a spread amount before every sample of both sides samples every phase alike, as
+/// requests arriving from users do.
+fn think_time(i: usize) -> Duration {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    MAX_THINK.mul_f64((i as f64 * GOLDEN).fract())
 }
