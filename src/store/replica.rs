@@ -194,20 +194,22 @@ impl Store {
 
     /// Waits (at most `bound`) until `action` exists here at `revision` or later: an invoker
     /// may receive an activation before its entity follower applied the action's record.
-    /// Returns the revision found last (`None`: still missing) when the bound passes.
+    /// Returns the revision held (`Ok`: at least `revision`; above it when the action was
+    /// updated since), or the revision found last (`Err(None)`: still missing) when the bound
+    /// passes.
     pub async fn wait_for_revision(
         &self,
         action: &FullyQualifiedName,
         revision: u64,
         bound: Duration,
-    ) -> Result<Result<(), Option<u64>>, StoreError> {
+    ) -> Result<Result<u64, Option<u64>>, StoreError> {
         let deadline = Instant::now() + bound;
         loop {
             // Registered before the check, so an apply between the check and the wait wakes us.
             let notified = self.inner.applied.notified();
             let current = self.action_revision(action)?;
-            if current.is_some_and(|r| r >= revision) {
-                return Ok(Ok(()));
+            if let Some(held) = current.filter(|r| *r >= revision) {
+                return Ok(Ok(held));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -468,7 +470,7 @@ mod tests {
         });
         let t = Instant::now();
         let ok = b.wait_for_revision(&fqn("x"), r1, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(ok, Ok(()));
+        assert_eq!(ok, Ok(r1));
         assert!(t.elapsed() < Duration::from_secs(1), "woken by the apply: {:?}", t.elapsed());
         applier.await.unwrap();
         let newer =
