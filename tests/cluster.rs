@@ -168,6 +168,44 @@ fn name_with_home(prefix: &str, home: u64, slots: u64) -> String {
         .unwrap()
 }
 
+/// Every (revision, code) the entity topic holds for `key`, read from its beginning with a
+/// plain consumer: what each host was told, in topic order.
+fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let topic = hearth::bus::kafka::ENTITY_TOPIC;
+    let c: BaseConsumer =
+        hearth::bus::kafka::consumer_settings(brokers, "hearth.test.entities", false)
+            .create()
+            .unwrap();
+    let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the entity topic was not read to {high}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        if m.key() == Some(key.as_bytes()) {
+            // [u32 len][header][u32 len][record][code] (src/store/feed.rs)
+            let v = m.payload().unwrap();
+            let take = |b: &[u8]| {
+                let n = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+                (b[4..4 + n].to_vec(), b[4 + n..].to_vec())
+            };
+            let (_, rest) = take(v);
+            let (record, code) = take(&rest);
+            let meta: serde_json::Value = serde_json::from_slice(&record).unwrap();
+            out.push((meta["revision"].as_u64().unwrap(), String::from_utf8(code).unwrap()));
+        }
+        if m.offset() + 1 >= high {
+            return out;
+        }
+    }
+}
+
 /// Where `needle` occurs last in `text` (0: nowhere).
 fn last_at(text: &str, needle: &str) -> usize {
     text.rfind(needle).map_or(0, |i| i + 1)
@@ -307,6 +345,14 @@ fn two_controllers_three_invokers_over_kafka() {
             seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
         });
     drop(stores);
+    // What every host was told: one code per revision number, whatever the interleaving.
+    let mut codes: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for (rev, code) in topic_revisions(&brokers, "action/team/race") {
+        codes.entry(rev).or_default().insert(code);
+    }
+    for (rev, set) in &codes {
+        assert_eq!(set.len(), 1, "revision {rev} names {} different codes: {set:?}", set.len());
+    }
     let winner = code.split("'v': '").nth(1).unwrap().split('\'').next().unwrap().to_owned();
     assert!(winner.ends_with(&format!("-{}", rounds - 1)), "{winner} won the last round");
     let version = k1.req("GET", "/api/v1/namespaces/_/actions/race", b"").json()["version"].clone();
