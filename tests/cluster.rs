@@ -470,6 +470,11 @@ fn two_controllers_three_invokers_over_kafka() {
         t_new.elapsed()
     );
 
+    for c in ["c1", "c2"] {
+        let log = std::fs::read_to_string(root.join(format!("{c}.log"))).unwrap();
+        assert!(log.contains("the entity topic was reset"), "{c} did not notice the reset");
+    }
+
     // The controllers count each other: three now, two again once c3 is silent.
     let c1_log = root.join("c1.log");
     let text = || std::fs::read_to_string(&c1_log).unwrap_or_default();
