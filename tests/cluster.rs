@@ -7,8 +7,13 @@
 //! entities replicate (namespace and key made with `hearthd admin` on controller 1's data dir,
 //! actions created on controller 1 and invoked through controller 2); invokes spread over the
 //! invokers and each action stays on its home invoker (the `invoker` annotation); warm invoke
-//! latency against the broker's own round trip (printed, not asserted); an invoker killed with
-//! -9 under load with a record for every accepted activation; a broker restart survived.
+//! latency against the broker's own round trip (printed, not asserted); two controllers
+//! updating one action at the same moment, again and again, and every host ending with the
+//! same revision and code, whose output both controllers' invokes return; an invoker killed
+//! with -9 under load with a record for every accepted activation; a broker restart survived,
+//! and a controller and an invoker started afterwards (from empty data dirs) learning the
+//! entities written before it (the controllers re-publish them); the controllers counting
+//! each other (each schedules 1/n of every invoker's memory).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -130,6 +135,82 @@ fn broker_round_trips(brokers: &str, n: usize) -> Vec<Duration> {
     rt.block_on(broker::round_trips(brokers, n))
 }
 
+/// An action whose output names the update that made it.
+fn race_code(tag: &str) -> String {
+    format!("def main(a):\n    return {{'v': '{tag}'}}\n")
+}
+
+/// The revision and code of `team/<name>` in the store of a running host (LMDB lets this
+/// process read it alongside the daemon).
+fn held(store: &hearth::store::Store, name: &str) -> Option<(u64, String)> {
+    use hearth::model::{EntityName, FullyQualifiedName};
+    let fqn = FullyQualifiedName::new(
+        EntityName::parse("team").unwrap(),
+        EntityName::parse(name).unwrap(),
+    );
+    let (meta, code) = store.get_action_with_code(&fqn).unwrap()?;
+    Some((meta.revision, String::from_utf8(code).unwrap()))
+}
+
+/// A name in `team` whose home invoker is `home` once the cluster has `slots` invoker slots.
+fn name_with_home(prefix: &str, home: u64, slots: u64) -> String {
+    use hearth::balancer::sharding::action_hash;
+    use hearth::model::{EntityName, FullyQualifiedName};
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|n| {
+            let fqn = FullyQualifiedName::new(
+                EntityName::parse("team").unwrap(),
+                EntityName::parse(n).unwrap(),
+            );
+            action_hash(&fqn) % slots == home
+        })
+        .unwrap()
+}
+
+/// Every (revision, code) the entity topic holds for `key`, read from its beginning with a
+/// plain consumer: what each host was told, in topic order.
+fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let topic = hearth::bus::kafka::ENTITY_TOPIC;
+    let c: BaseConsumer =
+        hearth::bus::kafka::consumer_settings(brokers, "hearth.test.entities", false)
+            .create()
+            .unwrap();
+    let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the entity topic was not read to {high}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        if m.key() == Some(key.as_bytes()) {
+            // [u32 len][header][u32 len][record][code] (src/store/feed.rs)
+            let v = m.payload().unwrap();
+            let take = |b: &[u8]| {
+                let n = u32::from_be_bytes(b[..4].try_into().unwrap()) as usize;
+                (b[4..4 + n].to_vec(), b[4 + n..].to_vec())
+            };
+            let (_, rest) = take(v);
+            let (record, code) = take(&rest);
+            let meta: serde_json::Value = serde_json::from_slice(&record).unwrap();
+            out.push((meta["revision"].as_u64().unwrap(), String::from_utf8(code).unwrap()));
+        }
+        if m.offset() + 1 >= high {
+            return out;
+        }
+    }
+}
+
+/// Where `needle` occurs last in `text` (0: nowhere).
+fn last_at(text: &str, needle: &str) -> usize {
+    text.rfind(needle).map_or(0, |i| i + 1)
+}
+
 const ECHO: &str = "def main(a):\n    return {'n': a.get('n', 0)}\n";
 const SLOW: &str = "import time\ndef main(a):\n    time.sleep(0.4)\n    return {'i': a.get('i')}\n";
 
@@ -218,6 +299,81 @@ fn two_controllers_three_invokers_over_kafka() {
         rtt50 * 2 + Duration::from_millis(1)
     );
 
+    // Two controllers update one action at the same moment, round after round, each invoking
+    // it at once (warm containers for the revisions in between). Revisions are unique per
+    // controller: every host ends with the same revision and code, and an invoke through
+    // either controller returns that code's output, never a losing update's from a warm
+    // container that shared its revision number.
+    k1.put_action("race", "python:3", &race_code("init"), Some(json!({"memory": 128})));
+    let t_race = Instant::now();
+    let rounds = 4;
+    for round in 0..rounds {
+        let racers: Vec<_> = [(a1, "c1"), (a2, "c2")]
+            .into_iter()
+            .map(|(addr, who)| {
+                let key = key.clone();
+                std::thread::spawn(move || {
+                    let c = Client::new(addr, &key);
+                    let code = race_code(&format!("{who}-{round}"));
+                    c.put_action("race", "python:3", &code, Some(json!({"memory": 128})));
+                    // Success, or not run because the other update superseded this one.
+                    let r = c.invoke("race", json!({}));
+                    (r.status, r.text())
+                })
+            })
+            .collect();
+        for r in racers {
+            let (status, text) = r.join().unwrap();
+            let superseded = status == 500 && text.contains("updated while the activation waited");
+            assert!(status == 200 || superseded, "invoke during the race: {status} {text}");
+        }
+    }
+    let stores: Vec<(String, hearth::store::Store)> = ["c1", "c2", "i0", "i1", "i2"]
+        .iter()
+        .map(|h| {
+            let opts = hearth::store::StoreOptions { sync_interval: None, ..Default::default() };
+            (
+                h.to_string(),
+                hearth::store::Store::open(&root.join(format!("{h}-data")), opts).unwrap(),
+            )
+        })
+        .collect();
+    let (revision, code) =
+        eventually("every host holds the same race", Duration::from_secs(20), || {
+            let seen: Vec<(u64, String)> =
+                stores.iter().map(|(_, s)| held(s, "race")).collect::<Option<_>>()?;
+            seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
+        });
+    drop(stores);
+    // What every host was told: one code per revision number, whatever the interleaving.
+    let mut codes: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for (rev, code) in topic_revisions(&brokers, "action/team/race") {
+        codes.entry(rev).or_default().insert(code);
+    }
+    for (rev, set) in &codes {
+        assert_eq!(set.len(), 1, "revision {rev} names {} different codes: {set:?}", set.len());
+    }
+    let winner = code.split("'v': '").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    assert!(winner.ends_with(&format!("-{}", rounds - 1)), "{winner} won the last round");
+    let version = k1.req("GET", "/api/v1/namespaces/_/actions/race", b"").json()["version"].clone();
+    let counter = hearth::model::revision::counter(revision);
+    assert_eq!(version, json!(format!("0.0.{counter}")), "revision {revision}");
+    assert!(counter > rounds, "each round raised the version: {version}");
+    for (name, c) in [("c1", &k1), ("c2", &k2), ("c1", &k1), ("c2", &k2)] {
+        let r = c.invoke("race", json!({}));
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.json()["response"]["result"], json!({"v": winner}), "through {name}");
+    }
+    println!(
+        "MEASURED {rounds} rounds of concurrent updates on both controllers: every host at \
+         version {version} ({winner}) {:?} after the first round",
+        t_race.elapsed()
+    );
+
+    // Before the broker loses everything: an action whose home will be a new invoker 3.
+    let pre = name_with_home("pre", 3, 4);
+    k1.put_action(&pre, "python:3", ECHO, Some(json!({"memory": 128})));
+
     // An invoker killed with -9 under load: every accepted activation ends with a record.
     let slow_home = {
         let r = k1.invoke("slow", json!({"i": -1}));
@@ -287,6 +443,50 @@ fn two_controllers_three_invokers_over_kafka() {
     });
     assert_eq!(r.json()["response"]["result"], json!({"n": 7}));
     println!("MEASURED first successful invoke {back:?} after the broker restarted");
+
+    // Hosts started after the broker lost the entity topic still learn what was written
+    // before: the controllers noticed the reset and re-published what they hold. A new
+    // controller (empty data dir: namespace, key and actions all come from the topic) and a
+    // new invoker 3, the home of `pre` among four slots.
+    let t_new = Instant::now();
+    let (mut c3, a3) = start_controller(root, &brokers, "c3");
+    let mut i3 = start_invoker(root, &brokers, 3);
+    let k3 = Client::new(a3, &key);
+    // Until the new controller hears invoker 3, the action's home is an old invoker (which
+    // holds it from before): wait for a run on invoker 3 itself.
+    let on_new = |c: &Client, n: i32| {
+        let r = c.invoke(&pre, json!({"n": n}));
+        (r.status == 200 && invoker_of(&r.json()) == "invoker3").then(|| r.json())
+    };
+    let what = format!("{pre} invoked through the new controller on the new invoker");
+    let act = eventually(&what, Duration::from_secs(30), || on_new(&k3, 3));
+    assert_eq!(act["response"]["result"], json!({"n": 3}));
+    let what = format!("{pre} invoked through controller 1 on the new invoker");
+    let act = eventually(&what, Duration::from_secs(10), || on_new(&k1, 4));
+    assert_eq!(act["response"]["result"], json!({"n": 4}));
+    println!(
+        "MEASURED an action created before the broker restart invoked on a new controller and a new invoker {:?} after they started",
+        t_new.elapsed()
+    );
+
+    for c in ["c1", "c2"] {
+        let log = std::fs::read_to_string(root.join(format!("{c}.log"))).unwrap();
+        assert!(log.contains("the entity topic was reset"), "{c} did not notice the reset");
+    }
+
+    // The controllers count each other: three now, two again once c3 is silent.
+    let c1_log = root.join("c1.log");
+    let text = || std::fs::read_to_string(&c1_log).unwrap_or_default();
+    eventually("controller 1 counts three controllers", Duration::from_secs(10), || {
+        (last_at(&text(), "1/3 of every invoker") > 0).then_some(())
+    });
+    c3.daemon.stop();
+    eventually("controller 1 counts two again after c3 stopped", Duration::from_secs(15), || {
+        let t = text();
+        (last_at(&t, "1/2 of every invoker") > last_at(&t, "1/3 of every invoker")).then_some(())
+    });
+    i3.daemon.stop();
+    assert_clean(i3.state.as_ref().unwrap());
 
     // The killed invoker rejoins (and reclaims what the kill left); then everyone stops.
     respawn(&mut invokers[victim], &root.join(format!("i{victim}.log")));

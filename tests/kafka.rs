@@ -107,6 +107,7 @@ async fn connect(brokers: &str, id: &str, offline_after: Duration) -> KafkaBus {
     let mut cfg = KafkaConfig::new(brokers, id);
     cfg.balancer = BalancerConfig { offline_after };
     cfg.delivery_timeout = Duration::from_secs(2);
+    cfg.ping_interval = Duration::from_millis(200);
     KafkaBus::connect(cfg).await.unwrap()
 }
 
@@ -119,6 +120,22 @@ async fn wait_up(bus: &KafkaBus, n: usize) {
         }
         assert!(Instant::now() < until, "only {up} of {n} invokers up: {:?}", bus.invokers());
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_controllers(bus: &KafkaBus, n: usize) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while bus.controllers() != n {
+        assert!(Instant::now() < until, "sees {} controllers, not {n}", bus.controllers());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_held(pool: &TestInvoker, n: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while pool.held() < n {
+        assert!(Instant::now() < until, "invoker{} holds {} of {n}", pool.id, pool.held());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -194,6 +211,58 @@ async fn activations_round_trip_spread_by_home_invoker_and_measured() {
         b50.as_secs_f64() * 1e3,
         d50.as_secs_f64() * 1e3
     );
+    for inv in invokers {
+        inv.task.abort();
+    }
+}
+
+/// Two controllers each schedule half of an invoker's memory (OpenWhisk's capacity / cluster
+/// size), learnt from each other's pings; when one dies, the other gets the whole back after
+/// the offline time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_share_each_invokers_memory_and_a_dead_one_gives_its_share_back() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let invokers: Vec<_> =
+        (0..2).map(|i| start_invoker(&brokers, i, Duration::from_millis(200))).collect();
+    let offline_after = Duration::from_millis(1500);
+    let a = connect(&brokers, "ctl-a", offline_after).await;
+    let b = connect(&brokers, "ctl-b", offline_after).await;
+    wait_up(&a, 2).await;
+    wait_controllers(&a, 2).await;
+    wait_controllers(&b, 2).await;
+    assert_eq!(a.share_mb(InvokerId(0)), 2048, "4096 MB shared by two controllers");
+
+    let name = "shared";
+    let home = a.home_invoker(&message(name, 0).action).unwrap();
+    let other = &invokers[1 - home.0 as usize].pool;
+    let send = |i: u64| {
+        let mut m = message(name, i);
+        m.limits.memory = 256;
+        m.params.insert("hold".into(), true.into());
+        m
+    };
+    // Eight 256 MB activations fill controller a's half of the home invoker...
+    let mut waits = Vec::new();
+    for i in 0..8 {
+        waits.push(a.dispatch(send(i)).await.unwrap());
+    }
+    wait_held(&invokers[home.0 as usize].pool, 8).await;
+    // ... so the ninth goes to the other invoker (with the whole capacity, it would stay home).
+    waits.push(a.dispatch(send(8)).await.unwrap());
+    wait_held(other, 1).await;
+    assert_eq!(invokers[home.0 as usize].pool.held(), 8);
+
+    // Controller b dies: after the offline time, a has the whole invoker again.
+    let t = Instant::now();
+    drop(b);
+    wait_controllers(&a, 1).await;
+    println!("controller count back to 1 {:?} after the other controller stopped", t.elapsed());
+    assert!(t.elapsed() >= offline_after - Duration::from_millis(200), "{:?}", t.elapsed());
+    assert_eq!(a.share_mb(home), 4096);
+    waits.push(a.dispatch(send(9)).await.unwrap());
+    wait_held(&invokers[home.0 as usize].pool, 9).await;
+    assert_eq!(other.held(), 1);
     for inv in invokers {
         inv.task.abort();
     }

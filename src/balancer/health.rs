@@ -43,6 +43,34 @@ pub struct Ping {
     pub sent_at_ms: u64,
 }
 
+/// What a controller says every ping interval on the health topic: that it is alive. The
+/// controllers count each other from these to divide every invoker's memory between them
+/// (see `sharding.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerPing {
+    pub controller: String,
+    /// As [`Ping::sent_at_ms`]: an old ping (a replayed topic) does not count.
+    pub sent_at_ms: u64,
+}
+
+/// A message on the health topic: an invoker's or a controller's ping (told apart by their
+/// fields, so invokers' pings keep their shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HealthMessage {
+    Invoker(Ping),
+    Controller(ControllerPing),
+}
+
+impl HealthMessage {
+    pub fn sent_at_ms(&self) -> u64 {
+        match self {
+            HealthMessage::Invoker(p) => p.sent_at_ms,
+            HealthMessage::Controller(p) => p.sent_at_ms,
+        }
+    }
+}
+
 /// The health of one invoker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Health {
@@ -186,6 +214,19 @@ mod tests {
         let mut s = InvokerState::unknown(InvokerId(1));
         assert_eq!(s.tick(Instant::now(), Duration::from_secs(1)), None);
         assert_eq!(s.health, Health::Offline);
+    }
+
+    #[test]
+    fn both_kinds_of_ping_share_the_topic() {
+        let inv = serde_json::to_string(&ping(false)).unwrap();
+        let ctl = serde_json::to_string(&ControllerPing { controller: "c1".into(), sent_at_ms: 5 })
+            .unwrap();
+        assert!(
+            matches!(serde_json::from_str(&inv).unwrap(), HealthMessage::Invoker(p) if p == ping(false))
+        );
+        let m: HealthMessage = serde_json::from_str(&ctl).unwrap();
+        assert_eq!(m.sent_at_ms(), 5);
+        assert!(matches!(m, HealthMessage::Controller(c) if c.controller == "c1"));
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! serves any bus that has several invokers (today: Kafka).
 //!
 //! - [`health`]: one invoker's state (up / unhealthy / offline) from its pings.
-//! - [`sharding`]: home invoker and co-prime step per action, capacity accounting.
+//! - [`sharding`]: home invoker and co-prime step per action, capacity accounting, and the
+//!   share of each invoker's memory this controller may use (capacity / live controllers).
 
 pub mod health;
 pub mod sharding;
 
-pub use health::{Health, InvokerId, InvokerState, Ping, Transition};
-pub use sharding::{BalancerConfig, Choice, NoInvoker, ShardingBalancer};
+pub use health::{
+    ControllerPing, Health, HealthMessage, InvokerId, InvokerState, Ping, Transition,
+};
+pub use sharding::{shard_mb, BalancerConfig, Choice, NoInvoker, ShardingBalancer};

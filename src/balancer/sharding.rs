@@ -14,16 +14,25 @@
 //! random healthy invoker here; the walk keeps the choice sticky and deterministic. Only when
 //! no invoker is up does scheduling fail.
 //!
+//! Several controllers: as OpenWhisk's balancer, each controller schedules only its *share* of
+//! every invoker's memory, capacity / (live controllers), never less than the smallest action
+//! ([`shard_mb`]); otherwise k controllers that each account only for their own in-flight
+//! work would send k times what an invoker can hold. Controllers count each other from their
+//! pings on the health topic ([`observe_controller`](ShardingBalancer::observe_controller)),
+//! with the invokers' offline time: a controller that dies gives its share back to the
+//! others once it has been silent that long.
+//!
 //! `n` counts invoker *slots* (the highest id seen + 1), not the invokers up right now, so an
 //! invoker going offline does not move every other action's home.
 //!
 //! The hash is FNV-1a, fixed here rather than std's `DefaultHasher` (whose algorithm may change
 //! between Rust releases): every controller of a cluster must agree on the home invokers.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::health::{Health, InvokerId, InvokerState, Ping, Transition};
-use crate::model::FullyQualifiedName;
+use crate::model::{FullyQualifiedName, MEMORY_MIN_MB};
 
 /// How the balancer judges invokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +40,8 @@ pub struct BalancerConfig {
     /// An invoker that has not pinged for this long is offline and its in-flight activations
     /// are failed. Ten pings at the default 1 s interval: long enough that a GC pause or a
     /// busy broker does not fail healthy work, short enough that users are not left waiting.
+    /// A controller silent this long no longer counts among the controllers sharing the
+    /// invokers' memory.
     pub offline_after: Duration,
 }
 
@@ -63,6 +74,17 @@ pub struct NoInvoker {
 pub struct ShardingBalancer {
     config: BalancerConfig,
     invokers: Vec<InvokerState>,
+    /// The *other* live controllers, by id, with when each last pinged.
+    peers: BTreeMap<String, Instant>,
+}
+
+/// The memory of an invoker with `capacity_mb` that one of `controllers` live controllers may
+/// schedule there: an equal share, as OpenWhisk's sharding balancer (`userMemory /
+/// clusterSize`), but at least the smallest action's memory ([`MEMORY_MIN_MB`], as OpenWhisk
+/// does too) so that every controller can still place one, and never more than the capacity.
+pub fn shard_mb(capacity_mb: u64, controllers: usize) -> u64 {
+    let share = capacity_mb / controllers.max(1) as u64;
+    share.max(MEMORY_MIN_MB).min(capacity_mb)
 }
 
 /// The 64-bit FNV-1a hash of `namespace/action`.
@@ -98,7 +120,44 @@ pub fn step_sizes(n: usize) -> Vec<usize> {
 
 impl ShardingBalancer {
     pub fn new(config: BalancerConfig) -> Self {
-        Self { config, invokers: Vec::new() }
+        Self { config, invokers: Vec::new(), peers: BTreeMap::new() }
+    }
+
+    /// How many controllers share the invokers: this one and every peer that pinged within
+    /// the offline time (as of the last [`tick`](Self::tick)).
+    pub fn controllers(&self) -> usize {
+        1 + self.peers.len()
+    }
+
+    /// The live peer controllers' ids.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.peers.keys().map(String::as_str)
+    }
+
+    /// Takes a ping from another controller (the caller skips this controller's own);
+    /// returns the new controller count when it changed.
+    pub fn observe_controller(&mut self, id: &str, now: Instant) -> Option<usize> {
+        let new = self.peers.insert(id.to_owned(), now).is_none();
+        new.then(|| self.controllers())
+    }
+
+    /// Forgets peers silent for longer than the offline time; returns the new controller
+    /// count when it changed.
+    pub fn tick_controllers(&mut self, now: Instant) -> Option<usize> {
+        let after = self.config.offline_after;
+        let before = self.peers.len();
+        self.peers.retain(|_, at| now.saturating_duration_since(*at) <= after);
+        (self.peers.len() != before).then(|| self.controllers())
+    }
+
+    /// The memory of invoker `id` this controller may schedule (its [`shard_mb`]).
+    pub fn share_mb(&self, id: InvokerId) -> u64 {
+        self.slot(id).map_or(0, |s| shard_mb(s.capacity_mb, self.controllers()))
+    }
+
+    /// The memory of `slot`'s share this controller has not reserved.
+    fn free_in_share(&self, slot: &InvokerState) -> u64 {
+        shard_mb(slot.capacity_mb, self.controllers()).saturating_sub(slot.in_flight_mb)
     }
 
     pub fn config(&self) -> BalancerConfig {
@@ -160,10 +219,10 @@ impl ShardingBalancer {
             None => Vec::new(),
         };
         let up = |s: &InvokerState| s.health == Health::Up;
-        let fits = walk
-            .iter()
-            .copied()
-            .find(|&i| up(&self.invokers[i]) && self.invokers[i].free_mb() >= memory_mb);
+        let fits = walk.iter().copied().find(|&i| {
+            let slot = &self.invokers[i];
+            up(slot) && self.free_in_share(slot) >= memory_mb
+        });
         let (idx, overloaded) = match fits {
             Some(i) => (i, false),
             None => match walk.iter().copied().find(|&i| up(&self.invokers[i])) {
@@ -343,6 +402,46 @@ mod tests {
         for i in 0..20 {
             assert_ne!(b.choose(&fqn("g", &format!("a{i}")), 1).unwrap().invoker, InvokerId(2));
         }
+    }
+
+    #[test]
+    fn the_share_is_capacity_over_live_controllers_at_least_one_small_action() {
+        assert_eq!(shard_mb(4096, 1), 4096);
+        assert_eq!(shard_mb(4096, 2), 2048);
+        assert_eq!(shard_mb(4096, 3), 1365);
+        assert_eq!(shard_mb(4096, 0), 4096, "no count is one controller");
+        assert_eq!(shard_mb(512, 8), MEMORY_MIN_MB, "never below the smallest action");
+        assert_eq!(shard_mb(100, 4), 100, "never above the capacity");
+    }
+
+    #[test]
+    fn each_of_two_controllers_schedules_half_and_a_dead_one_gives_it_back() {
+        let now = Instant::now();
+        let mut b = balancer(3, 1024, now);
+        let action = fqn("guest", "shared");
+        let (home, step) = b.home_and_step(&action).unwrap();
+        assert_eq!(b.controllers(), 1);
+        assert_eq!(b.observe_controller("c2", now), Some(2));
+        assert_eq!(b.observe_controller("c2", now + Duration::from_secs(1)), None);
+        assert_eq!(b.share_mb(InvokerId(home as u32)), 512);
+        // Half of the home's 1024 MB: two 256 MB activations, the third overflows.
+        assert_eq!(b.choose(&action, 256).unwrap().invoker.0 as usize, home);
+        assert_eq!(b.choose(&action, 256).unwrap().invoker.0 as usize, home);
+        assert_eq!(b.choose(&action, 256).unwrap().invoker.0 as usize, (home + step) % 3);
+        // c2 falls silent: after the offline time its half comes back.
+        let t = now + Duration::from_secs(1);
+        for i in 0..3 {
+            b.observe(&ping(i, 1024, false), t + Duration::from_secs(10));
+        }
+        assert_eq!(
+            b.tick_controllers(t + Duration::from_secs(10)),
+            None,
+            "exactly 10 s: still live"
+        );
+        assert_eq!(b.tick_controllers(t + Duration::from_millis(10_001)), Some(1));
+        assert_eq!(b.share_mb(InvokerId(home as u32)), 1024);
+        assert_eq!(b.choose(&action, 256).unwrap().invoker.0 as usize, home);
+        assert_eq!(b.invokers()[home].in_flight_mb, 768);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
-use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
+use crate::bus::kafka::{follow_entities, EntityLog, EntitySink, SUPERSEDED};
 use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
@@ -230,7 +230,26 @@ impl RevisionGate {
 
     async fn gate(&self, msg: ActivationMessage) -> Result<Completion, DispatchError> {
         let why = match self.store.wait_for_revision(&msg.action, msg.revision, self.bound).await {
-            Ok(Ok(())) => return self.pool.dispatch(msg).await,
+            Ok(Ok(held)) if held == msg.revision => return self.pool.dispatch(msg).await,
+            Ok(Ok(held)) => {
+                // The action was updated (or lost a concurrent update) after the controller
+                // sent this: its code is gone here. Not run, as the standalone pool does for
+                // an action updated while the activation waited; and not a fault of this host,
+                // so the record says so and the invoker stays healthy (kafka/invoker.rs).
+                let why = format!(
+                    "{} has action {} at version {}, not {}: it was updated while the activation waited, so it was not run",
+                    self.invoker,
+                    msg.action,
+                    crate::model::ActionMeta::version_for(held),
+                    msg.version
+                );
+                tracing::warn!(activation = %msg.activation_id, "{why}");
+                let mut record = msg.failure_record(&why);
+                record.annotations.push(crate::model::KeyValue::new(SUPERSEDED, true));
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(record);
+                return Ok(rx);
+            }
             Ok(Err(None)) => format!(
                 "{} does not have action {} (revision {}): its entity record did not arrive within {} s",
                 self.invoker, msg.action, msg.revision, self.bound.as_secs()
@@ -341,6 +360,13 @@ mod tests {
         assert_eq!(rec.response.status, ActivationStatus::InternalError);
         let text = rec.response.result.to_string();
         assert!(text.contains("invoker4") && text.contains("revision 1, not 2"), "{text}");
+        assert!(!rec.annotations.iter().any(|a| a.key == SUPERSEDED));
+        // An older revision than the one held: superseded, not run, not a system error.
+        let rec = gate.dispatch(message(&fqn, 0)).await.unwrap().await.unwrap();
+        assert_eq!(rec.response.status, ActivationStatus::InternalError);
+        let text = rec.response.result.to_string();
+        assert!(text.contains("updated while the activation waited"), "{text}");
+        assert!(rec.annotations.iter().any(|a| a.key == SUPERSEDED), "{rec:?}");
         let other = FullyQualifiedName::new(fqn.namespace.clone(), EntityName::parse("b").unwrap());
         let rec = gate.dispatch(message(&other, 1)).await.unwrap().await.unwrap();
         assert!(rec.response.result.to_string().contains("does not have action team/b"), "{rec:?}");

@@ -48,7 +48,8 @@ pub struct ControllerFile {
     /// This controller's id in the cluster (with `bus`).
     pub id: Option<String>,
     /// With `bus`: an invoker silent for this long is offline and its in-flight activations
-    /// are recorded as failed (default 10 s).
+    /// are recorded as failed (default 10 s); a controller silent this long no longer counts
+    /// among those sharing every invoker's memory.
     #[serde(deserialize_with = "opt_duration")]
     pub invoker_offline_after: Option<Duration>,
 }

@@ -8,7 +8,7 @@ mod identity;
 mod limits;
 mod name;
 
-pub use action::{ActionMeta, KeyValue};
+pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
     now_millis, Activation, ActivationId, ActivationIdError, ActivationResponse, ActivationStatus,
 };

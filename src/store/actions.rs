@@ -4,14 +4,17 @@
 
 use heed::{RoTxn, RwTxn};
 
-use super::codec::{decode, encode, show_key};
+use super::codec::{be_u64, decode, encode, show_key};
 use super::error::lmdb;
 use super::feed::ACTION_PREFIX;
 use super::{Store, StoreError};
 use crate::model::{
-    now_millis, ActionLimits, ActionMeta, EntityName, ExecMeta, FullyQualifiedName, KeyValue, Kind,
-    LimitsPatch,
+    now_millis, revision, ActionLimits, ActionMeta, EntityName, ExecMeta, FullyQualifiedName,
+    KeyValue, Kind, LimitsPatch,
 };
+
+/// Meta key prefix of the revision floor of a deleted action (`revision_floor/ns/name`).
+const FLOOR_PREFIX: &str = "revision_floor/";
 
 /// New code for an action.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +81,17 @@ impl Store {
         limits
             .validate()
             .map_err(|source| StoreError::InvalidLimits { action: key.clone(), source })?;
-        let revision = existing.as_ref().map_or(1, |a| a.revision + 1);
+        // In a cluster the revision carries this controller's tag (model::revision), and a
+        // re-created action continues above the revision it had when deleted: other hosts
+        // keep the highest revision they saw, so a re-creation numbered 1 again would lose
+        // against the old action on a host that never saw the delete's tombstone.
+        let origin = self.origin_in(&wtxn)?;
+        let previous = match &existing {
+            Some(a) => Some(a.revision),
+            None if origin.is_some() => self.take_floor_in(&mut wtxn, &key)?,
+            None => None,
+        };
+        let revision = revision::next(previous, origin.as_deref());
         let meta = ActionMeta {
             namespace: fqn.namespace.clone(),
             name: fqn.name.clone(),
@@ -181,6 +194,7 @@ impl Store {
         let key = fqn.key();
         let mut wtxn = self.write_txn()?;
         let Some(meta) = self.action_in(&wtxn, &key)? else { return Ok(None) };
+        self.note_floor_in(&mut wtxn, &key, meta.revision)?;
         self.dbs().actions.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "actions"))?;
         self.dbs().code.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "code"))?;
         let entity = format!("{ACTION_PREFIX}{key}");
@@ -204,14 +218,54 @@ impl Store {
             .prefix_iter(wtxn, prefix.as_bytes())
             .map_err(lmdb("prefix_iter", "actions"))?
         {
-            let (k, _) = item.map_err(lmdb("prefix_iter", "actions"))?;
-            doomed.push(k.to_vec());
+            let (k, v) = item.map_err(lmdb("prefix_iter", "actions"))?;
+            let meta: ActionMeta = decode("actions", k, v)?;
+            doomed.push((k.to_vec(), meta.revision));
         }
+        for (k, rev) in &doomed {
+            self.note_floor_in(wtxn, &show_key(k), *rev)?;
+        }
+        let doomed: Vec<Vec<u8>> = doomed.into_iter().map(|(k, _)| k).collect();
         for k in &doomed {
             self.dbs().actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
             self.dbs().code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
         }
         Ok(doomed.iter().map(|k| format!("{ACTION_PREFIX}{}", show_key(k))).collect())
+    }
+}
+
+impl Store {
+    /// Remembers, in a cluster, the revision of an action being deleted (locally or by a
+    /// tombstone), so that re-creating it continues above it. Nothing outside a cluster
+    /// (standalone numbering is unchanged). One small meta entry per deleted action, removed
+    /// when the action is created again.
+    pub(crate) fn note_floor_in(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        if self.origin_in(wtxn)?.is_none() {
+            return Ok(());
+        }
+        let k = format!("{FLOOR_PREFIX}{key}");
+        self.dbs()
+            .meta
+            .put(wtxn, k.as_bytes(), &revision.to_be_bytes())
+            .map_err(lmdb("put", "meta"))
+    }
+
+    /// The revision floor of `key` (see [`note_floor_in`](Self::note_floor_in)), removed.
+    fn take_floor_in(&self, wtxn: &mut RwTxn, key: &str) -> Result<Option<u64>, StoreError> {
+        let k = format!("{FLOOR_PREFIX}{key}");
+        let floor = match self.dbs().meta.get(wtxn, k.as_bytes()).map_err(lmdb("get", "meta"))? {
+            Some(b) => Some(be_u64("meta", k.as_bytes(), b)?),
+            None => None,
+        };
+        if floor.is_some() {
+            self.dbs().meta.delete(wtxn, k.as_bytes()).map_err(lmdb("delete", "meta"))?;
+        }
+        Ok(floor)
     }
 }
 
@@ -318,5 +372,25 @@ mod tests {
         assert_eq!(names, ["a1", "a2"]);
         assert_eq!(s.count_actions(&ns).unwrap(), 5);
         assert_eq!(s.list_actions(&ns, 10, 30).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn cluster_revisions_carry_the_controller_and_survive_a_re_creation() {
+        let (_d, s) = setup();
+        let f = fqn("guest", "r");
+        let up = || ActionUpdate { exec: Some(py("x")), ..Default::default() };
+        // Plain before the cluster.
+        assert_eq!(s.put_action(&f, up(), false).unwrap().revision, 1);
+        s.enable_entity_feed("c1").unwrap();
+        let m = s.put_action(&f, up(), true).unwrap();
+        assert_eq!(m.revision, 2 << revision::TAG_BITS | revision::tag("c1"));
+        assert_eq!(m.version, "0.0.2");
+        s.delete_action(&f).unwrap();
+        let m = s.put_action(&f, up(), false).unwrap();
+        assert_eq!(m.version, "0.0.3", "a re-creation continues above the deleted revision");
+        s.delete_namespace(&EntityName::parse("guest").unwrap()).unwrap();
+        s.create_namespace(&EntityName::parse("guest").unwrap()).unwrap();
+        let m = s.put_action(&f, up(), false).unwrap();
+        assert_eq!(m.version, "0.0.4", "also after the namespace was deleted");
     }
 }

@@ -109,26 +109,49 @@ impl Store {
         let had = self.origin_in(&wtxn)?;
         self.dbs().meta.put(&mut wtxn, ORIGIN, origin.as_bytes()).map_err(lmdb("put", "meta"))?;
         if had.is_none() {
-            let mut keys = Vec::new();
-            for item in self.dbs().namespaces.iter(&wtxn).map_err(lmdb("iter", "namespaces"))? {
-                let (k, _) = item.map_err(lmdb("iter", "namespaces"))?;
-                keys.push(format!("{NAMESPACE_PREFIX}{}", show_key(k)));
-            }
-            for item in self.dbs().keys.iter(&wtxn).map_err(lmdb("iter", "keys"))? {
-                let (k, _) = item.map_err(lmdb("iter", "keys"))?;
-                if let Ok(u) = uuid::Uuid::from_slice(k) {
-                    keys.push(format!("{KEY_PREFIX}{u}"));
-                }
-            }
-            for item in self.dbs().actions.iter(&wtxn).map_err(lmdb("iter", "actions"))? {
-                let (k, _) = item.map_err(lmdb("iter", "actions"))?;
-                keys.push(format!("{ACTION_PREFIX}{}", show_key(k)));
-            }
-            let n = keys.len();
-            self.feed_in(&mut wtxn, &keys)?;
+            let n = self.queue_all_in(&mut wtxn)?;
             tracing::info!(origin, entities = n, "entity feed enabled: existing entities queued");
         }
         wtxn.commit().map_err(lmdb("commit", "meta"))
+    }
+
+    /// Queues every entity held here for publication again, when the feed is on (a
+    /// controller); returns how many (0 on an invoker, whose store has no feed). Called when
+    /// the entity topic was reset (a broker with memory storage restarted): hosts started
+    /// afterwards would otherwise never learn the entities written before. Idempotent for
+    /// every host: a record equal to what a host holds changes nothing there
+    /// (`replica.rs`), and with several controllers re-publishing, the highest revision of
+    /// each action still wins everywhere.
+    pub fn republish_entities(&self) -> Result<usize, StoreError> {
+        let mut wtxn = self.write_txn()?;
+        if self.origin_in(&wtxn)?.is_none() {
+            return Ok(0);
+        }
+        let n = self.queue_all_in(&mut wtxn)?;
+        wtxn.commit().map_err(lmdb("commit", "feed"))?;
+        Ok(n)
+    }
+
+    /// Appends every namespace, key and action to the feed (namespaces first, so a host
+    /// replaying the topic knows a namespace before its keys and actions).
+    fn queue_all_in(&self, wtxn: &mut RwTxn) -> Result<usize, StoreError> {
+        let mut keys = Vec::new();
+        for item in self.dbs().namespaces.iter(wtxn).map_err(lmdb("iter", "namespaces"))? {
+            let (k, _) = item.map_err(lmdb("iter", "namespaces"))?;
+            keys.push(format!("{NAMESPACE_PREFIX}{}", show_key(k)));
+        }
+        for item in self.dbs().keys.iter(wtxn).map_err(lmdb("iter", "keys"))? {
+            let (k, _) = item.map_err(lmdb("iter", "keys"))?;
+            if let Ok(u) = uuid::Uuid::from_slice(k) {
+                keys.push(format!("{KEY_PREFIX}{u}"));
+            }
+        }
+        for item in self.dbs().actions.iter(wtxn).map_err(lmdb("iter", "actions"))? {
+            let (k, _) = item.map_err(lmdb("iter", "actions"))?;
+            keys.push(format!("{ACTION_PREFIX}{}", show_key(k)));
+        }
+        self.feed_in(wtxn, &keys)?;
+        Ok(keys.len())
     }
 
     /// Installs the waiter that makes entity writes wait for their publication. Once per

@@ -2,10 +2,21 @@
 //! the records of `hearth.entities` into its own LMDB, with the topic offset it reached stored
 //! in the same transaction, so a restart resumes exactly after the last applied record.
 //!
-//! Convergence: the topic's order decides. A record is applied as it comes, except a
-//! host's *own* record when the host has written that key again since (its later write is
-//! further down the topic and will be applied in turn): without that rule the echo of a
-//! write could briefly undo the next write of the same key on the host that made both.
+//! Convergence. Actions: the highest revision wins. Revisions are unique across controllers
+//! and totally ordered (`model::revision`: update counter, then controller tag), so a host
+//! keeps an incoming action only when its revision is above the one it holds, and every host
+//! ends with the same action whatever order it saw the records in (two controllers updating
+//! at once, a topic re-published by several controllers after a broker lost it). Namespaces
+//! and keys (no revision): the topic's order decides. Deletions (tombstones) apply in topic
+//! order. For all kinds, a host skips its *own* record when it has written that key again
+//! since (its later write is further down the topic and will be applied in turn): without
+//! that rule the echo of a write could briefly undo the next write of the same key on the
+//! host that made both.
+//!
+//! Idempotence: a record equal to what the host holds (same revision and bytes for an
+//! action, same bytes for a namespace or key) changes nothing and bumps nothing, so the
+//! entities re-published after the broker lost the topic (`Store::republish_entities`) cost
+//! every host a comparison, not a write, and keep authentication caches.
 //!
 //! Applying never feeds the outbox (that would loop the record back to the topic), and
 //! bumps `keys_generation` when keys or namespaces change so authentication caches drop.
@@ -35,6 +46,11 @@ pub enum Applied {
     SkippedOwn,
     /// Not an entity this store knows (another version's kind); skipped, offset recorded.
     Unknown,
+    /// An action at a lower revision than the one held here (a concurrent update that lost,
+    /// or a stale copy re-published): skipped.
+    Superseded,
+    /// Exactly what the host holds already (a re-publication): nothing written or bumped.
+    Unchanged,
 }
 
 impl Store {
@@ -91,12 +107,26 @@ impl Store {
             let k = k.as_bytes();
             match &wire {
                 Some(w) => {
-                    // Decoded only to refuse garbage before it reaches the hot path.
-                    let _: ActionMeta = decode("actions", k, w.record)?;
+                    // Decoded also to refuse garbage before it reaches the hot path.
+                    let incoming: ActionMeta = decode("actions", k, w.record)?;
+                    if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
+                        let same = held == w.record;
+                        let held: ActionMeta = decode("actions", k, held)?;
+                        if held.revision > incoming.revision {
+                            return Ok(Applied::Superseded);
+                        }
+                        if same {
+                            return Ok(Applied::Unchanged);
+                        }
+                    }
                     d.actions.put(wtxn, k, w.record).map_err(lmdb("put", "actions"))?;
                     d.code.put(wtxn, k, w.code).map_err(lmdb("put", "code"))?;
                 }
                 None => {
+                    if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
+                        let held: ActionMeta = decode("actions", k, held)?;
+                        self.note_floor_in(wtxn, &show_key(k), held.revision)?;
+                    }
                     d.actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
                     d.code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
                 }
@@ -110,6 +140,11 @@ impl Store {
             match &wire {
                 Some(w) => {
                     let _: super::NamespaceRecord = decode("namespaces", ns.as_bytes(), w.record)?;
+                    let held =
+                        d.namespaces.get(wtxn, ns.as_bytes()).map_err(lmdb("get", "namespaces"))?;
+                    if held == Some(w.record) {
+                        return Ok(Applied::Unchanged);
+                    }
                     d.namespaces
                         .put(wtxn, ns.as_bytes(), w.record)
                         .map_err(lmdb("put", "namespaces"))?;
@@ -135,6 +170,9 @@ impl Store {
             match &wire {
                 Some(w) => {
                     let _: super::KeyRecord = decode("keys", k, w.record)?;
+                    if d.keys.get(wtxn, k).map_err(lmdb("get", "keys"))? == Some(w.record) {
+                        return Ok(Applied::Unchanged);
+                    }
                     d.keys.put(wtxn, k, w.record).map_err(lmdb("put", "keys"))?;
                 }
                 None => {
@@ -156,20 +194,22 @@ impl Store {
 
     /// Waits (at most `bound`) until `action` exists here at `revision` or later: an invoker
     /// may receive an activation before its entity follower applied the action's record.
-    /// Returns the revision found last (`None`: still missing) when the bound passes.
+    /// Returns the revision held (`Ok`: at least `revision`; above it when the action was
+    /// updated since), or the revision found last (`Err(None)`: still missing) when the bound
+    /// passes.
     pub async fn wait_for_revision(
         &self,
         action: &FullyQualifiedName,
         revision: u64,
         bound: Duration,
-    ) -> Result<Result<(), Option<u64>>, StoreError> {
+    ) -> Result<Result<u64, Option<u64>>, StoreError> {
         let deadline = Instant::now() + bound;
         loop {
             // Registered before the check, so an apply between the check and the wait wakes us.
             let notified = self.inner.applied.notified();
             let current = self.action_revision(action)?;
-            if current.is_some_and(|r| r >= revision) {
-                return Ok(Ok(()));
+            if let Some(held) = current.filter(|r| *r >= revision) {
+                return Ok(Ok(held));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -199,14 +239,25 @@ impl crate::bus::kafka::EntitySink for Store {
             tracing::error!(key, offset, error = %e, "applying an entity record failed");
         }
     }
+
+    fn topic_reset(&self) {
+        match self.republish_entities() {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                entities = n,
+                "the entity topic was reset (the broker lost it): re-publishing every entity held here"
+            ),
+            Err(e) => tracing::error!(error = %e, "queueing the entities for re-publication failed"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Kind;
+    use crate::model::{revision, Kind};
     use crate::store::test_util::temp_store;
-    use crate::store::{ActionUpdate, ExecUpdate};
+    use crate::store::{ActionUpdate, ExecUpdate, FeedEntry};
 
     fn up(code: &str) -> ActionUpdate {
         ActionUpdate {
@@ -250,13 +301,14 @@ mod tests {
         assert_eq!(b.entity_offset().unwrap(), Some(off));
         assert_eq!(b.authenticate(&key.to_string()).unwrap().unwrap().namespace.as_str(), "team");
         let (meta, code) = b.get_action_with_code(&fqn("x")).unwrap().unwrap();
-        assert_eq!((meta.revision, code.as_slice()), (1, &b"CODE1"[..]));
+        assert_eq!((meta.version.as_str(), code.as_slice()), ("0.0.1", &b"CODE1"[..]));
+        assert_eq!(meta, a.get_action(&fqn("x")).unwrap().unwrap(), "the same revision");
 
         a.put_action(&fqn("x"), up("CODE2"), true).unwrap();
         a.revoke_key(&key.uuid).unwrap();
         ship(&a, &b, &mut off);
         let (meta, code) = b.get_action_with_code(&fqn("x")).unwrap().unwrap();
-        assert_eq!((meta.revision, code.as_slice()), (2, &b"CODE2"[..]));
+        assert_eq!((meta.version.as_str(), code.as_slice()), ("0.0.2", &b"CODE2"[..]));
         assert!(b.authenticate(&key.to_string()).unwrap().is_none(), "the revoke reached b");
 
         a.delete_namespace(&ns).unwrap();
@@ -279,21 +331,115 @@ mod tests {
         // The topic now delivers the first batch back to a, after a wrote v2.
         let act = first.iter().find(|e| e.key == "action/team/x").unwrap();
         // The value was read at publication time; rebuild the v1 one as published before v2.
-        let mut v1 = act.value.clone().unwrap();
+        let v1 = act.value.clone().unwrap();
         let stale = decode_wire(&act.key, &v1).unwrap();
         assert_eq!(stale.code, b"v1");
         let out = a.apply_entity(&act.key, Some(&v1), 7).unwrap();
         assert_eq!(out, Applied::SkippedOwn);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
-        // Another controller's record is applied whatever this host wrote.
-        v1 = super::super::feed::encode_wire(
-            &super::super::feed::WireHeader { origin: "c2".into(), seq: 1 },
-            stale.record,
-            b"theirs",
-        );
-        assert_eq!(a.apply_entity(&act.key, Some(&v1), 8).unwrap(), Applied::Changed);
+        // Another controller's record: applied when its revision is higher, skipped when lower.
+        let held = a.get_action(&fqn("x")).unwrap().unwrap();
+        let theirs = |revision: u64, code: &[u8]| {
+            let mut m: ActionMeta = serde_json::from_slice(stale.record).unwrap();
+            m.revision = revision;
+            super::super::feed::encode_wire(
+                &super::super::feed::WireHeader { origin: "c2".into(), seq: 1 },
+                &serde_json::to_vec(&m).unwrap(),
+                code,
+            )
+        };
+        let lower = theirs(revision::next(Some(held.revision - (1 << 20)), Some("c2")), b"old");
+        assert_eq!(a.apply_entity(&act.key, Some(&lower), 8).unwrap(), Applied::Superseded);
+        assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
+        let higher = theirs(revision::next(Some(held.revision), Some("c2")), b"theirs");
+        assert_eq!(a.apply_entity(&act.key, Some(&higher), 9).unwrap(), Applied::Changed);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"theirs");
-        assert_eq!(a.entity_offset().unwrap(), Some(9));
+        assert_eq!(a.apply_entity(&act.key, Some(&higher), 10).unwrap(), Applied::Unchanged);
+        assert_eq!(a.entity_offset().unwrap(), Some(11));
+    }
+
+    #[test]
+    fn concurrent_updates_on_two_controllers_converge_on_every_host_whatever_the_order() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        b.enable_entity_feed("c2").unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        a.create_namespace(&ns).unwrap();
+        let (mut oa, mut ob) = (0, 0);
+        ship(&a, &b, &mut ob);
+        a.put_action(&fqn("x"), up("base"), false).unwrap();
+        ship(&a, &b, &mut ob);
+        // Both update the same revision at the same moment: two distinct revisions.
+        let ra = a.put_action(&fqn("x"), up("from-c1"), true).unwrap();
+        let rb = b.put_action(&fqn("x"), up("from-c2"), true).unwrap();
+        assert_ne!(ra.revision, rb.revision);
+        assert_eq!(ra.version, rb.version, "the same update counter");
+        let winner = if ra.revision > rb.revision { "from-c1" } else { "from-c2" };
+        let ea = a.feed_pending(100).unwrap();
+        let eb = b.feed_pending(100).unwrap();
+        // Hosts that see the records in either order end the same: h1 sees c1's first, h2
+        // c2's first; each controller sees its own write, then the other's record.
+        let (_d1, h1) = temp_store();
+        let (_d2, h2) = temp_store();
+        let apply_all = |s: &Store, entries: &[&FeedEntry], off: &mut i64| {
+            for e in entries {
+                s.apply_entity(&e.key, e.value.as_deref(), *off).unwrap();
+                *off += 1;
+            }
+        };
+        let (mut o1, mut o2) = (0, 0);
+        apply_all(&h1, &ea.iter().chain(&eb).collect::<Vec<_>>(), &mut o1);
+        apply_all(&h2, &eb.iter().chain(&ea).collect::<Vec<_>>(), &mut o2);
+        apply_all(&a, &eb.iter().collect::<Vec<_>>(), &mut oa);
+        apply_all(&b, &ea.iter().collect::<Vec<_>>(), &mut ob);
+        let final_of = |s: &Store| {
+            let (m, code) = s.get_action_with_code(&fqn("x")).unwrap().unwrap();
+            (m.revision, code)
+        };
+        let expected = (ra.revision.max(rb.revision), winner.as_bytes().to_vec());
+        for (name, s) in [("c1", &a), ("c2", &b), ("h1", &h1), ("h2", &h2)] {
+            assert_eq!(final_of(s), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn re_published_entities_change_nothing_where_they_are_held() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        let key = a.create_namespace(&ns).unwrap();
+        a.put_action(&fqn("x"), up("CODE"), false).unwrap();
+        let mut off = 0;
+        ship(&a, &b, &mut off);
+        let before = b.get_action(&fqn("x")).unwrap().unwrap();
+        let generation = b.keys_generation().unwrap();
+        // The broker lost the topic: a re-publishes everything it holds.
+        assert_eq!(a.republish_entities().unwrap(), 3);
+        assert_eq!(b.republish_entities().unwrap(), 0, "a host without a feed publishes nothing");
+        let entries = a.feed_pending(100).unwrap();
+        assert_eq!(entries.len(), 3);
+        for e in &entries {
+            let out = b.apply_entity(&e.key, e.value.as_deref(), off).unwrap();
+            assert_eq!(out, Applied::Unchanged, "{}", e.key);
+            let own = a.apply_entity(&e.key, e.value.as_deref(), off).unwrap();
+            assert_eq!(own, Applied::Unchanged, "the echo on a itself: {}", e.key);
+            off += 1;
+        }
+        assert_eq!(b.get_action(&fqn("x")).unwrap().unwrap(), before);
+        assert_eq!(b.keys_generation().unwrap(), generation, "auth caches kept");
+        assert!(b.authenticate(&key.to_string()).unwrap().is_some());
+        // A new host replaying the re-published topic gets them all.
+        let (_dc, c) = temp_store();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(
+                c.apply_entity(&e.key, e.value.as_deref(), i as i64).unwrap(),
+                Applied::Changed
+            );
+        }
+        assert_eq!(c.get_action(&fqn("x")).unwrap().unwrap(), before);
+        assert!(c.authenticate(&key.to_string()).unwrap().is_some());
     }
 
     #[test]
@@ -311,8 +457,8 @@ mod tests {
         let (_db, b) = temp_store();
         a.enable_entity_feed("c1").unwrap();
         a.create_namespace(&EntityName::parse("team").unwrap()).unwrap();
-        a.put_action(&fqn("x"), up("v1"), false).unwrap();
-        let missing = b.wait_for_revision(&fqn("x"), 1, Duration::from_millis(60)).await.unwrap();
+        let r1 = a.put_action(&fqn("x"), up("v1"), false).unwrap().revision;
+        let missing = b.wait_for_revision(&fqn("x"), r1, Duration::from_millis(60)).await.unwrap();
         assert_eq!(missing, Err(None));
         let b2 = b.clone();
         let entries = a.feed_pending(100).unwrap();
@@ -323,11 +469,12 @@ mod tests {
             }
         });
         let t = Instant::now();
-        let ok = b.wait_for_revision(&fqn("x"), 1, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(ok, Ok(()));
+        let ok = b.wait_for_revision(&fqn("x"), r1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(ok, Ok(r1));
         assert!(t.elapsed() < Duration::from_secs(1), "woken by the apply: {:?}", t.elapsed());
         applier.await.unwrap();
-        let newer = b.wait_for_revision(&fqn("x"), 2, Duration::from_millis(30)).await.unwrap();
-        assert_eq!(newer, Err(Some(1)));
+        let newer =
+            b.wait_for_revision(&fqn("x"), r1 + 1, Duration::from_millis(30)).await.unwrap();
+        assert_eq!(newer, Err(Some(r1)));
     }
 }

@@ -31,11 +31,19 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) struct Attachment {
     topic: String,
     next: Offset,
+    /// The last connect found the topic re-created (see [`take_reset`](Self::take_reset)).
+    reset: bool,
 }
 
 impl Attachment {
     pub fn new(topic: &str, start: Offset) -> Self {
-        Self { topic: topic.to_string(), next: start }
+        Self { topic: topic.to_string(), next: start, reset: false }
+    }
+
+    /// Whether a connect since the last call found the topic re-created (it ended before the
+    /// position reached): the entity follower then has the controllers re-publish.
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset)
     }
 
     /// Records that the message at `offset` was consumed: a re-attach resumes after it.
@@ -102,6 +110,7 @@ impl Attachment {
             Ok((_, high)) if high < next => {
                 tracing::warn!(topic = %self.topic, next, high, "the topic was re-created: reading it from the beginning");
                 self.next = Offset::Beginning;
+                self.reset = true;
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(topic = %self.topic, error = %e, "end of partition unknown"),

@@ -5,9 +5,11 @@
 //! the broker's acknowledgement is the admission. Completions arrive on this controller's own
 //! topic and are routed by activation id to the waiting oneshot.
 //!
-//! Three background tasks, stopped when the bus is dropped:
+//! Four background tasks, stopped when the bus is dropped:
 //! - the completion consumer (`hearth.completed.<id>`),
-//! - the health consumer (`hearth.health`), feeding pings to the balancer,
+//! - the health consumer (`hearth.health`), feeding invokers' and other controllers' pings to
+//!   the balancer (the controller count divides every invoker's memory between controllers),
+//! - the pinger: this controller's own ping on the health topic, so the others count it,
 //! - the sweeper: marks silent invokers offline and fails what was in flight on them, and fails
 //!   any activation whose completion is overdue (its timeout plus a grace period), so an
 //!   activation whose message or record the cluster lost still ends with a record.
@@ -39,7 +41,8 @@ use super::topics::{
 };
 use super::wire::ActivationEnvelope;
 use crate::balancer::{
-    BalancerConfig, Health, InvokerId, InvokerState, Ping, ShardingBalancer, Transition,
+    BalancerConfig, ControllerPing, Health, HealthMessage, InvokerId, InvokerState,
+    ShardingBalancer, Transition,
 };
 use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
 use crate::model::{now_millis, Activation, ActivationId};
@@ -72,6 +75,10 @@ pub struct KafkaConfig {
     pub completion_grace: Duration,
     /// Replication factor of the topics this controller creates.
     pub replication: i32,
+    /// How often this controller pings the health topic so that the other controllers count
+    /// it (each schedules capacity / controllers). As the invokers' 1 s: the same offline
+    /// time judges both.
+    pub ping_interval: Duration,
 }
 
 impl KafkaConfig {
@@ -83,6 +90,7 @@ impl KafkaConfig {
             delivery_timeout: Duration::from_secs(3),
             completion_grace: Duration::from_secs(60),
             replication: 1,
+            ping_interval: Duration::from_secs(1),
         }
     }
 }
@@ -167,6 +175,14 @@ impl Shared {
         n
     }
 
+    /// Logs a change of the live controller count (the share of every invoker's memory).
+    fn on_controllers(&self, n: usize) {
+        tracing::info!(
+            controllers = n,
+            "controllers in the cluster changed: this one now schedules 1/{n} of every invoker's memory"
+        );
+    }
+
     fn on_transition(&self, t: Transition) {
         match t.to {
             Health::Up => tracing::info!(invoker = %t.invoker, from = %t.from, "invoker is up"),
@@ -238,6 +254,7 @@ impl KafkaBus {
         let tasks = vec![
             tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
             tokio::spawn(consume_health(shared.clone()).instrument(span.clone())),
+            tokio::spawn(ping_loop(shared.clone()).instrument(span.clone())),
             tokio::spawn(sweep(shared.clone()).instrument(span)),
         ];
         Ok(Self { shared, tasks })
@@ -251,6 +268,17 @@ impl KafkaBus {
     /// The health of one invoker as this controller sees it.
     pub fn health(&self, id: InvokerId) -> Health {
         self.shared.state().balancer.health(id)
+    }
+
+    /// How many controllers share the invokers as this one sees it (itself included).
+    pub fn controllers(&self) -> usize {
+        self.shared.state().balancer.controllers()
+    }
+
+    /// The memory of invoker `id` this controller may schedule: its capacity divided by the
+    /// live controllers.
+    pub fn share_mb(&self, id: InvokerId) -> u64 {
+        self.shared.state().balancer.share_mb(id)
     }
 
     /// How many activations wait for their record.
@@ -476,17 +504,73 @@ async fn consume_completions(shared: Arc<Shared>, start: Offset) {
 
 async fn consume_health(shared: Arc<Shared>) {
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
+    let own = shared.config.controller_id.clone();
+    let own_tag = crate::model::revision::tag(&own);
     consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", |m| {
-        let Some(ping) = decode::<Ping>(m, "ping") else { return };
-        if now_millis().saturating_sub(ping.sent_at_ms) > max_age_ms {
+        let Some(msg) = decode::<HealthMessage>(m, "ping") else { return };
+        if now_millis().saturating_sub(msg.sent_at_ms()) > max_age_ms {
             return;
         }
-        let t = shared.state().balancer.observe(&ping, Instant::now());
-        if let Some(t) = t {
-            shared.on_transition(t);
+        match msg {
+            HealthMessage::Invoker(ping) => {
+                let t = shared.state().balancer.observe(&ping, Instant::now());
+                if let Some(t) = t {
+                    shared.on_transition(t);
+                }
+            }
+            HealthMessage::Controller(p) if p.controller == own => {}
+            HealthMessage::Controller(p) => {
+                let changed = shared.state().balancer.observe_controller(&p.controller, Instant::now());
+                if let Some(n) = changed {
+                    if crate::model::revision::tag(&p.controller) == own_tag {
+                        // Revisions would no longer be unique between the two (model::revision).
+                        tracing::error!(
+                            peer = %p.controller,
+                            "controller ids {own:?} and {:?} have the same revision tag: give one of them another id",
+                            p.controller
+                        );
+                    }
+                    shared.on_controllers(n);
+                }
+            }
         }
     })
     .await
+}
+
+/// Pings the health topic every `ping_interval`, so the other controllers count this one.
+async fn ping_loop(shared: Arc<Shared>) {
+    let every_d = shared.config.ping_interval;
+    let mut every = tokio::time::interval(every_d);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let key = format!("controller/{}", shared.config.controller_id);
+    loop {
+        every.tick().await;
+        let ping = ControllerPing {
+            controller: shared.config.controller_id.clone(),
+            sent_at_ms: now_millis(),
+        };
+        let payload = match serde_json::to_vec(&ping) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a controller ping");
+                continue;
+            }
+        };
+        let rec = FutureRecord::to(HEALTH_TOPIC).key(&key).payload(&payload);
+        // Not waited for longer than one interval: the next ping supersedes this one.
+        match tokio::time::timeout(every_d, shared.producer.send(rec, Duration::ZERO)).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err((e, _))) => {
+                tracing::debug!(error = %e, "controller ping not delivered");
+                if is_unknown_topic(&e) {
+                    if let Err(e) = ensure_controller_topics(&shared).await {
+                        tracing::warn!(error = %e, "re-creating the controller's topics failed");
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn sweep(shared: Arc<Shared>) {
@@ -495,9 +579,15 @@ async fn sweep(shared: Arc<Shared>) {
     loop {
         every.tick().await;
         let now = Instant::now();
-        let transitions = shared.state().balancer.tick(now);
+        let (transitions, controllers) = {
+            let mut st = shared.state();
+            (st.balancer.tick(now), st.balancer.tick_controllers(now))
+        };
         for t in transitions {
             shared.on_transition(t);
+        }
+        if let Some(n) = controllers {
+            shared.on_controllers(n);
         }
         let grace = shared.config.completion_grace.as_secs();
         shared.fail_where(

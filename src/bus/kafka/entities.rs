@@ -46,6 +46,13 @@ pub trait EntitySink: Send + Sync + 'static {
     /// Applies one record: `Some(value)` writes the key, `None` deletes it. Must store
     /// `offset + 1` as the resume offset in the same transaction.
     fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64);
+
+    /// The topic was reset: the broker lost it (memory storage restarted) and it was
+    /// re-created, shorter than the position this sink had reached; the follower now reads
+    /// it from its new beginning. A controller re-publishes every entity it holds here, so
+    /// hosts started afterwards still learn them. The default does nothing (a host that only
+    /// reads).
+    fn topic_reset(&self) {}
 }
 
 /// The publishing half, held by each controller.
@@ -171,6 +178,9 @@ pub async fn follow_entities(
                 c = at.connect(make, || log.ensure_topic()) => c,
             },
         };
+        if at.take_reset() {
+            sink.topic_reset();
+        }
         let m = tokio::select! {
             _ = shutdown.wait() => return Ok(()),
             m = c.recv() => m,

@@ -113,7 +113,7 @@ impl Ctx {
     async fn reply(&self, controller: &str, record: &Activation) {
         let topic = completion_topic(controller);
         let id = record.activation_id;
-        if record.response.status == ActivationStatus::InternalError {
+        if is_system_error(record) {
             self.load.last_system_error_ms.store(now_millis(), Ordering::Relaxed);
         }
         let payload = match serde_json::to_vec(record) {
@@ -351,6 +351,18 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
     ctx.reply(&controller, &stamped(record, id)).await;
 }
 
+/// The annotation marking the failure record of an activation whose action revision was
+/// superseded (updated, or a concurrent update won) before it ran on the invoker.
+pub const SUPERSEDED: &str = "superseded";
+
+/// Whether `record` says this invoker is failing (pings then report "unhealthy" for a while):
+/// a whisk internal error, except an activation not run because its action revision was
+/// superseded, which is the cluster's entities moving on, not this host breaking.
+fn is_system_error(record: &Activation) -> bool {
+    record.response.status == ActivationStatus::InternalError
+        && !record.annotations.iter().any(|a| a.key == SUPERSEDED)
+}
+
 /// The record with an `invoker` annotation naming who ran it (`invoker2`): which host ran an
 /// activation is what an operator asks first in a cluster.
 fn stamped(mut record: Activation, id: InvokerId) -> Activation {
@@ -412,5 +424,32 @@ mod tests {
         );
         assert!(!make_ping(&cfg, 0, now - 30_001, now).system_error);
         assert_eq!(make_ping(&cfg, 4096, 0, now).free_mb, 0, "overbooked is zero, not negative");
+    }
+
+    #[test]
+    fn a_superseded_revision_is_not_a_system_error() {
+        let msg = ActivationMessage {
+            activation_id: crate::model::ActivationId::generate(),
+            action: crate::model::FullyQualifiedName::new(
+                crate::model::EntityName::parse("g").unwrap(),
+                crate::model::EntityName::parse("a").unwrap(),
+            ),
+            revision: 1,
+            version: "0.0.1".into(),
+            exec: crate::model::ExecMeta {
+                kind: crate::model::Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+            },
+            limits: crate::model::ActionLimits::default(),
+            subject: crate::model::EntityName::parse("g").unwrap(),
+            params: serde_json::Map::new(),
+            received_at_ms: 0,
+            publish: false,
+        };
+        let mut record = msg.failure_record("runc broke");
+        assert!(is_system_error(&record));
+        record.annotations.push(KeyValue::new(SUPERSEDED, true));
+        assert!(!is_system_error(&record));
     }
 }
