@@ -19,16 +19,15 @@
 
 mod broker;
 use broker::{p50, Broker};
-mod faults_util;
+mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use faults_util::*;
+use harness::*;
 use serde_json::json;
 
 /// How long a silent invoker stays "up" for the controllers here (10 s by default): keeps
@@ -37,12 +36,7 @@ const OFFLINE_AFTER: &str = "2s";
 
 struct Host {
     daemon: Daemon,
-    args: Vec<std::ffi::OsString>,
     state: Option<PathBuf>,
-}
-
-fn os(v: &[&dyn AsRef<OsStr>]) -> Vec<std::ffi::OsString> {
-    v.iter().map(|s| s.as_ref().to_owned()).collect()
 }
 
 fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) {
@@ -54,8 +48,8 @@ fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) 
         format!("invoker_offline_after = \"{OFFLINE_AFTER}\"\n"),
     )
     .unwrap();
-    let args = os(&[
-        &"controller",
+    let args = [
+        &"controller" as &dyn AsRef<OsStr>,
         &"--listen",
         &addr.to_string(),
         &"--bus",
@@ -66,10 +60,9 @@ fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) 
         &root.join(format!("{id}-data")),
         &"--config-dir",
         &conf,
-    ]);
-    let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-    let daemon = Daemon::spawn(&refs, &root.join(format!("{id}.log")), listening(addr));
-    (Host { daemon, args, state: None }, addr)
+    ];
+    let daemon = Daemon::spawn(args, &root.join(format!("{id}.log")), listening(addr));
+    (Host { daemon, state: None }, addr)
 }
 
 fn start_invoker(root: &Path, brokers: &str, n: u32) -> Host {
@@ -77,8 +70,8 @@ fn start_invoker(root: &Path, brokers: &str, n: u32) -> Host {
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(conf.join("invoker.toml"), "prewarm = []\nmemory_budget_mb = 512\n").unwrap();
     let state = root.join(format!("i{n}-state"));
-    let args = os(&[
-        &"invoker",
+    let args = [
+        &"invoker" as &dyn AsRef<OsStr>,
         &"--bus",
         &format!("kafka://{brokers}"),
         &"--id",
@@ -89,30 +82,25 @@ fn start_invoker(root: &Path, brokers: &str, n: u32) -> Host {
         &state,
         &"--config-dir",
         &conf,
-    ]);
-    let refs: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    ];
     let log = root.join(format!("i{n}.log"));
-    let log2 = log.clone();
-    let daemon = Daemon::spawn(&refs, &log, move || {
-        std::fs::read_to_string(&log2).unwrap_or_default().contains("invoker ready")
-    });
-    Host { daemon, args, state: Some(state) }
+    let daemon = Daemon::spawn(args, &log, ready_once_more(&log));
+    Host { daemon, state: Some(state) }
 }
 
-fn respawn(h: &mut Host, log: &Path) {
-    let refs: Vec<&OsStr> = h.args.iter().map(|a| a.as_os_str()).collect();
-    let log2 = log.to_owned();
-    let lines = std::fs::read_to_string(log).unwrap_or_default().matches("invoker ready").count();
-    h.daemon = Daemon::spawn(&refs, log, move || {
-        std::fs::read_to_string(&log2).unwrap_or_default().matches("invoker ready").count() > lines
-    });
+/// Ready once the invoker's log says "invoker ready" once more than it does now (the log
+/// is appended to by every run of the invoker).
+fn ready_once_more(log: &Path) -> impl Fn() -> bool {
+    let count = |log: &Path| {
+        std::fs::read_to_string(log).unwrap_or_default().matches("invoker ready").count()
+    };
+    let (log, before) = (log.to_owned(), count(log));
+    move || count(&log) > before
 }
 
 fn invoker_of(act: &serde_json::Value) -> String {
-    act["annotations"]
-        .as_array()
-        .and_then(|a| a.iter().find(|kv| kv["key"] == "invoker"))
-        .and_then(|kv| kv["value"].as_str())
+    annotation(act, "invoker")
+        .and_then(|v| v.as_str())
         .unwrap_or_else(|| panic!("no invoker annotation: {act}"))
         .to_owned()
 }
@@ -224,14 +212,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let brokers = broker.addr();
 
     // A namespace and key made offline on controller 1's data dir: published when it joins.
-    let out = Command::new(hearthd())
-        .args(["admin", "--data-dir"])
-        .arg(root.join("c1-data"))
-        .args(["namespace", "create", "team"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = admin_namespace(&root.join("c1-data"), "team");
 
     let (mut c1, a1) = start_controller(root, &brokers, "c1");
     let (mut c2, a2) = start_controller(root, &brokers, "c2");
@@ -486,15 +467,16 @@ fn two_controllers_three_invokers_over_kafka() {
         (last_at(&t, "1/2 of every invoker") > last_at(&t, "1/3 of every invoker")).then_some(())
     });
     i3.daemon.stop();
-    assert_clean(i3.state.as_ref().unwrap());
+    assert_no_leaks(i3.state.as_ref().unwrap());
 
     // The killed invoker rejoins (and reclaims what the kill left); then everyone stops.
-    respawn(&mut invokers[victim], &root.join(format!("i{victim}.log")));
+    let log = invokers[victim].daemon.log().to_owned();
+    invokers[victim].daemon.respawn(ready_once_more(&log));
     c1.daemon.stop();
     c2.daemon.stop();
     for h in &mut invokers {
         h.daemon.stop();
-        assert_clean(h.state.as_ref().unwrap());
+        assert_no_leaks(h.state.as_ref().unwrap());
     }
     println!("cluster test took {:?}", t_all.elapsed());
 }

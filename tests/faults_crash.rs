@@ -5,7 +5,7 @@
 //! cgroups of the killed run are reclaimed at the next start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults_util;
+mod harness;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faults_util::*;
+use harness::*;
 use serde_json::json;
 
 const ECHO: &str = "def main(a):\n    return a\n";
@@ -162,8 +162,7 @@ fn standalone_kill9_under_load_loses_nothing() {
         total_interrupted += interrupted;
     }
     println!("standalone: {ROUNDS} kills, {total_ids} ids, {total_actions} writes, {total_interrupted} interrupted, 0 lost");
-    s.daemon().stop();
-    assert_clean(&s.state_dir());
+    s.stop();
 }
 
 /// The two-process shape: kill -9 the controller (the invoker keeps running), then the
@@ -171,61 +170,12 @@ fn standalone_kill9_under_load_loses_nothing() {
 #[test]
 fn controller_and_invoker_kill9_under_load_lose_nothing() {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let (data, state, conf) =
-        (dir.path().join("data"), dir.path().join("state"), dir.path().join("conf"));
-    let sock = dir.path().join("invoker.sock");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("invoker.toml"),
-        "prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearthd"))
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["namespace", "create", "crash"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let split = Split::new("prewarm = []\nmemory_budget_mb = 1024\nqueue_limit = 64\n");
+    let state = split.state_dir();
+    let key = admin_namespace(&split.data_dir(), "crash");
 
-    let start_invoker = || {
-        let args: Vec<&std::ffi::OsStr> = vec![
-            "invoker".as_ref(),
-            "--socket".as_ref(),
-            sock.as_os_str(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "--config-dir".as_ref(),
-            conf.as_os_str(),
-        ];
-        let s = sock.clone();
-        Daemon::spawn(&args, &dir.path().join("invoker.log"), move || {
-            std::os::unix::net::UnixStream::connect(&s).is_ok()
-        })
-    };
-    let start_controller = || {
-        let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let listen = addr.to_string();
-        let args: Vec<&std::ffi::OsStr> = vec![
-            "controller".as_ref(),
-            "--listen".as_ref(),
-            listen.as_ref(),
-            "--invoker-socket".as_ref(),
-            sock.as_os_str(),
-            "--data-dir".as_ref(),
-            data.as_os_str(),
-            "--config-dir".as_ref(),
-            conf.as_os_str(),
-        ];
-        (Daemon::spawn(&args, &dir.path().join("controller.log"), listening(addr)), addr)
-    };
-    let mut invoker = start_invoker();
-    let (mut controller, mut addr) = start_controller();
+    let mut invoker = split.start_invoker();
+    let (mut controller, mut addr) = split.start_controller();
     let c = Client::new(addr, &key);
     c.put_action("echo", "python:3", ECHO, None);
     c.put_action("slow", "python:3", SLOW, None);
@@ -244,7 +194,7 @@ fn controller_and_invoker_kill9_under_load_lose_nothing() {
             }
             left = Vec::new();
             left_cgroups = Vec::new();
-            (controller, addr) = start_controller();
+            (controller, addr) = split.start_controller();
         } else {
             kill_at_random(&mut invoker, 700, 1500);
             // The controller lives on: let the load see the invoker gone, then stop it.
@@ -255,7 +205,7 @@ fn controller_and_invoker_kill9_under_load_lose_nothing() {
             }
             left = runc_containers(&state);
             left_cgroups = container_cgroups(&state);
-            invoker = start_invoker();
+            invoker = split.start_invoker();
         }
         let c = Client::new(addr, &key);
         let interrupted = verify(&c, &acked);
@@ -280,5 +230,5 @@ fn controller_and_invoker_kill9_under_load_lose_nothing() {
     println!("two-process kill -9 rounds, 0 lost: {report:?}");
     controller.stop();
     invoker.stop();
-    assert_clean(&state);
+    assert_no_leaks(&state);
 }

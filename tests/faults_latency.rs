@@ -5,11 +5,11 @@
 //! concurrent ones) before the response; this test bounds what that costs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults_util;
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use faults_util::*;
+use harness::*;
 use serde_json::json;
 
 /// Warm invokes measured; enough for a stable median on a busy 2-core machine.
@@ -40,6 +40,5 @@ fn warm_blocking_invoke_p50() {
     let p99 = lat[SAMPLES * 99 / 100];
     println!("warm blocking invoke over {SAMPLES}: p50 {p50:?} p90 {p90:?} p99 {p99:?}");
     assert!(p50 < Duration::from_millis(50), "p50 {p50:?}");
-    s.daemon().stop();
-    assert_clean(&s.state_dir());
+    s.stop();
 }

@@ -3,13 +3,13 @@
 //! or a hang; the server's memory stays bounded; when the load drops, invokes succeed again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults_util;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faults_util::*;
+use harness::*;
 use serde_json::json;
 
 const SLOW: &str = "import time\ndef main(a):\n    time.sleep(0.4)\n    return {'ok': True}\n";
@@ -93,6 +93,5 @@ fn overload_is_refused_cleanly_and_recovers() {
         "overload: 3 waves of {CLIENTS} concurrent invokes: {statuses:?}; refusal e.g. {sample:?}; longest wave {worst:?}; hearthd RSS {rss_before} kB -> {rss_peak} kB (peak) -> {rss_after} kB; recovered"
     );
     assert!(rss_peak < rss_before + 100 * 1024, "RSS grew from {rss_before} to {rss_peak} kB");
-    s.daemon().stop();
-    assert_clean(&s.state_dir());
+    s.stop();
 }

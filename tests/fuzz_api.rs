@@ -9,14 +9,14 @@
 //! `HEARTH_FUZZ_CASES` for a longer run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults_util;
+mod harness;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use faults_util::*;
+use harness::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
@@ -303,7 +303,7 @@ fn rest_api_survives_bad_input() {
     drop(slow);
 
     // The process is alive, never panicked, and the store holds exactly what was acknowledged.
-    assert!(s.daemon().child.as_mut().unwrap().try_wait().unwrap().is_none(), "hearthd died");
+    assert!(s.daemon().running(), "hearthd died");
     let log = s.log_text();
     assert!(!log.contains("panicked"), "a panic in the log: {log}");
     let listed = c.req("GET", "/api/v1/namespaces/_/actions?limit=200", b"").json();
@@ -316,8 +316,7 @@ fn rest_api_survives_bad_input() {
         assert!(r.json()["exec"]["code"].is_string(), "{n} is not whole: {}", r.text());
     }
     // Reopened from disk, the same.
-    s.daemon().stop();
-    s.launch();
+    s.restart();
     let c = s.client();
     let again = c.req("GET", "/api/v1/namespaces/_/actions?limit=200", b"").json();
     assert_eq!(again, listed);
@@ -326,6 +325,5 @@ fn rest_api_survives_bad_input() {
         raw_inputs.len(),
         names.len()
     );
-    s.daemon().stop();
-    assert_clean(&s.state_dir());
+    s.stop();
 }

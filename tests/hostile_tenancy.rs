@@ -4,24 +4,12 @@
 //! brute-force attempts are throttled (429) per client address and per key uuid.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod faults_util;
+mod harness;
 
 use std::path::Path;
 
-use faults_util::*;
+use harness::*;
 use serde_json::json;
-
-fn admin_create_namespace(data: &Path, name: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearthd"))
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["namespace", "create", name])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// Every file under `dir` (recursively), read whole.
 fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -47,13 +35,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn tenancy_secrets_and_brute_force() {
     require_root();
-    let mut s = Standalone::start("prewarm = []\n");
     // Debug logging: the most a log ever says.
-    s.log_filter = "hearth=debug".into();
-    s.daemon().stop();
-    s.launch();
+    let mut s = Standalone::start_logging("prewarm = []\n", "hearth=debug");
     let guest = s.client();
-    let other_key = admin_create_namespace(&s.data_dir(), "other");
+    let other_key = admin_namespace(&s.data_dir(), "other");
     let other = Client::new(s.addr, &other_key);
 
     guest.put_action("mine", "python:3", "def main(a):\n    return {'secret': 42}\n", None);
@@ -118,7 +103,7 @@ fn tenancy_secrets_and_brute_force() {
 
     // Secrets are stored as salted hashes only and never logged: neither the raw secret nor
     // the header form appears in any file of the data dir or in the debug log.
-    s.daemon().stop();
+    s.stop();
     use base64::Engine;
     let (uuid, secret) = other_key.split_once(':').unwrap();
     let (_, guest_secret) = GUEST.split_once(':').unwrap();
@@ -166,6 +151,5 @@ fn tenancy_secrets_and_brute_force() {
     let r = Client::anonymous(s.addr).req("GET", "/api/v1/namespaces", b"");
     assert_eq!(r.status, 401);
     println!("brute force: throttled after 10 failures (per address and per key uuid)");
-    s.daemon().stop();
-    assert_clean(&s.state_dir());
+    s.stop();
 }

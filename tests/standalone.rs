@@ -2,11 +2,11 @@
 //! out. Needs root and runc (CI runs as root); fails loudly otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use harness::*;
 use serde_json::json;
 
 const HELLO_PY: &str = r#"
@@ -38,15 +38,18 @@ function main(params) {
 fn python_and_node_cold_prewarm_warm() {
     require_root();
     // Prewarm only python 256 MB: node 256 MB starts cold, python 256 MB from a stem cell.
-    let mut s = Server::start("prewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
+    let mut s =
+        Standalone::start("prewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
     // Let the stem cell start.
     std::thread::sleep(Duration::from_millis(1500));
-    put_action(s.addr, "hello-py", "python:3", HELLO_PY, None);
-    put_action(s.addr, "hello-js", "nodejs:20", HELLO_JS, None);
+    let c = s.client();
+    c.put_action("hello-py", "python:3", HELLO_PY, None);
+    c.put_action("hello-js", "nodejs:20", HELLO_JS, None);
 
     for (name, from) in [("hello-py", "prewarm"), ("hello-js", "cold")] {
-        let (st, act) = invoke(s.addr, name, json!({"name": "Ada"}));
-        assert_eq!(st, 200, "{name}: {act}");
+        let r = c.invoke(name, json!({"name": "Ada"}));
+        let act = r.json();
+        assert_eq!(r.status, 200, "{name}: {act}");
         let id = act["activationId"].as_str().unwrap().to_owned();
         let r = &act["response"]["result"];
         assert_eq!(r["greeting"], "Hello Ada", "{act}");
@@ -67,48 +70,51 @@ fn python_and_node_cold_prewarm_warm() {
         assert!(logs.iter().any(|l| l.ends_with("stderr: err line")), "{logs:?}");
 
         // Warm: the same container, no initTime.
-        let (st, warm) = invoke(s.addr, name, json!({}));
-        assert_eq!(st, 200);
+        let r = c.invoke(name, json!({}));
+        assert_eq!(r.status, 200);
+        let warm = r.json();
         assert_eq!(warm["response"]["result"]["greeting"], "Hello stranger");
         assert!(annotation(&warm, "initTime").is_none(), "warm start has no initTime: {warm}");
 
         // The record is readable right after the response.
-        let (st, rec) =
-            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
-        assert_eq!(st, 200);
-        assert_eq!(rec["activationId"], id.as_str());
-        let (st, logs) =
-            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}/logs"), None);
-        assert_eq!(st, 200);
-        assert!(logs["logs"].as_array().unwrap().len() >= 2);
+        let rec = c.get(&format!("/api/v1/namespaces/_/activations/{id}"));
+        assert_eq!(rec.status, 200);
+        assert_eq!(rec.json()["activationId"], id.as_str());
+        let logs = c.get(&format!("/api/v1/namespaces/_/activations/{id}/logs"));
+        assert_eq!(logs.status, 200);
+        assert!(logs.json()["logs"].as_array().unwrap().len() >= 2);
     }
 
     // Result-only and non-blocking forms.
-    let (st, body, headers) = http(
-        s.addr,
+    let r = c.req(
         "POST",
         "/api/v1/namespaces/_/actions/hello-py?blocking=true&result=true",
-        Some(r#"{"name":"R"}"#),
+        br#"{"name":"R"}"#,
     );
-    assert_eq!(st, 200);
-    assert!(headers.iter().any(|(k, _)| k == "x-openwhisk-activation-id"));
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["greeting"], "Hello R");
-    let (st, accepted) =
-        json(s.addr, "POST", "/api/v1/namespaces/_/actions/hello-js", Some(json!({})));
-    assert_eq!(st, 202);
-    let id = accepted["activationId"].as_str().unwrap();
-    let rec = wait_record(&s, id);
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-openwhisk-activation-id").is_some());
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["greeting"],
+        "Hello R"
+    );
+    let r = c.json("POST", "/api/v1/namespaces/_/actions/hello-js", json!({}));
+    assert_eq!(r.status, 202);
+    let id = r.json()["activationId"].as_str().unwrap().to_owned();
+    let rec = c
+        .record(&id, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("record {id} never appeared"));
     assert_eq!(rec["response"]["result"]["greeting"], "Hello stranger");
 
     // An update bumps the revision: the next invoke must not reuse the old code's container.
-    put_action(s.addr, "hello-py", "python:3", "def main(a):\n    return {'v': 2}\n", None);
-    let (_, v2) = invoke(s.addr, "hello-py", json!({}));
+    c.put_action("hello-py", "python:3", "def main(a):\n    return {'v': 2}\n", None);
+    let v2 = c.invoke("hello-py", json!({})).json();
     assert_eq!(v2["response"]["result"]["v"], 2, "{v2}");
 
     // Prometheus metrics: activations by kind and status, latencies, the pool's containers.
-    let (st, text, headers) = http(s.addr, "GET", "/metrics", None);
-    assert_eq!(st, 200, "{text}");
-    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.contains("openmetrics")));
+    let r = c.get("/metrics");
+    let text = r.text();
+    assert_eq!(r.status, 200, "{text}");
+    assert!(r.headers.iter().any(|(k, v)| k == "content-type" && v.contains("openmetrics")));
     assert!(
         text.contains("hearth_activations_total{kind=\"python:3\",status=\"success\"}"),
         "{text}"
@@ -124,24 +130,12 @@ fn python_and_node_cold_prewarm_warm() {
     s.stop();
 }
 
-fn wait_record(s: &Server, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (st, rec) =
-            json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
-        if st == 200 {
-            return rec;
-        }
-        assert!(Instant::now() < deadline, "record {id} never appeared");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Every limit and failure ends in a record with a clear status, never a hang.
 #[test]
 fn limits_and_failures_are_recorded() {
     require_root();
-    let mut s = Server::start("prewarm = []\n");
+    let mut s = Standalone::start("prewarm = []\n");
+    let c = s.client();
     let cases: &[(&str, &str, &str, serde_json::Value, &str, &str)] = &[
         (
             "raise",
@@ -218,12 +212,13 @@ fn limits_and_failures_are_recorded() {
     ];
     for (name, kind, code, limits, _, _) in cases {
         let limits = if limits.is_null() { None } else { Some(limits.clone()) };
-        put_action(s.addr, name, kind, code, limits);
+        c.put_action(name, kind, code, limits);
     }
     for (name, _, _, _, status, needle) in cases {
         let t = Instant::now();
-        let (st, act) = invoke(s.addr, name, json!({}));
-        assert_eq!(st, 502, "{name}: {act}");
+        let r = c.invoke(name, json!({}));
+        let act = r.json();
+        assert_eq!(r.status, 502, "{name}: {act}");
         assert_eq!(act["response"]["status"], *status, "{name}: {act}");
         let err = act["response"]["result"]["error"].as_str().unwrap_or_default();
         assert!(err.contains(needle), "{name}: error {err:?} should mention {needle:?}");
@@ -233,20 +228,21 @@ fn limits_and_failures_are_recorded() {
         }
     }
     // The container survives a non-dict result and an application error: next run works.
-    let (st, act) = invoke(s.addr, "apperr", json!({}));
-    assert_eq!(st, 502);
+    let r = c.invoke("apperr", json!({}));
+    assert_eq!(r.status, 502);
+    let act = r.json();
     assert!(annotation(&act, "initTime").is_none(), "kept warm after an application error");
 
     // Log flood: truncated with a note, the run itself succeeds.
-    put_action(
-        s.addr,
+    c.put_action(
         "flood",
         "python:3",
         "def main(a):\n    for i in range(40000):\n        print('x' * 100)\n    return {'done': True}\n",
         Some(json!({"logs": 1})),
     );
-    let (st, act) = invoke(s.addr, "flood", json!({}));
-    assert_eq!(st, 200, "{act}");
+    let r = c.invoke("flood", json!({}));
+    let act = r.json();
+    assert_eq!(r.status, 200, "{act}");
     let logs = act["logs"].as_array().unwrap();
     assert!(logs.last().unwrap().as_str().unwrap().contains("truncated"), "{:?}", logs.last());
     let total: usize = logs.iter().map(|l| l.as_str().unwrap().len()).sum();
@@ -259,61 +255,58 @@ fn limits_and_failures_are_recorded() {
 fn parallel_invokes_within_budget() {
     require_root();
     // 4 containers of 256 MB at most; a bounded queue for the rest.
-    let mut s = Server::start("memory_budget_mb = 1024\nprewarm = []\nqueue_limit = 1000\n");
-    put_action(
-        s.addr,
+    let mut s = Standalone::start("memory_budget_mb = 1024\nprewarm = []\nqueue_limit = 1000\n");
+    let c = s.client();
+    c.put_action(
         "sleepy",
         "python:3",
         "import time\ndef main(a):\n    time.sleep(0.05)\n    return {'i': a['i']}\n",
         None,
     );
-    let addr = s.addr;
     let handles: Vec<_> = (0..64)
-        .map(|i| std::thread::spawn(move || invoke(addr, "sleepy", json!({"i": i}))))
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || c.invoke("sleepy", json!({"i": i})))
+        })
         .collect();
     let mut ids = std::collections::HashSet::new();
     for (i, h) in handles.into_iter().enumerate() {
-        let (st, act) = h.join().unwrap();
-        assert_eq!(st, 200, "{act}");
+        let r = h.join().unwrap();
+        let act = r.json();
+        assert_eq!(r.status, 200, "{act}");
         assert_eq!(act["response"]["result"]["i"], i);
         ids.insert(act["activationId"].as_str().unwrap().to_owned());
     }
     assert_eq!(ids.len(), 64);
-    let (_, list) =
-        json(s.addr, "GET", "/api/v1/namespaces/_/activations?name=sleepy&limit=200", None);
+    let list = c.get("/api/v1/namespaces/_/activations?name=sleepy&limit=200").json();
     assert_eq!(list.as_array().unwrap().len(), 64, "one record per activation");
-    let containers = count_containers(&s);
+    let containers = runc_containers(&s.state_dir()).len();
     assert!(containers <= 4, "{containers} containers exceed the 1024 MB budget");
     s.stop();
 }
 
-fn count_containers(s: &Server) -> usize {
-    let out = std::process::Command::new("/usr/sbin/runc")
-        .arg("--root")
-        .arg(s.state_dir().join("runc"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+fn count_containers(s: &Standalone) -> usize {
+    runc_containers(&s.state_dir()).len()
 }
 
 /// Idle containers are reaped after the idle timeout; budget pressure evicts idle ones.
 #[test]
 fn idle_reaping_and_eviction() {
     require_root();
-    let mut s = Server::start(
+    let mut s = Standalone::start(
         "memory_budget_mb = 512\nprewarm = []\nidle_timeout = \"1s\"\nreap_interval = \"200ms\"\n",
     );
-    put_action(s.addr, "a", "python:3", "def main(x):\n    return {'a': 1}\n", None);
-    put_action(s.addr, "b", "python:3", "def main(x):\n    return {'b': 1}\n", None);
-    put_action(s.addr, "c", "python:3", "def main(x):\n    return {'c': 1}\n", None);
+    let c = s.client();
+    c.put_action("a", "python:3", "def main(x):\n    return {'a': 1}\n", None);
+    c.put_action("b", "python:3", "def main(x):\n    return {'b': 1}\n", None);
+    c.put_action("c", "python:3", "def main(x):\n    return {'c': 1}\n", None);
     for n in ["a", "b"] {
-        assert_eq!(invoke(s.addr, n, json!({})).0, 200);
+        assert_eq!(c.invoke(n, json!({})).status, 200);
     }
     assert_eq!(count_containers(&s), 2);
     // The budget holds two: c evicts the least recently used idle container.
-    let (st, act) = invoke(s.addr, "c", json!({}));
-    assert_eq!(st, 200, "{act}");
+    let r = c.invoke("c", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(count_containers(&s) <= 2);
     let deadline = Instant::now() + Duration::from_secs(10);
     while count_containers(&s) > 0 {
@@ -327,24 +320,24 @@ fn idle_reaping_and_eviction() {
 #[test]
 fn restart_keeps_data_and_reclaims_leftovers() {
     require_root();
-    let mut s = Server::start("prewarm = []\n");
-    put_action(s.addr, "keep", "python:3", "def main(a):\n    return {'kept': True}\n", None);
-    let (_, act) = invoke(s.addr, "keep", json!({}));
+    let mut s = Standalone::start("prewarm = []\n");
+    let c = s.client();
+    c.put_action("keep", "python:3", "def main(a):\n    return {'kept': True}\n", None);
+    let act = c.invoke("keep", json!({})).json();
     let id = act["activationId"].as_str().unwrap().to_owned();
     // Reading the record waits for its commit (records are written after the response).
-    assert_eq!(json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None).0, 200);
+    assert_eq!(c.get(&format!("/api/v1/namespaces/_/activations/{id}")).status, 200);
     // kill -9: the warm container is left behind for the next start to reclaim.
-    let mut child = s.child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    s.daemon().kill9();
     assert!(count_containers(&s) >= 1, "the warm container outlives a killed server");
-    s.restart();
+    s.launch();
     assert_eq!(count_containers(&s), 0, "leftovers reclaimed at start");
-    let (st, rec) = json(s.addr, "GET", &format!("/api/v1/namespaces/_/activations/{id}"), None);
-    assert_eq!(st, 200, "{rec}");
-    let (st, again) = invoke(s.addr, "keep", json!({}));
-    assert_eq!(st, 200);
-    assert_eq!(again["response"]["result"]["kept"], true);
+    let c = s.client();
+    let r = c.get(&format!("/api/v1/namespaces/_/activations/{id}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c.invoke("keep", json!({}));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["response"]["result"]["kept"], true);
     s.stop();
 }
 
@@ -352,7 +345,7 @@ fn restart_keeps_data_and_reclaims_leftovers() {
 #[test]
 fn cli_and_openwhisk_client() {
     require_root();
-    let mut s = Server::start("");
+    let mut s = Standalone::start("");
     let dir = tempfile::tempdir().unwrap();
     let py = dir.path().join("hello.py");
     std::fs::write(&py, "def main(a):\n    print('cli log')\n    return {'hi': a.get('name')}\n")
