@@ -280,7 +280,7 @@ fn parallel_invokes_within_budget() {
     assert_eq!(ids.len(), 64);
     let list = c.get("/api/v1/namespaces/_/activations?name=sleepy&limit=200").json();
     assert_eq!(list.as_array().unwrap().len(), 64, "one record per activation");
-    let containers = runc_containers(&s.state_dir()).len();
+    let containers = count_containers(&s);
     assert!(containers <= 4, "{containers} containers exceed the 1024 MB budget");
     s.stop();
 }
