@@ -1,6 +1,6 @@
 //! Several hosts over Kafka, as processes: two `hearthd controller --bus` and three
-//! `hearthd invoker --bus` (distinct data dirs, state dirs and loopback ports) around one real
-//! tansu broker (memory storage). Needs root, runc and the broker
+//! `hearthd invoker --bus` (distinct data and state dirs; each controller on its own loopback
+//! address) around one real tansu broker (memory storage). Needs root, runc and the broker
 //! (`scripts/build-broker.sh`, or `TANSU=path`); fails, never skips, when one is missing.
 //!
 //! One test, in phases, so the cluster starts once (cold containers cost seconds on 2 cores):
@@ -39,8 +39,13 @@ struct Host {
     state: Option<PathBuf>,
 }
 
+/// Controller `cN` listens on its own loopback address, 127.0.0.(10+N), as a host of its own
+/// would (a free port there; the broker stays on 127.0.0.1).
 fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let n: u8 = id.trim_start_matches('c').parse().unwrap();
+    let host = std::net::Ipv4Addr::new(127, 0, 0, 10 + n);
+    let port = std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
+    let addr = SocketAddr::from((host, port));
     let conf = root.join(format!("{id}-conf"));
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(
