@@ -41,6 +41,12 @@ install_tools() {
         command -v rpmbuild >/dev/null || need+=(rpm)
     fi
     command -v cc >/dev/null || need+=(gcc)
+    # The packaged hearthd has the Kafka bus: a bundled librdkafka built with cmake and a C++
+    # compiler, and curl's header (nothing links libcurl).
+    command -v cmake >/dev/null || need+=(cmake)
+    command -v c++ >/dev/null || need+=(g++)
+    [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -e /usr/include/curl/curl.h ] \
+        || need+=(libcurl4-openssl-dev)
     if [ ${#need[@]} -gt 0 ]; then
         [ "$(id -u)" = 0 ] || die "missing ${need[*]}; run as root or install them"
         log "installing ${need[*]}"

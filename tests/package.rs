@@ -227,6 +227,9 @@ fn rpm_installs_into_a_scratch_root_and_its_binaries_run() {
 
     let version = stdout(Command::new(root.join("usr/bin/hearth")).arg("--version"));
     assert!(version.contains(&p.version), "{version}");
+    // The packaged daemon joins a cluster by configuration alone: the Kafka bus is built in.
+    let hv = stdout(Command::new(root.join("usr/sbin/hearthd")).arg("--version"));
+    assert!(hv.contains("with kafka"), "the packaged hearthd lacks the Kafka bus: {hv}");
     let help = stdout(Command::new(root.join("usr/sbin/hearthd")).arg("--help"));
     assert!(help.contains("admin"), "{help}");
 

@@ -145,6 +145,8 @@ fn install_and_check(m: &Machine, deb: &std::path::Path) -> String {
     let unix = m.ok("ss -Hlx");
     assert!(unix.contains("/run/hearth/invoker.sock"), "no invoker socket:\n{unix}");
     assert!(m.ok("getent passwd hearth").contains("/var/lib/hearth"));
+    let version = m.ok("hearthd --version");
+    assert!(version.contains("with kafka"), "the packaged hearthd lacks the Kafka bus: {version}");
     assert_eq!(m.ok("stat -c '%a %U %G' /var/lib/hearth").trim(), "750 hearth hearth");
 
     // The key: root-only, a fresh uuid:secret, never a well-known one.

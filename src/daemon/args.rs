@@ -7,9 +7,16 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::admin::AdminCommand;
 
+/// `hearthd --version`: the version and the optional parts built in, so that an operator can
+/// tell whether this binary can join hosts over Kafka before configuring `bus`.
+#[cfg(feature = "kafka")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (with kafka)");
+#[cfg(not(feature = "kafka"))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (without kafka)");
+
 /// hearth's daemons: the REST controller, the container invoker, or both in one process.
 #[derive(Debug, Parser)]
-#[command(name = "hearthd", version, about, propagate_version = true)]
+#[command(name = "hearthd", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Log filter in tracing's EnvFilter syntax (e.g. `info`, `hearth=debug`)
     #[arg(long, global = true, env = "HEARTH_LOG", value_name = "FILTER")]
