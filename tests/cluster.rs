@@ -167,10 +167,14 @@ fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let topic = hearth::bus::kafka::ENTITY_TOPIC;
-    let c: BaseConsumer =
-        hearth::bus::kafka::consumer_settings(brokers, "hearth.test.entities", false)
-            .create()
-            .unwrap();
+    let c: BaseConsumer = hearth::bus::kafka::consumer_settings(
+        brokers,
+        "hearth.test.entities",
+        false,
+        hearth::bus::kafka::Fetch::Background,
+    )
+    .create()
+    .unwrap();
     let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();

@@ -10,8 +10,12 @@
 //! compression none (messages are a few hundred bytes; compressing costs CPU on both ends for
 //! nothing), Nagle off (one small request per invoke must not wait for an ACK).
 //!
-//! Consumer: `fetch.wait.max.ms=5` (the broker answers an empty fetch after 5 ms, so a message
-//! produced during a long-poll waits at most that; librdkafka's default is 500),
+//! Consumer: `fetch.wait.max.ms` by role ([`Fetch`]): short on the activation path (an
+//! invoker's activations, a controller's completions), where every millisecond is a user's;
+//! long for health pings and entity records, which nobody waits on per request (librdkafka's
+//! default is 500). A broker that holds every fetch for the full wait, data or not (tansu does),
+//! makes the wait a floor of each hop; one that answers when data arrives (Apache Kafka) makes
+//! it only the bound on an idle poll.
 //! `fetch.min.bytes=1` (answer as soon as anything is there), `enable.partition.eof=false`
 //! (no end-of-partition events to skip), short reconnect back-offs and a one-second metadata
 //! refresh, so a restarted broker (and re-created topics) are found again within a second or
@@ -47,15 +51,40 @@ pub fn producer_settings(brokers: &str, delivery_timeout_ms: u64) -> ClientConfi
     c
 }
 
+/// What a consumer waits on, which sets how long the broker may hold its fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Activations and their records: a user waits on every message.
+    Activation,
+    /// Health pings and entity records: read continuously, waited on by nobody per request.
+    Background,
+}
+
+impl Fetch {
+    /// `fetch.wait.max.ms`. Activation: 2 ms, measured against 5 ms in the same benchmark run
+    /// (docs/KAFKA.md): on a broker that holds each fetch for the full wait, each hop costs the
+    /// wait plus up to one more, and the idle cost is one small fetch per wait per consumer —
+    /// two such consumers per host. Background: 50 ms keeps an idle host's polling at twenty
+    /// fetches a second per consumer, while an entity written on one host still reaches the
+    /// others well within the invoker's wait for a revision.
+    pub fn wait_ms(self) -> u32 {
+        match self {
+            Fetch::Activation => 2,
+            Fetch::Background => 50,
+        }
+    }
+}
+
 /// The consumer settings for group `group`; `commit` says whether consumed offsets are
-/// committed (the invoker resumes where it stopped; a controller does not need to).
-pub fn consumer_settings(brokers: &str, group: &str, commit: bool) -> ClientConfig {
+/// committed (the invoker resumes where it stopped; a controller does not need to); `fetch`
+/// what the consumer waits on.
+pub fn consumer_settings(brokers: &str, group: &str, commit: bool, fetch: Fetch) -> ClientConfig {
     let mut c = common(brokers);
     c.set("group.id", group)
         .set("enable.auto.commit", if commit { "true" } else { "false" })
         .set("auto.commit.interval.ms", "200")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "5")
+        .set("fetch.wait.max.ms", fetch.wait_ms().to_string())
         .set("fetch.min.bytes", "1")
         .set("fetch.error.backoff.ms", "50")
         .set("enable.partition.eof", "false")

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, create, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
     completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC,
@@ -244,7 +244,7 @@ impl KafkaBus {
         }
         let group = format!("hearth.controller.{}", config.controller_id);
         // Fails now, not later in a loop, if the consumer settings can never work.
-        drop(controller_consumer(&brokers, &group, "controller completions")?);
+        drop(controller_consumer(&brokers, &group, "controller completions", Fetch::Activation)?);
         let start = end_offset(&brokers, &group, &completions_topic).await;
 
         let state =
@@ -380,7 +380,7 @@ impl Dispatcher for KafkaBus {
 /// The current end of partition 0 of `topic`; the beginning when the broker cannot say now
 /// (down at start-up: replayed old records are ignored, as unknown activation ids).
 async fn end_offset(brokers: &str, group: &str, topic: &str) -> Offset {
-    let settings = consumer_settings(brokers, group, false);
+    let settings = consumer_settings(brokers, group, false, Fetch::Background);
     let topic_owned = topic.to_string();
     // librdkafka's watermark query blocks its thread.
     let high = tokio::task::spawn_blocking(move || {
@@ -437,14 +437,15 @@ fn controller_consumer(
     brokers: &str,
     group: &str,
     role: &'static str,
+    fetch: Fetch,
 ) -> Result<StreamConsumer<TracingContext>, KafkaError> {
-    consumer_settings(brokers, group, false).create_with_context(TracingContext { role }).map_err(
-        |source| KafkaError::Client {
+    consumer_settings(brokers, group, false, fetch)
+        .create_with_context(TracingContext { role })
+        .map_err(|source| KafkaError::Client {
             role,
             brokers: brokers.to_string(),
             source: Box::new(source),
-        },
-    )
+        })
 }
 
 /// Consumes partition 0 of `topic` forever, handing each message to `handle`; survives broker
@@ -454,6 +455,7 @@ async fn consume_topic(
     topic: &str,
     start: Offset,
     role: &'static str,
+    fetch: Fetch,
     mut handle: impl FnMut(&BorrowedMessage<'_>),
 ) {
     let group = format!("hearth.controller.{}", shared.config.controller_id);
@@ -465,7 +467,7 @@ async fn consume_topic(
             Some(c) => c,
             None => {
                 at.connect(
-                    || controller_consumer(brokers, &group, role),
+                    || controller_consumer(brokers, &group, role, fetch),
                     || ensure_controller_topics(shared),
                 )
                 .await
@@ -494,7 +496,7 @@ async fn consume_topic(
 
 async fn consume_completions(shared: Arc<Shared>, start: Offset) {
     let topic = completion_topic(&shared.config.controller_id);
-    consume_topic(&shared, &topic, start, "controller completions", |m| {
+    consume_topic(&shared, &topic, start, "controller completions", Fetch::Activation, |m| {
         if let Some(record) = decode::<Activation>(m, "completion") {
             shared.complete(record);
         }
@@ -506,7 +508,7 @@ async fn consume_health(shared: Arc<Shared>) {
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
     let own = shared.config.controller_id.clone();
     let own_tag = crate::model::revision::tag(&own);
-    consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", |m| {
+    consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", Fetch::Background, |m| {
         let Some(msg) = decode::<HealthMessage>(m, "ping") else { return };
         if now_millis().saturating_sub(msg.sent_at_ms()) > max_age_ms {
             return;

@@ -23,7 +23,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, create, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use crate::shutdown::Shutdown;
 
@@ -152,7 +152,7 @@ pub async fn follow_entities(
 ) -> Result<(), KafkaError> {
     let brokers = log.brokers.as_str();
     let make = || {
-        let mut settings = consumer_settings(brokers, group, false);
+        let mut settings = consumer_settings(brokers, group, false, Fetch::Background);
         settings.set("fetch.message.max.bytes", MAX_ENTITY_BYTES.to_string());
         settings.set("receive.message.max.bytes", (MAX_ENTITY_BYTES + 1024 * 1024).to_string());
         settings

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, create, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
 use super::wire::ActivationEnvelope;
@@ -178,7 +178,7 @@ pub async fn serve_invoker(
     let group = format!("hearth.{topic}");
     let make = || {
         create::<StreamConsumer<TracingContext>>(
-            &consumer_settings(&brokers, &group, false),
+            &consumer_settings(&brokers, &group, false, Fetch::Activation),
             &brokers,
             "invoker consumer",
         )

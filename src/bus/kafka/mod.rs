@@ -31,7 +31,7 @@ pub mod probe;
 mod topics;
 mod wire;
 
-pub use client::{consumer_settings, producer_settings};
+pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
 pub use entities::{follow_entities, EntityLog, EntitySink, ENTITY_TOPIC, MAX_ENTITY_BYTES};
 pub use error::KafkaError;

@@ -5,7 +5,8 @@
 //!
 //! One producer and one consumer on a one-partition topic, each message sent after the
 //! previous one arrived: the time from `send` to `recv` of that message, with `linger.ms=0`
-//! and `fetch.wait.max.ms` as the bus sets them ([`producer_settings`], [`consumer_settings`]).
+//! and `fetch.wait.max.ms` as the bus sets them for the activation path ([`producer_settings`],
+//! [`consumer_settings`] with [`Fetch::Activation`](super::client::Fetch::Activation)).
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{consumer_settings, create, producer_settings, TracingContext};
+use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::KafkaError;
 use super::topics::ensure_topics;
 
@@ -50,8 +51,11 @@ impl Probe {
             create(&producer_settings(brokers, ms), brokers, "probe admin")?;
         ensure_topics(&admin, brokers, &[topic], 1).await?;
         let producer = create(&producer_settings(brokers, ms), brokers, "probe producer")?;
-        let consumer: StreamConsumer<TracingContext> =
-            create(&consumer_settings(brokers, topic, false), brokers, "probe consumer")?;
+        let consumer: StreamConsumer<TracingContext> = create(
+            &consumer_settings(brokers, topic, false, Fetch::Activation),
+            brokers,
+            "probe consumer",
+        )?;
         // From the beginning, not the end: resolving "end" races with the first send. Messages
         // of earlier probes are skipped by their payload, which is unique to this probe.
         let mut tpl = TopicPartitionList::new();
