@@ -291,7 +291,9 @@ impl RuncContainer {
         }
     }
 
-    /// The outcome of the pipe closing or breaking mid-exchange.
+    /// The outcome of the pipe closing or breaking mid-exchange. Callers box this future and
+    /// [`Self::timed_out`]'s: they are rare and large (runc calls, waits), and inline they
+    /// would grow every activation's future, which tokio copies at spawn and at completion.
     async fn died(&mut self, detail: String) -> RunError {
         let logs = self.logs_after_death().await;
         if cgroup::oom_killed(&self.memory_dir) {
@@ -374,10 +376,12 @@ impl ActionContainer for RuncContainer {
                 Err(RunError::InitFailed { message: format!("init reply of {size} bytes"), logs })
             }
             Exchange::Replied(Reply::Closed) => {
-                Err(self.died("the launcher exited during init".to_owned()).await)
+                Err(Box::pin(self.died("the launcher exited during init".to_owned())).await)
             }
-            Exchange::Failed(e) => Err(self.died(format!("pipe error during init: {e}")).await),
-            Exchange::TimedOut => Err(self.timed_out(INIT_TIMEOUT).await),
+            Exchange::Failed(e) => {
+                Err(Box::pin(self.died(format!("pipe error during init: {e}"))).await)
+            }
+            Exchange::TimedOut => Err(Box::pin(self.timed_out(INIT_TIMEOUT)).await),
         }
     }
 
@@ -416,10 +420,11 @@ impl ActionContainer for RuncContainer {
                 Err(RunError::ResultTooLarge { size, limit: run.result_limit, logs })
             }
             Exchange::Replied(Reply::Closed) => {
-                Err(self.died("the action's process exited without replying".to_owned()).await)
+                Err(Box::pin(self.died("the action's process exited without replying".to_owned()))
+                    .await)
             }
-            Exchange::Failed(e) => Err(self.died(format!("pipe error: {e}")).await),
-            Exchange::TimedOut => Err(self.timed_out(run.timeout).await),
+            Exchange::Failed(e) => Err(Box::pin(self.died(format!("pipe error: {e}"))).await),
+            Exchange::TimedOut => Err(Box::pin(self.timed_out(run.timeout)).await),
         };
         if !self.dead {
             self.retire_if_processes_left();
