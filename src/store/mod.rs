@@ -134,16 +134,7 @@ impl Store {
             // consistent (the page cache holds every commit); an OS crash may lose or, per
             // LMDB's documentation, damage the last unflushed commits, the trade made for
             // microsecond commits (docs/SECURITY.md).
-            //
-            // WRITE_MAP: a commit modifies the pages in a shared writable map of the file
-            // rather than copying each dirty page with a `pwrite` (~6 per activation record,
-            // most of the record writer's CPU). The pages are the same page cache either way,
-            // so a commit still survives a kill -9; the syncer's flush becomes an `msync`.
-            // MAP_ASYNC is not set: it only matters to LMDB's own per-commit sync, which
-            // NO_SYNC turns off. The file is then sparse up to the map size; see
-            // `sync::Reserve` for the disk-full case. No nested transactions are used
-            // (WRITE_MAP does not support them).
-            unsafe { eo.flags(EnvFlags::NO_SYNC | EnvFlags::WRITE_MAP) };
+            unsafe { eo.flags(EnvFlags::NO_SYNC) };
         }
         // SAFETY: the environment is only ever modified through LMDB (this process or another
         // hearth process using LMDB's lock file); nothing truncates or rewrites data.mdb, and
@@ -168,20 +159,10 @@ impl Store {
         };
         wtxn.commit().map_err(open_err)?;
         let syncer = match opts.sync_interval {
-            Some(every) => {
-                let reserve = match sync::Reserve::open(dir, &env) {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(path = %dir.display(), error = %e, "cannot open the data file to reserve disk space ahead of the store");
-                        None
-                    }
-                };
-                Some(
-                    sync::Syncer::start(env.clone(), every, reserve).map_err(|source| {
-                        StoreError::SyncThread { path: dir.to_owned(), source }
-                    })?,
-                )
-            }
+            Some(every) => Some(
+                sync::Syncer::start(env.clone(), every)
+                    .map_err(|source| StoreError::SyncThread { path: dir.to_owned(), source })?,
+            ),
             None => None,
         };
         tracing::debug!(path = %dir.display(), sync_interval = ?opts.sync_interval, "store opened");

@@ -10,87 +10,11 @@
 //! Owns: the flushing thread of one environment. Must never: outlive the store (heed refuses
 //! to reopen a path while a clone of its environment lives, so the thread is joined on drop).
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use heed::{Env, WithoutTls};
-
-/// Disk space kept allocated beyond the last page the store uses (see [`Reserve`]). At a few
-/// hundred bytes of growth per activation record, 16 MB is minutes of records at full speed,
-/// against the syncer's 100 ms between two extensions.
-const RESERVE_BYTES: u64 = 16 << 20;
-
-/// Keeps the data file's blocks allocated ahead of the store's growth.
-///
-/// The store is opened `WRITE_MAP` (commits write into a shared map of the file instead of a
-/// `pwrite` per dirty page), and LMDB then truncates the file up to the map size, sparse. A
-/// first write into a hole of that file allocates its block at the page fault, and when the
-/// disk is full the kernel can only answer that fault with SIGBUS, killing the process, where
-/// a `pwrite` would have failed the commit with ENOSPC. Allocating (`fallocate`) a reserve
-/// ahead of the last used page moves the "disk full" moment here, where it is logged, while
-/// the commits go on into blocks that already exist.
-pub(crate) struct Reserve {
-    file: File,
-    page_size: u64,
-    /// Bytes from the start of the file known to be allocated.
-    allocated: u64,
-    /// The last extension failed (logged once until one succeeds).
-    failing: bool,
-}
-
-impl Reserve {
-    /// Opens the data file of the environment in `dir` and allocates the first reserve.
-    pub(crate) fn open(dir: &Path, env: &Env<WithoutTls>) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("data.mdb"))?;
-        let page_size = u64::from(env.stat().page_size);
-        let mut r = Self { file, page_size, allocated: 0, failing: false };
-        r.extend(env);
-        Ok(r)
-    }
-
-    /// Allocates up to [`RESERVE_BYTES`] past the last used page, once half the reserve is
-    /// used (one `fallocate` per 8 MB of growth).
-    pub(crate) fn extend(&mut self, env: &Env<WithoutTls>) {
-        let info = env.info();
-        let map_size = u64::try_from(info.map_size).unwrap_or(u64::MAX);
-        let used = u64::try_from(info.last_page_number)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
-            .saturating_mul(self.page_size);
-        let target = used.saturating_add(RESERVE_BYTES).min(map_size);
-        if used.saturating_add(RESERVE_BYTES / 2).min(map_size) <= self.allocated {
-            return;
-        }
-        let (Ok(offset), Ok(len)) =
-            (libc::off_t::try_from(self.allocated), libc::off_t::try_from(target - self.allocated))
-        else {
-            return;
-        };
-        // SAFETY: fallocate on an fd we own, mode 0 (allocate, never changes the contents).
-        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, offset, len) };
-        if rc == 0 {
-            if self.failing {
-                tracing::info!(path = %env.path().display(), "disk space for the store is available again");
-            }
-            self.allocated = target;
-            self.failing = false;
-        } else if !self.failing {
-            let e = std::io::Error::last_os_error();
-            tracing::error!(
-                path = %env.path().display(),
-                error = %e,
-                used_bytes = used,
-                "cannot allocate disk space ahead of the store: when the disk is full, a commit \
-                 into unallocated space kills the process (SIGBUS)"
-            );
-            self.failing = true;
-        }
-    }
-}
 
 /// The flushing thread; stopped and joined on drop.
 pub(crate) struct Syncer {
@@ -99,13 +23,7 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    /// Starts flushing `env` every `interval`, extending `reserve` (when given) after each
-    /// flush.
-    pub(crate) fn start(
-        env: Env<WithoutTls>,
-        interval: Duration,
-        mut reserve: Option<Reserve>,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn start(env: Env<WithoutTls>, interval: Duration) -> std::io::Result<Self> {
         let (stop, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("hearth-lmdb-sync".into()).spawn(move || {
             loop {
@@ -115,9 +33,6 @@ impl Syncer {
                 };
                 if let Err(e) = env.force_sync() {
                     tracing::error!(error = %e, path = %env.path().display(), "flushing the store to disk failed");
-                }
-                if let Some(r) = &mut reserve {
-                    r.extend(&env);
                 }
                 if stopping {
                     break;
@@ -183,24 +98,6 @@ mod tests {
             .collect();
         t.sort();
         t[t.len() / 2]
-    }
-
-    #[test]
-    fn write_map_store_keeps_disk_blocks_allocated_ahead() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let map_size = 64 << 20;
-        let s = Store::open(dir.path(), StoreOptions { map_size, ..Default::default() }).unwrap();
-        let records: Vec<Activation> = (0..500).map(|_| one()).collect();
-        s.put_activations(&records).unwrap();
-        let meta = std::fs::metadata(dir.path().join("data.mdb")).unwrap();
-        // WRITE_MAP: LMDB sized the file to the map, sparse ...
-        assert_eq!(meta.len(), map_size as u64);
-        // ... and the reserve allocated its blocks well past what the store uses.
-        let allocated = meta.blocks() * 512;
-        assert!(allocated >= super::RESERVE_BYTES, "{allocated} bytes allocated");
-        let ns = crate::model::EntityName::parse("guest").unwrap();
-        assert!(s.get_activation(&ns, &records[499].activation_id).unwrap().is_some());
     }
 
     #[test]
