@@ -30,8 +30,8 @@ use super::{ActionContainer, ContainerSpec, InitSpec, RunError, RunOutput, RunSp
 /// minute is broken rather than slow.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a reply, how long to wait for both sentinels. They were written before the reply,
-/// so they are already in the pipes; this only covers the reader tasks being scheduled (and
-/// at most one pipe buffer of logs to drain).
+/// so they are already in the pipes; this only covers the I/O driver not having seen their
+/// readiness yet (and at most one pipe buffer of logs to drain).
 pub const SENTINEL_WAIT: Duration = Duration::from_millis(200);
 /// After the container died, how long to wait for its output pipes to close.
 pub const DEATH_WAIT: Duration = Duration::from_millis(500);
