@@ -29,13 +29,22 @@ pub async fn handle(
     throttle: &AuthThrottle,
     peer: Option<IpAddr>,
 ) -> Response<Body> {
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), %request_id);
+    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = tracing::field::Empty);
+    // The id is drawn (a getrandom syscall) only when something will show it: the span when
+    // debug logging is on, or an error body. A successful invoke at the default level never
+    // needs one.
+    let request_id = (!span.is_disabled()).then(new_request_id);
+    if let Some(id) = &request_id {
+        span.record("request_id", id.as_str());
+    }
     async move {
         let started = Instant::now();
         let resp = match route(req, &controller, throttle, peer).await {
             Ok(r) => r,
-            Err(e) => e.into_response(&request_id),
+            Err(e) => match &request_id {
+                Some(id) => e.into_response(id),
+                None => e.into_response(&new_request_id()),
+            },
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(status = resp.status().as_u16(), elapsed_us, "answered");
@@ -43,6 +52,11 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The id an error body carries as its `code` (OpenWhisk's transaction id).
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// The key uuid a credential names, whether or not the secret is right: failures are counted

@@ -7,21 +7,21 @@
 //! when the memory cgroup saw an OOM kill, a crash otherwise). After any failed run the
 //! container is marked dead; the pool destroys it. Nothing here retries or decides policy.
 
+use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
-use tokio::task::JoinHandle;
 
 use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
 use crate::runtime::protocol::{self, ReplyError};
 
 use super::cgroup;
-use super::logs::LogCollector;
+use super::logs::{LogPipes, LOG_WATCH_AFTER};
 use super::runc::{remove_dir_logged, Shared};
 use super::{ActionContainer, ContainerSpec, InitSpec, RunError, RunOutput, RunSpec};
 
@@ -30,8 +30,8 @@ use super::{ActionContainer, ContainerSpec, InitSpec, RunError, RunOutput, RunSp
 /// minute is broken rather than slow.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a reply, how long to wait for both sentinels. They were written before the reply,
-/// so they are already in the pipes; this only covers the reader tasks being scheduled (and
-/// at most one pipe buffer of logs to drain).
+/// so they are already in the pipes; this only covers the I/O driver not having seen their
+/// readiness yet (and at most one pipe buffer of logs to drain).
 pub const SENTINEL_WAIT: Duration = Duration::from_millis(200);
 /// After the container died, how long to wait for its output pipes to close.
 pub const DEATH_WAIT: Duration = Duration::from_millis(500);
@@ -56,11 +56,8 @@ pub struct RuncContainer {
     memory_dir: PathBuf,
     stdin: pipe::Sender,
     reply: BufReader<pipe::Receiver>,
-    logs: Arc<LogCollector>,
-    readers: [JoinHandle<()>; 2],
-    /// Copies of the stdout and stderr read ends (the readers own the originals), so that
-    /// [`ActionContainer::handoff`] can hand all four pipes to the fd store.
-    log_fds: [OwnedFd; 2],
+    /// stdout and stderr, read by the runs themselves.
+    logs: LogPipes,
     /// Messages sent so far; each is followed by one sentinel per stream.
     exchanges: u64,
     /// Reused encode buffer for the message to the launcher.
@@ -146,9 +143,7 @@ impl RuncContainer {
         bundle_dir: PathBuf,
         stdin: pipe::Sender,
         reply: BufReader<pipe::Receiver>,
-        logs: Arc<LogCollector>,
-        readers: [JoinHandle<()>; 2],
-        log_fds: [OwnedFd; 2],
+        logs: LogPipes,
     ) -> Self {
         let memory_dir = cgroup::memory_dir(
             &shared.config.cgroup_parent,
@@ -165,8 +160,6 @@ impl RuncContainer {
             stdin,
             reply,
             logs,
-            readers,
-            log_fds,
             exchanges: 0,
             out: Vec::with_capacity(4096),
             line: Vec::with_capacity(4096),
@@ -242,13 +235,30 @@ impl RuncContainer {
     }
 
     /// Sends `self.out` and reads one reply, within `limit`.
+    ///
+    /// The log pipes are not watched at first: a reply usually comes within microseconds,
+    /// and the logs it follows are then read in one go by [`Self::logs_after_reply`]. Only a
+    /// run still going after [`LOG_WATCH_AFTER`] has its logs drained as they come, so that a
+    /// launcher writing more than a pipe buffer of them is not left blocked.
     async fn exchange(&mut self, timeout: Duration, reply_limit: usize) -> Exchange {
         self.exchanges += 1;
-        let (stdin, reader, out, line) =
-            (&mut self.stdin, &mut self.reply, &self.out, &mut self.line);
+        let (stdin, reader, out, line, logs) =
+            (&mut self.stdin, &mut self.reply, &self.out, &mut self.line, &mut self.logs);
         let talk = async {
             stdin.write_all(out).await?;
-            read_reply(reader, line, reply_limit).await
+            let reply = read_reply(reader, line, reply_limit);
+            tokio::pin!(reply);
+            if let Ok(r) = tokio::time::timeout(LOG_WATCH_AFTER, reply.as_mut()).await {
+                return r;
+            }
+            std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = reply.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+                logs.poll_pump(cx);
+                std::task::Poll::Pending
+            })
+            .await
         };
         match tokio::time::timeout(timeout, talk).await {
             Ok(Ok(reply)) => Exchange::Replied(reply),
@@ -291,7 +301,9 @@ impl RuncContainer {
         }
     }
 
-    /// The outcome of the pipe closing or breaking mid-exchange.
+    /// The outcome of the pipe closing or breaking mid-exchange. Callers box this future and
+    /// [`Self::timed_out`]'s: they are rare and large (runc calls, waits), and inline they
+    /// would grow every activation's future, which tokio copies at spawn and at completion.
     async fn died(&mut self, detail: String) -> RunError {
         let logs = self.logs_after_death().await;
         if cgroup::oom_killed(&self.memory_dir) {
@@ -326,9 +338,6 @@ impl RuncContainer {
         // separate `runc kill` first would only add a process spawn to the teardown.
         if let Err(e) = self.shared.runc.delete_force(&self.id).await {
             tracing::warn!(id = %self.id, error = %e, "cannot delete container");
-        }
-        for reader in &self.readers {
-            reader.abort();
         }
         remove_dir_logged(&self.bundle_dir).await;
         remove_dir_logged(&self.code_dir).await;
@@ -374,10 +383,12 @@ impl ActionContainer for RuncContainer {
                 Err(RunError::InitFailed { message: format!("init reply of {size} bytes"), logs })
             }
             Exchange::Replied(Reply::Closed) => {
-                Err(self.died("the launcher exited during init".to_owned()).await)
+                Err(Box::pin(self.died("the launcher exited during init".to_owned())).await)
             }
-            Exchange::Failed(e) => Err(self.died(format!("pipe error during init: {e}")).await),
-            Exchange::TimedOut => Err(self.timed_out(INIT_TIMEOUT).await),
+            Exchange::Failed(e) => {
+                Err(Box::pin(self.died(format!("pipe error during init: {e}"))).await)
+            }
+            Exchange::TimedOut => Err(Box::pin(self.timed_out(INIT_TIMEOUT)).await),
         }
     }
 
@@ -416,10 +427,11 @@ impl ActionContainer for RuncContainer {
                 Err(RunError::ResultTooLarge { size, limit: run.result_limit, logs })
             }
             Exchange::Replied(Reply::Closed) => {
-                Err(self.died("the action's process exited without replying".to_owned()).await)
+                Err(Box::pin(self.died("the action's process exited without replying".to_owned()))
+                    .await)
             }
-            Exchange::Failed(e) => Err(self.died(format!("pipe error: {e}")).await),
-            Exchange::TimedOut => Err(self.timed_out(run.timeout).await),
+            Exchange::Failed(e) => Err(Box::pin(self.died(format!("pipe error: {e}"))).await),
+            Exchange::TimedOut => Err(Box::pin(self.timed_out(run.timeout)).await),
         };
         if !self.dead {
             self.retire_if_processes_left();
@@ -443,12 +455,9 @@ impl ActionContainer for RuncContainer {
         if self.dead {
             return None;
         }
-        let fds = [
-            self.stdin.as_fd(),
-            self.log_fds[0].as_fd(),
-            self.log_fds[1].as_fd(),
-            self.reply.get_ref().as_fd(),
-        ];
+        use std::os::fd::AsFd;
+        let [stdout, stderr] = self.logs.fds();
+        let fds = [self.stdin.as_fd(), stdout, stderr, self.reply.get_ref().as_fd()];
         match fds.iter().map(|fd| fd.try_clone_to_owned()).collect::<io::Result<Vec<_>>>() {
             Ok(v) => Some(v),
             Err(e) => {
@@ -462,9 +471,6 @@ impl ActionContainer for RuncContainer {
     /// the fd store, its runc state, bundle and scope stay.
     async fn detach(mut self) {
         self.destroyed = true;
-        for reader in &self.readers {
-            reader.abort();
-        }
         tracing::debug!(id = %self.id, "container left running for the next invoker");
     }
 }

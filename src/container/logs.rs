@@ -1,26 +1,42 @@
-//! The log collector of one container: a reader task per stream (stdout, stderr) turns lines
-//! into `<RFC 3339 with microseconds> <stream>: text` entries of the current activation,
-//! enforces the activation's log limit, and counts the launcher's end-of-activation sentinels.
+//! The log pipes of one container: stdout and stderr lines become
+//! `<RFC 3339 with microseconds> <stream>: text` entries of the current activation, the
+//! activation's log limit is enforced, and the launcher's end-of-activation sentinels are
+//! counted.
 //!
-//! The host reads the reply on fd 3 and then [`LogCollector::wait_end`]s for both sentinels
-//! (written before the reply), so an activation's logs are exactly the lines between the
-//! previous sentinels and this one's. Everything here is per line on the warm path: one lock,
-//! one timestamp, one allocation. It never blocks the launcher: lines past the limit are read
+//! The pipes are read by the run's own task, not by reader tasks of their own: the launcher
+//! writes both sentinels before its reply, so once the reply has arrived the activation's
+//! logs are already in the pipes and [`LogPipes::wait_end`] takes them with non-blocking reads,
+//! without a wake-up. A reader task per stream woke on every run only to see its sentinel and
+//! then woke the run's task (two task wake-ups and often a thread switch per warm invoke).
+//! While a run is in progress nothing reads the pipes until [`LOG_WATCH_AFTER`] has passed
+//! without a reply; from then on the exchange drains them as data arrives
+//! ([`LogPipes::poll_pump`]), so a launcher writing more than a pipe buffer of logs is never
+//! left blocked.
+//!
+//! Per line on the warm path: one timestamp, one allocation. Lines past the limit are read
 //! and dropped, not left in the pipe.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
+use tokio::net::unix::pipe;
 
 use crate::runtime::protocol::SENTINEL;
 
 /// A line longer than this is cut into several log entries, so that output without newlines
-/// cannot grow the reader's buffer without bound.
+/// cannot grow the buffer without bound.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long an exchange waits for the reply before it starts draining the log pipes too. A
+/// warm run replies in tens of microseconds; a run that writes more than a pipe buffer
+/// (64 KB) of logs blocks its launcher until they are drained, and waits this long once.
+pub const LOG_WATCH_AFTER: Duration = Duration::from_millis(1);
+
+/// Reads per stream in one poll before yielding, so a log flood cannot hold the worker.
+const READS_PER_POLL: usize = 16;
 
 /// One of the two log streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +52,16 @@ impl Stream {
             Stream::Stderr => "stderr",
         }
     }
+
+    const BOTH: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
 }
 
+/// The note that ends truncated logs, OpenWhisk's wording.
+pub fn truncation_note(limit: usize) -> String {
+    format!("Logs were truncated because the total bytes size exceeds the limit of {limit} bytes.")
+}
+
+/// What has been collected from both streams.
 #[derive(Debug)]
 struct LogState {
     lines: Vec<String>,
@@ -48,156 +72,193 @@ struct LogState {
     eof: [bool; 2],
 }
 
-/// The shared log state of one container.
-#[derive(Debug)]
-pub struct LogCollector {
-    state: Mutex<LogState>,
-    changed: Notify,
-}
-
-/// The note that ends truncated logs, OpenWhisk's wording.
-pub fn truncation_note(limit: usize) -> String {
-    format!("Logs were truncated because the total bytes size exceeds the limit of {limit} bytes.")
-}
-
-impl LogCollector {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(LogState {
-                lines: Vec::new(),
-                bytes: 0,
-                limit,
-                truncated: false,
-                sentinels: [0, 0],
-                eof: [false, false],
-            }),
-            changed: Notify::new(),
-        })
-    }
-
-    /// A poisoned lock only means a reader task panicked mid-push; the state is still usable.
-    fn lock(&self) -> MutexGuard<'_, LogState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sets the byte limit for the activation that starts now.
-    pub fn set_limit(&self, limit: usize) {
-        self.lock().limit = limit;
-    }
-
-    fn push(&self, stream: Stream, raw: &[u8]) {
+impl LogState {
+    fn push(&mut self, stream: Stream, raw: &[u8]) {
         let (text, sentinel) = match raw.strip_suffix(SENTINEL.as_bytes()) {
             Some(before) => (before, true),
             None => (raw, false),
         };
-        let mut state = self.lock();
         if !text.is_empty() || !sentinel {
-            if state.truncated {
+            if self.truncated {
                 // dropped: the note was already written
-            } else if state.bytes + text.len() > state.limit {
-                state.truncated = true;
-                let note = truncation_note(state.limit);
+            } else if self.bytes + text.len() > self.limit {
+                self.truncated = true;
+                let note = truncation_note(self.limit);
                 let entry = format!(
                     "{} stderr: {note}",
                     humantime::format_rfc3339_micros(SystemTime::now())
                 );
-                state.lines.push(entry);
+                self.lines.push(entry);
             } else {
-                state.bytes += text.len();
+                self.bytes += text.len();
                 let entry = format!(
                     "{} {}: {}",
                     humantime::format_rfc3339_micros(SystemTime::now()),
                     stream.name(),
                     String::from_utf8_lossy(text)
                 );
-                state.lines.push(entry);
+                self.lines.push(entry);
             }
         }
         if sentinel {
-            state.sentinels[stream as usize] += 1;
-            drop(state);
-            self.changed.notify_waiters();
+            self.sentinels[stream as usize] += 1;
         }
     }
 
-    fn eof(&self, stream: Stream) {
-        self.lock().eof[stream as usize] = true;
-        self.changed.notify_waiters();
+    fn done(&self, exchanges: u64) -> bool {
+        (0..2).all(|i| self.sentinels[i] >= exchanges || self.eof[i])
+    }
+}
+
+/// The stdout and stderr pipes of one container and what was read from them.
+#[derive(Debug)]
+pub struct LogPipes {
+    pipes: [pipe::Receiver; 2],
+    /// The unfinished last line of each stream.
+    partial: [Vec<u8>; 2],
+    state: LogState,
+    /// Read buffer, allocated at the first read.
+    chunk: Vec<u8>,
+}
+
+impl LogPipes {
+    pub fn new(stdout: pipe::Receiver, stderr: pipe::Receiver, limit: usize) -> Self {
+        Self {
+            pipes: [stdout, stderr],
+            partial: [Vec::new(), Vec::new()],
+            state: LogState {
+                lines: Vec::new(),
+                bytes: 0,
+                limit,
+                truncated: false,
+                sentinels: [0, 0],
+                eof: [false, false],
+            },
+            chunk: Vec::new(),
+        }
+    }
+
+    /// The read ends, for live restore's copies.
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.pipes[0].as_fd(), self.pipes[1].as_fd()]
+    }
+
+    /// Sets the byte limit for the activation that starts now.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.state.limit = limit;
     }
 
     /// Whether both streams have ended (the container's processes are all gone).
     pub fn closed(&self) -> bool {
-        let s = self.lock();
-        s.eof[0] && s.eof[1]
+        self.state.eof[0] && self.state.eof[1]
+    }
+
+    /// Turns `n` freshly read bytes of `stream` (in `self.chunk`) into lines.
+    fn ingest(&mut self, stream: Stream, n: usize) {
+        let i = stream as usize;
+        let (chunk, line, state) = (&self.chunk, &mut self.partial[i], &mut self.state);
+        let mut rest = &chunk[..n];
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            if line.is_empty() {
+                state.push(stream, &rest[..pos]);
+            } else {
+                line.extend_from_slice(&rest[..pos]);
+                state.push(stream, line);
+                line.clear();
+            }
+            rest = &rest[pos + 1..];
+        }
+        line.extend_from_slice(rest);
+        while line.len() >= MAX_LINE_BYTES {
+            state.push(stream, &line[..MAX_LINE_BYTES]);
+            line.drain(..MAX_LINE_BYTES);
+        }
+    }
+
+    /// The stream ended (or broke): its unfinished line is kept as a last entry.
+    fn end(&mut self, stream: Stream) {
+        let i = stream as usize;
+        if !self.partial[i].is_empty() {
+            let line = std::mem::take(&mut self.partial[i]);
+            self.state.push(stream, &line);
+        }
+        self.state.eof[i] = true;
+    }
+
+    /// Reads what `stream` holds now, at most [`READS_PER_POLL`] times, registering the
+    /// stream's readiness with `cx` when it runs dry (so the task wakes when more comes).
+    /// Returns false when it stopped at the read cap with data possibly left.
+    ///
+    /// Through `AsyncRead::poll_read` rather than `try_read`: after a short read tokio
+    /// considers the pipe drained, so the next poll registers without another `read`.
+    fn read_available(&mut self, stream: Stream, cx: &mut Context<'_>) -> bool {
+        use tokio::io::AsyncRead;
+        let i = stream as usize;
+        for _ in 0..READS_PER_POLL {
+            if self.state.eof[i] {
+                return true;
+            }
+            if self.chunk.is_empty() {
+                self.chunk = vec![0u8; READ_CHUNK];
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut self.chunk);
+            match std::pin::Pin::new(&mut self.pipes[i]).poll_read(cx, &mut buf) {
+                Poll::Pending => return true,
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    if n == 0 {
+                        self.end(stream);
+                    } else {
+                        self.ingest(stream, n);
+                    }
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(stream = stream.name(), error = %e, "log pipe read failed");
+                    self.end(stream);
+                }
+            }
+        }
+        false
+    }
+
+    /// Drains both pipes as data arrives; never ready by itself (a run's exchange polls it
+    /// beside the reply). Yields after [`READS_PER_POLL`] reads of a stream.
+    pub fn poll_pump(&mut self, cx: &mut Context<'_>) {
+        let mut capped = false;
+        for stream in Stream::BOTH {
+            capped |= !self.read_available(stream, cx);
+        }
+        if capped {
+            cx.waker().wake_by_ref();
+        }
     }
 
     /// Waits until each stream has shown `exchanges` sentinels in total or ended, at most
-    /// `max`. Returns false when it gave up waiting.
-    pub async fn wait_end(&self, exchanges: u64, max: Duration) -> bool {
-        let done = |s: &LogState| (0..2).all(|i| s.sentinels[i] >= exchanges || s.eof[i]);
-        let wait = async {
-            loop {
-                let notified = self.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if done(&self.lock()) {
-                    return;
-                }
-                notified.await;
+    /// `max`. Returns false when it gave up waiting. After a reply the sentinels are already
+    /// in the pipes (and their readiness was seen by the I/O driver no later than the
+    /// reply's), so this normally returns at its first poll.
+    pub async fn wait_end(&mut self, exchanges: u64, max: Duration) -> bool {
+        if self.state.done(exchanges) {
+            return true;
+        }
+        let wait = std::future::poll_fn(|cx| {
+            self.poll_pump(cx);
+            if self.state.done(exchanges) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-        };
+        });
         tokio::time::timeout(max, wait).await.is_ok()
     }
 
     /// Takes the lines collected so far and starts a new activation's count.
-    pub fn take(&self) -> Vec<String> {
-        let mut s = self.lock();
-        s.bytes = 0;
-        s.truncated = false;
-        std::mem::take(&mut s.lines)
+    pub fn take(&mut self) -> Vec<String> {
+        self.state.bytes = 0;
+        self.state.truncated = false;
+        std::mem::take(&mut self.state.lines)
     }
-}
-
-/// Reads `pipe` line by line into `collector` until end of file.
-pub fn spawn_reader<R>(collector: Arc<LogCollector>, stream: Stream, mut pipe: R) -> JoinHandle<()>
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut chunk = vec![0u8; READ_CHUNK];
-        let mut line: Vec<u8> = Vec::new();
-        loop {
-            let n = match pipe.read(&mut chunk).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::debug!(stream = stream.name(), error = %e, "log pipe read failed");
-                    break;
-                }
-            };
-            let mut rest = &chunk[..n];
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-                if line.is_empty() {
-                    collector.push(stream, &rest[..pos]);
-                } else {
-                    line.extend_from_slice(&rest[..pos]);
-                    collector.push(stream, &line);
-                    line.clear();
-                }
-                rest = &rest[pos + 1..];
-            }
-            line.extend_from_slice(rest);
-            while line.len() >= MAX_LINE_BYTES {
-                collector.push(stream, &line[..MAX_LINE_BYTES]);
-                line.drain(..MAX_LINE_BYTES);
-            }
-        }
-        if !line.is_empty() {
-            collector.push(stream, &line);
-        }
-        collector.eof(stream);
-    })
 }
 
 #[cfg(test)]
@@ -210,13 +271,15 @@ mod tests {
         entry.split_once(' ').unwrap().1
     }
 
+    fn pipes(limit: usize) -> (pipe::Sender, pipe::Sender, LogPipes) {
+        let (w_out, r_out) = pipe::pipe().unwrap();
+        let (w_err, r_err) = pipe::pipe().unwrap();
+        (w_out, w_err, LogPipes::new(r_out, r_err, limit))
+    }
+
     #[tokio::test]
     async fn lines_sentinels_and_limits() {
-        let logs = LogCollector::new(1000);
-        let (mut w_out, r_out) = tokio::io::duplex(1 << 16);
-        let (mut w_err, r_err) = tokio::io::duplex(1 << 16);
-        let a = spawn_reader(logs.clone(), Stream::Stdout, r_out);
-        let b = spawn_reader(logs.clone(), Stream::Stderr, r_err);
+        let (mut w_out, mut w_err, mut logs) = pipes(1000);
         w_out.write_all(b"hello\npartial").await.unwrap();
         w_out.write_all(format!(" line{SENTINEL}\n").as_bytes()).await.unwrap();
         w_err.write_all(format!("oops\n{SENTINEL}\n").as_bytes()).await.unwrap();
@@ -244,19 +307,52 @@ mod tests {
         drop(w_err);
         assert!(logs.wait_end(3, Duration::from_secs(5)).await);
         assert!(logs.closed());
-        a.await.unwrap();
-        b.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sentinel_written_later_wakes_the_wait() {
+        let (mut w_out, mut w_err, mut logs) = pipes(usize::MAX);
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            w_out.write_all(format!("late\n{SENTINEL}\n").as_bytes()).await.unwrap();
+            w_err.write_all(format!("{SENTINEL}\n").as_bytes()).await.unwrap();
+            (w_out, w_err)
+        });
+        assert!(logs.wait_end(1, Duration::from_secs(5)).await);
+        let lines = logs.take();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(body(&lines[0]), "stdout: late");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn more_than_a_pipe_buffer_is_drained_while_waiting() {
+        // 1 MB through a 64 KB pipe: the writer finishes only if the wait drains as it goes.
+        let (mut w_out, mut w_err, mut logs) = pipes(usize::MAX);
+        let writer = tokio::spawn(async move {
+            let line = format!("{}\n", "x".repeat(1023));
+            for _ in 0..1024 {
+                w_out.write_all(line.as_bytes()).await.unwrap();
+            }
+            w_out.write_all(format!("{SENTINEL}\n").as_bytes()).await.unwrap();
+            w_err.write_all(format!("{SENTINEL}\n").as_bytes()).await.unwrap();
+            (w_out, w_err)
+        });
+        assert!(logs.wait_end(1, Duration::from_secs(10)).await);
+        assert_eq!(logs.take().len(), 1024);
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
     async fn long_lines_are_cut() {
-        let logs = LogCollector::new(usize::MAX);
-        let (mut w, r) = tokio::io::duplex(1 << 16);
-        let task = spawn_reader(logs.clone(), Stream::Stdout, r);
-        w.write_all(&vec![b'a'; MAX_LINE_BYTES * 2 + 5]).await.unwrap();
-        drop(w);
-        task.await.unwrap();
-        let lines = logs.take();
-        assert_eq!(lines.len(), 3);
+        let (mut w, w_err, mut logs) = pipes(usize::MAX);
+        let writer = tokio::spawn(async move {
+            w.write_all(&vec![b'a'; MAX_LINE_BYTES * 2 + 5]).await.unwrap();
+        });
+        drop(w_err);
+        assert!(logs.wait_end(u64::MAX, Duration::from_secs(5)).await);
+        writer.await.unwrap();
+        assert!(logs.closed());
+        assert_eq!(logs.take().len(), 3);
     }
 }

@@ -27,7 +27,7 @@ use crate::systemd::machined::Machined;
 use super::bundle::{self, BundleSpec};
 use super::cgroup;
 use super::instance::RuncContainer;
-use super::logs::{self, LogCollector, Stream};
+use super::logs::LogPipes;
 use super::runc_cli::{self, ChildStdio, Runc};
 use super::skeleton::Skeleton;
 use super::{ContainerError, ContainerFactory, ContainerSpec};
@@ -250,17 +250,11 @@ impl RuncFactory {
             source: e,
         };
         let [stdin, stdout, stderr, reply] = fds;
-        let out_copy = stdout.try_clone().map_err(pipe_err)?;
-        let err_copy = stderr.try_clone().map_err(pipe_err)?;
         let stdin = pipe::Sender::from_owned_fd(stdin).map_err(pipe_err)?;
         let reply = pipe::Receiver::from_owned_fd(reply).map_err(pipe_err)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout).map_err(pipe_err)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr).map_err(pipe_err)?;
-        let logs = LogCollector::new(usize::MAX);
-        let readers = [
-            logs::spawn_reader(logs.clone(), Stream::Stdout, stdout),
-            logs::spawn_reader(logs.clone(), Stream::Stderr, stderr),
-        ];
+        let logs = LogPipes::new(stdout, stderr, usize::MAX);
         shared.keep.lock().unwrap_or_else(PoisonError::into_inner).insert(spec.id.clone());
         tracing::info!(container = %spec.id, "adopted a warm container from the previous invoker");
         Ok(RuncContainer::new(
@@ -271,8 +265,6 @@ impl RuncFactory {
             stdin,
             BufReader::with_capacity(64 * 1024, reply),
             logs,
-            readers,
-            [out_copy, err_copy],
         ))
     }
 
@@ -337,10 +329,6 @@ impl RuncFactory {
         let (stdout_r, stdout_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (stderr_r, stderr_w) = runc_cli::pipe().map_err(pipe_err)?;
         let (reply_r, reply_w) = runc_cli::pipe().map_err(pipe_err)?;
-        // Copies of the log pipes' read ends: the reader tasks own the originals, and live
-        // restore hands all four ends to systemd's fd store.
-        let out_copy = stdout_r.try_clone().map_err(pipe_err)?;
-        let err_copy = stderr_r.try_clone().map_err(pipe_err)?;
         let stdin = pipe::Sender::from_owned_fd(stdin_w).map_err(pipe_err)?;
         let reply = pipe::Receiver::from_owned_fd(reply_r).map_err(pipe_err)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(pipe_err)?;
@@ -350,11 +338,7 @@ impl RuncFactory {
             ChildStdio { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, reply: reply_w };
         shared.runc.create(&spec.id, bundle_dir, stdio).await?;
         // From here on runc knows the container: a failure must delete it.
-        let logs = LogCollector::new(usize::MAX);
-        let readers = [
-            logs::spawn_reader(logs.clone(), Stream::Stdout, stdout),
-            logs::spawn_reader(logs.clone(), Stream::Stderr, stderr),
-        ];
+        let logs = LogPipes::new(stdout, stderr, usize::MAX);
         let container = RuncContainer::new(
             spec,
             Arc::clone(shared),
@@ -363,8 +347,6 @@ impl RuncFactory {
             stdin,
             BufReader::with_capacity(64 * 1024, reply),
             logs,
-            readers,
-            [out_copy, err_copy],
         );
         match shared.runc.start(&spec.id).await {
             Ok(()) => {

@@ -129,7 +129,8 @@ pub(crate) async fn run<F: ContainerFactory>(
         tokio::task::spawn_blocking(move || live.kept(&rec, &fds));
     }
     if let Some(slot) = doomed {
-        inner.destroy(slot).await;
+        // Boxed: the teardown's futures (runc, file removal) are rare and large.
+        Box::pin(inner.destroy(slot)).await;
     }
 }
 
@@ -189,29 +190,13 @@ async fn execute<F: ContainerFactory>(
     let mut abort = inner.abort.clone();
     let mut init = None;
     if needs_init {
-        let start_ms = now_millis();
-        let clock = Instant::now();
-        if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
-            tracing::error!(error = %e, "installing the action's code failed");
-            let m = format!("The action's code could not be installed: {e}");
-            return (record::internal_error(msg, m, now_millis()), Disposal::Destroy(slot));
+        // Boxed: the code install and init (a blocking-pool task, the init exchange) would
+        // otherwise be laid out inline in every activation's future, which tokio copies
+        // twice per task (into its cell at spawn, and over it when the task completes).
+        match Box::pin(initialise(inner, msg, &mut slot, &mut abort)).await {
+            Ok(times) => init = Some(times),
+            Err(record) => return (record, Disposal::Destroy(slot)),
         }
-        let spec = InitSpec {
-            action: msg.action.key(),
-            entry_point: msg.exec.entry_point().to_owned(),
-            binary: msg.exec.binary,
-        };
-        let result = tokio::select! {
-            r = slot.container_mut().init(&spec) => r.map_err(Interrupted::Failed),
-            () = abort.wait() => Err(Interrupted::Aborted),
-        };
-        let init_ms = elapsed_ms(clock);
-        if let Err(why) = result {
-            // A failed init leaves the launcher holding broken code: never reuse it.
-            let timing = Timing { start_ms, end_ms: now_millis(), init_ms: Some(init_ms) };
-            return (interrupted_record(msg, why, timing), Disposal::Destroy(slot));
-        }
-        init = Some((start_ms, init_ms));
     }
     drop(refill);
 
@@ -250,6 +235,41 @@ async fn execute<F: ContainerFactory>(
     }
 }
 
+/// Installs the action's code into a fresh container and initialises it; the start time and
+/// the init's duration, or the record of the failure (the container must then be destroyed:
+/// a failed init leaves the launcher holding broken code).
+async fn initialise<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    slot: &mut Slot<F::Container>,
+    abort: &mut crate::shutdown::Shutdown,
+) -> Result<(u64, u64), Activation> {
+    let start_ms = now_millis();
+    let clock = Instant::now();
+    if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
+        tracing::error!(error = %e, "installing the action's code failed");
+        let m = format!("The action's code could not be installed: {e}");
+        return Err(record::internal_error(msg, m, now_millis()));
+    }
+    let spec = InitSpec {
+        action: msg.action.key(),
+        entry_point: msg.exec.entry_point().to_owned(),
+        binary: msg.exec.binary,
+    };
+    let result = tokio::select! {
+        r = slot.container_mut().init(&spec) => r.map_err(Interrupted::Failed),
+        () = abort.wait() => Err(Interrupted::Aborted),
+    };
+    let init_ms = elapsed_ms(clock);
+    match result {
+        Ok(()) => Ok((start_ms, init_ms)),
+        Err(why) => {
+            let timing = Timing { start_ms, end_ms: now_millis(), init_ms: Some(init_ms) };
+            Err(interrupted_record(msg, why, timing))
+        }
+    }
+}
+
 /// Turns a placement into a container of this activation's own.
 async fn acquire<F: ContainerFactory>(
     inner: &Inner<F>,
@@ -259,33 +279,45 @@ async fn acquire<F: ContainerFactory>(
     match placement {
         // A taken stem cell's refill is woken by `RefillAfterInit` once the init is done.
         Placement::Warm(slot) | Placement::Prewarmed(slot) => Ok(slot),
+        // Boxed, like the init: a cold start's futures (bundle, runc) are large and rare.
         Placement::Cold { evicted, taken_mb, need_mb } => {
-            let count = evicted.len();
-            let surplus = Placement::surplus_mb(&evicted, taken_mb, need_mb);
-            // Destroy first: their memory pays for the new container, so the cgroups must be
-            // gone before it is created.
-            for slot in evicted {
-                tracing::debug!(evicted = slot.id(), "evicting idle container");
-                slot.destroy().await;
-            }
-            if count > 0 {
-                inner.with_pool(|p| p.evictions_done(count, surplus));
-                inner.prewarm_wake.notify_one();
-            }
-            let runtime = msg.exec.kind.runtime();
-            let spec = inner.spec(runtime, need_mb);
-            match inner.factory.create(&spec).await {
-                Ok(container) => {
-                    inner.with_pool(|p| p.cold_created());
-                    Ok(Slot::starting(container, runtime, need_mb))
-                }
-                Err(e) => {
-                    tracing::error!(container = %spec.id, error = %e, "creating a container failed");
-                    inner.with_pool(|p| p.cold_failed(need_mb));
-                    inner.prewarm_wake.notify_one();
-                    Err(format!("Failed to start a container for the action: {e}"))
-                }
-            }
+            Box::pin(cold_start(inner, msg, evicted, taken_mb, need_mb)).await
+        }
+    }
+}
+
+/// Destroys the evicted containers, then creates a new one.
+async fn cold_start<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    evicted: Vec<Slot<F::Container>>,
+    taken_mb: u64,
+    need_mb: u64,
+) -> Result<Slot<F::Container>, String> {
+    let count = evicted.len();
+    let surplus = Placement::surplus_mb(&evicted, taken_mb, need_mb);
+    // Destroy first: their memory pays for the new container, so the cgroups must be
+    // gone before it is created.
+    for slot in evicted {
+        tracing::debug!(evicted = slot.id(), "evicting idle container");
+        slot.destroy().await;
+    }
+    if count > 0 {
+        inner.with_pool(|p| p.evictions_done(count, surplus));
+        inner.prewarm_wake.notify_one();
+    }
+    let runtime = msg.exec.kind.runtime();
+    let spec = inner.spec(runtime, need_mb);
+    match inner.factory.create(&spec).await {
+        Ok(container) => {
+            inner.with_pool(|p| p.cold_created());
+            Ok(Slot::starting(container, runtime, need_mb))
+        }
+        Err(e) => {
+            tracing::error!(container = %spec.id, error = %e, "creating a container failed");
+            inner.with_pool(|p| p.cold_failed(need_mb));
+            inner.prewarm_wake.notify_one();
+            Err(format!("Failed to start a container for the action: {e}"))
         }
     }
 }
