@@ -125,6 +125,25 @@ async fn warm_container_is_reused_for_the_same_revision_only() {
     fx.invoker.shutdown().await;
 }
 
+/// An activation whose action was updated before its code was installed ends with a record
+/// that says so and is marked superseded, so that a Kafka invoker does not report itself
+/// unhealthy for the cluster's entities moving on (before: an unmarked internal error).
+#[tokio::test]
+async fn an_action_updated_before_install_ends_superseded() {
+    let fx = fixture(config()).await;
+    fx.code.put("guest/moved", 2, b"def main(args): return args");
+    let rec = fx.invoke(message("moved", 1, json!({}))).await;
+    assert_eq!(rec.response.status, ActivationStatus::InternalError, "{rec:?}");
+    assert!(rec.is_superseded(), "not marked superseded: {rec:?}");
+    let msg = rec.response.result["error"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("updated while the activation waited"), "{msg}");
+    // An action that is simply missing is a real failure, not marked.
+    let missing = fx.invoke(message("gone", 1, json!({}))).await;
+    assert_eq!(missing.response.status, ActivationStatus::InternalError);
+    assert!(!missing.is_superseded(), "{missing:?}");
+    fx.invoker.shutdown().await;
+}
+
 #[tokio::test]
 async fn prewarmed_container_is_taken_and_refilled() {
     let mut cfg = config();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
-use crate::bus::kafka::{follow_entities, EntityLog, EntitySink, SUPERSEDED};
+use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
 use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
@@ -245,7 +245,7 @@ impl RevisionGate {
                 );
                 tracing::warn!(activation = %msg.activation_id, "{why}");
                 let mut record = msg.failure_record(&why);
-                record.annotations.push(crate::model::KeyValue::new(SUPERSEDED, true));
+                record.mark_superseded();
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(record);
                 return Ok(rx);
@@ -360,13 +360,13 @@ mod tests {
         assert_eq!(rec.response.status, ActivationStatus::InternalError);
         let text = rec.response.result.to_string();
         assert!(text.contains("invoker4") && text.contains("revision 1, not 2"), "{text}");
-        assert!(!rec.annotations.iter().any(|a| a.key == SUPERSEDED));
+        assert!(!rec.is_superseded());
         // An older revision than the one held: superseded, not run, not a system error.
         let rec = gate.dispatch(message(&fqn, 0)).await.unwrap().await.unwrap();
         assert_eq!(rec.response.status, ActivationStatus::InternalError);
         let text = rec.response.result.to_string();
         assert!(text.contains("updated while the activation waited"), "{text}");
-        assert!(rec.annotations.iter().any(|a| a.key == SUPERSEDED), "{rec:?}");
+        assert!(rec.is_superseded(), "{rec:?}");
         let other = FullyQualifiedName::new(fqn.namespace.clone(), EntityName::parse("b").unwrap());
         let rec = gate.dispatch(message(&other, 1)).await.unwrap().await.unwrap();
         assert!(rec.response.result.to_string().contains("does not have action team/b"), "{rec:?}");

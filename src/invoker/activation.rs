@@ -247,9 +247,16 @@ async fn initialise<F: ContainerFactory>(
     let start_ms = now_millis();
     let clock = Instant::now();
     if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
-        tracing::error!(error = %e, "installing the action's code failed");
         let m = format!("The action's code could not be installed: {e}");
-        return Err(record::internal_error(msg, m, now_millis()));
+        let mut rec = record::internal_error(msg, m, now_millis());
+        if matches!(e, CodeError::Stale { .. }) {
+            // Updated while the activation waited: not this host failing (model::SUPERSEDED).
+            tracing::warn!(error = %e, "the action was updated before its code was installed");
+            rec.mark_superseded();
+        } else {
+            tracing::error!(error = %e, "installing the action's code failed");
+        }
+        return Err(rec);
     }
     let spec = InitSpec {
         action: msg.action.key(),

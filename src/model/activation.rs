@@ -157,10 +157,28 @@ pub struct Activation {
     pub publish: bool,
 }
 
+/// The annotation marking the failure record of an activation that was not run because its
+/// action's revision was superseded (updated, or a concurrent update on another controller
+/// won) before it ran. It is the entities moving on, not the invoker failing: a Kafka invoker
+/// does not report itself unhealthy for it (bus/kafka/invoker.rs).
+pub const SUPERSEDED: &str = "superseded";
+
 impl Activation {
     /// The value of an annotation, if present.
     pub fn annotation(&self, key: &str) -> Option<&Value> {
         self.annotations.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
+    }
+
+    /// Marks this (failure) record as superseded; see [`SUPERSEDED`].
+    pub fn mark_superseded(&mut self) {
+        if self.annotation(SUPERSEDED).is_none() {
+            self.annotations.push(KeyValue::new(SUPERSEDED, true));
+        }
+    }
+
+    /// Whether this record was marked with [`SUPERSEDED`].
+    pub fn is_superseded(&self) -> bool {
+        self.annotation(SUPERSEDED).is_some()
     }
 }
 

@@ -11,6 +11,7 @@ mod name;
 pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
     now_millis, Activation, ActivationId, ActivationIdError, ActivationResponse, ActivationStatus,
+    SUPERSEDED,
 };
 pub use exec::{ExecMeta, Kind, KindError, Runtime};
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};

@@ -177,7 +177,8 @@ impl FakeContainer {
     }
 }
 
-/// Action code by `ns/name@revision`; missing entries are `NotFound`.
+/// Action code by `ns/name@revision`; a revision below a stored one is `Stale` (the action was
+/// updated, as the store says), other missing entries are `NotFound`.
 #[derive(Debug, Default)]
 pub struct FakeCode {
     pub code: Mutex<HashMap<String, Vec<u8>>>,
@@ -197,10 +198,22 @@ impl CodeSource for FakeCode {
         install: &mut dyn FnMut(&[u8]) -> Result<(), CodeError>,
     ) -> Result<(), CodeError> {
         let key = format!("{action}@{revision}");
-        let code = self.code.lock().unwrap().get(&key).cloned();
-        match code {
-            Some(c) => install(&c),
-            None => Err(CodeError::NotFound(key)),
+        let (code, newer) = {
+            let map = self.code.lock().unwrap();
+            let prefix = format!("{action}@");
+            let newer = map
+                .keys()
+                .filter_map(|k| k.strip_prefix(&prefix)?.parse::<u64>().ok())
+                .filter(|r| *r > revision)
+                .max();
+            (map.get(&key).cloned(), newer)
+        };
+        match (code, newer) {
+            (Some(c), _) => install(&c),
+            (None, Some(current)) => {
+                Err(CodeError::Stale { action: action.to_string(), wanted: revision, current })
+            }
+            (None, None) => Err(CodeError::NotFound(key)),
         }
     }
 }

@@ -351,16 +351,11 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
     ctx.reply(&controller, &stamped(record, id)).await;
 }
 
-/// The annotation marking the failure record of an activation whose action revision was
-/// superseded (updated, or a concurrent update won) before it ran on the invoker.
-pub const SUPERSEDED: &str = "superseded";
-
 /// Whether `record` says this invoker is failing (pings then report "unhealthy" for a while):
 /// a whisk internal error, except an activation not run because its action revision was
 /// superseded, which is the cluster's entities moving on, not this host breaking.
 fn is_system_error(record: &Activation) -> bool {
-    record.response.status == ActivationStatus::InternalError
-        && !record.annotations.iter().any(|a| a.key == SUPERSEDED)
+    record.response.status == ActivationStatus::InternalError && !record.is_superseded()
 }
 
 /// The record with an `invoker` annotation naming who ran it (`invoker2`): which host ran an
@@ -449,7 +444,7 @@ mod tests {
         };
         let mut record = msg.failure_record("runc broke");
         assert!(is_system_error(&record));
-        record.annotations.push(KeyValue::new(SUPERSEDED, true));
+        record.mark_superseded();
         assert!(!is_system_error(&record));
     }
 }

@@ -35,6 +35,6 @@ pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
 pub use entities::{follow_entities, EntityLog, EntitySink, ENTITY_TOPIC, MAX_ENTITY_BYTES};
 pub use error::KafkaError;
-pub use invoker::{serve_invoker, InvokerConfig, SUPERSEDED};
+pub use invoker::{serve_invoker, InvokerConfig};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;
