@@ -39,19 +39,59 @@ pub fn rss_parts(pid: i32) -> anyhow::Result<RssParts> {
     Ok(RssParts { anon_mb: field("RssAnon:")?, file_mb: field("RssFile:")? + field("RssShmem:")? })
 }
 
-/// CPU time (user + system) a process has used so far.
-pub fn cpu_time(pid: i32) -> anyhow::Result<std::time::Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
-    let rest = text.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).context("stat field");
-    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-    let total = ticks(11)? + ticks(12)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Ok(std::time::Duration::from_micros(total * 1_000_000 / hz))
+/// What a process has cost so far: CPU time split into user and kernel, and context switches
+/// summed over its threads. Under load most of hearthd's CPU is kernel time spent switching
+/// between threads and processes, so the split and the switches say where a change can help.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    pub user: std::time::Duration,
+    pub system: std::time::Duration,
+    /// Voluntary and involuntary, over all threads alive at the reading.
+    pub switches: u64,
+}
+
+impl CpuUse {
+    /// Reads `pid`'s counters now.
+    pub fn of(pid: i32) -> anyhow::Result<Self> {
+        let path = format!("/proc/{pid}/stat");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // The command name may hold spaces and parentheses: fields count after the last ')'.
+        let rest = text.rsplit_once(')').map(|(_, r)| r).context("malformed stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).context("stat field");
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let time = |t: u64| std::time::Duration::from_micros(t * 1_000_000 / hz);
+        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+        let (user, system) = (time(ticks(11)?), time(ticks(12)?));
+        let mut switches = 0;
+        let tasks = format!("/proc/{pid}/task");
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+            // A thread that ended between the listing and the read has nothing more to add.
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(Self { user, system, switches })
+    }
+
+    /// What was spent since `before`, per one of `n` operations: (user µs, system µs,
+    /// switches). Threads that ended in between take their switches with them, so a count
+    /// can only be low, never high.
+    pub fn per_op_since(&self, before: &Self, n: f64) -> (f64, f64, f64) {
+        let n = n.max(1.0);
+        let us = |a: std::time::Duration, b: std::time::Duration| {
+            a.saturating_sub(b).as_secs_f64() * 1e6 / n
+        };
+        (
+            us(self.user, before.user),
+            us(self.system, before.system),
+            self.switches.saturating_sub(before.switches) as f64 / n,
+        )
+    }
 }
 
 /// A container's memory cgroup (v1): `memory.usage_in_bytes` and the `rss` of `memory.stat`,

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use crate::report::{Report, Row, Unit};
 use crate::stats::Summary;
-use crate::{daemon, http, parse_args, report, stats};
+use crate::{daemon, http, parse_args, procfs, report, stats};
 
 pub fn run() -> anyhow::Result<()> {
     stats::selftest();
     report_renders_targets_and_missing_values();
     prewarm_events_are_recognised();
     args_are_parsed();
+    cpu_use_is_read_and_divided();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(client_round_trip())?;
     println!("platform bench self-test: ok (run the benchmark with `make bench-quick`)");
@@ -45,6 +46,19 @@ fn report_renders_targets_and_missing_values() {
     assert!(t.lines().any(|l| l.starts_with("controller RSS idle") && l.ends_with("met")), "{t}");
     let json = serde_json::to_value(&report).expect("the report serialises");
     assert!(json["rows"][1]["p90"].is_null(), "NaN must become null: {json}");
+}
+
+fn cpu_use_is_read_and_divided() {
+    let before = procfs::CpuUse::of(std::process::id() as i32).expect("our own /proc entry");
+    // Some work and a sleep: both counters can only grow.
+    let spin = (0..2_000_000u64).fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    std::hint::black_box(spin);
+    std::thread::sleep(Duration::from_millis(20));
+    let after = procfs::CpuUse::of(std::process::id() as i32).expect("our own /proc entry");
+    assert!(after.switches > before.switches, "a sleep switches: {before:?} -> {after:?}");
+    assert!(after.user + after.system >= before.user + before.system);
+    let (u, s, c) = after.per_op_since(&before, 0.0);
+    assert!(u >= 0.0 && s >= 0.0 && c >= 1.0, "n = 0 counts as one operation: {u} {s} {c}");
 }
 
 fn prewarm_events_are_recognised() {

@@ -186,11 +186,10 @@ pub async fn run(
                 bail!("no platform container holds {name} after the warm-up");
             }
             progress.phase(&format!("throughput {rt}: {clients} clients on the platform"));
-            let cpu_before = procfs::cpu_time(daemon_pid)?;
+            let cpu_before = procfs::CpuUse::of(daemon_pid)?;
             let p = platform_load(platform, &name, clients, plan.tp_duration).await?;
-            let cpu = procfs::cpu_time(daemon_pid)?.saturating_sub(cpu_before);
-            let cpu_us_per_invoke =
-                cpu.as_secs_f64() * 1e6 / (p.overall * plan.tp_duration.as_secs_f64()).max(1.0);
+            let cpu = procfs::CpuUse::of(daemon_pid)?
+                .per_op_since(&cpu_before, p.overall * plan.tp_duration.as_secs_f64());
             while pool.len() < used {
                 progress.phase(&format!(
                     "throughput {rt}: starting direct container {}",
@@ -204,7 +203,7 @@ pub async fn run(
             let d = direct_load(&mut active, clients, plan.tp_duration).await;
             pool.append(&mut active);
             let d = d?;
-            rows.extend(rows_for(rt, clients, used, cpu_us_per_invoke, &p, &d));
+            rows.extend(rows_for(rt, clients, used, cpu, &p, &d));
         }
         anyhow::Ok(rows)
     }
@@ -215,7 +214,16 @@ pub async fn run(
     result.context("throughput")
 }
 
-fn rows_for(rt: &str, clients: usize, used: usize, cpu_us: f64, p: &Load, d: &Load) -> Vec<Row> {
+/// The rows of one concurrency; `cpu` is hearthd's (user µs, system µs, context switches) per
+/// invoke.
+fn rows_for(
+    rt: &str,
+    clients: usize,
+    used: usize,
+    cpu: (f64, f64, f64),
+    p: &Load,
+    d: &Load,
+) -> Vec<Row> {
     let rate_row = |metric: String, l: &Load| Row {
         metric,
         unit: Unit::PerSec,
@@ -225,9 +233,12 @@ fn rows_for(rt: &str, clients: usize, used: usize, cpu_us: f64, p: &Load, d: &Lo
         p99: l.rates.p99_us,
         ..Row::value("", Unit::PerSec, f64::NAN)
     };
+    let (user, sys, switches) = cpu;
     let mut note = format!(
-        "{used} platform containers; overall {:.0}/s vs direct {:.0}/s; hearthd CPU {cpu_us:.0} us per invoke",
-        p.overall, d.overall
+        "{used} platform containers; overall {:.0}/s vs direct {:.0}/s; hearthd CPU {:.0} us per invoke ({user:.0} user + {sys:.0} system, {switches:.1} context switches)",
+        p.overall,
+        d.overall,
+        user + sys
     );
     if p.errors > 0 {
         note.push_str(&format!(
