@@ -141,6 +141,7 @@ impl Shared {
         };
         match entry {
             Some(e) => {
+                tracing::debug!(activation = %record.activation_id, "completion received");
                 let _ = e.completion.send(record);
             }
             // A replayed topic, or an activation already failed (offline, overdue).

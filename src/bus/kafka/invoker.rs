@@ -124,6 +124,7 @@ impl Ctx {
             }
         };
         let key = id.to_string();
+        tracing::debug!(activation = %id, "sending the record");
         let rec = FutureRecord::to(&topic).key(&key).payload(&payload);
         if let Err((source, _)) = self.producer.send(rec, self.config.delivery_timeout).await {
             let e = KafkaError::Produce {

@@ -3,10 +3,11 @@
 //! tests/cluster.rs). A warm invoke over the bus crosses the brokers twice (activation to the
 //! invoker's topic, record back to the controller's), so it cannot beat twice this.
 //!
-//! One producer and one consumer on a one-partition topic, each message sent after the
-//! previous one arrived: the time from `send` to `recv` of that message, with `linger.ms=0`
-//! and `fetch.wait.max.ms` as the bus sets them for the activation path ([`producer_settings`],
-//! [`consumer_settings`] with [`Fetch::Activation`](super::client::Fetch::Activation)).
+//! [`Probe::new`] times one hop: a message sent, then received by a consumer of the same
+//! topic. [`Probe::echo`] times the two hops of an invoke: sent, relayed on at once by a second
+//! consumer and producer, received. Both use `linger.ms=0` and the activation path's
+//! `fetch.wait.max.ms` ([`producer_settings`], [`consumer_settings`] with
+//! [`Fetch::Activation`](super::client::Fetch::Activation)).
 
 use std::time::{Duration, Instant};
 
@@ -23,13 +24,19 @@ use super::topics::ensure_topics;
 
 /// How long one message may take before the probe gives up on the brokers.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+const MESSAGE_TIMEOUT_MS: u64 = 10_000;
 
-/// A producer and a consumer on one probe topic, ready to time round trips.
+/// A producer and a consumer on probe topics, ready to time round trips: one hop (send to a
+/// topic, receive from it) or two (send, a relay receives and sends on at once, receive).
 pub struct Probe {
     brokers: String,
-    topic: String,
+    /// Where [`Probe::once`] sends, and where it receives.
+    send_topic: String,
+    recv_topic: String,
     producer: FutureProducer<TracingContext>,
     consumer: StreamConsumer<TracingContext>,
+    /// The relay of a two-hop probe, stopped with the probe.
+    relay: Option<tokio::task::JoinHandle<()>>,
     nonce: String,
     sent: u64,
 }
@@ -38,41 +45,84 @@ impl std::fmt::Debug for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Probe")
             .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
+            .field("send_topic", &self.send_topic)
+            .field("recv_topic", &self.recv_topic)
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.abort();
+        }
+    }
+}
+
 impl Probe {
-    /// Creates `topic` (one partition) unless it exists and connects to it.
+    /// One hop: creates `topic` (one partition) unless it exists and connects to it.
     pub async fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        let ms = MESSAGE_TIMEOUT.as_millis() as u64;
+        Self::build(brokers, topic, topic).await
+    }
+
+    /// Two hops, as an activation and its record make them: messages go to `out`, where a
+    /// relay takes each one and at once sends it to `back`, where the probe receives it. The
+    /// second hop starts when the first one is consumed, as an invoker's reply does, which a
+    /// broker that answers fetches on a clock (tansu) serves later than a message sent at a
+    /// random moment; the two-hop time is therefore the broker's whole share of a warm invoke.
+    pub async fn echo(brokers: &str, out: &str, back: &str) -> Result<Self, KafkaError> {
+        let mut probe = Self::build(brokers, out, back).await?;
+        let relay_consumer = consumer(brokers, out, "probe relay consumer")?;
+        let relay_producer: FutureProducer<TracingContext> =
+            create(&producer_settings(brokers, MESSAGE_TIMEOUT_MS), brokers, "probe relay")?;
+        let back = back.to_owned();
+        probe.relay = Some(tokio::spawn(async move {
+            loop {
+                match relay_consumer.recv().await {
+                    Ok(m) => {
+                        let payload = m.payload().unwrap_or_default().to_vec();
+                        let rec = FutureRecord::<(), _>::to(&back).payload(&payload);
+                        if let Err((e, _)) = relay_producer.send(rec, Duration::ZERO).await {
+                            tracing::warn!(error = %e, "the probe's relay could not send on");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the probe's relay could not receive");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+        // Connections, metadata and offsets of both hops.
+        probe.once().await?;
+        Ok(probe)
+    }
+
+    async fn build(brokers: &str, send_topic: &str, recv_topic: &str) -> Result<Self, KafkaError> {
         let admin: AdminClient<TracingContext> =
-            create(&producer_settings(brokers, ms), brokers, "probe admin")?;
-        ensure_topics(&admin, brokers, &[topic], 1).await?;
-        let producer = create(&producer_settings(brokers, ms), brokers, "probe producer")?;
-        let consumer: StreamConsumer<TracingContext> = create(
-            &consumer_settings(brokers, topic, false, Fetch::Activation),
-            brokers,
-            "probe consumer",
-        )?;
-        // From the beginning, not the end: resolving "end" races with the first send. Messages
-        // of earlier probes are skipped by their payload, which is unique to this probe.
-        let mut tpl = TopicPartitionList::new();
-        let assigned = tpl
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .and_then(|()| consumer.assign(&tpl));
+            create(&producer_settings(brokers, MESSAGE_TIMEOUT_MS), brokers, "probe admin")?;
+        let mut topics = vec![send_topic];
+        if recv_topic != send_topic {
+            topics.push(recv_topic);
+        }
+        ensure_topics(&admin, brokers, &topics, 1).await?;
+        let producer =
+            create(&producer_settings(brokers, MESSAGE_TIMEOUT_MS), brokers, "probe producer")?;
+        let consumer = consumer(brokers, recv_topic, "probe consumer")?;
         let mut probe = Self {
             brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
+            send_topic: send_topic.to_owned(),
+            recv_topic: recv_topic.to_owned(),
             producer,
             consumer,
+            relay: None,
             nonce: format!("{}-{:?}", std::process::id(), Instant::now()),
             sent: 0,
         };
-        assigned.map_err(|e| probe.consume_err(e))?;
-        // Skips what earlier probes left on the topic and pays for the first connections.
-        probe.once().await?;
+        if send_topic == recv_topic {
+            // Skips what earlier probes left on the topic and pays for the first connections.
+            probe.once().await?;
+        }
         Ok(probe)
     }
 
@@ -82,11 +132,11 @@ impl Probe {
         let payload = format!("{}-{}", self.nonce, self.sent);
         let t0 = Instant::now();
         self.producer
-            .send(FutureRecord::<(), _>::to(&self.topic).payload(&payload), Duration::ZERO)
+            .send(FutureRecord::<(), _>::to(&self.send_topic).payload(&payload), Duration::ZERO)
             .await
             .map_err(|(source, _)| KafkaError::Produce {
                 what: "a probe message".to_owned(),
-                topic: self.topic.clone(),
+                topic: self.send_topic.clone(),
                 brokers: self.brokers.clone(),
                 source: Box::new(source),
             })?;
@@ -100,18 +150,37 @@ impl Probe {
             match m {
                 Ok(m) if m.payload() == Some(payload.as_bytes()) => return Ok(t0.elapsed()),
                 Ok(_) => {}
-                Err(e) => return Err(self.consume_err(e)),
+                Err(source) => {
+                    return Err(KafkaError::Consume {
+                        topic: self.recv_topic.clone(),
+                        brokers: self.brokers.clone(),
+                        source: Box::new(source),
+                    })
+                }
             }
         }
     }
+}
 
-    fn consume_err(&self, source: rdkafka::error::KafkaError) -> KafkaError {
-        KafkaError::Consume {
-            topic: self.topic.clone(),
-            brokers: self.brokers.clone(),
+/// A consumer of partition 0 of `topic` with the activation path's settings, from the
+/// beginning: resolving "end" would race with the first send; messages of earlier probes are
+/// skipped by their payload, which is unique to each probe.
+fn consumer(
+    brokers: &str,
+    topic: &str,
+    role: &'static str,
+) -> Result<StreamConsumer<TracingContext>, KafkaError> {
+    let c: StreamConsumer<TracingContext> =
+        create(&consumer_settings(brokers, topic, false, Fetch::Activation), brokers, role)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).and_then(|()| c.assign(&tpl)).map_err(
+        |source| KafkaError::Consume {
+            topic: topic.to_owned(),
+            brokers: brokers.to_owned(),
             source: Box::new(source),
-        }
-    }
+        },
+    )?;
+    Ok(c)
 }
 
 /// `warmup + n` round trips through `topic` one after the other; returns the last `n` (the
