@@ -68,12 +68,16 @@ pub fn init_tracing(default_directive: &str) -> Result<LogSink, JournalError> {
         LogSink::Journal => None,
         LogSink::Stderr => Some(std::io::stderr as fn() -> std::io::Stderr),
     };
-    subscriber(filter, journal, stderr).try_init()?;
+    // Colours only for a person at a terminal: a log file or a pipe (`make run > log`) gets
+    // plain text, and NO_COLOR is honoured.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+    subscriber(filter, journal, stderr, ansi).try_init()?;
     Ok(sink)
 }
 
 /// The subscriber [`init_tracing`] installs: `filter` over the journal layer and a text layer
-/// writing to `text` (each optional).
+/// writing to `text` (each optional), coloured when `ansi`.
 ///
 /// One global filter, the first layer, rather than a filter per sink: per-layer filters leave
 /// the registry building every span (a slab slot, its fields, enter/exit/close) before each
@@ -84,11 +88,12 @@ fn subscriber<W>(
     filter: EnvFilter,
     journal: Option<tracing_journald::Layer>,
     text: Option<W>,
+    ansi: bool,
 ) -> impl tracing::Subscriber + Send + Sync + 'static
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let text = text.map(|w| tracing_subscriber::fmt::layer().with_writer(w));
+    let text = text.map(|w| tracing_subscriber::fmt::layer().with_writer(w).with_ansi(ansi));
     tracing_subscriber::registry().with(filter).with(journal).with(text)
 }
 
@@ -253,7 +258,7 @@ mod tests {
         let cap = Capture::default();
         let w = cap.clone();
         let filter = EnvFilter::try_new("warn,hearth::journal_test=debug").unwrap();
-        let sub = subscriber(filter, None, Some(move || w.clone()));
+        let sub = subscriber(filter, None, Some(move || w.clone()), false);
         tracing::subscriber::with_default(sub, || {
             // Below the filter: never built (a per-layer filter built them all).
             let span = tracing::info_span!("activation", activation_id = "x");
