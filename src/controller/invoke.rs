@@ -173,7 +173,8 @@ impl Controller {
                 let rec = pending.finish(result);
                 self.metrics.observe(&rec, started.elapsed());
                 // Committed before the response: an id the client sees always has a record.
-                let committed = self.records.commit_returning(rec).await;
+                let alone = self.in_flight.load(Ordering::Relaxed) <= 1;
+                let committed = self.records.commit_returning(rec, alone).await;
                 drop(guard);
                 let rec = committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
                 return Ok(InvokeOutcome::Completed(Box::new(rec)));
