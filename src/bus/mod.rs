@@ -43,6 +43,31 @@ pub struct ActivationMessage {
 }
 
 impl ActivationMessage {
+    /// A message for `namespace/name` at `revision` with defaults everywhere else (python:3,
+    /// default limits, the caller is the action's namespace, no parameters), for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(namespace: &str, name: &str, revision: u64) -> Self {
+        #[allow(clippy::unwrap_used)] // fixed, valid names
+        let (ns, name) = (EntityName::parse(namespace).unwrap(), EntityName::parse(name).unwrap());
+        Self {
+            activation_id: ActivationId::generate(),
+            action: FullyQualifiedName::new(ns.clone(), name),
+            revision,
+            version: format!("0.0.{revision}"),
+            #[allow(clippy::unwrap_used)]
+            exec: ExecMeta {
+                kind: crate::model::Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+            },
+            limits: ActionLimits::default(),
+            subject: ns,
+            params: Map::new(),
+            received_at_ms: 0,
+            publish: false,
+        }
+    }
+
     /// The record of an activation that hearth lost (the invoker died, a channel closed):
     /// "whisk internal error" with `message`, so that every accepted activation ends with a
     /// record even when nothing ran.

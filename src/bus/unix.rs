@@ -319,9 +319,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        ActionLimits, ActivationResponse, EntityName, ExecMeta, FullyQualifiedName, Kind,
-    };
+    use crate::model::ActivationResponse;
 
     /// Completes every activation with a success record echoing its params; refuses the
     /// activation named "full" as the real invoker does when its queue is full.
@@ -349,19 +347,8 @@ mod tests {
     }
 
     fn message(name: &str) -> ActivationMessage {
-        let ns = EntityName::parse("guest").unwrap();
-        ActivationMessage {
-            activation_id: ActivationId::generate(),
-            action: FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap()),
-            revision: 1,
-            version: "0.0.1".into(),
-            exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
-            limits: ActionLimits::default(),
-            subject: ns,
-            params: serde_json::json!({"n": name}).as_object().unwrap().clone(),
-            received_at_ms: 0,
-            publish: false,
-        }
+        let params = serde_json::json!({"n": name}).as_object().unwrap().clone();
+        ActivationMessage { params, ..ActivationMessage::for_test("guest", name, 1) }
     }
 
     #[tokio::test]

@@ -309,22 +309,8 @@ mod tests {
     }
 
     fn message(fqn: &crate::model::FullyQualifiedName, revision: u64) -> ActivationMessage {
-        ActivationMessage {
-            activation_id: crate::model::ActivationId::generate(),
-            action: fqn.clone(),
-            revision,
-            version: "0.0.1".into(),
-            exec: crate::model::ExecMeta {
-                kind: crate::model::Kind::parse("python:3").unwrap(),
-                main: None,
-                binary: false,
-            },
-            limits: crate::model::ActionLimits::default(),
-            subject: fqn.namespace.clone(),
-            params: serde_json::Map::new(),
-            received_at_ms: 0,
-            publish: false,
-        }
+        let msg = ActivationMessage::for_test(fqn.namespace.as_str(), fqn.name.as_str(), revision);
+        ActivationMessage { version: "0.0.1".into(), ..msg }
     }
 
     #[tokio::test]

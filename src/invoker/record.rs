@@ -139,28 +139,14 @@ pub fn internal_error(
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use serde_json::Map;
-
     use super::*;
-    use crate::model::{
-        ActionLimits, ActivationId, EntityName, ExecMeta, FullyQualifiedName, Kind,
-    };
+    use crate::model::EntityName;
 
     pub(crate) fn message(name: &str, revision: u64) -> ActivationMessage {
         ActivationMessage {
-            activation_id: ActivationId::generate(),
-            action: FullyQualifiedName::new(
-                EntityName::parse("guest").unwrap(),
-                EntityName::parse(name).unwrap(),
-            ),
-            revision,
-            version: format!("0.0.{revision}"),
-            exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
-            limits: ActionLimits::default(),
             subject: EntityName::parse("caller").unwrap(),
-            params: Map::new(),
             received_at_ms: 1_000,
-            publish: false,
+            ..ActivationMessage::for_test("guest", name, revision)
         }
     }
 

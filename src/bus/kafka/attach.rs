@@ -26,6 +26,9 @@ const RETRY: Duration = Duration::from_millis(250);
 /// How long a re-attach may wait to learn where the partition ends.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Pause after a consumer error that keeps the consumer, so an outage does not spin a core.
+const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
 /// One consumer's binding to partition 0 of `topic`.
 #[derive(Debug)]
 pub(crate) struct Attachment {
@@ -134,6 +137,16 @@ impl Attachment {
         );
         if gone {
             tracing::warn!(topic = %self.topic, %error, "brokers unavailable: dropping this consumer until they are back");
+        }
+        gone
+    }
+
+    /// What a consumer loop does with a consumer error: `true` when the consumer must be
+    /// dropped ([`is_gone`](Self::is_gone)); otherwise after a short pause, `false` (keep it).
+    pub async fn recover(&self, error: &RdError) -> bool {
+        let gone = self.is_gone(error);
+        if !gone {
+            tokio::time::sleep(ERROR_PAUSE).await;
         }
         gone
     }

@@ -54,9 +54,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// How long start-up waits to learn where the completion topic ends.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Pause after a consumer error before polling again, so an outage does not spin a core.
-const ERROR_PAUSE: Duration = Duration::from_millis(200);
-
 /// How the controller talks to Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -482,11 +479,7 @@ async fn consume_topic(
             }
             Err(e) => {
                 tracing::warn!(topic, error = %e, "consuming failed");
-                let gone = at.is_gone(&e);
-                if !gone {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
-                gone
+                at.recover(&e).await
             }
         };
         if !gone {

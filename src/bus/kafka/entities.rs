@@ -34,9 +34,6 @@ pub const ENTITY_TOPIC: &str = "hearth.entities";
 /// metadata around it. Brokers must allow it too (`message.max.bytes`).
 pub const MAX_ENTITY_BYTES: usize = 52 * 1024 * 1024;
 
-/// Pause after a consumer error before polling again.
-const ERROR_PAUSE: Duration = Duration::from_millis(200);
-
 /// Where followed entity records go: the store, in hearthd.
 pub trait EntitySink: Send + Sync + 'static {
     /// The offset of the next record to apply (one past the last applied), as stored with the
@@ -199,11 +196,7 @@ pub async fn follow_entities(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "following the entity topic failed");
-                let gone = at.is_gone(&e);
-                if !gone {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
-                gone
+                at.recover(&e).await
             }
         };
         if !gone {

@@ -43,9 +43,6 @@ const MAX_OUTSTANDING: usize = 4096;
 /// How often the invoker commits its position in its topic.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Pause after a consumer error before polling again.
-const ERROR_PAUSE: Duration = Duration::from_millis(200);
-
 /// How one invoker talks to Kafka.
 #[derive(Debug, Clone)]
 pub struct InvokerConfig {
@@ -246,11 +243,7 @@ pub async fn serve_invoker(
             }
             Err(e) => {
                 tracing::warn!(invoker = %id, error = %e, "consuming activations failed");
-                let gone = at.is_gone(&e);
-                if !gone {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
-                gone
+                at.recover(&e).await
             }
         };
         if !gone {
@@ -424,25 +417,7 @@ mod tests {
 
     #[test]
     fn a_superseded_revision_is_not_a_system_error() {
-        let msg = ActivationMessage {
-            activation_id: crate::model::ActivationId::generate(),
-            action: crate::model::FullyQualifiedName::new(
-                crate::model::EntityName::parse("g").unwrap(),
-                crate::model::EntityName::parse("a").unwrap(),
-            ),
-            revision: 1,
-            version: "0.0.1".into(),
-            exec: crate::model::ExecMeta {
-                kind: crate::model::Kind::parse("python:3").unwrap(),
-                main: None,
-                binary: false,
-            },
-            limits: crate::model::ActionLimits::default(),
-            subject: crate::model::EntityName::parse("g").unwrap(),
-            params: serde_json::Map::new(),
-            received_at_ms: 0,
-            publish: false,
-        };
+        let msg = ActivationMessage::for_test("g", "a", 1);
         let mut record = msg.failure_record("runc broke");
         assert!(is_system_error(&record));
         record.mark_superseded();
