@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use hearth::balancer::{Health, InvokerId};
+use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use hearth::controller::{Controller, ControllerConfig};
 use hearth::model::{
     now_millis, Activation, ActivationResponse, ActivationStatus, AuthKey, EntityName, KeyValue,
@@ -120,6 +121,15 @@ impl Dispatcher for BusTestInvoker {
             }
             Ok(rx)
         })
+    }
+
+    /// One invoker, down while it refuses everything as unavailable.
+    fn invokers(&self) -> Vec<InvokerView> {
+        let health = match *self.mode.lock().unwrap() {
+            Mode::Unavailable => Health::Offline,
+            _ => Health::Up,
+        };
+        vec![InvokerView { id: InvokerId(0), health }]
     }
 }
 
@@ -252,6 +262,28 @@ async fn info_needs_no_auth() {
     }
     let r = call(s.addr, Method::POST, "/api/v1", None, None).await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
+    s.stop().await;
+}
+
+/// OpenWhisk's `GET /invokers` and `GET /invokers/healthy/count`, without a key, following the
+/// dispatcher's view.
+#[tokio::test]
+async fn invoker_health_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let r = call(s.addr, Method::GET, "/invokers", None, None).await;
+    assert_eq!((r.status, r.body), (StatusCode::OK, json!({"invoker0": "up"})));
+    let r = call(s.addr, Method::GET, "/invokers/healthy/count", None, None).await;
+    assert_eq!((r.status, r.body), (StatusCode::OK, json!(1)));
+    s.invoker.set(Mode::Unavailable);
+    let r = call(s.addr, Method::GET, "/invokers", None, None).await;
+    assert_eq!(r.body, json!({"invoker0": "down"}));
+    let r = call(s.addr, Method::GET, "/invokers/healthy/count", None, None).await;
+    assert_eq!(r.body, json!(0));
+    let r = call(s.addr, Method::PUT, "/invokers", None, None).await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
+    let r = call(s.addr, Method::GET, "/invokers/healthy", None, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND);
     s.stop().await;
 }
 

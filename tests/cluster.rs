@@ -247,10 +247,16 @@ fn two_controllers_three_invokers_over_kafka() {
     }
     let visible = t_entities.elapsed();
 
-    // Wait until the controllers see the invokers (their first pings).
-    eventually("a first invoke through controller 2", Duration::from_secs(30), || {
-        (k2.invoke(&names[0], json!({"n": 0})).status == 200).then_some(())
-    });
+    // Wait until both controllers see the three invokers (their first pings), as OpenWhisk's
+    // `GET /invokers` shows them: each learns of a new invoker at its own moment, and until
+    // both know all three, an action's home may differ between them.
+    let all_up = json!({"invoker0": "up", "invoker1": "up", "invoker2": "up"});
+    for (who, k) in [("controller 1", &k1), ("controller 2", &k2)] {
+        eventually(&format!("{who} sees three invokers up"), Duration::from_secs(30), || {
+            (k.get("/invokers").json() == all_up).then_some(())
+        });
+        assert_eq!(k.get("/invokers/healthy/count").json(), json!(3));
+    }
 
     // Spread and home: each action's invokes stay on one invoker; together they use several.
     let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

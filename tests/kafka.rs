@@ -18,7 +18,7 @@ use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
     follow_entities, serve_invoker, EntityLog, EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
 };
-use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use hearth::model::{
     ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, Kind,
@@ -66,6 +66,10 @@ impl Dispatcher for TestInvoker {
             let _ = tx.send(rec);
             Ok(rx)
         })
+    }
+
+    fn invokers(&self) -> Vec<InvokerView> {
+        vec![InvokerView::up(self.id)]
     }
 }
 
@@ -219,6 +223,52 @@ async fn activations_round_trip_spread_by_home_invoker_and_measured() {
 /// Two controllers each schedule half of an invoker's memory (OpenWhisk's capacity / cluster
 /// size), learnt from each other's pings; when one dies, the other gets the whole back after
 /// the offline time.
+/// A controller started into a running cluster reads the health topic's recent pings: its
+/// first dispatch goes out at once (not a 503 for invokers it has not heard from yet), and an
+/// invoker that stopped before it started goes offline by the age of its last ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_starting_into_a_running_cluster_knows_its_invokers_at_once() {
+    let broker = Broker::start();
+    let brokers = broker.addr();
+    let offline_after = Duration::from_secs(2);
+    let live = start_invoker(&brokers, 0, Duration::from_secs(1));
+    let stopping = start_invoker(&brokers, 1, Duration::from_millis(200));
+    let first = connect(&brokers, "ctl-first", offline_after).await;
+    wait_up(&first, 2).await;
+    stopping.task.abort();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A ping a second at most: without the history, invoker0 is unknown for up to a second.
+    let t = Instant::now();
+    let late = connect(&brokers, "ctl-late", offline_after).await;
+    // An action at home on invoker0, the live one (invoker1 still counts as up: its last ping
+    // is younger than the offline time).
+    let m = (0..)
+        .map(|i| message(&format!("at-once{i}"), 1))
+        .find(|m| first.home_invoker(&m.action) == Some(InvokerId(0)))
+        .unwrap();
+    let rec = invoke(&late, m).await;
+    assert!(rec.response.success, "{rec:?}");
+    assert_eq!(rec.response.result["invoker"], 0);
+    println!("first invoke through a new controller {:?} after it was created", t.elapsed());
+
+    // invoker1's last ping was sent about a second before `late` started: offline about a
+    // second later, not `offline_after` after `late` read it.
+    let until = t + Duration::from_secs(5);
+    while late.health(InvokerId(1)) != Health::Offline {
+        assert!(Instant::now() < until, "invoker1 still {:?}", late.health(InvokerId(1)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let offline_at = stopped.elapsed();
+    println!("a stopped invoker offline {offline_at:?} after it stopped (offline after {offline_after:?})");
+    assert!(
+        offline_at < offline_after + Duration::from_millis(600),
+        "offline {offline_at:?} after it stopped: its last ping was not dated by its age"
+    );
+    live.task.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controllers_share_each_invokers_memory_and_a_dead_one_gives_its_share_back() {
     let broker = Broker::start();

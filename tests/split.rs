@@ -37,8 +37,11 @@ fn controller_and_invoker_as_two_processes() {
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("503") || err.contains("invoker"), "{err}");
+    let health = || Client::anonymous(addr).get("/invokers").json();
+    assert_eq!(health(), json!({"invoker0": "down"}), "no socket yet");
 
     let mut invoker = split.start_invoker();
+    assert_eq!(health(), json!({"invoker0": "up"}));
     for x in 0..3 {
         let out = hearth(&["action", "invoke", "a", "-p", "x", &x.to_string(), "-r"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

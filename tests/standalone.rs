@@ -110,6 +110,10 @@ fn python_and_node_cold_prewarm_warm() {
     let v2 = c.invoke("hello-py", json!({})).json();
     assert_eq!(v2["response"]["result"]["v"], 2, "{v2}");
 
+    // OpenWhisk's invoker health routes: the one in-process invoker.
+    assert_eq!(c.get("/invokers").json(), json!({"invoker0": "up"}));
+    assert_eq!(c.get("/invokers/healthy/count").json(), json!(1));
+
     // Prometheus metrics: activations by kind and status, latencies, the pool's containers.
     let r = c.get("/metrics");
     let text = r.text();

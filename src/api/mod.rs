@@ -9,6 +9,7 @@ mod actions;
 mod activations;
 mod body;
 mod info;
+mod invokers;
 mod namespaces;
 mod peer;
 mod query;

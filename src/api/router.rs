@@ -14,7 +14,7 @@ use super::body;
 use super::query::{decode, Query};
 use super::response::{ApiError, Body};
 use super::throttle::{AuthThrottle, Subject};
-use super::{actions, activations, info, namespaces};
+use super::{actions, activations, info, invokers, namespaces};
 use crate::controller::Controller;
 use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
 
@@ -149,6 +149,19 @@ async fn route(
                         format!("encoding metrics: {e}"),
                     )
                 }),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
+        // OpenWhisk's invoker health routes, unauthenticated as there: names and states only.
+        ["invokers"] => {
+            return match method {
+                Method::GET => Ok(invokers::list(&c.invokers())),
+                _ => Err(ApiError::method_not_allowed("GET")),
+            };
+        }
+        ["invokers", "healthy", "count"] => {
+            return match method {
+                Method::GET => Ok(invokers::healthy_count(&c.invokers())),
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
         }

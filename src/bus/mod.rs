@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::balancer::{Health, InvokerId};
 use crate::model::{
     now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
     EntityName, ExecMeta, FullyQualifiedName, KeyValue,
@@ -121,4 +122,22 @@ pub trait Dispatcher: Send + Sync + 'static {
         &self,
         msg: ActivationMessage,
     ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>>;
+
+    /// The invokers behind this dispatcher and their health as it sees them now (the
+    /// controller's `GET /invokers`). Cheap and side-effect free: never starts an invoker.
+    fn invokers(&self) -> Vec<InvokerView>;
+}
+
+/// One invoker as a dispatcher sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvokerView {
+    pub id: InvokerId,
+    pub health: Health,
+}
+
+impl InvokerView {
+    /// Invoker `id`, up.
+    pub fn up(id: u32) -> Self {
+        Self { id: InvokerId(id), health: Health::Up }
+    }
 }

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{frame, ActivationMessage, Completion, DispatchError, Dispatcher};
+use super::{frame, ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use crate::balancer::{Health, InvokerId};
 use crate::model::{Activation, ActivationId};
 use crate::shutdown::Shutdown;
 
@@ -224,6 +225,16 @@ impl Dispatcher for UnixBus {
             Err(lost())
         })
     }
+
+    /// The one invoker behind the socket: up while a connection to it is open or while the
+    /// socket exists (systemd, or the invoker, listens there). Not probed by connecting: that
+    /// would start a socket-activated invoker for a status query.
+    fn invokers(&self) -> Vec<InvokerView> {
+        let open =
+            self.conn.try_lock().ok().is_some_and(|c| c.as_ref().is_some_and(|c| c.is_open()));
+        let health = if open || self.path.exists() { Health::Up } else { Health::Offline };
+        vec![InvokerView { id: InvokerId(0), health }]
+    }
 }
 
 /// The invoker's side: accepts controller connections on `listener` and hands each activation
@@ -343,6 +354,10 @@ mod tests {
                 let _ = tx.send(rec);
                 Ok(rx)
             })
+        }
+
+        fn invokers(&self) -> Vec<InvokerView> {
+            vec![InvokerView::up(0)]
         }
     }
 

@@ -126,6 +126,11 @@ impl Controller {
         &self.config
     }
 
+    /// The invokers this controller dispatches to and their health (`GET /invokers`).
+    pub fn invokers(&self) -> Vec<crate::bus::InvokerView> {
+        self.dispatcher.invokers()
+    }
+
     /// Activations accepted and not yet recorded.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)

@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
 
@@ -274,6 +274,10 @@ impl Dispatcher for RevisionGate {
     ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
         Box::pin(self.gate(msg))
     }
+
+    fn invokers(&self) -> Vec<InvokerView> {
+        self.pool.invokers()
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +309,10 @@ mod tests {
                 let _ = tx.send(rec);
                 Ok(rx)
             })
+        }
+
+        fn invokers(&self) -> Vec<InvokerView> {
+            vec![InvokerView::up(0)]
         }
     }
 

@@ -436,6 +436,11 @@ impl<C: ActionContainer> PoolState<C> {
         Some(slot)
     }
 
+    /// Whether [`close`](Self::close) was called: nothing is admitted any more.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
     /// Stops admitting, drops every waiter (their receivers close) and hands over every idle
     /// container to destroy. Idempotent.
     pub fn close(&mut self) -> Vec<Slot<C>> {

@@ -26,7 +26,8 @@ use super::restore::LiveRestore;
 use super::state::{Slot, WarmKey};
 use super::stats::PoolStats;
 use super::{activation, prewarm, reaper, CodeInstaller, CodeSource};
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::balancer::{Health, InvokerId};
+use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use crate::container::{ContainerError, ContainerFactory, ContainerSpec};
 use crate::model::{now_millis, Runtime};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -387,5 +388,12 @@ impl<F: ContainerFactory> Dispatcher for Invoker<F> {
         msg: ActivationMessage,
     ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
         Box::pin(std::future::ready(self.submit(msg)))
+    }
+
+    /// The one invoker of a standalone server: up until it drains for shutdown.
+    fn invokers(&self) -> Vec<InvokerView> {
+        let health =
+            if self.inner.with_pool(|p| p.is_closing()) { Health::Offline } else { Health::Up };
+        vec![InvokerView { id: InvokerId(0), health }]
     }
 }

@@ -18,6 +18,9 @@ pub const GUEST: &str = hearth::model::GUEST_KEY;
 /// How long a daemon may take to become ready, or to exit after SIGTERM.
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// How many of its last log lines a daemon prints when it is dropped by a failing test.
+const LOG_TAIL: usize = 40;
+
 /// Fails the test loudly when it cannot do what it claims to test.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
@@ -213,6 +216,15 @@ impl Drop for Daemon {
     /// SIGKILL if it has not exited within [`PATIENCE`], so that a failing test never hangs.
     fn drop(&mut self) {
         let Some(mut c) = self.child.take() else { return };
+        if std::thread::panicking() {
+            // What a failed test needs to be understood from CI's output alone.
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(LOG_TAIL).collect();
+            eprintln!("--- last {} lines of {} ({}):", tail.len(), self.log.display(), self.what);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         // SAFETY: as in kill9.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + PATIENCE;

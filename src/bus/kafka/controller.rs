@@ -44,15 +44,25 @@ use crate::balancer::{
     BalancerConfig, ControllerPing, Health, HealthMessage, InvokerId, InvokerState,
     ShardingBalancer, Transition,
 };
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher};
+use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use crate::model::{now_millis, Activation, ActivationId};
 
 /// How often the sweeper looks for silent invokers and overdue activations: a tenth of a
 /// second adds at most that to the offline time, for a scan of the in-flight map.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How long start-up waits to learn where the completion topic ends.
+/// How long start-up waits to learn where the completion and health topics end.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How many of the health topic's last messages a starting controller reads back: every ping
+/// of the last `offline_after` (10 s by default) in a cluster of up to a thousand hosts pinging
+/// once a second. Older ones are skipped by their age; a controller that starts into a running
+/// cluster knows its invokers as soon as it has read them, not a ping interval later.
+const HEALTH_HISTORY: i64 = 10_000;
+
+/// How long a dispatch that finds no usable invoker waits for the health history to be read
+/// before it answers 503 (only while the controller is starting).
+const HISTORY_WAIT: Duration = Duration::from_secs(3);
 
 /// How the controller talks to Kafka.
 #[derive(Debug, Clone)]
@@ -113,6 +123,9 @@ struct Shared {
     producer: FutureProducer<TracingContext>,
     admin: AdminClient<TracingContext>,
     state: Mutex<State>,
+    /// Whether the health consumer has read the pings that were on the topic when this
+    /// controller started: until then "no invoker" may only mean "not read yet".
+    history_read: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -171,6 +184,18 @@ impl Shared {
             let _ = e.completion.send(e.msg.failure_record(&message));
         }
         n
+    }
+
+    /// Waits (at most [`HISTORY_WAIT`]) until the health history is read: a controller started
+    /// into a running cluster neither answers 503 for invokers it has not read about yet nor
+    /// sends an action's first activations to another home than the other controllers do.
+    async fn history(&self) {
+        let mut read = self.history_read.subscribe();
+        if tokio::time::timeout(HISTORY_WAIT, read.wait_for(|r| *r)).await.is_err() {
+            // Not waited for again: the pings that arrive meanwhile are as good.
+            self.history_read.send_replace(true);
+            tracing::warn!("the health topic's history was not read within {HISTORY_WAIT:?}");
+        }
     }
 
     /// Logs a change of the live controller count (the share of every invoker's memory).
@@ -243,15 +268,21 @@ impl KafkaBus {
         let group = format!("hearth.controller.{}", config.controller_id);
         // Fails now, not later in a loop, if the consumer settings can never work.
         drop(controller_consumer(&brokers, &group, "controller completions", Fetch::Activation)?);
-        let start = end_offset(&brokers, &group, &completions_topic).await;
+        let [completions, health] =
+            watermarks(&brokers, &group, [completions_topic.as_str(), HEALTH_TOPIC]).await;
+        // Completions from before this start belong to activations nobody waits for any more.
+        let start = completions.map_or(Offset::Beginning, |(_, high)| Offset::Offset(high));
+        let history = HealthHistory::new(health);
 
         let state =
             State { balancer: ShardingBalancer::new(config.balancer), in_flight: HashMap::new() };
         let span = tracing::info_span!("kafka_bus", controller = %config.controller_id);
-        let shared = Arc::new(Shared { config, producer, admin, state: Mutex::new(state) });
+        let (history_read, _) = tokio::sync::watch::channel(history.is_empty());
+        let shared =
+            Arc::new(Shared { config, producer, admin, state: Mutex::new(state), history_read });
         let tasks = vec![
             tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
-            tokio::spawn(consume_health(shared.clone()).instrument(span.clone())),
+            tokio::spawn(consume_health(shared.clone(), history).instrument(span.clone())),
             tokio::spawn(ping_loop(shared.clone()).instrument(span.clone())),
             tokio::spawn(sweep(shared.clone()).instrument(span)),
         ];
@@ -301,6 +332,9 @@ impl KafkaBus {
         let msg = envelope.msg;
         let deadline = Instant::now() + msg.limits.timeout() + shared.config.completion_grace;
         let (done_tx, done_rx) = oneshot::channel();
+        if !*shared.history_read.borrow() {
+            shared.history().await;
+        }
         let choice = {
             let mut st = shared.state();
             let choice = st.balancer.choose(&msg.action, memory_mb).map_err(|e| {
@@ -373,30 +407,83 @@ impl Dispatcher for KafkaBus {
         let span = tracing::debug_span!("kafka_dispatch", activation = %msg.activation_id, action = %msg.action);
         Box::pin(self.dispatch_inner(msg).instrument(span))
     }
+
+    fn invokers(&self) -> Vec<InvokerView> {
+        self.shared
+            .state()
+            .balancer
+            .invokers()
+            .iter()
+            .map(|s| InvokerView { id: s.id, health: s.health })
+            .collect()
+    }
 }
 
-/// The current end of partition 0 of `topic`; the beginning when the broker cannot say now
-/// (down at start-up: replayed old records are ignored, as unknown activation ids).
-async fn end_offset(brokers: &str, group: &str, topic: &str) -> Offset {
+/// The low and high watermarks of partition 0 of each of `topics`; `None` for one the broker
+/// cannot say now (down at start-up, topic not created yet).
+async fn watermarks<const N: usize>(
+    brokers: &str,
+    group: &str,
+    topics: [&str; N],
+) -> [Option<(i64, i64)>; N] {
     let settings = consumer_settings(brokers, group, false, Fetch::Background);
-    let topic_owned = topic.to_string();
+    let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     // librdkafka's watermark query blocks its thread.
-    let high = tokio::task::spawn_blocking(move || {
+    let queried = tokio::task::spawn_blocking(move || {
         let c: BaseConsumer<TracingContext> =
             settings.create_with_context(TracingContext { role: "controller offsets" })?;
-        c.fetch_watermarks(&topic_owned, 0, WATERMARK_TIMEOUT).map(|(_, high)| high)
+        Ok::<_, rdkafka::error::KafkaError>(
+            names
+                .iter()
+                .map(|t| (t.clone(), c.fetch_watermarks(t, 0, WATERMARK_TIMEOUT)))
+                .collect::<Vec<_>>(),
+        )
     })
     .await;
-    match high {
-        Ok(Ok(high)) => Offset::Offset(high),
-        Ok(Err(e)) => {
-            tracing::warn!(topic, error = %e, "end offset unknown; reading from the beginning");
-            Offset::Beginning
+    let mut out = [None; N];
+    match queried {
+        Ok(Ok(found)) => {
+            for (slot, (topic, w)) in out.iter_mut().zip(found) {
+                match w {
+                    Ok(w) => *slot = Some(w),
+                    Err(e) => tracing::warn!(topic, error = %e, "where the topic ends is unknown"),
+                }
+            }
         }
-        Err(e) => {
-            tracing::warn!(topic, error = %e, "end offset query failed; reading from the beginning");
-            Offset::Beginning
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot query where the topics end"),
+        Err(e) => tracing::warn!(error = %e, "the topic end query failed"),
+    }
+    out
+}
+
+/// The part of the health topic a starting controller reads back (see [`HEALTH_HISTORY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HealthHistory {
+    start: Offset,
+    /// The offset after the last message that was there at start-up; 0: nothing to read.
+    end: i64,
+}
+
+impl HealthHistory {
+    /// From the topic's watermarks at start-up; with none known, read from where it ends
+    /// whenever the topic is there (nothing to wait for).
+    fn new(watermarks: Option<(i64, i64)>) -> Self {
+        match watermarks {
+            Some((low, high)) if high > low => {
+                Self { start: Offset::Offset(low.max(high - HEALTH_HISTORY)), end: high }
+            }
+            Some((_, high)) => Self { start: Offset::Offset(high), end: 0 },
+            None => Self { start: Offset::End, end: 0 },
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.end == 0
+    }
+
+    /// Whether the message at `offset` is the last of the history (or past it).
+    fn read_by(&self, offset: i64) -> bool {
+        offset + 1 >= self.end
     }
 }
 
@@ -498,25 +585,33 @@ async fn consume_completions(shared: Arc<Shared>, start: Offset) {
     .await
 }
 
-async fn consume_health(shared: Arc<Shared>) {
+async fn consume_health(shared: Arc<Shared>, history: HealthHistory) {
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
     let own = shared.config.controller_id.clone();
     let own_tag = crate::model::revision::tag(&own);
-    consume_topic(&shared, HEALTH_TOPIC, Offset::End, "controller health", Fetch::Background, |m| {
+    consume_topic(&shared, HEALTH_TOPIC, history.start, "controller health", Fetch::Background, |m| {
+        if !*shared.history_read.borrow() && history.read_by(m.offset()) {
+            shared.history_read.send_replace(true);
+            tracing::debug!(offset = m.offset(), "health history read");
+        }
         let Some(msg) = decode::<HealthMessage>(m, "ping") else { return };
-        if now_millis().saturating_sub(msg.sent_at_ms()) > max_age_ms {
+        let age_ms = now_millis().saturating_sub(msg.sent_at_ms());
+        if age_ms > max_age_ms {
             return;
         }
+        // A ping read back from the history counts from when it was sent, not from now.
+        let now = Instant::now();
+        let at = now.checked_sub(Duration::from_millis(age_ms)).unwrap_or(now);
         match msg {
             HealthMessage::Invoker(ping) => {
-                let t = shared.state().balancer.observe(&ping, Instant::now());
+                let t = shared.state().balancer.observe(&ping, at);
                 if let Some(t) = t {
                     shared.on_transition(t);
                 }
             }
             HealthMessage::Controller(p) if p.controller == own => {}
             HealthMessage::Controller(p) => {
-                let changed = shared.state().balancer.observe_controller(&p.controller, Instant::now());
+                let changed = shared.state().balancer.observe_controller(&p.controller, at);
                 if let Some(n) = changed {
                     if crate::model::revision::tag(&p.controller) == own_tag {
                         // Revisions would no longer be unique between the two (model::revision).
