@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
     follow_entities, serve_invoker, EntityLog, EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
+    Position,
 };
 use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use hearth::model::{
@@ -426,30 +427,56 @@ type Entities = std::collections::BTreeMap<String, Vec<u8>>;
 
 #[derive(Default)]
 struct MapSink {
-    state: Mutex<(Entities, Option<i64>)>,
+    state: Mutex<(Entities, Option<Position>)>,
+    resets: std::sync::atomic::AtomicUsize,
+}
+
+impl MapSink {
+    fn next(&self) -> Option<i64> {
+        self.position().map(|p| p.next)
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.state.lock().unwrap().0.keys().cloned().collect()
+    }
 }
 
 impl EntitySink for MapSink {
-    fn resume_offset(&self) -> Option<i64> {
+    fn position(&self) -> Option<Position> {
         self.state.lock().unwrap().1
     }
 
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64) {
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64) {
         let mut st = self.state.lock().unwrap();
         match value {
             Some(v) => st.0.insert(key.to_string(), v.to_vec()),
             None => st.0.remove(key),
         };
-        st.1 = Some(offset + 1);
+        st.1 = Some(Position { next: offset + 1, last_mark: Some(mark) });
+    }
+
+    fn topic_reset(&self) {
+        self.resets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 async fn wait_for(sink: &MapSink, offset: i64) {
     let until = Instant::now() + Duration::from_secs(20);
-    while sink.resume_offset().unwrap_or(0) < offset {
-        assert!(Instant::now() < until, "follower stuck at {:?}", sink.resume_offset());
+    while sink.next().unwrap_or(0) < offset {
+        assert!(Instant::now() < until, "follower stuck at {:?}", sink.next());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Follows the entity topic into `sink` as host `group` until the trigger fires.
+fn follow(brokers: &str, group: &str, sink: Arc<MapSink>) -> (ShutdownTrigger, JoinHandle<()>) {
+    let (trigger, sd) = shutdown::channel();
+    let (b, g) = (brokers.to_owned(), group.to_owned());
+    let task = tokio::spawn(async move {
+        let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
+        follow_entities(&log, &g, sink, sd).await.unwrap()
+    });
+    (trigger, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,14 +493,7 @@ async fn entities_published_on_one_controller_reach_every_host() {
     let last = last.max(log.publish("action/guest/gone", None).await.unwrap());
 
     let host = Arc::new(MapSink::default());
-    let (trigger, sd) = shutdown::channel();
-    let follower = tokio::spawn({
-        let (b, s) = (brokers.clone(), host.clone());
-        async move {
-            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
-            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
-        }
-    });
+    let (trigger, follower) = follow(&brokers, "hearth.host-b", host.clone());
     wait_for(&host, last + 1).await;
     {
         let st = host.state.lock().unwrap();
@@ -485,19 +505,69 @@ async fn entities_published_on_one_controller_reach_every_host() {
     follower.await.unwrap();
 
     // A restarted follower resumes after what it applied: only the new write arrives.
-    let applied_before = host.resume_offset().unwrap();
+    let applied_before = host.next().unwrap();
     let newer = log.publish("action/guest/c", Some(b"{}")).await.unwrap();
     assert_eq!(newer, applied_before, "offsets are dense on a fresh topic");
-    let (trigger, sd) = shutdown::channel();
-    let follower = tokio::spawn({
-        let (b, s) = (brokers.clone(), host.clone());
-        async move {
-            let log = EntityLog::new(&b, Duration::from_secs(5), 1).unwrap();
-            follow_entities(&log, "hearth.host-b", s, sd).await.unwrap()
-        }
-    });
+    let (trigger, follower) = follow(&brokers, "hearth.host-b", host.clone());
     wait_for(&host, newer + 1).await;
     assert_eq!(host.state.lock().unwrap().0.len(), 3);
+    assert_eq!(host.resets.load(std::sync::atomic::Ordering::SeqCst), 0, "no reset seen");
+    trigger.fire();
+    follower.await.unwrap();
+}
+
+/// A host that was away while the broker lost the entity topic, and comes back after the new
+/// topic has grown past its old position: the end offset cannot tell the two topics apart,
+/// the record before its position can. It reads the new topic from its beginning (and reports
+/// the reset, so a controller re-publishes what it holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_away_while_the_topic_was_recreated_and_outgrown_reads_it_again() {
+    let mut broker = Broker::start();
+    let brokers = broker.addr();
+    let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
+    log.ensure_topic().await.unwrap();
+    for k in ["a", "b", "c"] {
+        log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":1}")).await.unwrap();
+    }
+    let host = Arc::new(MapSink::default());
+    let (trigger, follower) = follow(&brokers, "hearth.host-away", host.clone());
+    wait_for(&host, 3).await;
+    trigger.fire();
+    follower.await.unwrap();
+
+    // The broker loses everything; the new topic gets five records, past the host's 3.
+    broker.stop();
+    broker.restart();
+    let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while log.ensure_topic().await.is_err() {
+        assert!(Instant::now() < until, "the broker did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut last = 0;
+    for k in ["a", "b", "d", "e", "f"] {
+        last = log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":2}")).await.unwrap();
+    }
+    assert_eq!(last, 4);
+
+    let (trigger, follower) = follow(&brokers, "hearth.host-away", host.clone());
+    wait_for(&host, 5).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !host.keys().contains(&"action/guest/a".to_owned())
+        || host.state.lock().unwrap().0["action/guest/a"] != b"{\"rev\":2}"
+    {
+        assert!(
+            Instant::now() < until,
+            "the records before the old position were skipped: {:?}",
+            host.keys()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys = host.keys();
+    for k in ["a", "b", "c", "d", "e", "f"] {
+        assert!(keys.contains(&format!("action/guest/{k}")), "{k} missing: {keys:?}");
+    }
+    assert_eq!(host.resets.load(std::sync::atomic::Ordering::SeqCst), 1, "the reset was reported");
     trigger.fire();
     follower.await.unwrap();
 }

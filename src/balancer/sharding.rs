@@ -89,13 +89,9 @@ pub fn shard_mb(capacity_mb: u64, controllers: usize) -> u64 {
 
 /// The 64-bit FNV-1a hash of `namespace/action`.
 pub fn action_hash(action: &FullyQualifiedName) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
     let ns = action.namespace.as_str().bytes();
     let name = action.name.as_str().bytes();
-    ns.chain(std::iter::once(b'/'))
-        .chain(name)
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    crate::model::fnv1a(ns.chain(std::iter::once(b'/')).chain(name))
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {

@@ -85,10 +85,7 @@ pub mod revision {
     /// cluster revision is always above every plain one). Fixed here rather than std's hasher:
     /// every host must compute the same tag.
     pub fn tag(id: &str) -> u64 {
-        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-        h % TAG_MASK + 1
+        crate::model::fnv1a(id.bytes()) % TAG_MASK + 1
     }
 
     /// The update counter of `revision` (the revision itself for a plain one).

@@ -4,6 +4,7 @@
 mod action;
 mod activation;
 mod exec;
+mod hash;
 mod identity;
 mod limits;
 mod name;
@@ -14,6 +15,7 @@ pub use activation::{
     SUPERSEDED,
 };
 pub use exec::{ExecMeta, Kind, KindError, Runtime};
+pub use hash::fnv1a;
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};
 pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};

@@ -36,6 +36,9 @@ use super::{Store, StoreError};
 use crate::model::{ActionMeta, EntityName, FullyQualifiedName};
 
 const ENTITY_OFFSET: &[u8] = b"entity_offset";
+/// The mark (a fingerprint from the bus) of the record just before the resume offset: tells
+/// the topic this host read from a re-created one that has grown past its position.
+const ENTITY_MARK: &[u8] = b"entity_mark";
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,28 +59,39 @@ pub enum Applied {
 impl Store {
     /// The offset of the next entity record to apply; `None`: from the beginning.
     pub fn entity_offset(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.meta_u64(ENTITY_OFFSET)?.map(|o| o as i64))
+    }
+
+    /// The mark of the last applied entity record (stored with its offset); `None` before the
+    /// first, or in a store written before marks were kept.
+    pub fn entity_mark(&self) -> Result<Option<u64>, StoreError> {
+        self.meta_u64(ENTITY_MARK)
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         let rtxn = self.read_txn()?;
-        match self.dbs().meta.get(&rtxn, ENTITY_OFFSET).map_err(lmdb("get", "meta"))? {
-            Some(b) => Ok(Some(super::codec::be_u64("meta", ENTITY_OFFSET, b)? as i64)),
+        match self.dbs().meta.get(&rtxn, key).map_err(lmdb("get", "meta"))? {
+            Some(b) => Ok(Some(super::codec::be_u64("meta", key, b)?)),
             None => Ok(None),
         }
     }
 
     /// Applies the entity topic's record at `offset`: `Some(value)` writes `key`, `None`
-    /// deletes it. The resume offset (`offset + 1`) is stored in the same transaction.
+    /// deletes it. The resume offset (`offset + 1`) and the record's `mark` are stored in the
+    /// same transaction.
     pub fn apply_entity(
         &self,
         key: &str,
         value: Option<&[u8]>,
         offset: i64,
+        mark: u64,
     ) -> Result<Applied, StoreError> {
         let mut wtxn = self.write_txn()?;
         let outcome = self.apply_in(&mut wtxn, key, value)?;
         let next = (offset.max(-1) + 1) as u64;
-        self.dbs()
-            .meta
-            .put(&mut wtxn, ENTITY_OFFSET, &next.to_be_bytes())
-            .map_err(lmdb("put", "meta"))?;
+        let meta = &self.dbs().meta;
+        meta.put(&mut wtxn, ENTITY_OFFSET, &next.to_be_bytes()).map_err(lmdb("put", "meta"))?;
+        meta.put(&mut wtxn, ENTITY_MARK, &mark.to_be_bytes()).map_err(lmdb("put", "meta"))?;
         wtxn.commit().map_err(lmdb("commit", "entities"))?;
         if outcome == Applied::Changed {
             self.inner.applied.notify_waiters();
@@ -224,9 +238,12 @@ impl Store {
 
 #[cfg(feature = "kafka")]
 impl crate::bus::kafka::EntitySink for Store {
-    fn resume_offset(&self) -> Option<i64> {
-        match self.entity_offset() {
-            Ok(o) => o,
+    fn position(&self) -> Option<crate::bus::kafka::Position> {
+        let read = self.entity_offset().and_then(|next| Ok((next, self.entity_mark()?)));
+        match read {
+            Ok((next, last_mark)) => {
+                next.map(|next| crate::bus::kafka::Position { next, last_mark })
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reading the entity offset failed: replaying the topic");
                 None
@@ -234,8 +251,8 @@ impl crate::bus::kafka::EntitySink for Store {
         }
     }
 
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64) {
-        if let Err(e) = self.apply_entity(key, value, offset) {
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64) {
+        if let Err(e) = self.apply_entity(key, value, offset, mark) {
             tracing::error!(key, offset, error = %e, "applying an entity record failed");
         }
     }
@@ -279,7 +296,7 @@ mod tests {
     fn ship(a: &Store, b: &Store, offset: &mut i64) {
         let entries = a.feed_pending(100).unwrap();
         for e in &entries {
-            b.apply_entity(&e.key, e.value.as_deref(), *offset).unwrap();
+            b.apply_entity(&e.key, e.value.as_deref(), *offset, 0).unwrap();
             *offset += 1;
         }
         if let Some(last) = entries.last() {
@@ -334,7 +351,7 @@ mod tests {
         let v1 = act.value.clone().unwrap();
         let stale = decode_wire(&act.key, &v1).unwrap();
         assert_eq!(stale.code, b"v1");
-        let out = a.apply_entity(&act.key, Some(&v1), 7).unwrap();
+        let out = a.apply_entity(&act.key, Some(&v1), 7, 0).unwrap();
         assert_eq!(out, Applied::SkippedOwn);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
         // Another controller's record: applied when its revision is higher, skipped when lower.
@@ -349,12 +366,12 @@ mod tests {
             )
         };
         let lower = theirs(revision::next(Some(held.revision - (1 << 20)), Some("c2")), b"old");
-        assert_eq!(a.apply_entity(&act.key, Some(&lower), 8).unwrap(), Applied::Superseded);
+        assert_eq!(a.apply_entity(&act.key, Some(&lower), 8, 0).unwrap(), Applied::Superseded);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
         let higher = theirs(revision::next(Some(held.revision), Some("c2")), b"theirs");
-        assert_eq!(a.apply_entity(&act.key, Some(&higher), 9).unwrap(), Applied::Changed);
+        assert_eq!(a.apply_entity(&act.key, Some(&higher), 9, 0).unwrap(), Applied::Changed);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"theirs");
-        assert_eq!(a.apply_entity(&act.key, Some(&higher), 10).unwrap(), Applied::Unchanged);
+        assert_eq!(a.apply_entity(&act.key, Some(&higher), 10, 0).unwrap(), Applied::Unchanged);
         assert_eq!(a.entity_offset().unwrap(), Some(11));
     }
 
@@ -384,7 +401,7 @@ mod tests {
         let (_d2, h2) = temp_store();
         let apply_all = |s: &Store, entries: &[&FeedEntry], off: &mut i64| {
             for e in entries {
-                s.apply_entity(&e.key, e.value.as_deref(), *off).unwrap();
+                s.apply_entity(&e.key, e.value.as_deref(), *off, 0).unwrap();
                 *off += 1;
             }
         };
@@ -421,9 +438,9 @@ mod tests {
         let entries = a.feed_pending(100).unwrap();
         assert_eq!(entries.len(), 3);
         for e in &entries {
-            let out = b.apply_entity(&e.key, e.value.as_deref(), off).unwrap();
+            let out = b.apply_entity(&e.key, e.value.as_deref(), off, 0).unwrap();
             assert_eq!(out, Applied::Unchanged, "{}", e.key);
-            let own = a.apply_entity(&e.key, e.value.as_deref(), off).unwrap();
+            let own = a.apply_entity(&e.key, e.value.as_deref(), off, 0).unwrap();
             assert_eq!(own, Applied::Unchanged, "the echo on a itself: {}", e.key);
             off += 1;
         }
@@ -434,7 +451,7 @@ mod tests {
         let (_dc, c) = temp_store();
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
-                c.apply_entity(&e.key, e.value.as_deref(), i as i64).unwrap(),
+                c.apply_entity(&e.key, e.value.as_deref(), i as i64, 0).unwrap(),
                 Applied::Changed
             );
         }
@@ -445,10 +462,12 @@ mod tests {
     #[test]
     fn garbage_records_are_errors_and_unknown_kinds_are_skipped() {
         let (_d, s) = temp_store();
-        assert!(s.apply_entity("action/team/x", Some(b"nonsense"), 0).is_err());
+        assert!(s.apply_entity("action/team/x", Some(b"nonsense"), 0, 7).is_err());
         assert_eq!(s.entity_offset().unwrap(), None, "a failed apply stores no offset");
-        assert_eq!(s.apply_entity("trigger/team/t", None, 1).unwrap(), Applied::Unknown);
+        assert_eq!(s.entity_mark().unwrap(), None, "nor a mark");
+        assert_eq!(s.apply_entity("trigger/team/t", None, 1, 42).unwrap(), Applied::Unknown);
         assert_eq!(s.entity_offset().unwrap(), Some(2));
+        assert_eq!(s.entity_mark().unwrap(), Some(42), "the mark goes with the offset");
     }
 
     #[tokio::test]
@@ -465,7 +484,7 @@ mod tests {
         let applier = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             for (i, e) in entries.iter().enumerate() {
-                b2.apply_entity(&e.key, e.value.as_deref(), i as i64).unwrap();
+                b2.apply_entity(&e.key, e.value.as_deref(), i as i64, 0).unwrap();
             }
         });
         let t = Instant::now();

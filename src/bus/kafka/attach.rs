@@ -9,6 +9,12 @@
 //! created and assigned only after its topic was created (or found), is dropped as soon as
 //! the brokers go down or say the topic is gone, and a new one is assigned, at the offset the
 //! old one had reached, once the topic exists again.
+//!
+//! A topic re-created while a host was away may also have grown past the position it had
+//! reached: then the end offset cannot tell the new topic from the old one. A consumer that
+//! can tell its records apart (the entity follower, by their marks) attaches
+//! [`checking_previous`](Attachment::checking_previous): one record before its position, to
+//! compare that record with the one it applied there.
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,11 +42,44 @@ pub(crate) struct Attachment {
     next: Offset,
     /// The last connect found the topic re-created (see [`take_reset`](Self::take_reset)).
     reset: bool,
+    /// Attach one record early, to check the record before the position.
+    check_previous: bool,
+    /// The offset of that record, until the first message after a connect arrives.
+    checking: Option<i64>,
 }
 
 impl Attachment {
     pub fn new(topic: &str, start: Offset) -> Self {
-        Self { topic: topic.to_string(), next: start, reset: false }
+        Self {
+            topic: topic.to_string(),
+            next: start,
+            reset: false,
+            check_previous: false,
+            checking: None,
+        }
+    }
+
+    /// Every connect at a position after the first record assigns the partition one record
+    /// earlier: the first message is then the record just before the position (unless
+    /// compaction removed it), which [`is_check`](Self::is_check) identifies.
+    pub fn checking_previous(mut self) -> Self {
+        self.check_previous = true;
+        self
+    }
+
+    /// Whether the message at `offset`, the first since a connect, is the record before the
+    /// position, read again for a check (never true after the first message).
+    pub fn is_check(&mut self, offset: i64) -> bool {
+        self.checking.take() == Some(offset)
+    }
+
+    /// The check found another record than the one applied there: the topic was re-created.
+    /// The next connect reads it from its beginning and reports the reset.
+    pub fn restart_from_beginning(&mut self) {
+        tracing::warn!(topic = %self.topic, "the topic was re-created and has grown past this host's position: reading it from the beginning");
+        self.next = Offset::Beginning;
+        self.reset = true;
+        self.checking = None;
     }
 
     /// Whether a connect since the last call found the topic re-created (it ended before the
@@ -83,10 +122,19 @@ impl Attachment {
                 }
             };
             self.rewind_if_recreated(&consumer);
+            let at = match self.next {
+                Offset::Offset(n) if self.check_previous && n > 0 => {
+                    self.checking = Some(n - 1);
+                    Offset::Offset(n - 1)
+                }
+                other => {
+                    self.checking = None;
+                    other
+                }
+            };
             let mut tpl = TopicPartitionList::new();
-            let assigned = tpl
-                .add_partition_offset(&self.topic, 0, self.next)
-                .and_then(|()| consumer.assign(&tpl));
+            let assigned =
+                tpl.add_partition_offset(&self.topic, 0, at).and_then(|()| consumer.assign(&tpl));
             match assigned {
                 Ok(()) => {
                     if logged {

@@ -36,20 +36,49 @@ pub const MAX_ENTITY_BYTES: usize = 52 * 1024 * 1024;
 
 /// Where followed entity records go: the store, in hearthd.
 pub trait EntitySink: Send + Sync + 'static {
-    /// The offset of the next record to apply (one past the last applied), as stored with the
-    /// entities; `None` on a fresh host: replay from the beginning.
-    fn resume_offset(&self) -> Option<i64>;
+    /// Where this sink stands, as stored with the entities; `None` on a fresh host: replay
+    /// from the beginning.
+    fn position(&self) -> Option<Position>;
 
     /// Applies one record: `Some(value)` writes the key, `None` deletes it. Must store
-    /// `offset + 1` as the resume offset in the same transaction.
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64);
+    /// `offset + 1` as the resume offset, and `mark` as the last mark, in the same transaction.
+    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64);
 
     /// The topic was reset: the broker lost it (memory storage restarted) and it was
-    /// re-created, shorter than the position this sink had reached; the follower now reads
-    /// it from its new beginning. A controller re-publishes every entity it holds here, so
-    /// hosts started afterwards still learn them. The default does nothing (a host that only
-    /// reads).
+    /// re-created; the follower now reads it from its new beginning. A controller
+    /// re-publishes every entity it holds here, so hosts started afterwards still learn
+    /// them. The default does nothing (a host that only reads).
     fn topic_reset(&self) {}
+}
+
+/// Where a follower resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The offset of the next record to apply (one past the last applied).
+    pub next: i64,
+    /// The [`mark`] of the record at `next - 1`, when known.
+    pub last_mark: Option<u64>,
+}
+
+/// How much of a record's value its mark covers: enough to tell two records apart (the value
+/// starts with the writer's origin and sequence number), without hashing 48 MB of code.
+const MARK_PREFIX: usize = 4096;
+
+/// A fingerprint of one record of the entity topic: its key, its value's length and first
+/// bytes, and the time its producer stamped on it. The record at a given offset of one
+/// incarnation of the topic never changes; a re-created topic holds, at the same offset, a
+/// record written later (another timestamp, usually another key or value).
+pub fn mark(key: &str, value: Option<&[u8]>, timestamp_ms: Option<i64>) -> u64 {
+    let len = value.map_or(u64::MAX, |v| v.len() as u64);
+    let head = value.map_or(&[][..], |v| &v[..v.len().min(MARK_PREFIX)]);
+    let ts = timestamp_ms.unwrap_or(-1);
+    crate::model::fnv1a(
+        key.bytes()
+            .chain([0xff])
+            .chain(len.to_be_bytes())
+            .chain(head.iter().copied())
+            .chain(ts.to_be_bytes()),
+    )
 }
 
 /// The publishing half, held by each controller.
@@ -164,8 +193,11 @@ pub async fn follow_entities(
     };
     // Fails now if the settings can never work, rather than retrying forever.
     drop(make()?);
-    let start = sink.resume_offset().map_or(Offset::Beginning, Offset::Offset);
-    let mut at = Attachment::new(ENTITY_TOPIC, start);
+    let position = sink.position();
+    let start = position.map_or(Offset::Beginning, |p| Offset::Offset(p.next));
+    let mut last_mark = position.and_then(|p| p.last_mark);
+    // Every (re)attachment first re-reads the record before the position (see attach.rs).
+    let mut at = Attachment::new(ENTITY_TOPIC, start).checking_previous();
     let mut consumer = None;
     loop {
         let c = match consumer.take() {
@@ -184,15 +216,35 @@ pub async fn follow_entities(
         };
         let gone = match m {
             Ok(m) => {
-                at.consumed(m.offset());
-                match m.key_view::<str>() {
-                    Some(Ok(key)) => sink.apply(key, m.payload(), m.offset()),
-                    _ => tracing::warn!(
-                        offset = m.offset(),
-                        "entity record without a text key skipped"
-                    ),
+                let key = match m.key_view::<str>() {
+                    Some(Ok(key)) => key,
+                    _ => {
+                        tracing::warn!(
+                            offset = m.offset(),
+                            "entity record without a text key skipped"
+                        );
+                        ""
+                    }
+                };
+                let this = mark(key, m.payload(), m.timestamp().to_millis());
+                if at.is_check(m.offset()) {
+                    at.consumed(m.offset());
+                    // Applied already. Another record there: the topic was re-created (and
+                    // has grown past this host's position while it was away).
+                    if last_mark.is_some_and(|l| l != this) {
+                        at.restart_from_beginning();
+                        // A new consumer, assigned at the new beginning.
+                        continue;
+                    }
+                    false
+                } else {
+                    at.consumed(m.offset());
+                    if !key.is_empty() {
+                        sink.apply(key, m.payload(), m.offset(), this);
+                    }
+                    last_mark = Some(this);
+                    false
                 }
-                false
             }
             Err(e) => {
                 tracing::warn!(error = %e, "following the entity topic failed");
@@ -202,5 +254,25 @@ pub async fn follow_entities(
         if !gone {
             consumer = Some(c);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mark;
+
+    #[test]
+    fn a_mark_tells_records_apart_and_only_them() {
+        let v = b"{\"origin\":\"c1\",\"seq\":3}".as_slice();
+        let m = mark("action/guest/a", Some(v), Some(1_000));
+        assert_eq!(m, mark("action/guest/a", Some(v), Some(1_000)), "stable");
+        assert_ne!(m, mark("action/guest/b", Some(v), Some(1_000)), "key");
+        assert_ne!(m, mark("action/guest/a", Some(b"{}"), Some(1_000)), "value");
+        assert_ne!(m, mark("action/guest/a", Some(v), Some(1_001)), "timestamp");
+        assert_ne!(m, mark("action/guest/a", None, Some(1_000)), "tombstone");
+        assert_ne!(mark("action/guest/a", Some(b""), None), mark("action/guest/a", None, None));
+        // Past the covered prefix, the length still tells values apart.
+        let long = vec![b'x'; 10_000];
+        assert_ne!(mark("k", Some(&long), None), mark("k", Some(&long[..9_999]), None));
     }
 }

@@ -33,7 +33,9 @@ mod wire;
 
 pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
-pub use entities::{follow_entities, EntityLog, EntitySink, ENTITY_TOPIC, MAX_ENTITY_BYTES};
+pub use entities::{
+    follow_entities, mark, EntityLog, EntitySink, Position, ENTITY_TOPIC, MAX_ENTITY_BYTES,
+};
 pub use error::KafkaError;
 pub use invoker::{serve_invoker, InvokerConfig};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
