@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
-    follow_entities, serve_invoker, EntityLog, EntitySink, InvokerConfig, KafkaBus, KafkaConfig,
-    Position,
+    follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
+    KafkaConfig, Position,
 };
 use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use hearth::model::{
@@ -429,6 +429,8 @@ type Entities = std::collections::BTreeMap<String, Vec<u8>>;
 struct MapSink {
     state: Mutex<(Entities, Option<Position>)>,
     resets: std::sync::atomic::AtomicUsize,
+    /// Every tombstone applied, with the revision it named.
+    tombstones: Mutex<Vec<(String, Option<u64>)>>,
 }
 
 impl MapSink {
@@ -446,13 +448,16 @@ impl EntitySink for MapSink {
         self.state.lock().unwrap().1
     }
 
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64) {
+    fn apply(&self, r: &EntityRecord<'_>) {
         let mut st = self.state.lock().unwrap();
-        match value {
-            Some(v) => st.0.insert(key.to_string(), v.to_vec()),
-            None => st.0.remove(key),
+        match r.value {
+            Some(v) => st.0.insert(r.key.to_string(), v.to_vec()),
+            None => {
+                self.tombstones.lock().unwrap().push((r.key.to_string(), r.deleted_revision));
+                st.0.remove(r.key)
+            }
         };
-        st.1 = Some(Position { next: offset + 1, last_mark: Some(mark) });
+        st.1 = Some(Position { next: r.offset + 1, last_mark: Some(r.mark) });
     }
 
     fn topic_reset(&self) {
@@ -486,11 +491,11 @@ async fn entities_published_on_one_controller_reach_every_host() {
     let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
     log.ensure_topic().await.unwrap();
     let code = vec![b'x'; 3 * 1024 * 1024]; // larger than Kafka's 1 MB default
-    log.publish("action/guest/a", Some(b"{\"rev\":1}")).await.unwrap();
-    log.publish("action/guest/big", Some(&code)).await.unwrap();
-    log.publish("action/guest/a", Some(b"{\"rev\":2}")).await.unwrap();
-    let last = log.publish("action/guest/gone", Some(b"{}")).await.unwrap();
-    let last = last.max(log.publish("action/guest/gone", None).await.unwrap());
+    log.publish("action/guest/a", Some(b"{\"rev\":1}"), None).await.unwrap();
+    log.publish("action/guest/big", Some(&code), None).await.unwrap();
+    log.publish("action/guest/a", Some(b"{\"rev\":2}"), None).await.unwrap();
+    let last = log.publish("action/guest/gone", Some(b"{}"), None).await.unwrap();
+    let last = last.max(log.publish("action/guest/gone", None, Some(7)).await.unwrap());
 
     let host = Arc::new(MapSink::default());
     let (trigger, follower) = follow(&brokers, "hearth.host-b", host.clone());
@@ -501,12 +506,14 @@ async fn entities_published_on_one_controller_reach_every_host() {
         assert_eq!(st.0.get("action/guest/big").map(Vec::len), Some(code.len()));
         assert!(!st.0.contains_key("action/guest/gone"), "the tombstone deleted it");
     }
+    let tombstones = host.tombstones.lock().unwrap().clone();
+    assert_eq!(tombstones, [("action/guest/gone".to_owned(), Some(7))], "with its revision");
     trigger.fire();
     follower.await.unwrap();
 
     // A restarted follower resumes after what it applied: only the new write arrives.
     let applied_before = host.next().unwrap();
-    let newer = log.publish("action/guest/c", Some(b"{}")).await.unwrap();
+    let newer = log.publish("action/guest/c", Some(b"{}"), None).await.unwrap();
     assert_eq!(newer, applied_before, "offsets are dense on a fresh topic");
     let (trigger, follower) = follow(&brokers, "hearth.host-b", host.clone());
     wait_for(&host, newer + 1).await;
@@ -527,7 +534,7 @@ async fn a_host_away_while_the_topic_was_recreated_and_outgrown_reads_it_again()
     let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
     log.ensure_topic().await.unwrap();
     for k in ["a", "b", "c"] {
-        log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":1}")).await.unwrap();
+        log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":1}"), None).await.unwrap();
     }
     let host = Arc::new(MapSink::default());
     let (trigger, follower) = follow(&brokers, "hearth.host-away", host.clone());
@@ -546,7 +553,7 @@ async fn a_host_away_while_the_topic_was_recreated_and_outgrown_reads_it_again()
     }
     let mut last = 0;
     for k in ["a", "b", "d", "e", "f"] {
-        last = log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":2}")).await.unwrap();
+        last = log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":2}"), None).await.unwrap();
     }
     assert_eq!(last, 4);
 

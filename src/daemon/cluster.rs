@@ -175,7 +175,7 @@ impl Publisher {
             }
             for e in entries {
                 let t = Instant::now();
-                match self.log.publish(&e.key, e.value.as_deref()).await {
+                match self.log.publish(&e.key, e.value.as_deref(), e.deleted_revision).await {
                     Ok(offset) => {
                         if failing {
                             tracing::info!("the message bus takes entity records again");

@@ -236,9 +236,11 @@ impl Store {
 
 impl Store {
     /// Remembers, in a cluster, the revision of an action being deleted (locally or by a
-    /// tombstone), so that re-creating it continues above it. Nothing outside a cluster
-    /// (standalone numbering is unchanged). One small meta entry per deleted action, removed
-    /// when the action is created again.
+    /// tombstone), so that re-creating it continues above it, a stale copy of it re-published
+    /// by another controller is refused (`replica.rs`), and its deletion can be re-published
+    /// (`feed.rs`). Nothing outside a cluster (standalone numbering is unchanged). One small
+    /// meta entry per deleted action, the highest revision noted, removed when the action is
+    /// created again here.
     pub(crate) fn note_floor_in(
         &self,
         wtxn: &mut RwTxn,
@@ -248,6 +250,18 @@ impl Store {
         if self.origin_in(wtxn)?.is_none() {
             return Ok(());
         }
+        self.raise_floor_in(wtxn, key, revision)
+    }
+
+    /// [`note_floor_in`](Self::note_floor_in) on any host: a replica (an invoker too)
+    /// applying a deletion from the entity topic is in a cluster by definition.
+    pub(crate) fn raise_floor_in(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        revision: u64,
+    ) -> Result<(), StoreError> {
+        let revision = self.floor_in(wtxn, key)?.map_or(revision, |f| f.max(revision));
         let k = format!("{FLOOR_PREFIX}{key}");
         self.dbs()
             .meta
@@ -255,14 +269,36 @@ impl Store {
             .map_err(lmdb("put", "meta"))
     }
 
+    /// The revision floor of action `key` (`ns/name`): the highest revision of it deleted here.
+    pub(crate) fn floor_in(&self, rtxn: &RoTxn, key: &str) -> Result<Option<u64>, StoreError> {
+        let k = format!("{FLOOR_PREFIX}{key}");
+        match self.dbs().meta.get(rtxn, k.as_bytes()).map_err(lmdb("get", "meta"))? {
+            Some(b) => Ok(Some(be_u64("meta", k.as_bytes(), b)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every action deleted here and not created again: `(ns/name, floor)`.
+    pub(crate) fn floors_in(&self, rtxn: &RoTxn) -> Result<Vec<(String, u64)>, StoreError> {
+        let d = self.dbs();
+        let mut out = Vec::new();
+        for item in d
+            .meta
+            .prefix_iter(rtxn, FLOOR_PREFIX.as_bytes())
+            .map_err(lmdb("prefix_iter", "meta"))?
+        {
+            let (k, v) = item.map_err(lmdb("prefix_iter", "meta"))?;
+            let key = String::from_utf8_lossy(&k[FLOOR_PREFIX.len()..]).into_owned();
+            out.push((key, be_u64("meta", k, v)?));
+        }
+        Ok(out)
+    }
+
     /// The revision floor of `key` (see [`note_floor_in`](Self::note_floor_in)), removed.
     fn take_floor_in(&self, wtxn: &mut RwTxn, key: &str) -> Result<Option<u64>, StoreError> {
-        let k = format!("{FLOOR_PREFIX}{key}");
-        let floor = match self.dbs().meta.get(wtxn, k.as_bytes()).map_err(lmdb("get", "meta"))? {
-            Some(b) => Some(be_u64("meta", k.as_bytes(), b)?),
-            None => None,
-        };
+        let floor = self.floor_in(wtxn, key)?;
         if floor.is_some() {
+            let k = format!("{FLOOR_PREFIX}{key}");
             self.dbs().meta.delete(wtxn, k.as_bytes()).map_err(lmdb("delete", "meta"))?;
         }
         Ok(floor)

@@ -52,6 +52,9 @@ pub struct FeedEntry {
     pub key: String,
     /// The encoded current value; `None`: the entity is gone (a tombstone).
     pub value: Option<Vec<u8>>,
+    /// For a deleted action: the highest revision of it deleted here, published with the
+    /// tombstone so that a host holding a newer re-creation keeps it (`replica.rs`).
+    pub deleted_revision: Option<u64>,
 }
 
 /// Who wrote a record and at which feed position: lets the writer recognise its own echo.
@@ -115,8 +118,9 @@ impl Store {
         wtxn.commit().map_err(lmdb("commit", "meta"))
     }
 
-    /// Queues every entity held here for publication again, when the feed is on (a
-    /// controller); returns how many (0 on an invoker, whose store has no feed). Called when
+    /// Queues every entity held here, and every action deletion known here, for publication
+    /// again, when the feed is on (a controller); returns how many (0 on an invoker, whose
+    /// store has no feed). Called when
     /// the entity topic was reset (a broker with memory storage restarted): hosts started
     /// afterwards would otherwise never learn the entities written before. Idempotent for
     /// every host: a record equal to what a host holds changes nothing there
@@ -127,7 +131,7 @@ impl Store {
         if self.origin_in(&wtxn)?.is_none() {
             return Ok(0);
         }
-        let n = self.queue_all_in(&mut wtxn)?;
+        let n = self.queue_all_in(&mut wtxn)? + self.queue_deletions_in(&mut wtxn)?;
         wtxn.commit().map_err(lmdb("commit", "feed"))?;
         Ok(n)
     }
@@ -149,6 +153,22 @@ impl Store {
         for item in self.dbs().actions.iter(wtxn).map_err(lmdb("iter", "actions"))? {
             let (k, _) = item.map_err(lmdb("iter", "actions"))?;
             keys.push(format!("{ACTION_PREFIX}{}", show_key(k)));
+        }
+        self.feed_in(wtxn, &keys)?;
+        Ok(keys.len())
+    }
+
+    /// Appends the deletion of every action deleted here and not created again: published as
+    /// a tombstone with its revision, so a deletion the broker lost reaches the hosts that
+    /// missed it, and a host holding a newer re-creation keeps that.
+    fn queue_deletions_in(&self, wtxn: &mut RwTxn) -> Result<usize, StoreError> {
+        let mut keys = Vec::new();
+        for (action, _) in self.floors_in(wtxn)? {
+            let held =
+                self.dbs().actions.get(wtxn, action.as_bytes()).map_err(lmdb("get", "actions"))?;
+            if held.is_none() {
+                keys.push(format!("{ACTION_PREFIX}{action}"));
+            }
         }
         self.feed_in(wtxn, &keys)?;
         Ok(keys.len())
@@ -218,7 +238,11 @@ impl Store {
             let key = String::from_utf8_lossy(v).into_owned();
             let header = WireHeader { origin: origin.clone(), seq };
             let value = self.wire_value_in(&rtxn, &key, &header)?;
-            out.push(FeedEntry { seq, key, value });
+            let deleted_revision = match (&value, key.strip_prefix(ACTION_PREFIX)) {
+                (None, Some(action)) => self.floor_in(&rtxn, action)?,
+                _ => None,
+            };
+            out.push(FeedEntry { seq, key, value, deleted_revision });
         }
         Ok(out)
     }

@@ -77,17 +77,19 @@ impl Store {
     }
 
     /// Applies the entity topic's record at `offset`: `Some(value)` writes `key`, `None`
-    /// deletes it. The resume offset (`offset + 1`) and the record's `mark` are stored in the
-    /// same transaction.
+    /// deletes it (an action only up to `deleted_revision`, when the tombstone names one).
+    /// The resume offset (`offset + 1`) and the record's `mark` are stored in the same
+    /// transaction.
     pub fn apply_entity(
         &self,
         key: &str,
         value: Option<&[u8]>,
+        deleted_revision: Option<u64>,
         offset: i64,
         mark: u64,
     ) -> Result<Applied, StoreError> {
         let mut wtxn = self.write_txn()?;
-        let outcome = self.apply_in(&mut wtxn, key, value)?;
+        let outcome = self.apply_in(&mut wtxn, key, value, deleted_revision)?;
         let next = (offset.max(-1) + 1) as u64;
         let meta = &self.dbs().meta;
         meta.put(&mut wtxn, ENTITY_OFFSET, &next.to_be_bytes()).map_err(lmdb("put", "meta"))?;
@@ -105,6 +107,7 @@ impl Store {
         wtxn: &mut RwTxn,
         key: &str,
         value: Option<&[u8]>,
+        deleted_revision: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let wire = match value {
             Some(v) => Some(decode_wire(key, v)?),
@@ -123,6 +126,11 @@ impl Store {
                 Some(w) => {
                     // Decoded also to refuse garbage before it reaches the hot path.
                     let incoming: ActionMeta = decode("actions", k, w.record)?;
+                    // A copy of a revision deleted here (another controller re-publishing
+                    // what it held when the broker lost the deletion) stays deleted.
+                    if self.floor_in(wtxn, &show_key(k))?.is_some_and(|f| f >= incoming.revision) {
+                        return Ok(Applied::Superseded);
+                    }
                     if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
                         let same = held == w.record;
                         let held: ActionMeta = decode("actions", k, held)?;
@@ -137,9 +145,18 @@ impl Store {
                     d.code.put(wtxn, k, w.code).map_err(lmdb("put", "code"))?;
                 }
                 None => {
-                    if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
-                        let held: ActionMeta = decode("actions", k, held)?;
-                        self.note_floor_in(wtxn, &show_key(k), held.revision)?;
+                    let held = match d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
+                        Some(held) => Some(decode::<ActionMeta>("actions", k, held)?.revision),
+                        None => None,
+                    };
+                    // A deletion of revision R does not delete a re-creation above R.
+                    if let (Some(held), Some(deleted)) = (held, deleted_revision) {
+                        if held > deleted {
+                            return Ok(Applied::Superseded);
+                        }
+                    }
+                    if let Some(floor) = held.max(deleted_revision) {
+                        self.raise_floor_in(wtxn, &show_key(k), floor)?;
                     }
                     d.actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
                     d.code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
@@ -251,8 +268,10 @@ impl crate::bus::kafka::EntitySink for Store {
         }
     }
 
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64) {
-        if let Err(e) = self.apply_entity(key, value, offset, mark) {
+    fn apply(&self, record: &crate::bus::kafka::EntityRecord<'_>) {
+        let r = record;
+        if let Err(e) = self.apply_entity(r.key, r.value, r.deleted_revision, r.offset, r.mark) {
+            let (key, offset) = (r.key, r.offset);
             tracing::error!(key, offset, error = %e, "applying an entity record failed");
         }
     }
@@ -296,7 +315,7 @@ mod tests {
     fn ship(a: &Store, b: &Store, offset: &mut i64) {
         let entries = a.feed_pending(100).unwrap();
         for e in &entries {
-            b.apply_entity(&e.key, e.value.as_deref(), *offset, 0).unwrap();
+            b.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, *offset, 0).unwrap();
             *offset += 1;
         }
         if let Some(last) = entries.last() {
@@ -337,6 +356,71 @@ mod tests {
         assert!(b.feed_pending(10).unwrap().is_empty());
     }
 
+    /// The broker lost a deletion before controller b applied it (memory storage restarted):
+    /// b re-publishes the action it still holds, a re-publishes the deletion with its
+    /// revision. Whatever order they arrive in, neither brings the action back, and a host
+    /// that missed the deletion (c) deletes it; a re-creation above the deleted revision
+    /// survives a late deletion.
+    #[test]
+    fn a_lost_deletion_is_republished_with_its_revision_and_wins_over_stale_copies() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        let (_dc, c) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        b.enable_entity_feed("c2").unwrap();
+        a.create_namespace(&EntityName::parse("team").unwrap()).unwrap();
+        a.put_action(&fqn("x"), up("v1"), false).unwrap();
+        let (mut ob, mut oc) = (0, 0);
+        let published = a.feed_pending(100).unwrap();
+        for e in &published {
+            for (host, off) in [(&b, &mut ob), (&c, &mut oc)] {
+                host.apply_entity(&e.key, e.value.as_deref(), None, *off, 0).unwrap();
+                *off += 1;
+            }
+        }
+        a.feed_done(published.last().unwrap().seq).unwrap();
+        let rev = a.get_action(&fqn("x")).unwrap().unwrap().revision;
+        a.delete_action(&fqn("x")).unwrap();
+        let deletion = a.feed_pending(100).unwrap();
+        assert_eq!(deletion.len(), 1);
+        assert_eq!((deletion[0].value.as_ref(), deletion[0].deleted_revision), (None, Some(rev)));
+        a.feed_done(deletion[0].seq).unwrap();
+        // ... and the broker loses it: b and c still hold x. Both controllers re-publish.
+        assert_eq!(b.republish_entities().unwrap(), 3, "the namespace, its key and x");
+        let from_b = b.feed_pending(100).unwrap();
+        a.republish_entities().unwrap();
+        let from_a = a.feed_pending(100).unwrap();
+        let x_of = |v: &[FeedEntry]| v.iter().find(|e| e.key == "action/team/x").cloned().unwrap();
+        let (stale, gone) = (x_of(&from_b), x_of(&from_a));
+        assert_eq!(
+            (gone.value, gone.deleted_revision),
+            (None, Some(rev)),
+            "a re-publishes the deletion"
+        );
+        // a refuses b's stale copy; c deletes x whichever comes first; b too.
+        let stale_value = stale.value.clone().unwrap();
+        assert_eq!(
+            a.apply_entity(&stale.key, Some(&stale_value), None, 0, 0).unwrap(),
+            Applied::Superseded
+        );
+        assert!(a.get_action(&fqn("x")).unwrap().is_none(), "not brought back on a");
+        c.apply_entity(&gone.key, None, Some(rev), oc, 0).unwrap();
+        c.apply_entity(&stale.key, Some(&stale_value), None, oc + 1, 0).unwrap();
+        assert!(c.get_action(&fqn("x")).unwrap().is_none(), "the deletion reached c");
+        b.apply_entity(&stale.key, Some(&stale_value), None, ob, 0).unwrap();
+        b.apply_entity(&gone.key, None, Some(rev), ob + 1, 0).unwrap();
+        assert!(b.get_action(&fqn("x")).unwrap().is_none(), "and b, after its own copy");
+        // A re-creation numbers above the deleted revision and survives a late deletion.
+        b.put_action(&fqn("x"), up("v2"), false).unwrap();
+        let again = b.get_action(&fqn("x")).unwrap().unwrap();
+        assert!(again.revision > rev);
+        assert_eq!(
+            b.apply_entity(&gone.key, None, Some(rev), ob + 2, 0).unwrap(),
+            Applied::Superseded
+        );
+        assert_eq!(b.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
+    }
+
     #[test]
     fn an_echo_of_an_own_write_never_undoes_a_later_write() {
         let (_da, a) = temp_store();
@@ -351,7 +435,7 @@ mod tests {
         let v1 = act.value.clone().unwrap();
         let stale = decode_wire(&act.key, &v1).unwrap();
         assert_eq!(stale.code, b"v1");
-        let out = a.apply_entity(&act.key, Some(&v1), 7, 0).unwrap();
+        let out = a.apply_entity(&act.key, Some(&v1), None, 7, 0).unwrap();
         assert_eq!(out, Applied::SkippedOwn);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
         // Another controller's record: applied when its revision is higher, skipped when lower.
@@ -366,12 +450,18 @@ mod tests {
             )
         };
         let lower = theirs(revision::next(Some(held.revision - (1 << 20)), Some("c2")), b"old");
-        assert_eq!(a.apply_entity(&act.key, Some(&lower), 8, 0).unwrap(), Applied::Superseded);
+        assert_eq!(
+            a.apply_entity(&act.key, Some(&lower), None, 8, 0).unwrap(),
+            Applied::Superseded
+        );
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
         let higher = theirs(revision::next(Some(held.revision), Some("c2")), b"theirs");
-        assert_eq!(a.apply_entity(&act.key, Some(&higher), 9, 0).unwrap(), Applied::Changed);
+        assert_eq!(a.apply_entity(&act.key, Some(&higher), None, 9, 0).unwrap(), Applied::Changed);
         assert_eq!(a.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"theirs");
-        assert_eq!(a.apply_entity(&act.key, Some(&higher), 10, 0).unwrap(), Applied::Unchanged);
+        assert_eq!(
+            a.apply_entity(&act.key, Some(&higher), None, 10, 0).unwrap(),
+            Applied::Unchanged
+        );
         assert_eq!(a.entity_offset().unwrap(), Some(11));
     }
 
@@ -401,7 +491,7 @@ mod tests {
         let (_d2, h2) = temp_store();
         let apply_all = |s: &Store, entries: &[&FeedEntry], off: &mut i64| {
             for e in entries {
-                s.apply_entity(&e.key, e.value.as_deref(), *off, 0).unwrap();
+                s.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, *off, 0).unwrap();
                 *off += 1;
             }
         };
@@ -438,9 +528,11 @@ mod tests {
         let entries = a.feed_pending(100).unwrap();
         assert_eq!(entries.len(), 3);
         for e in &entries {
-            let out = b.apply_entity(&e.key, e.value.as_deref(), off, 0).unwrap();
+            let out =
+                b.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, off, 0).unwrap();
             assert_eq!(out, Applied::Unchanged, "{}", e.key);
-            let own = a.apply_entity(&e.key, e.value.as_deref(), off, 0).unwrap();
+            let own =
+                a.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, off, 0).unwrap();
             assert_eq!(own, Applied::Unchanged, "the echo on a itself: {}", e.key);
             off += 1;
         }
@@ -451,7 +543,8 @@ mod tests {
         let (_dc, c) = temp_store();
         for (i, e) in entries.iter().enumerate() {
             assert_eq!(
-                c.apply_entity(&e.key, e.value.as_deref(), i as i64, 0).unwrap(),
+                c.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, i as i64, 0)
+                    .unwrap(),
                 Applied::Changed
             );
         }
@@ -462,10 +555,10 @@ mod tests {
     #[test]
     fn garbage_records_are_errors_and_unknown_kinds_are_skipped() {
         let (_d, s) = temp_store();
-        assert!(s.apply_entity("action/team/x", Some(b"nonsense"), 0, 7).is_err());
+        assert!(s.apply_entity("action/team/x", Some(b"nonsense"), None, 0, 7).is_err());
         assert_eq!(s.entity_offset().unwrap(), None, "a failed apply stores no offset");
         assert_eq!(s.entity_mark().unwrap(), None, "nor a mark");
-        assert_eq!(s.apply_entity("trigger/team/t", None, 1, 42).unwrap(), Applied::Unknown);
+        assert_eq!(s.apply_entity("trigger/team/t", None, None, 1, 42).unwrap(), Applied::Unknown);
         assert_eq!(s.entity_offset().unwrap(), Some(2));
         assert_eq!(s.entity_mark().unwrap(), Some(42), "the mark goes with the offset");
     }
@@ -484,7 +577,8 @@ mod tests {
         let applier = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             for (i, e) in entries.iter().enumerate() {
-                b2.apply_entity(&e.key, e.value.as_deref(), i as i64, 0).unwrap();
+                b2.apply_entity(&e.key, e.value.as_deref(), e.deleted_revision, i as i64, 0)
+                    .unwrap();
             }
         });
         let t = Instant::now();

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
@@ -40,9 +40,10 @@ pub trait EntitySink: Send + Sync + 'static {
     /// from the beginning.
     fn position(&self) -> Option<Position>;
 
-    /// Applies one record: `Some(value)` writes the key, `None` deletes it. Must store
-    /// `offset + 1` as the resume offset, and `mark` as the last mark, in the same transaction.
-    fn apply(&self, key: &str, value: Option<&[u8]>, offset: i64, mark: u64);
+    /// Applies one record: a value writes the key, none deletes it. Must store
+    /// `offset + 1` as the resume offset, and the mark as the last mark, in the same
+    /// transaction.
+    fn apply(&self, record: &EntityRecord<'_>);
 
     /// The topic was reset: the broker lost it (memory storage restarted) and it was
     /// re-created; the follower now reads it from its new beginning. A controller
@@ -50,6 +51,23 @@ pub trait EntitySink: Send + Sync + 'static {
     /// them. The default does nothing (a host that only reads).
     fn topic_reset(&self) {}
 }
+
+/// One record of the entity topic, as a follower hands it to its sink.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityRecord<'a> {
+    pub key: &'a str,
+    /// `None`: a tombstone (the entity was deleted).
+    pub value: Option<&'a [u8]>,
+    /// A tombstone's [`REVISION_HEADER`]: the deleted action's revision.
+    pub deleted_revision: Option<u64>,
+    pub offset: i64,
+    /// The record's [`mark`].
+    pub mark: u64,
+}
+
+/// The record header a tombstone of an action carries: the revision deleted (8 bytes, big
+/// endian), so that a host holding a newer re-creation of the action keeps it.
+pub const REVISION_HEADER: &str = "hearth-revision";
 
 /// Where a follower resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,14 +151,20 @@ impl EntityLog {
         Ok(())
     }
 
-    /// Publishes `key`'s new value (`None`: deleted). Returns once the broker holds it, with
-    /// its offset: the caller may answer its client then, and other hosts will see the write
-    /// as soon as they reach that offset.
-    pub async fn publish(&self, key: &str, value: Option<&[u8]>) -> Result<i64, KafkaError> {
-        let mut result = self.send(key, value).await;
+    /// Publishes `key`'s new value (`None`: deleted; `deleted_revision`, for an action, the
+    /// revision deleted). Returns once the broker holds it, with its offset: the caller may
+    /// answer its client then, and other hosts will see the write as soon as they reach that
+    /// offset.
+    pub async fn publish(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        deleted_revision: Option<u64>,
+    ) -> Result<i64, KafkaError> {
+        let mut result = self.send(key, value, deleted_revision).await;
         if matches!(&result, Err(e) if is_unknown_topic(e)) {
             self.ensure_topic().await?;
-            result = self.send(key, value).await;
+            result = self.send(key, value, deleted_revision).await;
         }
         result.map_err(|source| KafkaError::Produce {
             what: format!("entity {key}"),
@@ -154,10 +178,16 @@ impl EntityLog {
         &self,
         key: &str,
         value: Option<&[u8]>,
+        deleted_revision: Option<u64>,
     ) -> Result<i64, rdkafka::error::KafkaError> {
         let mut record = FutureRecord::<str, [u8]>::to(ENTITY_TOPIC).key(key);
         if let Some(v) = value {
             record = record.payload(v);
+        }
+        let revision = deleted_revision.map(u64::to_be_bytes);
+        if let Some(r) = &revision {
+            let header = Header { key: REVISION_HEADER, value: Some(r.as_slice()) };
+            record = record.headers(OwnedHeaders::new().insert(header));
         }
         self.producer
             .send(record, self.delivery_timeout)
@@ -240,7 +270,13 @@ pub async fn follow_entities(
                 } else {
                     at.consumed(m.offset());
                     if !key.is_empty() {
-                        sink.apply(key, m.payload(), m.offset(), this);
+                        sink.apply(&EntityRecord {
+                            key,
+                            value: m.payload(),
+                            deleted_revision: deleted_revision(&m),
+                            offset: m.offset(),
+                            mark: this,
+                        });
                     }
                     last_mark = Some(this);
                     false
@@ -255,6 +291,13 @@ pub async fn follow_entities(
             consumer = Some(c);
         }
     }
+}
+
+/// The revision a tombstone names ([`REVISION_HEADER`]), if any.
+fn deleted_revision(m: &impl Message) -> Option<u64> {
+    let headers = m.headers()?;
+    let h = headers.iter().find(|h| h.key == REVISION_HEADER)?;
+    Some(u64::from_be_bytes(h.value?.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -34,7 +34,8 @@ mod wire;
 pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
 pub use entities::{
-    follow_entities, mark, EntityLog, EntitySink, Position, ENTITY_TOPIC, MAX_ENTITY_BYTES,
+    follow_entities, mark, EntityLog, EntityRecord, EntitySink, Position, ENTITY_TOPIC,
+    MAX_ENTITY_BYTES, REVISION_HEADER,
 };
 pub use error::KafkaError;
 pub use invoker::{serve_invoker, InvokerConfig};
