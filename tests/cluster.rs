@@ -448,6 +448,16 @@ fn two_controllers_three_invokers_over_kafka() {
     let (mut c3, a3) = start_controller(root, &brokers, "c3");
     let mut i3 = start_invoker(root, &brokers, 3);
     let k3 = Client::new(a3, &key);
+    // Listening means caught up: the key and the actions written before it started work at
+    // once (not after a 401 or a 404 while it reads the entity topic).
+    let r = k3.get(&format!("/api/v1/namespaces/_/actions/{pre}"));
+    assert_eq!(r.status, 200, "a new controller, as soon as it listens: {}", r.text());
+    let seen = k3.get("/invokers").json();
+    let live: Vec<String> =
+        (0..3).filter(|&n| n != victim).map(|n| format!("invoker{n}")).collect();
+    for n in &live {
+        assert_eq!(seen[n], "up", "a new controller knows the live invokers at once: {seen}");
+    }
     // Until the new controller hears invoker 3, the action's home is an old invoker (which
     // holds it from before): wait for a run on invoker 3 itself.
     let on_new = |c: &Client, n: i32| {

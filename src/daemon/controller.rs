@@ -191,6 +191,10 @@ async fn exit_when_idle(
 /// Joins the cluster: entity feed on (this controller's writes are published, answered after
 /// the broker's acknowledgement), other hosts' entities followed into the store, and the Kafka
 /// bus as the dispatcher.
+/// How long a starting controller in a cluster waits to have read the entity topic.
+#[cfg(feature = "kafka")]
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[cfg(feature = "kafka")]
 async fn join_cluster(
     store: &Store,
@@ -203,18 +207,28 @@ async fn join_cluster(
         tracing::warn!(error = %e, "the entity topic is not created yet; retrying in the background");
     }
     store.enable_entity_feed(&c.id).context("enabling the entity feed")?;
-    super::cluster::spawn_follower(
-        log.clone(),
-        format!("hearth.entities.controller.{}", c.id),
-        store.clone(),
-        shutdown.clone(),
-    );
+    let group = format!("hearth.entities.controller.{}", c.id);
+    let end = log.end_offset(&group).await;
+    super::cluster::spawn_follower(log.clone(), group, store.clone(), shutdown.clone());
     super::cluster::Publisher::start(store.clone(), log, shutdown.clone());
     let mut config = KafkaConfig::new(c.brokers.clone(), c.id.clone());
     if let Some(d) = c.offline_after {
         config.balancer.offline_after = d;
     }
     let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
+    // Ready only once caught up: the entities written elsewhere before this start (keys
+    // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
+    // behind a slow broker still starts, and catches up while it serves.
+    let t = std::time::Instant::now();
+    if let Some(end) = end.filter(|&e| e > 0) {
+        match store.wait_for_entity_offset(end, CATCH_UP).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(end, "the entity topic was not read to its end within {CATCH_UP:?}: serving while catching up"),
+            Err(e) => tracing::error!(error = %e, "reading the entity offset failed"),
+        }
+    }
+    bus.health_read().await;
+    tracing::info!(took_ms = t.elapsed().as_millis() as u64, "caught up with the cluster");
     Ok(Arc::new(bus))
 }
 

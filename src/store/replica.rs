@@ -225,6 +225,26 @@ impl Store {
 
     /// Waits (at most `bound`) until `action` exists here at `revision` or later: an invoker
     /// may receive an activation before its entity follower applied the action's record.
+    /// Waits until the entity records before `offset` are applied (a starting controller
+    /// catching up with the topic); `false` when `bound` passes first.
+    pub async fn wait_for_entity_offset(
+        &self,
+        offset: i64,
+        bound: Duration,
+    ) -> Result<bool, StoreError> {
+        let deadline = Instant::now() + bound;
+        loop {
+            if self.entity_offset()?.is_some_and(|o| o >= offset) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            // Polled: a catch-up at start-up, not a hot path.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Returns the revision held (`Ok`: at least `revision`; above it when the action was
     /// updated since), or the revision found last (`Err(None)`: still missing) when the bound
     /// passes.

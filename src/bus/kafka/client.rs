@@ -23,7 +23,7 @@
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext, RDKafkaLogLevel};
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 
 /// Settings shared by every hearth client.
@@ -133,3 +133,43 @@ impl ClientContext for TracingContext {
 }
 
 impl ConsumerContext for TracingContext {}
+
+/// How long start-up waits to learn where a topic ends.
+const WATERMARK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The low and high watermarks of partition 0 of each of `topics`; `None` for one the broker
+/// cannot say now (down at start-up, topic not created yet).
+pub async fn watermarks<const N: usize>(
+    brokers: &str,
+    group: &str,
+    topics: [&str; N],
+) -> [Option<(i64, i64)>; N] {
+    let settings = consumer_settings(brokers, group, false, Fetch::Background);
+    let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    // librdkafka's watermark query blocks its thread.
+    let queried = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer<TracingContext> =
+            settings.create_with_context(TracingContext { role: "offsets" })?;
+        Ok::<_, rdkafka::error::KafkaError>(
+            names
+                .iter()
+                .map(|t| (t.clone(), c.fetch_watermarks(t, 0, WATERMARK_TIMEOUT)))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    let mut out = [None; N];
+    match queried {
+        Ok(Ok(found)) => {
+            for (slot, (topic, w)) in out.iter_mut().zip(found) {
+                match w {
+                    Ok(w) => *slot = Some(w),
+                    Err(e) => tracing::warn!(topic, error = %e, "where the topic ends is unknown"),
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot query where the topics end"),
+        Err(e) => tracing::warn!(error = %e, "the topic end query failed"),
+    }
+    out
+}

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
@@ -34,7 +34,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
+use super::client::{
+    consumer_settings, create, producer_settings, watermarks, Fetch, TracingContext,
+};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
     completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC,
@@ -50,9 +52,6 @@ use crate::model::{now_millis, Activation, ActivationId};
 /// How often the sweeper looks for silent invokers and overdue activations: a tenth of a
 /// second adds at most that to the offline time, for a scan of the in-flight map.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How long start-up waits to learn where the completion and health topics end.
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How many of the health topic's last messages a starting controller reads back: every ping
 /// of the last `offline_after` (10 s by default) in a cluster of up to a thousand hosts pinging
@@ -289,6 +288,14 @@ impl KafkaBus {
         Ok(Self { shared, tasks })
     }
 
+    /// Returns once the health topic's recent pings are read (at most a few seconds): a
+    /// controller that announces itself ready then knows the live invokers.
+    pub async fn health_read(&self) {
+        if !*self.shared.history_read.borrow() {
+            self.shared.history().await;
+        }
+    }
+
     /// A snapshot of every invoker slot this controller knows (for status output and tests).
     pub fn invokers(&self) -> Vec<InvokerState> {
         self.shared.state().balancer.invokers().to_vec()
@@ -332,9 +339,7 @@ impl KafkaBus {
         let msg = envelope.msg;
         let deadline = Instant::now() + msg.limits.timeout() + shared.config.completion_grace;
         let (done_tx, done_rx) = oneshot::channel();
-        if !*shared.history_read.borrow() {
-            shared.history().await;
-        }
+        self.health_read().await;
         let choice = {
             let mut st = shared.state();
             let choice = st.balancer.choose(&msg.action, memory_mb).map_err(|e| {
@@ -417,43 +422,6 @@ impl Dispatcher for KafkaBus {
             .map(|s| InvokerView { id: s.id, health: s.health })
             .collect()
     }
-}
-
-/// The low and high watermarks of partition 0 of each of `topics`; `None` for one the broker
-/// cannot say now (down at start-up, topic not created yet).
-async fn watermarks<const N: usize>(
-    brokers: &str,
-    group: &str,
-    topics: [&str; N],
-) -> [Option<(i64, i64)>; N] {
-    let settings = consumer_settings(brokers, group, false, Fetch::Background);
-    let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-    // librdkafka's watermark query blocks its thread.
-    let queried = tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer<TracingContext> =
-            settings.create_with_context(TracingContext { role: "controller offsets" })?;
-        Ok::<_, rdkafka::error::KafkaError>(
-            names
-                .iter()
-                .map(|t| (t.clone(), c.fetch_watermarks(t, 0, WATERMARK_TIMEOUT)))
-                .collect::<Vec<_>>(),
-        )
-    })
-    .await;
-    let mut out = [None; N];
-    match queried {
-        Ok(Ok(found)) => {
-            for (slot, (topic, w)) in out.iter_mut().zip(found) {
-                match w {
-                    Ok(w) => *slot = Some(w),
-                    Err(e) => tracing::warn!(topic, error = %e, "where the topic ends is unknown"),
-                }
-            }
-        }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot query where the topics end"),
-        Err(e) => tracing::warn!(error = %e, "the topic end query failed"),
-    }
-    out
 }
 
 /// The part of the health topic a starting controller reads back (see [`HEALTH_HISTORY`]).

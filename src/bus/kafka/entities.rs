@@ -151,6 +151,13 @@ impl EntityLog {
         Ok(())
     }
 
+    /// Where the entity topic ends now (the offset after its last record); `None` when the
+    /// brokers cannot say (down, topic not created yet).
+    pub async fn end_offset(&self, group: &str) -> Option<i64> {
+        let [w] = super::client::watermarks(&self.brokers, group, [ENTITY_TOPIC]).await;
+        w.map(|(_, high)| high)
+    }
+
     /// Publishes `key`'s new value (`None`: deleted; `deleted_revision`, for an action, the
     /// revision deleted). Returns once the broker holds it, with its offset: the caller may
     /// answer its client then, and other hosts will see the write as soon as they reach that
