@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rdkafka::admin::AdminClient;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
@@ -30,7 +30,7 @@ use super::attach::Attachment;
 use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
-use super::wire::ActivationEnvelope;
+use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{InvokerId, Ping};
 use crate::bus::{ActivationMessage, Dispatcher};
 use crate::model::{now_millis, Activation, ActivationStatus, KeyValue};
@@ -223,7 +223,7 @@ pub async fn serve_invoker(
             Ok(m) => {
                 commits.taken(m.offset());
                 at.consumed(m.offset());
-                if let Some(envelope) = decode(&m) {
+                if let Some(envelope) = decode::<ActivationEnvelope>(&m, "activation") {
                     let age_ms = m
                         .timestamp()
                         .to_millis()
@@ -295,22 +295,6 @@ impl Commits {
             Err(e) => {
                 tracing::warn!(topic = %self.topic, error = %e, "committing the invoker's offset failed")
             }
-        }
-    }
-}
-
-fn decode(m: &BorrowedMessage<'_>) -> Option<ActivationEnvelope> {
-    match serde_json::from_slice::<ActivationEnvelope>(m.payload()?) {
-        Ok(e) => Some(e),
-        Err(source) => {
-            let e = KafkaError::Decode {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-                source,
-            };
-            tracing::warn!(error = %e, "skipping an activation");
-            None
         }
     }
 }

@@ -12,7 +12,8 @@ use rdkafka::Offset;
 use super::super::client::Fetch;
 use super::super::error::is_unknown_topic;
 use super::super::topics::HEALTH_TOPIC;
-use super::{consume_topic, decode, ensure_controller_topics, Shared};
+use super::super::wire::decode;
+use super::{consume_topic, ensure_controller_topics, Shared};
 use crate::balancer::{ControllerPing, HealthMessage};
 use crate::model::now_millis;
 

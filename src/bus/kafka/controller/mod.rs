@@ -46,7 +46,7 @@ use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
     completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC,
 };
-use super::wire::ActivationEnvelope;
+use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{
     BalancerConfig, Health, InvokerId, InvokerState, ShardingBalancer, Transition,
 };
@@ -416,24 +416,6 @@ async fn ensure_controller_topics(shared: &Shared) -> Result<(), KafkaError> {
         shared.config.replication,
     )
     .await
-}
-
-/// Decodes one hearth message; an undecodable one (another version, another producer) is
-/// logged and skipped.
-fn decode<T: serde::de::DeserializeOwned>(m: &BorrowedMessage<'_>, what: &str) -> Option<T> {
-    match serde_json::from_slice::<T>(m.payload()?) {
-        Ok(v) => Some(v),
-        Err(source) => {
-            let e = KafkaError::Decode {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-                source,
-            };
-            tracing::warn!(error = %e, "skipping a {what}");
-            None
-        }
-    }
 }
 
 /// A consumer for one of this controller's topics (no group membership; see docs/KAFKA.md).
