@@ -5,9 +5,11 @@
 //! the packaged daemons, configured with `bus`/`id` and a broker on the machine, run the action
 //! over Kafka; remove stops everything; purge removes the data. Root only (CI is root).
 //!
-//! Two tests, each on its own machine, steps in order (each needs the state the previous left):
-//! the package's own life cycle (maintainer scripts, units, key, conffiles, data), and the
-//! daemons it installs serving actions across an upgrade.
+//! Three tests, each on its own machines, steps in order (each needs the state the previous
+//! left): the package's own life cycle (maintainer scripts, units, key, conffiles, data), the
+//! daemons it installs serving actions across an upgrade, and two booted hosts joined over one
+//! broker into a cluster (each its own machine, with its own systemd, machined and network
+//! namespace, linked by a veth pair), surviving the loss of one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -91,6 +93,12 @@ impl Machine {
         let out = self.ok(&format!("DEBIAN_FRONTEND=noninteractive apt-get -y {args} 2>&1"));
         eprintln!("apt-get {args}: {:.1}s\n{out}", t0.elapsed().as_secs_f64());
         out
+    }
+
+    /// The host pid of the machine's systemd (its namespaces).
+    fn init_pid(&self) -> String {
+        let out = run(self.harness().arg("pid"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     fn state(&self, unit: &str) -> String {
@@ -363,4 +371,160 @@ fn deb_serves_actions_and_keeps_warm_containers_across_upgrade() {
         !procs.lines().any(|p| p == "hearthd" || p == "runc" || p.starts_with("python3")),
         "left running after remove:\n{procs}"
     );
+}
+
+/// Two booted hosts from the package, one cluster: host A runs the broker, controller c1 and
+/// invoker 0; host B runs controller c2 and invoker 1; each in its own machine (its own
+/// systemd, machined, network namespace), linked by a veth pair as two hosts on one network.
+/// Actions created on A are served through either controller, each on its home invoker on
+/// either host (its container registered with that host's machined); when host B drops off
+/// the network, A's controller marks invoker 1 offline and runs B's actions on invoker 0.
+#[test]
+fn debs_on_two_booted_hosts_form_one_cluster_and_survive_losing_one() {
+    require_root();
+    let version = cargo_version();
+    let pkg = build(&version, "deb");
+    let a = Machine::boot("hearth-mh-a");
+    let b = Machine::boot("hearth-mh-b");
+
+    // The network between them: a veth pair, one end in each machine's namespace.
+    let (ea, eb) = ("hmh-a", "hmh-b");
+    let _ = Command::new("ip").args(["link", "del", ea]).output(); // a leftover of a crashed run
+    run(Command::new("ip").args(["link", "add", ea, "type", "veth", "peer", "name", eb]));
+    run(Command::new("ip").args(["link", "set", ea, "netns", &a.init_pid()]));
+    run(Command::new("ip").args(["link", "set", eb, "netns", &b.init_pid()]));
+    for (m, dev, ip) in [(&a, ea, "10.98.0.1"), (&b, eb, "10.98.0.2")] {
+        m.ok(&format!("ip addr add {ip}/24 dev {dev} && ip link set {dev} up"));
+    }
+
+    let t0 = Instant::now();
+    for m in [&a, &b] {
+        install_and_check(m, &pkg.deb);
+    }
+    eprintln!("installed on both hosts in {:.1}s", t0.elapsed().as_secs_f64());
+    a.copy_in(&tansu(), "/usr/local/bin/tansu");
+    a.ok("systemd-run --unit=kafka-broker /usr/local/bin/tansu broker \
+          --listener-url tcp://10.98.0.1:9092 --advertised-listener-url tcp://10.98.0.1:9092 \
+          --storage-engine memory://tansu/");
+    a.ok("for i in $(seq 200); do ss -Hltn | grep -q '10.98.0.1:9092 ' && exit 0; sleep 0.1; done; exit 1");
+    for (m, controller, invoker) in [(&a, "c1", "0"), (&b, "c2", "1")] {
+        for (file, settings) in [
+            ("controller", format!("id = \"{controller}\"\\ninvoker_offline_after = \"3s\"")),
+            ("invoker", format!("id = {invoker}")),
+        ] {
+            m.ok(&format!(
+                "f=/etc/hearth/{file}.toml; {{ printf 'bus = \"kafka://10.98.0.1:9092\"\\n{settings}\\n'; \
+                 cat $f; }} > /root/{file}.toml && cat /root/{file}.toml > $f"
+            ));
+        }
+        m.ok(
+            "systemctl enable hearth-invoker.service && systemctl restart hearth-invoker.service \
+              && systemctl restart hearth-controller.service",
+        );
+    }
+
+    // A's key works on B once B's controller has read the entity topic; both controllers
+    // see both invokers up.
+    let key = a.ok(&format!("cat {KEY_FILE}"));
+    b.ok(&format!("cat > /root/a.key <<'EOF'\n{key}EOF"));
+    let hosts = [(&a, KEY_FILE), (&b, "/root/a.key")];
+    let both_up = serde_json::json!({"invoker0": "up", "invoker1": "up"});
+    let t0 = Instant::now();
+    for (m, _) in hosts {
+        wait_until(m, "both invokers up", || {
+            let seen = m.text("curl -sS http://127.0.0.1:3233/invokers");
+            (serde_json::from_str::<serde_json::Value>(&seen).ok() == Some(both_up.clone()))
+                .then_some(())
+        });
+    }
+    eprintln!(
+        "both controllers see both invokers {:.1}s after the configuration",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Six actions created on A; each invoked through both controllers, twice.
+    a.ok(&format!("cat > /root/hello.py <<'EOF'\n{HELLO_PY}EOF"));
+    let names: Vec<String> = (0..6).map(|i| format!("hello{i}")).collect();
+    for n in &names {
+        a.ok(&format!("{CLI} action create {n} /root/hello.py"));
+    }
+    let mut homes = std::collections::BTreeMap::new();
+    for round in 0..2 {
+        for (m, key_file) in hosts {
+            for n in &names {
+                let rec = wait_until(m, &format!("{n} invoked (round {round})"), || {
+                    invoke_with(m, key_file, n).ok()
+                });
+                assert_eq!(rec["response"]["result"]["greeting"], "Hello, Grace!", "{rec}");
+                let on = invoker_of(&rec);
+                let home = homes.entry(n.clone()).or_insert_with(|| on.clone());
+                assert_eq!(*home, on, "{n} left its home invoker");
+            }
+        }
+    }
+    let used: std::collections::BTreeSet<&String> = homes.values().collect();
+    assert_eq!(used.len(), 2, "6 actions all ran on {used:?}");
+    eprintln!("homes over two hosts: {homes:?}");
+    // Each host's containers are its own machined's machines.
+    for (m, invoker) in [(&a, "invoker0"), (&b, "invoker1")] {
+        let machines = m.ok("machinectl list --no-legend");
+        assert!(machines.contains("hearth-"), "{invoker}'s containers not registered:\n{machines}");
+    }
+
+    // Host B drops off the network: A's controller marks invoker 1 offline (3 s without a
+    // ping) and runs B's actions on invoker 0.
+    b.ok(&format!("ip link set {eb} down"));
+    let lost = homes.iter().find(|(_, h)| *h == "invoker1").map(|(n, _)| n.clone()).unwrap();
+    let t0 = Instant::now();
+    let rec = wait_until(&a, "an action of the lost host running on the other", || {
+        invoke_with(&a, KEY_FILE, &lost)
+            .ok()
+            .filter(|r| r["response"]["status"] == "success" && invoker_of(r) == "invoker0")
+    });
+    eprintln!("{lost} ran on invoker0 {:.1}s after host B dropped off", t0.elapsed().as_secs_f64());
+    assert_eq!(rec["response"]["result"]["greeting"], "Hello, Grace!");
+    let seen: serde_json::Value =
+        serde_json::from_str(&a.text("curl -sS http://127.0.0.1:3233/invokers")).unwrap();
+    assert_eq!(seen, serde_json::json!({"invoker0": "up", "invoker1": "down"}));
+}
+
+/// A blocking invoke of `name` through `m`'s controller with the key in `key_file`.
+fn invoke_with(m: &Machine, key_file: &str, name: &str) -> Result<serde_json::Value, String> {
+    let out = m.sh(&format!(
+        "auth=$(sed -n 's/^AUTH=//p' {key_file}); \
+         curl -sS --fail-with-body -u \"$auth\" -X POST -H 'content-type: application/json' \
+         -d '{{\"name\":\"Grace\"}}' \
+         'http://127.0.0.1:3233/api/v1/namespaces/_/actions/{name}?blocking=true'"
+    ));
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("invoke of {name} failed ({}): {body}", out.status));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("invoke answered {body:?}: {e}"))
+}
+
+fn invoker_of(record: &serde_json::Value) -> String {
+    record["annotations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == "invoker"))
+        .and_then(|kv| kv["value"].as_str())
+        .unwrap_or_else(|| panic!("no invoker annotation: {record}"))
+        .to_owned()
+}
+
+/// Retries `f` every 250 ms for up to 60 s; on failure shows `m`'s hearth journal.
+fn wait_until<T>(m: &Machine, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "{}: {what} not within 60 s\n{}",
+            m.name,
+            m.text("journalctl --no-pager -o cat -u hearth-controller.service -u hearth-invoker.service | tail -n 40")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
