@@ -340,8 +340,19 @@ async fn auth_and_namespace_isolation() {
         call(s.addr, Method::DELETE, "/api/v1/namespaces/_/actions", Some(&guest()), None).await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers.get("allow").unwrap(), "GET");
-    assert_error(&get(&s, "/api/v1/namespaces/_/packages").await, StatusCode::NOT_IMPLEMENTED);
-    assert_error(&get(&s, "/api/v1/namespaces/_/triggers/t").await, StatusCode::NOT_IMPLEMENTED);
+    // Packages, triggers and rules: none exist (listed empty, each one absent, as OpenWhisk
+    // answers them for a namespace without any), and none can be written.
+    for kind in ["packages", "triggers", "rules"] {
+        let r = get(&s, &format!("/api/v1/namespaces/_/{kind}")).await;
+        assert_eq!((r.status, r.body), (StatusCode::OK, json!([])), "{kind}");
+        assert_error(
+            &get(&s, &format!("/api/v1/namespaces/_/{kind}/x")).await,
+            StatusCode::NOT_FOUND,
+        );
+        let r = put(&s, &format!("/api/v1/namespaces/_/{kind}/x"), json!({})).await;
+        assert_error(&r, StatusCode::NOT_IMPLEMENTED);
+        assert!(r.body["error"].as_str().unwrap().contains("not supported"), "{}", r.body);
+    }
     let summary = get(&s, "/api/v1/namespaces/_").await;
     assert_eq!(summary.body["actions"][0]["name"], "mine");
     s.stop().await;

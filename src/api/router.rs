@@ -224,10 +224,17 @@ async fn route(
             Method::GET => activations::get(c, &ns, id, Some(part)).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
-        [kind @ ("packages" | "triggers" | "rules"), ..] => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{kind} are not supported by hearth; only actions and activations are."),
-        )),
+        // None can exist (they cannot be created), so reading answers the truth: no entities,
+        // as OpenWhisk lists an empty collection (`wsk list`, `wsk package list` and the
+        // clients' list calls work); writing one says it is not supported.
+        [kind @ ("packages" | "triggers" | "rules"), rest @ ..] => match (method, rest) {
+            (Method::GET, []) => Ok(super::response::json(StatusCode::OK, &serde_json::json!([]))),
+            (Method::GET, [_]) => Err(ApiError::not_found()),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{kind} are not supported by hearth; only actions and activations are."),
+            )),
+        },
         _ => Err(ApiError::not_found()),
     }
 }

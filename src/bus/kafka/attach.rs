@@ -17,6 +17,7 @@
 //! compare that record with the one it applied there.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
@@ -34,6 +35,72 @@ const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pause after a consumer error that keeps the consumer, so an outage does not spin a core.
 const ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// A consumer whose close never blocks the thread that drops it.
+///
+/// Why: dropping a librdkafka consumer that has a group id closes it, and rust-rdkafka's drop
+/// polls until the close completes, which can take forever when the brokers die at that
+/// moment (fede1024/rust-rdkafka#509; seen here: a test's runtime shutdown hung for minutes
+/// in that drop). Blocking there stalls a tokio worker, or a daemon's exit. So the consumer
+/// is dropped on a thread of its own ([`Drop`]), and a graceful stop waits for that close
+/// only for a bounded time ([`close`](Self::close)); a close still running when the process
+/// exits is cut short with it, which loses nothing committed.
+pub(crate) struct Assigned<C: ConsumerContext + 'static>(Option<StreamConsumer<C>>);
+
+impl<C: ConsumerContext + 'static> Assigned<C> {
+    fn new(c: StreamConsumer<C>) -> Self {
+        Self(Some(c))
+    }
+
+    /// Closes the consumer, waiting at most `within` (its final commit is sent during the
+    /// close); after that the close goes on in the background.
+    pub async fn close(mut self, within: Duration) {
+        let Some(c) = self.0.take() else { return };
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        detach(move || {
+            drop(c);
+            let _ = done_tx.send(());
+        });
+        if tokio::time::timeout(within, done).await.is_err() {
+            tracing::warn!(
+                ?within,
+                "a Kafka consumer did not close in time; closing it in the background"
+            );
+        }
+    }
+}
+
+impl<C: ConsumerContext + 'static> Deref for Assigned<C> {
+    type Target = StreamConsumer<C>;
+
+    fn deref(&self) -> &StreamConsumer<C> {
+        // Always Some until close or drop, which take self.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("a consumer used after its close"))
+    }
+}
+
+impl<C: ConsumerContext + 'static> Drop for Assigned<C> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            detach(move || drop(c));
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own, not waited for; in place when no thread can be made.
+fn detach(f: impl FnOnce() + Send + 'static) {
+    let f = std::sync::Mutex::new(Some(f));
+    let run = move || {
+        if let Some(f) = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            f()
+        }
+    };
+    let run = std::sync::Arc::new(run);
+    let on_thread = run.clone();
+    if std::thread::Builder::new().name("kafka-close".into()).spawn(move || on_thread()).is_err() {
+        run();
+    }
+}
 
 /// One consumer's binding to partition 0 of `topic`.
 #[derive(Debug)]
@@ -97,7 +164,7 @@ impl Attachment {
     /// succeeded; retries until then. A fresh client each time: one that lived through an
     /// outage caches the old topic ids, and fetching a re-created topic by its old id is
     /// exactly the crash this module avoids.
-    pub async fn connect<C, M, F, Fut>(&mut self, make: M, ensure: F) -> StreamConsumer<C>
+    pub async fn connect<C, M, F, Fut>(&mut self, make: M, ensure: F) -> Assigned<C>
     where
         C: ConsumerContext + 'static,
         M: Fn() -> Result<StreamConsumer<C>, KafkaError>,
@@ -140,7 +207,7 @@ impl Attachment {
                     if logged {
                         tracing::info!(topic = %self.topic, "consuming again");
                     }
-                    return consumer;
+                    return Assigned::new(consumer);
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.topic, error = %e, "assigning the partition failed");

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::attach::Attachment;
+use super::attach::{Assigned, Attachment};
 use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
@@ -42,6 +42,10 @@ const MAX_OUTSTANDING: usize = 4096;
 
 /// How often the invoker commits its position in its topic.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a stopping invoker waits for its consumer to close (and its last commit to go
+/// out) before it goes on stopping.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// How one invoker talks to Kafka.
 #[derive(Debug, Clone)]
@@ -197,7 +201,7 @@ pub async fn serve_invoker(
     let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     let mut commits = Commits::new(&topic);
     let mut commit_every = tokio::time::interval(COMMIT_INTERVAL);
-    let mut consumer: Option<StreamConsumer<TracingContext>> = None;
+    let mut consumer: Option<Assigned<TracingContext>> = None;
     'serve: loop {
         // Reap finished waiters so the set does not grow with every activation served.
         while tasks.try_join_next().is_some() {}
@@ -211,13 +215,17 @@ pub async fn serve_invoker(
         };
         let m = loop {
             tokio::select! {
-                _ = shutdown.wait() => {
-                    commits.flush(&c);
-                    break 'serve;
-                }
+                _ = shutdown.wait() => break None,
                 _ = commit_every.tick() => commits.flush(&c),
-                m = c.recv() => break m,
+                m = c.recv() => break Some(m),
             }
+        };
+        let Some(m) = m else {
+            // The last position goes out with the close (bounded: a broker that went away
+            // does not hold the stop).
+            commits.flush(&c);
+            c.close(CLOSE_WAIT).await;
+            break 'serve;
         };
         let gone = match m {
             Ok(m) => {
