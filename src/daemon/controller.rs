@@ -216,6 +216,21 @@ async fn join_cluster(
         config.balancer.offline_after = d;
     }
     let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
+    // Records of activations acknowledged before a restart of this controller, which ended
+    // while it was away: written over their stubs (or the placeholders the restart made).
+    let records = store.clone();
+    bus.on_unclaimed(Arc::new(move |record: crate::model::Activation| {
+        let store = records.clone();
+        tokio::task::spawn_blocking(move || match store.complete_interrupted(&record) {
+            Ok(true) => tracing::info!(
+                activation = %record.activation_id,
+                status = record.response.status.as_str(),
+                "recorded an activation that ended while this controller was away"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!(activation = %record.activation_id, error = %e, "recording a late activation failed"),
+        });
+    }));
     // Ready only once caught up: the entities written elsewhere before this start (keys
     // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
     // behind a slow broker still starts, and catches up while it serves.

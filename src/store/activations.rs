@@ -80,6 +80,11 @@ fn time_suffix(db: &'static str, key: &[u8]) -> Result<[u8; 24], StoreError> {
     )
 }
 
+/// The keys of a record's two index entries: by namespace and start, by start.
+fn index_keys(a: &Activation) -> (Vec<u8>, Vec<u8>) {
+    (ns_key(&a.namespace, a.start, &a.activation_id), time_key(a.start, &a.activation_id).to_vec())
+}
+
 impl Store {
     /// Writes records and their index entries in one transaction (the record writer batches).
     pub fn put_activations(&self, records: &[Activation]) -> Result<(), StoreError> {
@@ -117,14 +122,33 @@ impl Store {
         let d = self.dbs();
         let id = a.activation_id.as_bytes();
         let v = encode("activations", id, a)?;
+        let (by_ns, by_time) = index_keys(a);
         d.activations.put(wtxn, id, &v).map_err(lmdb("put", "activations"))?;
-        d.activations_by_ns
-            .put(wtxn, &ns_key(&a.namespace, a.start, &a.activation_id), a.name.as_bytes())
-            .map_err(lmdb("put", "activations_by_ns"))?;
+        let name = a.name.as_bytes();
+        d.activations_by_ns.put(wtxn, &by_ns, name).map_err(lmdb("put", "activations_by_ns"))?;
+        let ns = a.namespace.as_bytes();
         d.activations_by_time
-            .put(wtxn, &time_key(a.start, &a.activation_id), a.namespace.as_bytes())
+            .put(wtxn, &by_time, ns)
             .map_err(lmdb("put", "activations_by_time"))?;
         d.pending.delete(wtxn, id).map_err(lmdb("delete", "pending"))?;
+        Ok(())
+    }
+
+    /// Removes a record and its index entries.
+    pub(crate) fn delete_activation_in(
+        &self,
+        wtxn: &mut RwTxn,
+        a: &Activation,
+    ) -> Result<(), StoreError> {
+        let d = self.dbs();
+        let (by_ns, by_time) = index_keys(a);
+        for (db, key, name) in [
+            (&d.activations, a.activation_id.as_bytes().to_vec(), "activations"),
+            (&d.activations_by_ns, by_ns, "activations_by_ns"),
+            (&d.activations_by_time, by_time, "activations_by_time"),
+        ] {
+            db.delete(wtxn, &key).map_err(lmdb("delete", name))?;
+        }
         Ok(())
     }
 

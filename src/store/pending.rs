@@ -29,6 +29,41 @@ impl Store {
         self.dbs().pending.put(wtxn, id, &v).map_err(lmdb("put", "pending"))
     }
 
+    /// Writes the record of an activation whose controller restarted while it ran (the record
+    /// arrived afterwards): over its pending stub, or over the placeholder the restart made of
+    /// that stub ([`STOPPED_MESSAGE`]), which said it may or may not have run: now it says
+    /// what happened. Anything else (recorded already, or never acknowledged here) is left as
+    /// it is: the first real record stands. Returns whether it was written.
+    pub fn complete_interrupted(&self, record: &Activation) -> Result<bool, StoreError> {
+        let id = record.activation_id.as_bytes();
+        let d = self.dbs();
+        // Most records read back after a restart were recorded before it: a read settles them.
+        let placeholder = {
+            let rtxn = self.read_txn()?;
+            if d.pending.get(&rtxn, id).map_err(lmdb("get", "pending"))?.is_some() {
+                None
+            } else {
+                let Some(held) =
+                    d.activations.get(&rtxn, id).map_err(lmdb("get", "activations"))?
+                else {
+                    return Ok(false);
+                };
+                let held: Activation = decode("activations", id, held)?;
+                if !is_placeholder(&held) {
+                    return Ok(false);
+                }
+                Some(held)
+            }
+        };
+        let mut wtxn = self.write_txn()?;
+        if let Some(held) = &placeholder {
+            self.delete_activation_in(&mut wtxn, held)?;
+        }
+        self.put_activation_in(&mut wtxn, record)?;
+        wtxn.commit().map_err(lmdb("commit", "activations"))?;
+        Ok(true)
+    }
+
     /// How many stubs are pending (tests and status figures).
     pub fn count_pending(&self) -> Result<u64, StoreError> {
         let rtxn = self.read_txn()?;
@@ -72,6 +107,12 @@ impl Store {
         }
         Ok(stubs.len())
     }
+}
+
+/// The record [`Store::finish_stale_pending`] makes of a stub.
+fn is_placeholder(a: &Activation) -> bool {
+    a.response.status == ActivationStatus::InternalError
+        && a.response.result.get("error").and_then(|e| e.as_str()) == Some(STOPPED_MESSAGE)
 }
 
 #[cfg(test)]
@@ -129,5 +170,38 @@ mod tests {
             assert!(got.response.result["error"].as_str().unwrap().contains("server stopped"));
         }
         assert_eq!(s.count_pending().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_record_after_a_restart_replaces_the_stub_or_its_placeholder_and_nothing_else() {
+        let (_d, s) = temp_store();
+        let ns = EntityName::parse("guest").unwrap();
+        let (mut a, mut b) = (rec("guest"), rec("guest"));
+        let mut wtxn = s.write_txn().unwrap();
+        s.put_pending_in(&mut wtxn, &a).unwrap();
+        s.put_pending_in(&mut wtxn, &b).unwrap();
+        wtxn.commit().unwrap();
+        // a's record arrives before the restart's clean-up; b's after it.
+        a.start = 12;
+        assert!(s.complete_interrupted(&a).unwrap());
+        assert_eq!(s.finish_stale_pending().unwrap(), 1);
+        let placeholder = s.get_activation(&ns, &b.activation_id).unwrap().unwrap();
+        assert_eq!(placeholder.response.status, ActivationStatus::InternalError);
+        b.start = 13;
+        assert!(s.complete_interrupted(&b).unwrap());
+        for x in [&a, &b] {
+            let got = s.get_activation(&ns, &x.activation_id).unwrap().unwrap();
+            assert_eq!((got.response.status, got.start), (ActivationStatus::Success, x.start));
+        }
+        // One entry each in the listing (the placeholder's index entry went with it).
+        let all = crate::store::ActivationQuery { limit: 10, ..Default::default() };
+        let listed = s.list_activations(&ns, &all).unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        // A real record stands; an unknown one is not this store's.
+        let mut again = b.clone();
+        again.response = ActivationResponse::error(ActivationStatus::InternalError, "late");
+        assert!(!s.complete_interrupted(&again).unwrap());
+        assert!(!s.complete_interrupted(&rec("guest")).unwrap());
+        assert_eq!(s.list_activations(&ns, &all).unwrap().len(), 2);
     }
 }

@@ -87,18 +87,11 @@ impl<C: ConsumerContext + 'static> Drop for Assigned<C> {
     }
 }
 
-/// Runs `f` on a thread of its own, not waited for; in place when no thread can be made.
-fn detach(f: impl FnOnce() + Send + 'static) {
-    let f = std::sync::Mutex::new(Some(f));
-    let run = move || {
-        if let Some(f) = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            f()
-        }
-    };
-    let run = std::sync::Arc::new(run);
-    let on_thread = run.clone();
-    if std::thread::Builder::new().name("kafka-close".into()).spawn(move || on_thread()).is_err() {
-        run();
+/// Runs `f` on a thread of its own, not waited for. When no thread can be made, `f` is
+/// dropped unrun, which still drops what it captured (a consumer closes in place then).
+pub(crate) fn detach(f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name("kafka-close".into()).spawn(f) {
+        tracing::warn!(error = %e, "no thread to close a Kafka client on; closing it in place");
     }
 }
 

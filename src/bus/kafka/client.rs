@@ -150,12 +150,13 @@ pub async fn watermarks<const N: usize>(
     let queried = tokio::task::spawn_blocking(move || {
         let c: BaseConsumer<TracingContext> =
             settings.create_with_context(TracingContext { role: "offsets" })?;
-        Ok::<_, rdkafka::error::KafkaError>(
-            names
-                .iter()
-                .map(|t| (t.clone(), c.fetch_watermarks(t, 0, WATERMARK_TIMEOUT)))
-                .collect::<Vec<_>>(),
-        )
+        let found = names
+            .iter()
+            .map(|t| (t.clone(), c.fetch_watermarks(t, 0, WATERMARK_TIMEOUT)))
+            .collect::<Vec<_>>();
+        // Its close must not hold this answer (attach.rs, `Assigned`).
+        super::attach::detach(move || drop(c));
+        Ok::<_, rdkafka::error::KafkaError>(found)
     })
     .await;
     let mut out = [None; N];
@@ -172,4 +173,35 @@ pub async fn watermarks<const N: usize>(
         Err(e) => tracing::warn!(error = %e, "the topic end query failed"),
     }
     out
+}
+
+/// The offset `group` committed on partition 0 of `topic`: where a consumer of that group
+/// resumes; `None` when it committed none (or the broker cannot say now).
+pub async fn committed_offset(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    let settings = consumer_settings(brokers, group, false, Fetch::Background);
+    let topic = topic.to_string();
+    let queried = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer<TracingContext> =
+            settings.create_with_context(TracingContext { role: "offsets" })?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let found = c.committed_offsets(tpl, WATERMARK_TIMEOUT);
+        super::attach::detach(move || drop(c));
+        found
+    })
+    .await;
+    match queried {
+        Ok(Ok(tpl)) => tpl.elements().first().and_then(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the committed offset is unknown");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the committed offset query failed");
+            None
+        }
+    }
 }

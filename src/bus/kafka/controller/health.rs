@@ -76,7 +76,8 @@ pub(super) async fn consume_health(shared: Arc<Shared>, history: HealthHistory) 
     let max_age_ms = shared.config.balancer.offline_after.as_millis() as u64;
     let own = shared.config.controller_id.clone();
     let own_tag = crate::model::revision::tag(&own);
-    consume_topic(&shared, HEALTH_TOPIC, history.start, "controller health", Fetch::Background, |m| {
+    let (start, fetch) = (history.start, Fetch::Background);
+    consume_topic(&shared, HEALTH_TOPIC, start, "controller health", fetch, false, |m| {
         if !*shared.history_read.borrow() && history.read_by(m.offset()) {
             shared.history_read.send_replace(true);
             tracing::debug!(offset = m.offset(), "health history read");

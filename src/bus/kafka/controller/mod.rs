@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::AdminClient;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
@@ -40,7 +40,8 @@ use tracing::Instrument;
 use self::health::{consume_health, ping_loop, HealthHistory};
 use super::attach::Attachment;
 use super::client::{
-    consumer_settings, create, producer_settings, watermarks, Fetch, TracingContext,
+    committed_offset, consumer_settings, create, producer_settings, watermarks, Fetch,
+    TracingContext,
 };
 use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{
@@ -52,6 +53,9 @@ use crate::balancer::{
 };
 use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use crate::model::{Activation, ActivationId};
+
+/// How often the completion consumer commits its position, and how far behind.
+const COMMIT_LAG: Duration = Duration::from_secs(1);
 
 /// How often the sweeper looks for silent invokers and overdue activations: a tenth of a
 /// second adds at most that to the offline time, for a scan of the in-flight map.
@@ -119,7 +123,13 @@ struct Shared {
     /// Whether the health consumer has read the pings that were on the topic when this
     /// controller started: until then "no invoker" may only mean "not read yet".
     history_read: tokio::sync::watch::Sender<bool>,
+    /// Where a record goes that nobody waits for: one that arrived while this controller was
+    /// down (read from where it last committed), for an activation it acknowledged before.
+    unclaimed: std::sync::OnceLock<Unclaimed>,
 }
+
+/// Takes the records of activations no request waits for (see [`KafkaBus::on_unclaimed`]).
+pub type Unclaimed = Arc<dyn Fn(Activation) + Send + Sync>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,9 +157,13 @@ impl Shared {
                 tracing::debug!(activation = %record.activation_id, "completion received");
                 let _ = e.completion.send(record);
             }
-            // A replayed topic, or an activation already failed (offline, overdue).
+            // An activation of a previous run of this controller (read back from its last
+            // commit), or one already failed (offline, overdue: the first record stands).
             None => {
-                tracing::debug!(activation = %record.activation_id, "completion for an unknown activation")
+                tracing::debug!(activation = %record.activation_id, "completion for an activation nobody waits for");
+                if let Some(f) = self.unclaimed.get() {
+                    f(record);
+                }
             }
         }
     }
@@ -251,16 +265,27 @@ impl KafkaBus {
         drop(controller_consumer(&brokers, &group, "controller completions", Fetch::Activation)?);
         let [completions, health] =
             watermarks(&brokers, &group, [completions_topic.as_str(), HEALTH_TOPIC]).await;
-        // Completions from before this start belong to activations nobody waits for any more.
-        let start = completions.map_or(Offset::Beginning, |(_, high)| Offset::Offset(high));
+        // Where this controller left its completion topic (committed as it goes): records
+        // that arrived while it was down go to the unclaimed sink. With no commit (a new
+        // controller), from the end: what is there belongs to nobody here.
+        let start = match committed_offset(&brokers, &group, &completions_topic).await {
+            Some(at) => Offset::Offset(at),
+            None => completions.map_or(Offset::Beginning, |(_, high)| Offset::Offset(high)),
+        };
         let history = HealthHistory::new(health);
 
         let state =
             State { balancer: ShardingBalancer::new(config.balancer), in_flight: HashMap::new() };
         let span = tracing::info_span!("kafka_bus", controller = %config.controller_id);
         let (history_read, _) = tokio::sync::watch::channel(history.is_empty());
-        let shared =
-            Arc::new(Shared { config, producer, admin, state: Mutex::new(state), history_read });
+        let shared = Arc::new(Shared {
+            config,
+            producer,
+            admin,
+            state: Mutex::new(state),
+            history_read,
+            unclaimed: std::sync::OnceLock::new(),
+        });
         let tasks = vec![
             tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
             tokio::spawn(consume_health(shared.clone(), history).instrument(span.clone())),
@@ -275,6 +300,16 @@ impl KafkaBus {
     pub async fn health_read(&self) {
         if !*self.shared.history_read.borrow() {
             self.shared.history().await;
+        }
+    }
+
+    /// Installs where records go that no request waits for: those of activations this
+    /// controller acknowledged before it restarted, which arrived meanwhile (the daemon
+    /// writes them over the stub or the placeholder its restart left). Once; later calls are
+    /// ignored.
+    pub fn on_unclaimed(&self, sink: Unclaimed) {
+        if self.shared.unclaimed.set(sink).is_err() {
+            tracing::warn!("an unclaimed-record sink was already installed; keeping the first");
         }
     }
 
@@ -435,19 +470,26 @@ fn controller_consumer(
 }
 
 /// Consumes partition 0 of `topic` forever, handing each message to `handle`; survives broker
-/// outages and re-created topics (see attach.rs).
+/// outages and re-created topics (see attach.rs). With `commit`, the position is committed
+/// every [`COMMIT_LAG`], one period behind (what was handled a period ago has had that long to
+/// be recorded), so a restart resumes about there.
 async fn consume_topic(
     shared: &Shared,
     topic: &str,
     start: Offset,
     role: &'static str,
     fetch: Fetch,
+    commit: bool,
     mut handle: impl FnMut(&BorrowedMessage<'_>),
 ) {
     let group = format!("hearth.controller.{}", shared.config.controller_id);
     let brokers = shared.config.brokers.as_str();
     let mut at = Attachment::new(topic, start);
     let mut consumer = None;
+    let mut every = tokio::time::interval(COMMIT_LAG);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last offset handled, and the one handled a period ago (the next to commit).
+    let (mut handled, mut due): (Option<i64>, Option<i64>) = (None, None);
     loop {
         let c = match consumer.take() {
             Some(c) => c,
@@ -459,10 +501,26 @@ async fn consume_topic(
                 .await
             }
         };
-        let gone = match c.recv().await {
+        let m = tokio::select! {
+            m = c.recv() => m,
+            _ = every.tick(), if commit => {
+                if let Some(o) = due.take() {
+                    let mut tpl = rdkafka::TopicPartitionList::new();
+                    let added = tpl.add_partition_offset(topic, 0, Offset::Offset(o + 1));
+                    if let Err(e) = added.and_then(|()| c.commit(&tpl, CommitMode::Async)) {
+                        tracing::debug!(topic, error = %e, "committing the position failed");
+                    }
+                }
+                due = handled;
+                consumer = Some(c);
+                continue;
+            }
+        };
+        let gone = match m {
             Ok(m) => {
                 at.consumed(m.offset());
                 handle(&m);
+                handled = Some(m.offset());
                 false
             }
             Err(e) => {
@@ -478,7 +536,7 @@ async fn consume_topic(
 
 async fn consume_completions(shared: Arc<Shared>, start: Offset) {
     let topic = completion_topic(&shared.config.controller_id);
-    consume_topic(&shared, &topic, start, "controller completions", Fetch::Activation, |m| {
+    consume_topic(&shared, &topic, start, "controller completions", Fetch::Activation, true, |m| {
         if let Some(record) = decode::<Activation>(m, "completion") {
             shared.complete(record);
         }
