@@ -60,6 +60,41 @@ fn controller_and_invoker_as_two_processes() {
         assert!(Instant::now() < deadline, "no invoke after the invoker restart");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The controller killed with -9 while activations it acknowledged (202) run: the invoker
+    // keeps their records for the controller's next connection, and the restarted controller
+    // (which finds the previous run's stubs) connects at once to collect them: they read as
+    // what happened, not "the server stopped; it may or may not have run".
+    let c = Client::new(addr, &key);
+    c.put_action(
+        "slow",
+        "python:3",
+        "import time\ndef main(a):\n    time.sleep(0.5)\n    return {'i': a['i']}\n",
+        None,
+    );
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let r = c.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": i}));
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()["activationId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    controller.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    controller.respawn(listening(addr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let rec = c.record(id, Duration::from_secs(5));
+            let status = rec.as_ref().map(|r| r["response"]["status"].clone());
+            if status == Some(json!("success")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id}: {rec:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     invoker.stop();
     controller.stop();
     assert_no_leaks(&split.state_dir());

@@ -128,6 +128,11 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn invokers(&self) -> Vec<InvokerView>;
 }
 
+/// Takes the records of activations no request waits for any more: those a controller
+/// acknowledged before it restarted, which ended while it was away (the daemon writes them
+/// over the stub or the placeholder its restart left; `Store::complete_interrupted`).
+pub type Unclaimed = std::sync::Arc<dyn Fn(Activation) + Send + Sync>;
+
 /// One invoker as a dispatcher sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvokerView {

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{frame, ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use super::{
+    frame, ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed,
+};
 use crate::balancer::{Health, InvokerId};
 use crate::model::{Activation, ActivationId};
 use crate::shutdown::Shutdown;
@@ -87,15 +89,39 @@ impl Connection {
 
 /// The controller's side: a [`Dispatcher`] that talks to the invoker's socket, connecting (and
 /// reconnecting after a loss) on demand.
-#[derive(Debug)]
 pub struct UnixBus {
     path: PathBuf,
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    unclaimed: Arc<std::sync::OnceLock<Unclaimed>>,
+}
+
+impl std::fmt::Debug for UnixBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixBus").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl UnixBus {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), conn: tokio::sync::Mutex::new(None) }
+        Self { path: path.into(), conn: tokio::sync::Mutex::new(None), unclaimed: Arc::default() }
+    }
+
+    /// Installs where records go that no request waits for: the invoker keeps the records of
+    /// a connection that died (this controller restarted) and hands them to the next one.
+    /// Once; later calls are ignored.
+    pub fn on_unclaimed(&self, sink: Unclaimed) {
+        if self.unclaimed.set(sink).is_err() {
+            tracing::warn!("an unclaimed-record sink was already installed; keeping the first");
+        }
+    }
+
+    /// Connects now (not at the first dispatch), so that the records the invoker kept for
+    /// this controller's previous run arrive: called at start when that run left pending
+    /// activations. A connection starts a socket-activated invoker.
+    pub async fn collect_kept_records(&self) {
+        if let Err(e) = self.connection().await {
+            tracing::warn!(error = %e, "cannot collect the records the invoker kept");
+        }
     }
 
     async fn connection(&self) -> Result<Arc<Connection>, DispatchError> {
@@ -109,7 +135,7 @@ impl UnixBus {
                 self.path.display()
             ))
         })?;
-        let conn = Arc::new(start_client(stream));
+        let conn = Arc::new(start_client(stream, self.unclaimed.clone()));
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -119,7 +145,7 @@ fn lock(p: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<ActivationId, Pendi
     p.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn start_client(stream: UnixStream) -> Connection {
+fn start_client(stream: UnixStream, unclaimed: Arc<std::sync::OnceLock<Unclaimed>>) -> Connection {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ToInvoker>(WRITE_QUEUE);
     let pending: PendingMap = Arc::default();
@@ -152,8 +178,17 @@ fn start_client(stream: UnixStream) -> Connection {
                     }
                 }
                 Ok(Some(ToController::Completed(act))) => {
-                    if let Some(p) = lock(&reader_pending).remove(&act.activation_id) {
-                        let _ = p.completion.send(*act);
+                    let waiting = lock(&reader_pending).remove(&act.activation_id);
+                    match waiting {
+                        Some(p) => {
+                            let _ = p.completion.send(*act);
+                        }
+                        // A record the invoker kept from a connection that died.
+                        None => {
+                            if let Some(f) = unclaimed.get() {
+                                f(*act);
+                            }
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -237,6 +272,14 @@ impl Dispatcher for UnixBus {
     }
 }
 
+/// How many records of activations whose controller connection died the invoker keeps for the
+/// next connection (the restarted controller); past that the oldest go (their activations end
+/// with the controller's placeholder record).
+const KEPT_RECORDS: usize = 4096;
+
+/// Records that ended after their connection died, for the next connection.
+type Kept = Arc<Mutex<std::collections::VecDeque<Activation>>>;
+
 /// The invoker's side: accepts controller connections on `listener` and hands each activation
 /// to `dispatcher` (the invoker), until `shutdown`.
 pub async fn serve(
@@ -244,12 +287,14 @@ pub async fn serve(
     dispatcher: Arc<dyn Dispatcher>,
     mut shutdown: Shutdown,
 ) {
+    let kept: Kept = Arc::default();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, dispatcher.clone(), shutdown.clone()));
+                    let (d, s, k) = (dispatcher.clone(), shutdown.clone(), kept.clone());
+                    tokio::spawn(serve_connection(stream, d, s, k));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a controller connection failed");
@@ -264,17 +309,44 @@ async fn serve_connection(
     stream: UnixStream,
     dispatcher: Arc<dyn Dispatcher>,
     mut shutdown: Shutdown,
+    kept: Kept,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ToController>(WRITE_QUEUE);
+    let writer_kept = kept.clone();
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if let Err(e) = frame::write(&mut wr, &msg).await {
-                tracing::warn!(error = %e, "writing to the controller failed");
+                tracing::warn!(error = %e, "writing to the controller failed: keeping its records for its next connection");
+                // This record and every one still queued or still to come (their senders
+                // fail once the queue is closed) wait for the next connection.
+                rx.close();
+                let mut msg = Some(msg);
+                while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
+                    if let ToController::Completed(r) = m {
+                        keep(&writer_kept, *r);
+                    }
+                }
                 break;
             }
         }
     });
+    // What ended while no controller was connected goes to this one first.
+    let earlier: Vec<Activation> =
+        kept.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+    if !earlier.is_empty() {
+        tracing::info!(
+            records = earlier.len(),
+            "handing the controller the records kept since its last connection"
+        );
+    }
+    for record in earlier {
+        if let Err(mpsc::error::SendError(ToController::Completed(r))) =
+            tx.send(ToController::Completed(Box::new(record))).await
+        {
+            keep(&kept, *r);
+        }
+    }
     loop {
         let msg = tokio::select! {
             _ = shutdown.wait() => break,
@@ -295,12 +367,17 @@ async fn serve_connection(
                 if tx.send(ToController::Admitted(id)).await.is_err() {
                     break;
                 }
-                let tx = tx.clone();
+                let (tx, kept) = (tx.clone(), kept.clone());
                 tokio::spawn(async move {
                     let record = done.await.unwrap_or_else(|_| {
                         fallback.failure_record("the invoker lost the activation before it ended")
                     });
-                    let _ = tx.send(ToController::Completed(Box::new(record))).await;
+                    // The controller went away meanwhile: kept for its next connection.
+                    if let Err(mpsc::error::SendError(ToController::Completed(r))) =
+                        tx.send(ToController::Completed(Box::new(record))).await
+                    {
+                        keep(&kept, *r);
+                    }
                 });
             }
             Err(error) => {
@@ -312,6 +389,17 @@ async fn serve_connection(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Keeps `record` for the next controller connection, dropping the oldest past
+/// [`KEPT_RECORDS`].
+fn keep(kept: &Kept, record: Activation) {
+    let mut k = kept.lock().unwrap_or_else(PoisonError::into_inner);
+    if k.len() == KEPT_RECORDS {
+        k.pop_front();
+    }
+    tracing::debug!(activation = %record.activation_id, "controller gone: record kept for its next connection");
+    k.push_back(record);
 }
 
 /// Binds the invoker's socket at `path` (when not socket-activated), replacing a stale file.

@@ -106,7 +106,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = open_store(&settings.data_dir)?;
     let bus: Arc<dyn Dispatcher> = match &settings.cluster {
-        None => Arc::new(UnixBus::new(&settings.invoker_socket)),
+        None => {
+            let bus = Arc::new(UnixBus::new(&settings.invoker_socket));
+            bus.on_unclaimed(late_records(&store));
+            // The previous run left activations running: the invoker kept what they ended
+            // with for this controller's next connection; connect now to collect it (this
+            // starts a socket-activated invoker, which had work anyway).
+            if store.count_pending().unwrap_or(0) > 0 {
+                let b = bus.clone();
+                tokio::spawn(async move { b.collect_kept_records().await });
+            }
+            bus
+        }
         Some(c) => join_cluster(&store, c, &shutdown).await?,
     };
     let controller = Controller::new(store.clone(), bus, settings.config.clone())
@@ -216,21 +227,7 @@ async fn join_cluster(
         config.balancer.offline_after = d;
     }
     let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
-    // Records of activations acknowledged before a restart of this controller, which ended
-    // while it was away: written over their stubs (or the placeholders the restart made).
-    let records = store.clone();
-    bus.on_unclaimed(Arc::new(move |record: crate::model::Activation| {
-        let store = records.clone();
-        tokio::task::spawn_blocking(move || match store.complete_interrupted(&record) {
-            Ok(true) => tracing::info!(
-                activation = %record.activation_id,
-                status = record.response.status.as_str(),
-                "recorded an activation that ended while this controller was away"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::error!(activation = %record.activation_id, error = %e, "recording a late activation failed"),
-        });
-    }));
+    bus.on_unclaimed(late_records(store));
     // Ready only once caught up: the entities written elsewhere before this start (keys
     // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
     // behind a slow broker still starts, and catches up while it serves.
@@ -254,6 +251,26 @@ async fn join_cluster(
     _shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<dyn Dispatcher>> {
     anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`): --bus cannot be used")
+}
+
+/// Where the records of activations acknowledged before a restart of this controller go,
+/// when they arrive afterwards: over their stubs, or the placeholders the restart made.
+fn late_records(store: &Store) -> crate::bus::Unclaimed {
+    let store = store.clone();
+    Arc::new(move |record: crate::model::Activation| {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || match store.complete_interrupted(&record) {
+            Ok(true) => tracing::info!(
+                activation = %record.activation_id,
+                status = record.response.status.as_str(),
+                "recorded an activation that ended while this controller was away"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(activation = %record.activation_id, error = %e, "recording a late activation failed")
+            }
+        });
+    })
 }
 
 pub(super) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {

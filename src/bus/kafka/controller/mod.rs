@@ -51,7 +51,9 @@ use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{
     BalancerConfig, Health, InvokerId, InvokerState, ShardingBalancer, Transition,
 };
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use crate::bus::{
+    ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed,
+};
 use crate::model::{Activation, ActivationId};
 
 /// How often the completion consumer commits its position, and how far behind.
@@ -127,9 +129,6 @@ struct Shared {
     /// down (read from where it last committed), for an activation it acknowledged before.
     unclaimed: std::sync::OnceLock<Unclaimed>,
 }
-
-/// Takes the records of activations no request waits for (see [`KafkaBus::on_unclaimed`]).
-pub type Unclaimed = Arc<dyn Fn(Activation) + Send + Sync>;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
