@@ -331,7 +331,7 @@ fn rest_api_survives_bad_input() {
         listed.as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap().to_owned()).collect();
     assert_eq!(names, model, "the store does not match the acknowledged writes");
     for n in &names {
-        let r = c.req("GET", &format!("/api/v1/namespaces/_/actions/{n}"), b"");
+        let r = c.req("GET", &format!("/api/v1/namespaces/_/actions/{}", percent(n)), b"");
         assert_eq!(r.status, 200, "{n}: {}", r.text());
         assert!(r.json()["exec"]["code"].is_string(), "{n} is not whole: {}", r.text());
     }
@@ -360,4 +360,7 @@ fn the_model_names_actions_as_the_server_does() {
     assert_eq!(m, ["a b".to_owned(), "c".to_owned()].into());
     track(&mut m, "DELETE", "/api/v1/namespaces/_/actions/a%20b", 200);
     assert_eq!(m, ["c".to_owned()].into());
+    // And names go back to the server encoded the same way.
+    assert_eq!(percent_decoded(&percent("Z0 Rqu@x")).as_deref(), Some("Z0 Rqu@x"));
+    assert_eq!(percent("a b"), "a%20b");
 }
