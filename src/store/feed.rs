@@ -158,9 +158,9 @@ impl Store {
         Ok(keys.len())
     }
 
-    /// Appends the deletion of every action deleted here and not created again: published as
-    /// a tombstone with its revision, so a deletion the broker lost reaches the hosts that
-    /// missed it, and a host holding a newer re-creation keeps that.
+    /// Appends the deletion of every action deleted here and not created again (a tombstone
+    /// with its revision: a deletion the broker lost reaches the hosts that missed it, and a
+    /// host holding a newer re-creation keeps that), and of every key revoked here.
     fn queue_deletions_in(&self, wtxn: &mut RwTxn) -> Result<usize, StoreError> {
         let mut keys = Vec::new();
         for (action, _) in self.floors_in(wtxn)? {
@@ -169,6 +169,9 @@ impl Store {
             if held.is_none() {
                 keys.push(format!("{ACTION_PREFIX}{action}"));
             }
+        }
+        for uuid in self.revoked_in(wtxn)? {
+            keys.push(format!("{KEY_PREFIX}{uuid}"));
         }
         self.feed_in(wtxn, &keys)?;
         Ok(keys.len())

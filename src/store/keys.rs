@@ -91,6 +91,7 @@ impl Store {
         if !self.dbs().keys.delete(&mut wtxn, uuid.as_bytes()).map_err(lmdb("delete", "keys"))? {
             return Err(StoreError::KeyNotFound(uuid.to_string()));
         }
+        self.note_revoked_in(&mut wtxn, uuid)?;
         self.bump_keys_generation(&mut wtxn)?;
         let entity = format!("{KEY_PREFIX}{uuid}");
         let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
@@ -129,13 +130,48 @@ impl Store {
                 doomed.push(k.to_vec());
             }
         }
-        for k in &doomed {
-            self.dbs().keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
+        let doomed: Vec<Uuid> = doomed.iter().filter_map(|k| Uuid::from_slice(k).ok()).collect();
+        for u in &doomed {
+            self.dbs().keys.delete(wtxn, u.as_bytes()).map_err(lmdb("delete", "keys"))?;
+            self.note_revoked_in(wtxn, u)?;
         }
-        Ok(doomed
-            .iter()
-            .filter_map(|k| Uuid::from_slice(k).ok())
-            .map(|u| format!("{KEY_PREFIX}{u}"))
-            .collect())
+        Ok(doomed.iter().map(|u| format!("{KEY_PREFIX}{u}")).collect())
     }
+
+    /// Remembers that key `uuid` was revoked (or deleted with its namespace), for good: key
+    /// uuids are never made again, so a copy of a revoked key (re-published by a controller
+    /// that had not yet applied the revocation when the broker lost it) is refused, and the
+    /// revocation itself is re-published (`feed.rs`). 16 bytes per revoked key.
+    pub(crate) fn note_revoked_in(&self, wtxn: &mut RwTxn, uuid: &Uuid) -> Result<(), StoreError> {
+        let k = revoked_key(uuid);
+        self.dbs().meta.put(wtxn, &k, &[]).map_err(lmdb("put", "meta"))
+    }
+
+    pub(crate) fn is_revoked_in(&self, rtxn: &RoTxn, uuid: &Uuid) -> Result<bool, StoreError> {
+        Ok(self.dbs().meta.get(rtxn, &revoked_key(uuid)).map_err(lmdb("get", "meta"))?.is_some())
+    }
+
+    /// Every key revoked here.
+    pub(crate) fn revoked_in(&self, rtxn: &RoTxn) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        let iter = self
+            .dbs()
+            .meta
+            .prefix_iter(rtxn, REVOKED_PREFIX)
+            .map_err(lmdb("prefix_iter", "meta"))?;
+        for item in iter {
+            let (k, _) = item.map_err(lmdb("prefix_iter", "meta"))?;
+            if let Ok(u) = Uuid::from_slice(&k[REVOKED_PREFIX.len()..]) {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Meta key prefix of a revoked key's uuid.
+const REVOKED_PREFIX: &[u8] = b"revoked_key/";
+
+fn revoked_key(uuid: &Uuid) -> Vec<u8> {
+    [REVOKED_PREFIX, uuid.as_bytes()].concat()
 }

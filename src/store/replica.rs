@@ -201,6 +201,10 @@ impl Store {
             match &wire {
                 Some(w) => {
                     let _: super::KeyRecord = decode("keys", k, w.record)?;
+                    // A copy of a revoked key stays revoked (see `note_revoked_in`).
+                    if self.is_revoked_in(wtxn, &uuid)? {
+                        return Ok(Applied::Superseded);
+                    }
                     if d.keys.get(wtxn, k).map_err(lmdb("get", "keys"))? == Some(w.record) {
                         return Ok(Applied::Unchanged);
                     }
@@ -208,6 +212,7 @@ impl Store {
                 }
                 None => {
                     d.keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
+                    self.note_revoked_in(wtxn, &uuid)?;
                 }
             }
             self.bump_keys_generation(wtxn)?;
@@ -439,6 +444,47 @@ mod tests {
             Applied::Superseded
         );
         assert_eq!(b.get_action_with_code(&fqn("x")).unwrap().unwrap().1, b"v2");
+    }
+
+    /// The same for a key: a revocation the broker lost is re-published, and a copy of the
+    /// revoked key (re-published by a controller that still held it) never authenticates
+    /// again, on any host, in either order.
+    #[test]
+    fn a_lost_revocation_is_republished_and_a_revoked_key_never_comes_back() {
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        let (_dc, c) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        b.enable_entity_feed("c2").unwrap();
+        let key = a.create_namespace(&EntityName::parse("team").unwrap()).unwrap();
+        let (mut ob, mut oc) = (0, 0);
+        ship(&a, &b, &mut ob);
+        b.republish_entities().unwrap();
+        // c learns the key from b's copy of it (as from the topic).
+        let from_b = b.feed_pending(100).unwrap();
+        let copy = from_b.iter().find(|e| e.key.starts_with(KEY_PREFIX)).cloned().unwrap();
+        c.apply_entity(&copy.key, copy.value.as_deref(), None, oc, 0).unwrap();
+        oc += 1;
+        assert!(c.authenticate(&key.to_string()).unwrap().is_some());
+        // a revokes; the broker loses the revocation; both controllers re-publish.
+        a.revoke_key(&key.uuid).unwrap();
+        a.feed_done(a.feed_pending(100).unwrap().last().unwrap().seq).unwrap();
+        a.republish_entities().unwrap();
+        let revoked = a.feed_pending(100).unwrap();
+        let revoked = revoked.iter().find(|e| e.key == copy.key).cloned().unwrap();
+        assert_eq!(revoked.value, None, "a re-publishes the revocation");
+        let stale = copy.value.clone().unwrap();
+        assert_eq!(
+            a.apply_entity(&copy.key, Some(&stale), None, 0, 0).unwrap(),
+            Applied::Superseded
+        );
+        assert!(a.authenticate(&key.to_string()).unwrap().is_none(), "not back on a");
+        c.apply_entity(&revoked.key, None, None, oc, 0).unwrap();
+        c.apply_entity(&copy.key, Some(&stale), None, oc + 1, 0).unwrap();
+        assert!(c.authenticate(&key.to_string()).unwrap().is_none(), "not back on c");
+        b.apply_entity(&copy.key, Some(&stale), None, ob, 0).unwrap();
+        b.apply_entity(&revoked.key, None, None, ob + 1, 0).unwrap();
+        assert!(b.authenticate(&key.to_string()).unwrap().is_none(), "revoked on b");
     }
 
     #[test]
