@@ -255,7 +255,8 @@ async fn a_controller_starting_into_a_running_cluster_knows_its_invokers_at_once
     println!("first invoke through a new controller {:?} after it was created", t.elapsed());
 
     // invoker1's last ping was sent about a second before `late` started: offline about a
-    // second later, not `offline_after` after `late` read it.
+    // second later, not `offline_after` after `late` read it (that would be 3.2 s or more
+    // after the stop; the bound leaves room for a loaded machine's scheduling).
     let until = t + Duration::from_secs(5);
     while late.health(InvokerId(1)) != Health::Offline {
         assert!(Instant::now() < until, "invoker1 still {:?}", late.health(InvokerId(1)));
@@ -264,7 +265,7 @@ async fn a_controller_starting_into_a_running_cluster_knows_its_invokers_at_once
     let offline_at = stopped.elapsed();
     println!("a stopped invoker offline {offline_at:?} after it stopped (offline after {offline_after:?})");
     assert!(
-        offline_at < offline_after + Duration::from_millis(600),
+        offline_at < offline_after + Duration::from_millis(900),
         "offline {offline_at:?} after it stopped: its last ping was not dated by its age"
     );
     live.task.abort();
