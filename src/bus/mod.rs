@@ -133,6 +133,38 @@ pub trait Dispatcher: Send + Sync + 'static {
 /// over the stub or the placeholder its restart left; `Store::complete_interrupted`).
 pub type Unclaimed = std::sync::Arc<dyn Fn(Activation) + Send + Sync>;
 
+/// Where a dispatcher hands the records nobody waits for: installed once by the daemon
+/// (`on_unclaimed` of each bus), empty (records dropped) until then.
+#[derive(Default)]
+pub struct UnclaimedSink(std::sync::OnceLock<Unclaimed>);
+
+impl std::fmt::Debug for UnclaimedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "UnclaimedSink(installed)"
+        } else {
+            "UnclaimedSink(none)"
+        })
+    }
+}
+
+impl UnclaimedSink {
+    /// Installs `sink`; a second call is ignored (and logged).
+    pub fn install(&self, sink: Unclaimed) {
+        if self.0.set(sink).is_err() {
+            tracing::warn!("an unclaimed-record sink was already installed; keeping the first");
+        }
+    }
+
+    /// Hands over a record of an activation no request waits for.
+    pub fn hand(&self, record: Activation) {
+        tracing::debug!(activation = %record.activation_id, "a record nobody waits for");
+        if let Some(f) = self.0.get() {
+            f(record);
+        }
+    }
+}
+
 /// One invoker as a dispatcher sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvokerView {

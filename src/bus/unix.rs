@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     frame, ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed,
+    UnclaimedSink,
 };
 use crate::balancer::{Health, InvokerId};
 use crate::model::{Activation, ActivationId};
@@ -89,16 +90,11 @@ impl Connection {
 
 /// The controller's side: a [`Dispatcher`] that talks to the invoker's socket, connecting (and
 /// reconnecting after a loss) on demand.
+#[derive(Debug)]
 pub struct UnixBus {
     path: PathBuf,
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
-    unclaimed: Arc<std::sync::OnceLock<Unclaimed>>,
-}
-
-impl std::fmt::Debug for UnixBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UnixBus").field("path", &self.path).finish_non_exhaustive()
-    }
+    unclaimed: Arc<UnclaimedSink>,
 }
 
 impl UnixBus {
@@ -110,9 +106,7 @@ impl UnixBus {
     /// a connection that died (this controller restarted) and hands them to the next one.
     /// Once; later calls are ignored.
     pub fn on_unclaimed(&self, sink: Unclaimed) {
-        if self.unclaimed.set(sink).is_err() {
-            tracing::warn!("an unclaimed-record sink was already installed; keeping the first");
-        }
+        self.unclaimed.install(sink);
     }
 
     /// Connects now (not at the first dispatch), so that the records the invoker kept for
@@ -145,7 +139,7 @@ fn lock(p: &PendingMap) -> std::sync::MutexGuard<'_, HashMap<ActivationId, Pendi
     p.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn start_client(stream: UnixStream, unclaimed: Arc<std::sync::OnceLock<Unclaimed>>) -> Connection {
+fn start_client(stream: UnixStream, unclaimed: Arc<UnclaimedSink>) -> Connection {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ToInvoker>(WRITE_QUEUE);
     let pending: PendingMap = Arc::default();
@@ -184,11 +178,7 @@ fn start_client(stream: UnixStream, unclaimed: Arc<std::sync::OnceLock<Unclaimed
                             let _ = p.completion.send(*act);
                         }
                         // A record the invoker kept from a connection that died.
-                        None => {
-                            if let Some(f) = unclaimed.get() {
-                                f(*act);
-                            }
-                        }
+                        None => unclaimed.hand(*act),
                     }
                 }
                 Ok(None) => break,
@@ -341,11 +331,7 @@ async fn serve_connection(
         );
     }
     for record in earlier {
-        if let Err(mpsc::error::SendError(ToController::Completed(r))) =
-            tx.send(ToController::Completed(Box::new(record))).await
-        {
-            keep(&kept, *r);
-        }
+        send_or_keep(&tx, &kept, record).await;
     }
     loop {
         let msg = tokio::select! {
@@ -372,12 +358,7 @@ async fn serve_connection(
                     let record = done.await.unwrap_or_else(|_| {
                         fallback.failure_record("the invoker lost the activation before it ended")
                     });
-                    // The controller went away meanwhile: kept for its next connection.
-                    if let Err(mpsc::error::SendError(ToController::Completed(r))) =
-                        tx.send(ToController::Completed(Box::new(record))).await
-                    {
-                        keep(&kept, *r);
-                    }
+                    send_or_keep(&tx, &kept, record).await;
                 });
             }
             Err(error) => {
@@ -389,6 +370,16 @@ async fn serve_connection(
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Sends `record` to this connection's controller, or keeps it for the next connection when
+/// this one is gone.
+async fn send_or_keep(tx: &mpsc::Sender<ToController>, kept: &Kept, record: Activation) {
+    if let Err(mpsc::error::SendError(ToController::Completed(r))) =
+        tx.send(ToController::Completed(Box::new(record))).await
+    {
+        keep(kept, *r);
+    }
 }
 
 /// Keeps `record` for the next controller connection, dropping the oldest past

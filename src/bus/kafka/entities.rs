@@ -253,17 +253,8 @@ pub async fn follow_entities(
         };
         let gone = match m {
             Ok(m) => {
-                let key = match m.key_view::<str>() {
-                    Some(Ok(key)) => key,
-                    _ => {
-                        tracing::warn!(
-                            offset = m.offset(),
-                            "entity record without a text key skipped"
-                        );
-                        ""
-                    }
-                };
-                let this = mark(key, m.payload(), m.timestamp().to_millis());
+                let key = m.key_view::<str>().and_then(Result::ok);
+                let this = mark(key.unwrap_or(""), m.payload(), m.timestamp().to_millis());
                 if at.is_check(m.offset()) {
                     at.consumed(m.offset());
                     // Applied already. Another record there: the topic was re-created (and
@@ -276,14 +267,18 @@ pub async fn follow_entities(
                     false
                 } else {
                     at.consumed(m.offset());
-                    if !key.is_empty() {
-                        sink.apply(&EntityRecord {
+                    match key {
+                        Some(key) => sink.apply(&EntityRecord {
                             key,
                             value: m.payload(),
                             deleted_revision: deleted_revision(&m),
                             offset: m.offset(),
                             mark: this,
-                        });
+                        }),
+                        None => tracing::warn!(
+                            offset = m.offset(),
+                            "entity record without a text key skipped"
+                        ),
                     }
                     last_mark = Some(this);
                     false

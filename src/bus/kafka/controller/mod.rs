@@ -52,7 +52,7 @@ use crate::balancer::{
     BalancerConfig, Health, InvokerId, InvokerState, ShardingBalancer, Transition,
 };
 use crate::bus::{
-    ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed,
+    ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed, UnclaimedSink,
 };
 use crate::model::{Activation, ActivationId};
 
@@ -127,7 +127,7 @@ struct Shared {
     history_read: tokio::sync::watch::Sender<bool>,
     /// Where a record goes that nobody waits for: one that arrived while this controller was
     /// down (read from where it last committed), for an activation it acknowledged before.
-    unclaimed: std::sync::OnceLock<Unclaimed>,
+    unclaimed: UnclaimedSink,
 }
 
 impl std::fmt::Debug for Shared {
@@ -158,12 +158,7 @@ impl Shared {
             }
             // An activation of a previous run of this controller (read back from its last
             // commit), or one already failed (offline, overdue: the first record stands).
-            None => {
-                tracing::debug!(activation = %record.activation_id, "completion for an activation nobody waits for");
-                if let Some(f) = self.unclaimed.get() {
-                    f(record);
-                }
-            }
+            None => self.unclaimed.hand(record),
         }
     }
 
@@ -283,7 +278,7 @@ impl KafkaBus {
             admin,
             state: Mutex::new(state),
             history_read,
-            unclaimed: std::sync::OnceLock::new(),
+            unclaimed: UnclaimedSink::default(),
         });
         let tasks = vec![
             tokio::spawn(consume_completions(shared.clone(), start).instrument(span.clone())),
@@ -307,9 +302,7 @@ impl KafkaBus {
     /// writes them over the stub or the placeholder its restart left). Once; later calls are
     /// ignored.
     pub fn on_unclaimed(&self, sink: Unclaimed) {
-        if self.shared.unclaimed.set(sink).is_err() {
-            tracing::warn!("an unclaimed-record sink was already installed; keeping the first");
-        }
+        self.shared.unclaimed.install(sink);
     }
 
     /// A snapshot of every invoker slot this controller knows (for status output and tests).
