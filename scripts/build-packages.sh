@@ -20,6 +20,12 @@ case "$what" in deb | rpm | all) ;; *) echo "usage: $0 [deb|rpm|all]" >&2; exit 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/target/packages
 work=$out/build
+# One build at a time: the staging dir and the release target dir are shared, and tests in
+# several binaries (or a developer's `make packages` beside them) may ask at once. The lock is
+# released when this script exits.
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9
 # One release target dir for both formats. They export different CFLAGS, so switching rebuilds
 # LMDB and relinks (about a minute), but a cold build (CI's case) compiles the dependencies once.
 export CARGO_TARGET_DIR=$root/target/pkg-build

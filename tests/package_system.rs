@@ -15,6 +15,8 @@
 
 #[path = "package/support.rs"]
 mod support;
+// Only for where the broker binary is cached; this test runs the broker inside its machines.
+mod broker;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -137,9 +139,7 @@ impl Drop for Machine {
 
 /// The Kafka-protocol broker the test cluster runs (scripts/build-broker.sh builds it once).
 fn tansu() -> PathBuf {
-    let bin = std::env::var_os("TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/var/cache/hearth-test/tansu/bin/tansu".into());
+    let bin = broker::tansu_bin();
     assert!(
         bin.exists(),
         "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh",

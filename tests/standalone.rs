@@ -384,29 +384,6 @@ fn cli_and_openwhisk_client() {
     assert!(err.contains("not found"), "{err}");
 
     // OpenWhisk's JavaScript client library, unchanged.
-    let clients = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    if !clients.join("node_modules/openwhisk").exists() {
-        let st = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(&clients)
-            .status()
-            .expect(
-                "npm is needed for the OpenWhisk client test (scripts/install-deps.sh installs it)",
-            );
-        assert!(st.success(), "npm ci failed");
-    }
-    let out = std::process::Command::new("node")
-        .arg("openwhisk-client.js")
-        .current_dir(&clients)
-        .env("HEARTH_APIHOST", s.url())
-        .env("HEARTH_AUTH", GUEST)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openwhisk client: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    harness::openwhisk_client("openwhisk-client.js", &s.url(), GUEST);
     s.stop();
 }

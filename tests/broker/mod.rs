@@ -9,8 +9,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where scripts/build-broker.sh caches the broker.
-pub const DEFAULT_TANSU: &str = "/var/cache/hearth-test/tansu/bin/tansu";
+/// The broker binary: `TANSU` when set (the Makefile passes what scripts/build-broker.sh
+/// printed), else where that script caches it under `HEARTH_CACHE` (scripts/lib/cache.sh).
+pub fn tansu_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TANSU") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("HEARTH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/hearth-test".into());
+    cache.join("tansu/bin/tansu")
+}
 
 pub struct Broker {
     port: u16,
@@ -22,7 +31,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let bin = std::env::var_os("TANSU").map(PathBuf::from).unwrap_or(DEFAULT_TANSU.into());
+        let bin = tansu_bin();
         assert!(
             bin.exists(),
             "the Kafka-protocol broker is missing at {}: build it with scripts/build-broker.sh \

@@ -560,6 +560,36 @@ pub fn parse(out: &[u8]) -> std::io::Result<Resp> {
 }
 
 /// The value of annotation `key` of an activation.
+/// Runs OpenWhisk's own JavaScript client script `script` (in tests/clients) against `url`
+/// with `auth`, and returns its stdout; panics with its output when it fails. The client's
+/// node_modules are installed once per lock file into `HEARTH_CACHE` (tests/clients/install.sh)
+/// and reached through NODE_PATH, so the source tree stays clean and parallel tests share one
+/// install.
+pub fn openwhisk_client(script: &str, url: &str, auth: &str) -> String {
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let install = Command::new(clients.join("install.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/clients/install.sh");
+    assert!(install.status.success(), "installing OpenWhisk's JavaScript client failed");
+    let modules = String::from_utf8_lossy(&install.stdout).trim().to_owned();
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(&clients)
+        .env("NODE_PATH", &modules)
+        .env("HEARTH_APIHOST", url)
+        .env("HEARTH_AUTH", auth)
+        .output()
+        .expect("node is needed for the OpenWhisk client test (scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "openwhisk client {script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn annotation<'a>(act: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     act["annotations"].as_array()?.iter().find(|a| a["key"] == key).map(|a| &a["value"])
 }

@@ -5,6 +5,7 @@
 #   nspawn.sh boot            build (or reuse) the cached rootfs, boot it, wait for systemd
 #   nspawn.sh exec CMD...     run CMD inside (all namespaces of the container's systemd)
 #   nspawn.sh cp SRC DST      copy a host file into the container's root at DST
+#   nspawn.sh rootfs          build (or reuse) the cached rootfs only, print its path
 #   nspawn.sh root            print the container's root directory as seen from the host
 #   nspawn.sh pid             print the host pid of the container's systemd
 #   nspawn.sh stop            power off and remove everything boot made (by pid and path)
@@ -17,7 +18,9 @@
 set -euo pipefail
 
 NAME=${HEARTH_NSPAWN_NAME:-hearth-test}
-CACHE=${HEARTH_NSPAWN_CACHE:-/var/cache/hearth-test}
+# shellcheck source=../../scripts/lib/cache.sh
+. "$(dirname "$0")/../../scripts/lib/cache.sh"
+CACHE=$HEARTH_CACHE
 RUN=/run/hearth-test/$NAME
 BOOT_TIMEOUT=${HEARTH_NSPAWN_BOOT_TIMEOUT:-120}
 # Everything the system tests need inside: systemd + D-Bus + machined, runc for containers,
@@ -56,18 +59,19 @@ ensure_host_tools() {
 
 # The base rootfs is built once and cached; a stamp records what it was built with so a change
 # of the package list rebuilds it. Built under a temporary name and renamed, so an interrupted
-# debootstrap never leaves a half rootfs that looks finished.
-ensure_rootfs() {
-    if [ -f "$BASE/.hearth-stamp" ] && [ "$(cat "$BASE/.hearth-stamp")" = "$STAMP_WANT" ]; then
-        return
-    fi
+# debootstrap never leaves a half rootfs that looks finished; built by one process at a time
+# (cache_build's lock), so tests booting machines in parallel on an empty cache wait for one
+# build instead of removing each other's.
+rootfs_ready() { [ -f "$BASE/.hearth-stamp" ] && [ "$(cat "$BASE/.hearth-stamp")" = "$STAMP_WANT" ]; }
+
+build_rootfs() {
     ensure_host_tools
-    mkdir -p "$CACHE"
     local tmp=$CACHE/bookworm-rootfs.building
     rm -rf --one-file-system "$tmp"
     log "debootstrap bookworm into $tmp (one time, about a minute or two)"
-    debootstrap --variant=minbase --include="$PACKAGES" bookworm "$tmp" "$(mirror)" \
-        >"$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed, see $CACHE/debootstrap.log"
+    step "$CACHE/debootstrap.log" "debootstrap of the test root" \
+        debootstrap --variant=minbase --include="$PACKAGES" bookworm "$tmp" "$(mirror)" \
+        || die "debootstrap failed, see $CACHE/debootstrap.log"
     # A machine id makes journald keep a persistent-looking journal and D-Bus happy; the
     # console getty would only fight over the (absent) tty.
     systemd-machine-id-setup --root="$tmp" >/dev/null 2>&1 || true
@@ -75,7 +79,10 @@ ensure_rootfs() {
     echo "$STAMP_WANT" >"$tmp/.hearth-stamp"
     rm -rf --one-file-system "$BASE"
     mv "$tmp" "$BASE"
+    log "test root built at $BASE"
 }
+
+ensure_rootfs() { cache_build bookworm-rootfs rootfs_ready build_rootfs; }
 
 nspawn_pid() { [ -f "$RUN/nspawn.pid" ] && cat "$RUN/nspawn.pid"; }
 
@@ -246,9 +253,13 @@ cp)
     cp -f "$1" "$root/$2"
     ;;
 root) echo "$RUN/root" ;;
+rootfs)
+    ensure_rootfs
+    echo "$BASE"
+    ;;
 pid) init_pid ;;
 boot-seconds) cat "$RUN/boot-seconds" ;;
 status) if alive; then echo "booted $(nspawn_pid)"; else echo stopped; exit 3; fi ;;
 stop) stop ;;
-*) die "usage: $0 boot|exec CMD...|cp SRC DST|root|pid|boot-seconds|status|stop" ;;
+*) die "usage: $0 boot|rootfs|exec CMD...|cp SRC DST|root|pid|boot-seconds|status|stop" ;;
 esac
