@@ -479,7 +479,8 @@ async fn action_crud_merge_and_pagination() {
 }
 
 /// Sends a request head declaring a body larger than any limit and no body: the server must
-/// answer 413 without waiting for the body.
+/// answer 413 without waiting for the body, and close the connection (the body it left unread
+/// must not be taken for the next request; a client reusing the socket would lose that one).
 async fn declared_too_large(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -492,7 +493,13 @@ async fn declared_too_large(addr: std::net::SocketAddr, method: &str, path: &str
         .await
         .expect("answered without the body")
         .unwrap();
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection after refusing an unread body")
+        .unwrap();
+    head
 }
 
 #[tokio::test]
@@ -513,6 +520,7 @@ async fn oversized_and_malformed_inputs() {
         let head = declared_too_large(s.addr, m, p).await;
         assert!(head.starts_with("HTTP/1.1 413"), "{head}");
         assert!(head.contains("maximum of"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
     }
     let r = call(
         s.addr,
@@ -541,6 +549,86 @@ async fn oversized_and_malformed_inputs() {
         StatusCode::BAD_REQUEST,
     );
     assert!(s.invoker.seen.lock().unwrap().is_empty(), "nothing invalid was dispatched");
+    s.stop().await;
+}
+
+/// OpenWhisk's per-namespace limits: concurrency and rate refused with its 429 messages, one
+/// namespace's limit never touching another's, an operator's override applying to the very
+/// next request, and `GET /namespaces/_/limits` saying what holds.
+#[tokio::test]
+async fn namespace_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fast_config();
+    config.max_blocking_wait = Duration::from_secs(5);
+    config.namespace_limits.concurrent_invocations = Some(2);
+    let s = start(dir.path(), config).await;
+    create_echo(&s, "echo").await;
+    let other_key =
+        s.controller.store().create_namespace(&EntityName::parse("other").unwrap()).unwrap();
+    let other = basic(&other_key.to_string());
+    let r = call(
+        s.addr,
+        Method::PUT,
+        "/api/v1/namespaces/_/actions/echo",
+        Some(&other),
+        Some(
+            json!({"exec": {"kind": "python:3", "code": "def main(a): return a"}})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let r = get(&s, "/api/v1/namespaces/_/limits").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["concurrentInvocations"], 2);
+    assert_eq!(r.body["maxActionMemory"], 512);
+
+    // Two in flight (each takes 1.5 s), the third refused naming the limit; the other
+    // namespace is admitted meanwhile.
+    s.invoker.set(Mode::Delay(Duration::from_millis(1500)));
+    let path = "/api/v1/namespaces/_/actions/echo?blocking=true";
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let addr = s.addr;
+            tokio::spawn(async move {
+                call(addr, Method::POST, path, Some(&guest()), Some(b"{}".to_vec())).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = post(&s, path, json!({})).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.body["error"], "Too many concurrent requests in flight (count: 2, allowed: 2).");
+    let r = call(s.addr, Method::POST, path, Some(&other), Some(b"{}".to_vec())).await;
+    assert_eq!(r.status, StatusCode::OK, "another namespace is not throttled: {}", r.body);
+    for t in slow {
+        assert_eq!(t.await.unwrap().status, StatusCode::OK);
+    }
+    s.invoker.set(Mode::Complete);
+    let r = post(&s, path, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "finished activations free their slots: {}", r.body);
+
+    // An override (what `hearthd admin limits set` writes) holds from the next request on;
+    // zero shuts the namespace (the counting itself is unit-tested in controller::admission).
+    let guest_ns = EntityName::parse("guest").unwrap();
+    let patch =
+        hearth::model::NamespaceLimits { invocations_per_minute: Some(0), ..Default::default() };
+    s.controller.store().set_namespace_limits(&guest_ns, patch).unwrap();
+    let r = get(&s, "/api/v1/namespaces/_/limits").await;
+    assert_eq!(r.body["invocationsPerMinute"], 0);
+    assert_eq!(r.body["concurrentInvocations"], 2, "the other limits keep the host's value");
+    let r = post(&s, path, json!({})).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS);
+    let msg = r.body["error"].as_str().unwrap();
+    assert!(msg.starts_with("Too many requests in the last minute (count: "), "{msg}");
+    assert!(msg.ends_with(", allowed: 0)."), "{msg}");
+    let r = call(s.addr, Method::POST, path, Some(&other), Some(b"{}".to_vec())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    s.controller.store().clear_namespace_limits(&guest_ns).unwrap();
+    let r = post(&s, path, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "cleared: the defaults hold again: {}", r.body);
     s.stop().await;
 }
 

@@ -18,7 +18,8 @@ fn read(name: &str) -> String {
     .unwrap()
 }
 
-/// Every `# key = value` and `# [[table]]` line, uncommented; prose comments stay out.
+/// Every `# key = value`, `# [table]` and `# [[table]]` line, uncommented; prose comments
+/// stay out.
 fn uncommented(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
@@ -26,7 +27,11 @@ fn uncommented(text: &str) -> String {
         let is_setting = rest.split_once(" = ").is_some_and(|(k, _)| {
             !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
         });
-        let is_table = rest.starts_with("[[") && rest.ends_with("]]");
+        let name = rest.trim_start_matches('[').trim_end_matches(']');
+        let is_table = rest.starts_with('[')
+            && rest.ends_with(']')
+            && !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         if is_setting || is_table {
             out.push_str(rest);
             out.push('\n');
@@ -64,6 +69,12 @@ fn controller_toml_shows_the_built_in_defaults() {
     let listen: std::net::SocketAddr = t["listen"].as_str().unwrap().parse().unwrap();
     assert_eq!(listen.port(), 3233, "OpenWhisk standalone's port");
     assert!(t.contains_key("idle_exit"));
+    let limits = t["limits"].as_table().expect("[limits]");
+    let number = |k: &str| limits[k].as_integer().map(|n| n as u32);
+    assert_eq!(number("invocations_per_minute"), d.namespace_limits.invocations_per_minute);
+    assert_eq!(number("concurrent_invocations"), d.namespace_limits.concurrent_invocations);
+    assert_eq!(number("fires_per_minute"), d.namespace_limits.fires_per_minute);
+    assert_eq!(number("sequence_max_length"), d.namespace_limits.sequence_max_length);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use uuid::Uuid;
 
-use crate::model::EntityName;
+use crate::model::{EntityName, NamespaceLimits};
 use crate::store::{Store, StoreOptions};
 
 /// The administration commands.
@@ -28,6 +28,43 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Set, show or clear a namespace's limits; a running server applies them to its next
+    /// request.
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LimitsCommand {
+    /// Override some of a namespace's limits (the others keep their current value).
+    Set {
+        namespace: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Print the namespace's override as JSON (`{}`: the host's defaults hold).
+    Get { namespace: String },
+    /// Remove the namespace's override: the host's defaults hold again.
+    Clear { namespace: String },
+}
+
+/// The limits `limits set` can change; 0 shuts the namespace out of that resource.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct LimitArgs {
+    /// Invocations accepted per minute.
+    #[arg(long)]
+    pub invocations_per_minute: Option<u32>,
+    /// Activations in flight at once.
+    #[arg(long)]
+    pub concurrent_invocations: Option<u32>,
+    /// Trigger fires accepted per minute.
+    #[arg(long)]
+    pub fires_per_minute: Option<u32>,
+    /// Actions in one sequence at most.
+    #[arg(long)]
+    pub sequence_max_length: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -103,6 +140,30 @@ pub fn execute(store: &Store, cmd: AdminCommand, out: &mut dyn Write) -> anyhow:
                 store.revoke_key(&uuid)?;
             }
         },
+        AdminCommand::Limits { command } => match command {
+            LimitsCommand::Set { namespace, limits } => {
+                let patch = NamespaceLimits {
+                    invocations_per_minute: limits.invocations_per_minute,
+                    concurrent_invocations: limits.concurrent_invocations,
+                    fires_per_minute: limits.fires_per_minute,
+                    sequence_max_length: limits.sequence_max_length,
+                };
+                anyhow::ensure!(!patch.is_empty(), "name at least one limit to set (see --help)");
+                let now = store.set_namespace_limits(&ns(&namespace)?, patch)?;
+                writeln!(out, "{}", serde_json::to_string(&now)?)?;
+            }
+            LimitsCommand::Get { namespace } => {
+                let ns = ns(&namespace)?;
+                anyhow::ensure!(
+                    store.get_namespace(&ns)?.is_some(),
+                    "namespace {namespace} does not exist"
+                );
+                writeln!(out, "{}", serde_json::to_string(&store.namespace_limits(&ns)?)?)?;
+            }
+            LimitsCommand::Clear { namespace } => {
+                store.clear_namespace_limits(&ns(&namespace)?)?;
+            }
+        },
     }
     Ok(())
 }
@@ -120,6 +181,37 @@ mod tests {
 
     fn parse(args: &[&str]) -> AdminCommand {
         Cli::try_parse_from(std::iter::once("admin").chain(args.iter().copied())).unwrap().cmd
+    }
+
+    #[test]
+    fn limits_set_get_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
+                .unwrap();
+        let mut out = Vec::new();
+        execute(&store, parse(&["namespace", "create", "team"]), &mut out).unwrap();
+        assert!(execute(&store, parse(&["limits", "set", "team"]), &mut out).is_err(), "nothing");
+        let mut out = Vec::new();
+        let set = ["limits", "set", "team", "--concurrent-invocations", "5"];
+        execute(&store, parse(&set), &mut out).unwrap();
+        execute(
+            &store,
+            parse(&["limits", "set", "team", "--invocations-per-minute", "60"]),
+            &mut out,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        execute(&store, parse(&["limits", "get", "team"]), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap().trim(),
+            r#"{"invocationsPerMinute":60,"concurrentInvocations":5}"#
+        );
+        let mut out = Vec::new();
+        execute(&store, parse(&["limits", "clear", "team"]), &mut out).unwrap();
+        execute(&store, parse(&["limits", "get", "team"]), &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().trim(), "{}");
+        assert!(execute(&store, parse(&["limits", "get", "nobody"]), &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `/api/v1/namespaces` (the caller's namespace list) and `/api/v1/namespaces/{ns}` (its
-//! entities, as OpenWhisk's summary).
+//! `/api/v1/namespaces` (the caller's namespace list), `/api/v1/namespaces/{ns}` (its
+//! entities, as OpenWhisk's summary) and `/api/v1/namespaces/{ns}/limits` (the limits that
+//! hold for it, as OpenWhisk's `Limits` API answers them).
 
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -7,7 +8,10 @@ use serde_json::json;
 use super::actions::action_json;
 use super::response::{json, ApiError, Body};
 use crate::controller::Controller;
-use crate::model::{EntityName, Identity};
+use crate::model::{
+    EntityName, Identity, CONCURRENCY_MAX, CONCURRENCY_MIN, LOGS_MAX_MB, LOGS_MIN_MB,
+    MAX_PAYLOAD_BYTES, MEMORY_MAX_MB, MEMORY_MIN_MB, TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
+};
 
 /// Actions shown in the namespace summary at most (OpenWhisk's list maximum).
 const SUMMARY_ACTIONS: usize = 200;
@@ -23,5 +27,30 @@ pub fn summary(c: &Controller, ns: &EntityName) -> Result<Response<Body>, ApiErr
     Ok(json(
         StatusCode::OK,
         &json!({ "actions": actions, "packages": [], "triggers": [], "rules": [] }),
+    ))
+}
+
+/// The namespace's effective limits with the action limits' ranges, in OpenWhisk's shape
+/// (memory in MB, logs in MB, timeouts in ms, the parameter size in bytes).
+pub fn limits(c: &Controller, ns: &EntityName) -> Result<Response<Body>, ApiError> {
+    let l = c.namespace_limits(ns)?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "invocationsPerMinute": l.invocations_per_minute,
+            "concurrentInvocations": l.concurrent_invocations,
+            "firesPerMinute": l.fires_per_minute,
+            // hearth's own: OpenWhisk's longest sequence is a system setting, here a limit.
+            "sequenceMaxLength": l.sequence_max_length,
+            "minActionMemory": MEMORY_MIN_MB,
+            "maxActionMemory": MEMORY_MAX_MB,
+            "minActionLogs": LOGS_MIN_MB,
+            "maxActionLogs": LOGS_MAX_MB,
+            "minActionTimeout": TIMEOUT_MIN_MS,
+            "maxActionTimeout": TIMEOUT_MAX_MS,
+            "minActionConcurrency": CONCURRENCY_MIN,
+            "maxActionConcurrency": CONCURRENCY_MAX,
+            "maxParameterSize": MAX_PAYLOAD_BYTES,
+        }),
     ))
 }

@@ -65,7 +65,9 @@ impl From<ControllerError> for ApiError {
             ControllerError::NotFound(_) => StatusCode::NOT_FOUND,
             ControllerError::Conflict(_) => StatusCode::CONFLICT,
             ControllerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ControllerError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ControllerError::Overloaded(_) | ControllerError::Throttled(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ControllerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ControllerError::Store(_) | ControllerError::Internal(_) => {
                 tracing::error!(error = %e, "internal error");

@@ -39,12 +39,26 @@ pub async fn handle(
     }
     async move {
         let started = Instant::now();
+        let sent_body = declares_body(&req);
         let resp = match route(req, &controller, throttle, peer).await {
             Ok(r) => r,
-            Err(e) => match &request_id {
-                Some(id) => e.into_response(id),
-                None => e.into_response(&new_request_id()),
-            },
+            Err(e) => {
+                let mut resp = match &request_id {
+                    Some(id) => e.into_response(id),
+                    None => e.into_response(&new_request_id()),
+                };
+                // A refused request's body may be left unread (a 413 refuses it from its
+                // length alone): the connection must not carry another request after it, or
+                // a client that reuses it (OpenWhisk's JavaScript client does) writes its next
+                // request into a socket the server no longer reads, and loses it.
+                if sent_body {
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                resp
+            }
         };
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(status = resp.status().as_u16(), elapsed_us, "answered");
@@ -52,6 +66,15 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Whether the request says a body follows (a non-zero length, or chunks).
+fn declares_body(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    h.contains_key(hyper::header::TRANSFER_ENCODING)
+        || h.get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// The id an error body carries as its `code` (OpenWhisk's transaction id).
@@ -183,6 +206,10 @@ async fn route(
     match rest {
         [] => match method {
             Method::GET => namespaces::summary(c, &ns),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["limits"] => match method {
+            Method::GET => namespaces::limits(c, &ns),
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         ["actions"] => match method {

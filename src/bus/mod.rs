@@ -126,6 +126,13 @@ pub trait Dispatcher: Send + Sync + 'static {
     /// The invokers behind this dispatcher and their health as it sees them now (the
     /// controller's `GET /invokers`). Cheap and side-effect free: never starts an invoker.
     fn invokers(&self) -> Vec<InvokerView>;
+
+    /// How many live controllers share the invokers behind this dispatcher, this one
+    /// included: each enforces its share of a namespace's limits (`controller::admission`).
+    /// One, unless a cluster's bus knows of others.
+    fn controllers(&self) -> usize {
+        1
+    }
 }
 
 /// Takes the records of activations no request waits for any more: those a controller

@@ -23,6 +23,9 @@ pub enum ControllerError {
     /// The invoker refused: queue full (429).
     #[error("{0}")]
     Overloaded(String),
+    /// The namespace is over one of its limits (429); the message names the limit.
+    #[error("{0}")]
+    Throttled(String),
     /// No invoker can take work (503).
     #[error("{0}")]
     Unavailable(String),

@@ -83,12 +83,16 @@ impl Pending {
     }
 }
 
-/// Decrements the in-flight count when the record is handed to the writer (or the task dies).
-struct InFlight(Arc<AtomicUsize>);
+/// Decrements the in-flight count when the record is handed to the writer (or the task dies),
+/// and frees the namespace's concurrency slot with its ticket.
+struct InFlight {
+    count: Arc<AtomicUsize>,
+    _ticket: super::admission::Ticket,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -130,6 +134,9 @@ impl Controller {
         let started = std::time::Instant::now();
         let request_params = parse_payload(payload)?;
         let meta = self.get_action(fqn)?;
+        let limits = self.namespace_limits(&caller.namespace)?;
+        let ticket =
+            self.admission.admit(&caller.namespace, &limits, self.dispatcher.controllers())?;
         let mut params: Map<String, Value> =
             meta.parameters.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
         params.extend(request_params);
@@ -164,7 +171,7 @@ impl Controller {
                 DispatchError::Unavailable(m) => ControllerError::Unavailable(m),
             })?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(self.in_flight.clone());
+        let guard = InFlight { count: self.in_flight.clone(), _ticket: ticket };
 
         if blocking {
             let wait =

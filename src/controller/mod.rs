@@ -2,10 +2,12 @@
 //! methods the API layer calls.
 //!
 //! Owns: the rules (who may touch which namespace, how a payload is validated, how long a
-//! blocking invoke waits), the record writer, and the in-flight count.
+//! blocking invoke waits, how much work a namespace may have), the record writer, and the
+//! in-flight counts.
 //! Must never: know about HTTP (no hyper types here), hold an LMDB write transaction on an
 //! async worker thread (writes go to blocking threads), or lose an accepted activation's record.
 
+mod admission;
 mod error;
 mod invoke;
 mod records;
@@ -22,7 +24,7 @@ pub use retention::run_retention;
 
 use crate::bus::Dispatcher;
 use crate::model::{
-    ActionMeta, Activation, ActivationId, EntityName, FullyQualifiedName, Identity,
+    ActionMeta, Activation, ActivationId, EntityName, FullyQualifiedName, Identity, NamespaceLimits,
 };
 use crate::store::{ActionUpdate, ActivationQuery, Store, StoreError};
 
@@ -42,6 +44,9 @@ pub struct ControllerConfig {
     pub retention: Duration,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Every namespace's limits unless an operator overrode them for it
+    /// (`hearthd admin limits`).
+    pub namespace_limits: NamespaceLimits,
 }
 
 impl Default for ControllerConfig {
@@ -51,6 +56,7 @@ impl Default for ControllerConfig {
             wait_margin: Duration::from_secs(2),
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
+            namespace_limits: NamespaceLimits::SINGLE_OWNER,
         }
     }
 }
@@ -62,6 +68,7 @@ pub struct Controller {
     config: ControllerConfig,
     records: Arc<RecordWriter>,
     in_flight: Arc<AtomicUsize>,
+    admission: admission::Admission,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -109,6 +116,7 @@ impl Controller {
             config,
             records: Arc::new(records),
             in_flight: Arc::default(),
+            admission: admission::Admission::default(),
             metrics: Arc::default(),
         }))
     }
@@ -154,6 +162,12 @@ impl Controller {
         } else {
             Err(ControllerError::Forbidden(path_ns.chars().take(256).collect()))
         }
+    }
+
+    /// The limits that hold for namespace `ns` now: the operator's override for it over the
+    /// host's defaults (`GET /namespaces/{ns}/limits`, and every invoke).
+    pub fn namespace_limits(&self, ns: &EntityName) -> Result<NamespaceLimits, ControllerError> {
+        Ok(self.store.namespace_limits(ns)?.over(self.config.namespace_limits))
     }
 
     /// The namespaces a caller sees: its own.

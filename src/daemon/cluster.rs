@@ -278,6 +278,10 @@ impl Dispatcher for RevisionGate {
     fn invokers(&self) -> Vec<InvokerView> {
         self.pool.invokers()
     }
+
+    fn controllers(&self) -> usize {
+        self.pool.controllers()
+    }
 }
 
 #[cfg(test)]

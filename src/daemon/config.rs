@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::invoker::InvokerConfig;
+use crate::model::NamespaceLimits;
 
 /// Where packaged installs keep their configuration.
 pub const SYSTEM_CONFIG_DIR: &str = "/etc/hearth";
@@ -52,6 +53,32 @@ pub struct ControllerFile {
     /// among those sharing every invoker's memory.
     #[serde(deserialize_with = "opt_duration")]
     pub invoker_offline_after: Option<Duration>,
+    /// `[limits]`: every namespace's limits unless overridden for it (`hearthd admin limits`).
+    pub limits: LimitsFile,
+}
+
+/// The `[limits]` table of controller.toml; an absent key keeps the built-in default
+/// ([`NamespaceLimits::SINGLE_OWNER`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsFile {
+    pub invocations_per_minute: Option<u32>,
+    pub concurrent_invocations: Option<u32>,
+    pub fires_per_minute: Option<u32>,
+    pub sequence_max_length: Option<u32>,
+}
+
+impl LimitsFile {
+    /// The file's values over `defaults`.
+    pub fn over(self, defaults: NamespaceLimits) -> NamespaceLimits {
+        NamespaceLimits {
+            invocations_per_minute: self.invocations_per_minute,
+            concurrent_invocations: self.concurrent_invocations,
+            fires_per_minute: self.fires_per_minute,
+            sequence_max_length: self.sequence_max_length,
+        }
+        .over(defaults)
+    }
 }
 
 /// `invoker.toml`: the process's own settings and, in the same flat table, the pool's
@@ -164,6 +191,22 @@ pub fn default_data_dir(standalone: bool) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limits_table_overrides_the_defaults_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("controller.toml"),
+            "[limits]\nconcurrent_invocations = 7\n",
+        )
+        .unwrap();
+        let c: ControllerFile = load(Some(dir.path()), "controller.toml").unwrap();
+        let l = c.limits.over(NamespaceLimits::SINGLE_OWNER);
+        assert_eq!(l.concurrent_invocations, Some(7));
+        assert_eq!(l.invocations_per_minute, NamespaceLimits::SINGLE_OWNER.invocations_per_minute);
+        std::fs::write(dir.path().join("controller.toml"), "[limits]\nconcurent = 7\n").unwrap();
+        assert!(load::<ControllerFile>(Some(dir.path()), "controller.toml").is_err(), "typo");
+    }
 
     #[test]
     fn missing_file_is_default() {

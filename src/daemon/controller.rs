@@ -91,6 +91,7 @@ pub(super) fn apply_file(config: &mut ControllerConfig, file: &ControllerFile) {
     if let Some(i) = file.retention_interval {
         config.retention_interval = i;
     }
+    config.namespace_limits = file.limits.over(config.namespace_limits);
 }
 
 pub(super) fn default_listen() -> std::net::SocketAddr {

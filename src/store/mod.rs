@@ -18,6 +18,7 @@ mod error;
 mod feed;
 mod keys;
 mod meta;
+mod namespace_limits;
 mod namespaces;
 mod pending;
 mod replica;

@@ -1,5 +1,5 @@
 //! Namespaces: name -> record. Deleting a namespace deletes everything it owns (keys, actions,
-//! code, activation records) in one transaction.
+//! code, activation records, pending stubs, limit overrides) in one transaction.
 
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +123,8 @@ impl Store {
         let keys = self.delete_keys_of_in(&mut wtxn, ns)?;
         let actions = self.delete_actions_of_in(&mut wtxn, ns)?;
         let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
+        let pending = self.delete_pending_of_in(&mut wtxn, ns)?;
+        self.delete_namespace_limits_in(&mut wtxn, ns)?;
         self.bump_keys_generation(&mut wtxn)?;
         // Explicit tombstones for what the namespace owned: compaction may drop the
         // namespace's tombstone one day, and the actions' records must not come back then.
@@ -133,7 +135,7 @@ impl Store {
         fed.push(entity.clone());
         let seq = self.feed_in(&mut wtxn, &fed)?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
-        tracing::info!(namespace = %ns, keys = n_keys, actions = n_actions, activations, "namespace deleted");
+        tracing::info!(namespace = %ns, keys = n_keys, actions = n_actions, activations, pending, "namespace deleted");
         self.await_published(&entity, seq)?;
         Ok(true)
     }

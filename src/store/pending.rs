@@ -64,6 +64,31 @@ impl Store {
         Ok(true)
     }
 
+    /// Deletes the stubs of namespace `ns` (inside its deletion): its activations will never
+    /// be readable, and a restart must not turn them into records of a namespace that is
+    /// gone. Returns how many there were.
+    pub(crate) fn delete_pending_of_in(
+        &self,
+        wtxn: &mut RwTxn,
+        ns: &crate::model::EntityName,
+    ) -> Result<usize, StoreError> {
+        let mut ids = Vec::new();
+        for item in self.dbs().pending.iter(wtxn).map_err(lmdb("iter", "pending"))? {
+            let (k, v) = item.map_err(lmdb("iter", "pending"))?;
+            // A stub that does not decode cannot be attributed; it is left for the start-up
+            // sweep, which reports it.
+            if let Ok(a) = decode::<Activation>("pending", k, v) {
+                if a.namespace == ns.as_str() {
+                    ids.push(k.to_vec());
+                }
+            }
+        }
+        for id in &ids {
+            self.dbs().pending.delete(wtxn, id).map_err(lmdb("delete", "pending"))?;
+        }
+        Ok(ids.len())
+    }
+
     /// How many stubs are pending (tests and status figures).
     pub fn count_pending(&self) -> Result<u64, StoreError> {
         let rtxn = self.read_txn()?;
@@ -170,6 +195,19 @@ mod tests {
             assert!(got.response.result["error"].as_str().unwrap().contains("server stopped"));
         }
         assert_eq!(s.count_pending().unwrap(), 0);
+    }
+
+    #[test]
+    fn deleting_a_namespace_deletes_its_stubs_only() {
+        let (_d, s) = temp_store();
+        let gone = EntityName::parse("gone").unwrap();
+        s.create_namespace(&gone).unwrap();
+        let stubs = vec![rec("gone"), rec("gone"), rec("guest")];
+        s.commit_activations(&[], &stubs).unwrap();
+        assert!(s.delete_namespace(&gone).unwrap());
+        assert_eq!(s.count_pending().unwrap(), 1, "the other namespace's stub stays");
+        assert_eq!(s.finish_stale_pending().unwrap(), 1);
+        assert!(s.get_activation(&gone, &stubs[0].activation_id).unwrap().is_none());
     }
 
     #[test]

@@ -431,6 +431,10 @@ impl Dispatcher for KafkaBus {
             .map(|s| InvokerView { id: s.id, health: s.health })
             .collect()
     }
+
+    fn controllers(&self) -> usize {
+        self.shared.state().balancer.controllers()
+    }
 }
 
 /// Creates the controller's topics unless they exist.
