@@ -185,10 +185,7 @@ mod tests {
 
     #[test]
     fn limits_set_get_clear() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
-                .unwrap();
+        let (_dir, store) = crate::store::test_util::temp_store();
         let mut out = Vec::new();
         execute(&store, parse(&["namespace", "create", "team"]), &mut out).unwrap();
         assert!(execute(&store, parse(&["limits", "set", "team"]), &mut out).is_err(), "nothing");
@@ -216,10 +213,7 @@ mod tests {
 
     #[test]
     fn namespace_and_key_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
-                .unwrap();
+        let (_dir, store) = crate::store::test_util::temp_store();
         let mut out = Vec::new();
         execute(&store, parse(&["namespace", "create", "team"]), &mut out).unwrap();
         let first = String::from_utf8(out.clone()).unwrap().trim().to_owned();
