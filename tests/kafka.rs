@@ -19,7 +19,7 @@ use hearth::bus::kafka::{
     follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
     KafkaConfig, Position,
 };
-use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use hearth::dispatch::{ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView};
 use hearth::model::{
     ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, Kind,
@@ -46,12 +46,7 @@ impl TestInvoker {
 }
 
 impl Dispatcher for TestInvoker {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
-    > {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.ran.lock().unwrap().push(msg.activation_id);

@@ -24,11 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    frame, ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed,
-    UnclaimedSink,
-};
+use super::{frame, Unclaimed, UnclaimedSink};
 use crate::balancer::{Health, InvokerId};
+use crate::dispatch::{ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView};
 use crate::model::{Activation, ActivationId};
 use crate::shutdown::Shutdown;
 
@@ -207,12 +205,7 @@ fn start_client(stream: UnixStream, unclaimed: Arc<UnclaimedSink>) -> Connection
 }
 
 impl Dispatcher for UnixBus {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
-    > {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(async move {
             let id = msg.activation_id;
             let lost =
@@ -416,12 +409,7 @@ mod tests {
     struct Echo;
 
     impl Dispatcher for Echo {
-        fn dispatch(
-            &self,
-            msg: ActivationMessage,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
-        > {
+        fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
             Box::pin(async move {
                 if msg.action.name.as_str() == "full" {
                     return Err(DispatchError::Overloaded("queue full".into()));

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::{Controller, ControllerError, RecordWriter};
-use crate::bus::{ActivationMessage, Completion, DispatchError};
+use crate::dispatch::{ActivationMessage, Completion, DispatchError};
 use crate::model::{
     now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
     EntityName, FullyQualifiedName, Identity, KeyValue, Kind, MAX_PAYLOAD_BYTES,

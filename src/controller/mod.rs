@@ -20,7 +20,7 @@ pub use invoke::InvokeOutcome;
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 
-use crate::bus::Dispatcher;
+use crate::dispatch::Dispatcher;
 use crate::model::{
     ActionMeta, Activation, ActivationId, EntityName, FullyQualifiedName, Identity,
 };
@@ -127,7 +127,7 @@ impl Controller {
     }
 
     /// The invokers this controller dispatches to and their health (`GET /invokers`).
-    pub fn invokers(&self) -> Vec<crate::bus::InvokerView> {
+    pub fn invokers(&self) -> Vec<crate::dispatch::InvokerView> {
         self.dispatcher.invokers()
     }
 

@@ -15,8 +15,6 @@
 //! Owns: these tasks and their start order. Must never: carry code in an activation, or
 //! answer a write before it is committed locally.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,7 +22,9 @@ use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use crate::dispatch::{
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView,
+};
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
 
@@ -268,10 +268,7 @@ impl RevisionGate {
 }
 
 impl Dispatcher for RevisionGate {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(self.gate(msg))
     }
 
@@ -298,10 +295,7 @@ mod tests {
     /// Answers every activation at once with a success record.
     struct Instant0;
     impl Dispatcher for Instant0 {
-        fn dispatch(
-            &self,
-            msg: ActivationMessage,
-        ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+        fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
             Box::pin(async move {
                 let (tx, rx) = oneshot::channel();
                 let mut rec = msg.failure_record("ran");

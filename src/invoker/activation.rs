@@ -23,8 +23,8 @@ use super::restore::WarmRecord;
 use super::service::Inner;
 use super::state::{Slot, WarmKey};
 use super::CodeError;
-use crate::bus::ActivationMessage;
 use crate::container::{ActionContainer, ContainerFactory, InitSpec, RunError, RunSpec};
+use crate::dispatch::ActivationMessage;
 use crate::model::{now_millis, Activation};
 
 /// What happens to the container after the record was sent.

@@ -8,8 +8,8 @@
 
 use serde_json::{json, Value};
 
-use crate::bus::ActivationMessage;
 use crate::container::{RunError, RunOutput};
+use crate::dispatch::ActivationMessage;
 use crate::model::{Activation, ActivationResponse, ActivationStatus, KeyValue};
 
 /// When the work for one activation happened, in milliseconds since the epoch.

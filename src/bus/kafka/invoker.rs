@@ -32,7 +32,7 @@ use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
 use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{InvokerId, Ping};
-use crate::bus::{ActivationMessage, Dispatcher};
+use crate::dispatch::{ActivationMessage, Dispatcher};
 use crate::model::{now_millis, Activation, ActivationStatus, KeyValue};
 use crate::shutdown::Shutdown;
 
