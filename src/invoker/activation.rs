@@ -23,9 +23,10 @@ use super::restore::WarmRecord;
 use super::service::Inner;
 use super::state::{Slot, WarmKey};
 use super::CodeError;
-use crate::container::{ActionContainer, ContainerFactory, InitSpec, RunError, RunSpec};
+use crate::container::{ActionContainer, ContainerFactory, RunError};
 use crate::dispatch::ActivationMessage;
 use crate::model::{now_millis, Activation};
+use crate::runtime::{InitSpec, RunSpec};
 
 /// What happens to the container after the record was sent.
 enum Disposal<C> {
