@@ -84,10 +84,7 @@ pub(super) fn runc_config(state_dir: &std::path::Path, runc: PathBuf) -> RuncCon
     let cgroup_parent = if state_dir == std::path::Path::new(config::INVOKER_STATE_DIR) {
         "hearth/invoker".to_owned()
     } else {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        state_dir.hash(&mut h);
-        format!("hearth/{:08x}", h.finish() & 0xffff_ffff)
+        format!("hearth/{}", super::dir_tag(state_dir))
     };
     RuncConfig {
         runc,
