@@ -19,7 +19,9 @@ use hearth::bus::kafka::{
     follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
     KafkaConfig, Position,
 };
-use hearth::dispatch::{ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView};
+use hearth::dispatch::{
+    ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
+};
 use hearth::model::{
     ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, Kind,
@@ -54,11 +56,11 @@ impl Dispatcher for TestInvoker {
                 self.held.lock().unwrap().push((msg.activation_id, tx));
                 return Ok(rx);
             }
-            let mut rec = msg.failure_record("unused");
-            rec.response = ActivationResponse::success(serde_json::json!({
+            let response = ActivationResponse::success(serde_json::json!({
                 "invoker": self.id,
                 "params": msg.params,
             }));
+            let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
             let _ = tx.send(rec);
             Ok(rx)
         })

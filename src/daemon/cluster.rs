@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
 use crate::dispatch::{
-    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView,
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
 };
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
@@ -244,7 +244,7 @@ impl RevisionGate {
                     msg.version
                 );
                 tracing::warn!(activation = %msg.activation_id, "{why}");
-                let mut record = msg.failure_record(&why);
+                let mut record = msg.lost_record(why, Timing::since_accepted(&msg));
                 record.mark_superseded();
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(record);
@@ -262,7 +262,7 @@ impl RevisionGate {
         };
         tracing::error!(activation = %msg.activation_id, "{why}");
         let (tx, rx) = oneshot::channel();
-        let _ = tx.send(msg.failure_record(&why));
+        let _ = tx.send(msg.lost_record(why, Timing::since_accepted(&msg)));
         Ok(rx)
     }
 }
@@ -298,8 +298,8 @@ mod tests {
         fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
             Box::pin(async move {
                 let (tx, rx) = oneshot::channel();
-                let mut rec = msg.failure_record("ran");
-                rec.response = crate::model::ActivationResponse::success(serde_json::json!({}));
+                let response = crate::model::ActivationResponse::success(serde_json::json!({}));
+                let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
                 let _ = tx.send(rec);
                 Ok(rx)
             })

@@ -7,6 +7,10 @@
 //! controller's side) and drives one (the invoker's side), so this module sits below both:
 //! it must never know how a message travels, and owns no I/O.
 
+mod record;
+
+pub use record::Timing;
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -16,8 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::balancer::{Health, InvokerId};
 use crate::model::{
-    now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
-    EntityName, ExecMeta, FullyQualifiedName, KeyValue,
+    ActionLimits, Activation, ActivationId, EntityName, ExecMeta, FullyQualifiedName,
 };
 
 /// One accepted invoke, as sent to an invoker. It never carries the action's code (up to
@@ -62,33 +65,6 @@ impl ActivationMessage {
             params: Map::new(),
             received_at_ms: 0,
             publish: false,
-        }
-    }
-
-    /// The record of an activation that hearth lost (the invoker died, a channel closed):
-    /// "whisk internal error" with `message`, so that every accepted activation ends with a
-    /// record even when nothing ran.
-    pub fn failure_record(&self, message: &str) -> Activation {
-        let now = now_millis();
-        let response = ActivationResponse::error(ActivationStatus::InternalError, message);
-        Activation {
-            namespace: self.subject.to_string(),
-            name: self.action.name.to_string(),
-            subject: self.subject.to_string(),
-            activation_id: self.activation_id,
-            start: self.received_at_ms,
-            end: now,
-            duration: now.saturating_sub(self.received_at_ms),
-            status_code: response.status_code,
-            response,
-            logs: Vec::new(),
-            annotations: vec![
-                KeyValue::new("path", self.action.to_string()),
-                KeyValue::new("kind", self.exec.kind.as_str()),
-                KeyValue::new("limits", serde_json::to_value(self.limits).unwrap_or(Value::Null)),
-            ],
-            version: self.version.clone(),
-            publish: self.publish,
         }
     }
 }

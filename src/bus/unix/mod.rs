@@ -52,7 +52,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::dispatch::{DispatchFuture, Dispatcher, InvokerView};
+    use crate::dispatch::{DispatchFuture, Dispatcher, InvokerView, Timing};
     use crate::model::ActivationResponse;
 
     /// Completes every activation with a success record echoing its params; refuses the
@@ -66,9 +66,9 @@ mod tests {
                     return Err(DispatchError::Overloaded("queue full".into()));
                 }
                 let (tx, rx) = oneshot::channel();
-                let mut rec = msg.failure_record("unused");
-                rec.response =
+                let response =
                     ActivationResponse::success(serde_json::Value::Object(msg.params.clone()));
+                let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
                 let _ = tx.send(rec);
                 Ok(rx)
             })

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{ToController, ToInvoker, WRITE_QUEUE};
 use crate::bus::frame;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Timing};
 use crate::model::Activation;
 use crate::shutdown::Shutdown;
 
@@ -108,7 +108,10 @@ async fn serve_connection(
                 let (tx, kept) = (tx.clone(), kept.clone());
                 tokio::spawn(async move {
                     let record = done.await.unwrap_or_else(|_| {
-                        fallback.failure_record("the invoker lost the activation before it ended")
+                        fallback.lost_record(
+                            "the invoker lost the activation before it ended",
+                            Timing::since_accepted(&fallback),
+                        )
                     });
                     send_or_keep(&tx, &kept, record).await;
                 });

@@ -51,7 +51,7 @@ use crate::balancer::{
 };
 use crate::bus::{Unclaimed, UnclaimedSink};
 use crate::dispatch::{
-    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView,
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
 };
 use crate::model::{Activation, ActivationId};
 
@@ -181,7 +181,7 @@ impl Shared {
         for e in lost {
             let message = why(&e);
             tracing::warn!(activation = %e.msg.activation_id, invoker = %e.invoker, "{message}");
-            let _ = e.completion.send(e.msg.failure_record(&message));
+            let _ = e.completion.send(e.msg.lost_record(message, Timing::since_accepted(&e.msg)));
         }
         n
     }
