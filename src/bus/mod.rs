@@ -12,9 +12,10 @@ pub mod unix;
 
 use crate::model::Activation;
 
-/// Takes the records of activations no request waits for any more: those a controller
-/// acknowledged before it restarted, which ended while it was away (the daemon writes them
-/// over the stub or the placeholder its restart left; `Store::complete_interrupted`).
+/// Takes *unclaimed* records: those of activations no request waits for any more, which a
+/// controller acknowledged before it restarted and which ended while it was away (the daemon
+/// writes them over the pending stub or the placeholder its restart left;
+/// `Store::record_unclaimed`).
 pub type Unclaimed = std::sync::Arc<dyn Fn(Activation) + Send + Sync>;
 
 /// Where a dispatcher hands the records nobody waits for: installed once by the daemon

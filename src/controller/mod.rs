@@ -94,7 +94,7 @@ impl Controller {
         dispatcher: Arc<dyn Dispatcher>,
         config: ControllerConfig,
     ) -> Result<Arc<Self>, ControllerError> {
-        let stale = store.finish_stale_pending()?;
+        let stale = store.replace_pending_with_placeholders()?;
         if stale > 0 {
             tracing::warn!(
                 count = stale,

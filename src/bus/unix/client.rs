@@ -77,12 +77,12 @@ impl UnixBus {
         self.unclaimed.install(sink);
     }
 
-    /// Connects now (not at the first dispatch), so that the records the invoker kept for
+    /// Connects now (not at the first dispatch), so that the unclaimed records the invoker holds for
     /// this controller's previous run arrive: called at start when that run left pending
     /// activations. A connection starts a socket-activated invoker.
-    pub async fn collect_kept_records(&self) {
+    pub async fn collect_unclaimed(&self) {
         if let Err(e) = self.connection().await {
-            tracing::warn!(error = %e, "cannot collect the records the invoker kept");
+            tracing::warn!(error = %e, "cannot collect the unclaimed records the invoker holds");
         }
     }
 
@@ -145,7 +145,7 @@ fn start_client(stream: UnixStream, unclaimed: Arc<UnclaimedSink>) -> Connection
                         Some(p) => {
                             let _ = p.completion.send(*act);
                         }
-                        // A record the invoker kept from a connection that died.
+                        // An unclaimed record: the invoker held it from a connection that died.
                         None => unclaimed.hand(*act),
                     }
                 }

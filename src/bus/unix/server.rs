@@ -1,5 +1,6 @@
 //! The invoker's side of the Unix-socket bus: accepts controller connections, hands each
-//! activation to the invoker, and keeps the records of a connection that died for the next one.
+//! activation to the invoker, and holds the *unclaimed* records (those whose controller
+//! connection died) for the next connection, where they arrive unclaimed.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,13 +15,13 @@ use crate::dispatch::{Dispatcher, Timing};
 use crate::model::Activation;
 use crate::shutdown::Shutdown;
 
-/// How many records of activations whose controller connection died the invoker keeps for the
+/// How many unclaimed records (their controller connection died) the invoker holds for the
 /// next connection (the restarted controller); past that the oldest go (their activations end
 /// with the controller's placeholder record).
-const KEPT_RECORDS: usize = 4096;
+const UNCLAIMED_LIMIT: usize = 4096;
 
-/// Records that ended after their connection died, for the next connection.
-type Kept = Arc<Mutex<std::collections::VecDeque<Activation>>>;
+/// Unclaimed records: ended after their connection died, held for the next connection.
+type UnclaimedQueue = Arc<Mutex<std::collections::VecDeque<Activation>>>;
 
 /// The invoker's side: accepts controller connections on `listener` and hands each activation
 /// to `dispatcher` (the invoker), until `shutdown`.
@@ -29,13 +30,13 @@ pub async fn serve(
     dispatcher: Arc<dyn Dispatcher>,
     mut shutdown: Shutdown,
 ) {
-    let kept: Kept = Arc::default();
+    let unclaimed: UnclaimedQueue = Arc::default();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (d, s, k) = (dispatcher.clone(), shutdown.clone(), kept.clone());
+                    let (d, s, k) = (dispatcher.clone(), shutdown.clone(), unclaimed.clone());
                     tokio::spawn(serve_connection(stream, d, s, k));
                 }
                 Err(e) => {
@@ -51,11 +52,11 @@ async fn serve_connection(
     stream: UnixStream,
     dispatcher: Arc<dyn Dispatcher>,
     mut shutdown: Shutdown,
-    kept: Kept,
+    unclaimed: UnclaimedQueue,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ToController>(WRITE_QUEUE);
-    let writer_kept = kept.clone();
+    let writer_unclaimed = unclaimed.clone();
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if let Err(e) = frame::write(&mut wr, &msg).await {
@@ -66,7 +67,7 @@ async fn serve_connection(
                 let mut msg = Some(msg);
                 while let Some(m) = msg.take().or_else(|| rx.try_recv().ok()) {
                     if let ToController::Completed(r) = m {
-                        keep(&writer_kept, *r);
+                        hold_unclaimed(&writer_unclaimed, *r);
                     }
                 }
                 break;
@@ -75,15 +76,15 @@ async fn serve_connection(
     });
     // What ended while no controller was connected goes to this one first.
     let earlier: Vec<Activation> =
-        kept.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
+        unclaimed.lock().unwrap_or_else(PoisonError::into_inner).drain(..).collect();
     if !earlier.is_empty() {
         tracing::info!(
             records = earlier.len(),
-            "handing the controller the records kept since its last connection"
+            "handing the controller the unclaimed records held since its last connection"
         );
     }
     for record in earlier {
-        send_or_keep(&tx, &kept, record).await;
+        send_or_hold(&tx, &unclaimed, record).await;
     }
     loop {
         let msg = tokio::select! {
@@ -105,7 +106,7 @@ async fn serve_connection(
                 if tx.send(ToController::Admitted(id)).await.is_err() {
                     break;
                 }
-                let (tx, kept) = (tx.clone(), kept.clone());
+                let (tx, unclaimed) = (tx.clone(), unclaimed.clone());
                 tokio::spawn(async move {
                     let record = done.await.unwrap_or_else(|_| {
                         fallback.lost_record(
@@ -113,7 +114,7 @@ async fn serve_connection(
                             Timing::since_accepted(&fallback),
                         )
                     });
-                    send_or_keep(&tx, &kept, record).await;
+                    send_or_hold(&tx, &unclaimed, record).await;
                 });
             }
             Err(error) => {
@@ -127,24 +128,28 @@ async fn serve_connection(
     let _ = writer.await;
 }
 
-/// Sends `record` to this connection's controller, or keeps it for the next connection when
-/// this one is gone.
-async fn send_or_keep(tx: &mpsc::Sender<ToController>, kept: &Kept, record: Activation) {
+/// Sends `record` to this connection's controller, or holds it, unclaimed, for the next
+/// connection when this one is gone.
+async fn send_or_hold(
+    tx: &mpsc::Sender<ToController>,
+    unclaimed: &UnclaimedQueue,
+    record: Activation,
+) {
     if let Err(mpsc::error::SendError(ToController::Completed(r))) =
         tx.send(ToController::Completed(Box::new(record))).await
     {
-        keep(kept, *r);
+        hold_unclaimed(unclaimed, *r);
     }
 }
 
-/// Keeps `record` for the next controller connection, dropping the oldest past
-/// [`KEPT_RECORDS`].
-fn keep(kept: &Kept, record: Activation) {
-    let mut k = kept.lock().unwrap_or_else(PoisonError::into_inner);
-    if k.len() == KEPT_RECORDS {
+/// Holds the unclaimed `record` for the next controller connection, dropping the oldest past
+/// [`UNCLAIMED_LIMIT`].
+fn hold_unclaimed(unclaimed: &UnclaimedQueue, record: Activation) {
+    let mut k = unclaimed.lock().unwrap_or_else(PoisonError::into_inner);
+    if k.len() == UNCLAIMED_LIMIT {
         k.pop_front();
     }
-    tracing::debug!(activation = %record.activation_id, "controller gone: record kept for its next connection");
+    tracing::debug!(activation = %record.activation_id, "controller gone: record held, unclaimed, for its next connection");
     k.push_back(record);
 }
 
