@@ -16,7 +16,7 @@ use crate::bus::unix::UnixBus;
 use crate::controller::{Controller, ControllerConfig};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 use crate::systemd::listen::{self, ListenAddr};
 use crate::systemd::notify::{self, Notifier};
 
@@ -104,7 +104,7 @@ pub async fn run(
     trigger: Arc<ShutdownTrigger>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = open_store(&settings.data_dir)?;
+    let store = super::open_store(&settings.data_dir)?;
     let bus: Arc<dyn Dispatcher> = match &settings.cluster {
         None => {
             let bus = Arc::new(UnixBus::new(&settings.invoker_socket));
@@ -271,11 +271,4 @@ fn unclaimed_records(store: &Store) -> crate::bus::Unclaimed {
             }
         });
     })
-}
-
-pub(super) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    Store::open(dir, StoreOptions::default())
-        .with_context(|| format!("opening the store in {}", dir.display()))
 }

@@ -10,9 +10,10 @@ use anyhow::Context;
 use super::args::StandaloneArgs;
 use super::config::{self, ControllerFile, InvokerFile};
 use super::SystemdContext;
+use crate::container::RuncFactory;
 use crate::controller::{Controller, ControllerConfig};
 use crate::dispatch::Dispatcher;
-use crate::invoker::InvokerConfig;
+use crate::invoker::{InvokerConfig, StartOptions};
 use crate::model::{AuthKey, EntityName, GUEST_KEY};
 use crate::shutdown::Shutdown;
 use crate::systemd::listen::{self, ListenAddr};
@@ -70,13 +71,16 @@ pub async fn run(
     mut ctx: SystemdContext,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = super::controller::open_store(&settings.data_dir)?;
+    let store = super::open_store(&settings.data_dir)?;
     install_guest_key(&store, settings.listen)?;
+    super::invoker::require_root()?;
+    let runc = super::invoker::runc_config(&settings.state_dir, settings.runc.clone());
+    let factory = RuncFactory::new(runc).context("setting up runc")?;
     let invoker = super::invoker::start_pool(
-        store.clone(),
-        &settings.state_dir,
-        settings.runc.clone(),
+        &store,
         settings.pool.clone(),
+        factory,
+        StartOptions::default(),
         shutdown.clone(),
     )
     .await?;
@@ -114,8 +118,7 @@ pub async fn run(
     let accept = || async { listener.accept().await };
     let served = crate::api::serve_with(accept, controller.clone(), shutdown).await;
     controller.close().await;
-    invoker.shutdown().await;
-    super::invoker::release_cgroup_parent(&settings.state_dir);
+    super::invoker::stop_pool(&ctx.notifier, &invoker, &settings.state_dir).await;
     served.context("serving the API")?;
     Ok(())
 }
