@@ -16,6 +16,7 @@ pub mod cli;
 pub mod container;
 pub mod controller;
 pub mod daemon;
+pub mod dispatch;
 pub mod docgen;
 pub mod invoker;
 pub mod metrics;

@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use hearth::balancer::{Health, InvokerId};
-use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use hearth::controller::{Controller, ControllerConfig};
+use hearth::dispatch::{ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView};
 use hearth::model::{
     now_millis, Activation, ActivationResponse, ActivationStatus, AuthKey, EntityName, KeyValue,
     GUEST_KEY,
@@ -91,12 +91,7 @@ fn record_for(msg: &ActivationMessage) -> Activation {
 }
 
 impl Dispatcher for BusTestInvoker {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
-    > {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(async move {
             let mode = *self.mode.lock().unwrap();
             self.seen.lock().unwrap().push(msg.clone());

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hearth::container::{
-    cgroup, ActionContainer, ContainerFactory, ContainerSpec, InitSpec, RunError, RunSpec,
-    RuncConfig, RuncContainer, RuncFactory,
+    cgroup, ActionContainer, ContainerFactory, ContainerSpec, RunError, RuncConfig, RuncContainer,
+    RuncFactory,
 };
 use hearth::model::Runtime;
-use hearth::runtime::code;
+use hearth::runtime::{code, InitSpec, RunSpec};
 use serde_json::{json, Map, Value};
 
 const RUNC: &str = "/usr/sbin/runc";

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth::bus::{ActivationMessage, DispatchError, Dispatcher};
+use hearth::dispatch::{ActivationMessage, DispatchError, Dispatcher};
 use hearth::invoker::{Invoker, InvokerConfig, PrewarmConfig};
 use hearth::model::{
     now_millis, ActionLimits, Activation, ActivationId, ActivationStatus, EntityName, ExecMeta,

@@ -19,7 +19,9 @@ use hearth::bus::kafka::{
     follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
     KafkaConfig, Position,
 };
-use hearth::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use hearth::dispatch::{
+    ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
+};
 use hearth::model::{
     ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, Kind,
@@ -46,12 +48,7 @@ impl TestInvoker {
 }
 
 impl Dispatcher for TestInvoker {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Completion, DispatchError>> + Send + '_>,
-    > {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             self.ran.lock().unwrap().push(msg.activation_id);
@@ -59,11 +56,11 @@ impl Dispatcher for TestInvoker {
                 self.held.lock().unwrap().push((msg.activation_id, tx));
                 return Ok(rx);
             }
-            let mut rec = msg.failure_record("unused");
-            rec.response = ActivationResponse::success(serde_json::json!({
+            let response = ActivationResponse::success(serde_json::json!({
                 "invoker": self.id,
                 "params": msg.params,
             }));
+            let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
             let _ = tx.send(rec);
             Ok(rx)
         })

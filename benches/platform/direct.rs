@@ -14,11 +14,11 @@ use anyhow::{bail, Context};
 use hearth::container::bundle::{self, BundleSpec};
 use hearth::container::skeleton::Skeleton;
 use hearth::container::{
-    cgroup, ActionContainer, ContainerFactory, ContainerSpec, InitSpec, RunSpec, RuncConfig,
-    RuncContainer, RuncFactory,
+    cgroup, ActionContainer, ContainerFactory, ContainerSpec, RuncConfig, RuncContainer,
+    RuncFactory,
 };
 use hearth::model::Runtime;
-use hearth::runtime::code;
+use hearth::runtime::{code, InitSpec, RunSpec};
 use serde_json::{json, Map, Value};
 
 use crate::workspace::{Workspace, RUNC};

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::response::{json, Body};
 use crate::balancer::Health;
-use crate::bus::InvokerView;
+use crate::dispatch::InvokerView;
 
 /// OpenWhisk's word for each state (its `Offline` is shown as `down`).
 fn state(h: Health) -> &'static str {

@@ -1,143 +1,21 @@
-//! The seam between the controller and the invoker.
+//! The seam between the controller and the invoker: how the [`crate::dispatch`] contract
+//! travels between processes and hosts.
 //!
-//! The controller hands an [`ActivationMessage`] to a bus and gets back a receiver for the
-//! finished [`Activation`] record. Admission is immediate (an invoker that is full says so at
-//! once, so the caller gets 429/503 rather than a timeout); completion arrives later. The
-//! in-process bus (standalone) is a direct call; the Unix-socket and Kafka buses carry the same
-//! messages between processes and hosts.
+//! The in-process bus (standalone) is no bus at all: the controller calls the invoker's
+//! [`Dispatcher`](crate::dispatch::Dispatcher) directly. The Unix-socket bus (`unix`) and the
+//! Kafka bus (`kafka`, feature `kafka`) carry the same messages between processes and hosts.
 
 pub mod frame;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod unix;
 
-use std::future::Future;
-use std::pin::Pin;
+use crate::model::Activation;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use tokio::sync::oneshot;
-
-use crate::balancer::{Health, InvokerId};
-use crate::model::{
-    now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
-    EntityName, ExecMeta, FullyQualifiedName, KeyValue,
-};
-
-/// One accepted invoke, as sent to an invoker. It never carries the action's code (up to
-/// 48 MB): the invoker reads the code for `action`@`revision` from its own store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActivationMessage {
-    pub activation_id: ActivationId,
-    pub action: FullyQualifiedName,
-    pub revision: u64,
-    pub version: String,
-    pub exec: ExecMeta,
-    pub limits: ActionLimits,
-    /// The caller's namespace: the activation record belongs to it.
-    pub subject: EntityName,
-    /// The action's default parameters overlaid with the request's.
-    pub params: Map<String, Value>,
-    /// Milliseconds since the epoch when the controller accepted the request (for `waitTime`).
-    pub received_at_ms: u64,
-    pub publish: bool,
-}
-
-impl ActivationMessage {
-    /// A message for `namespace/name` at `revision` with defaults everywhere else (python:3,
-    /// default limits, the caller is the action's namespace, no parameters), for tests.
-    #[cfg(test)]
-    pub(crate) fn for_test(namespace: &str, name: &str, revision: u64) -> Self {
-        #[allow(clippy::unwrap_used)] // fixed, valid names
-        let (ns, name) = (EntityName::parse(namespace).unwrap(), EntityName::parse(name).unwrap());
-        Self {
-            activation_id: ActivationId::generate(),
-            action: FullyQualifiedName::new(ns.clone(), name),
-            revision,
-            version: format!("0.0.{revision}"),
-            #[allow(clippy::unwrap_used)]
-            exec: ExecMeta {
-                kind: crate::model::Kind::parse("python:3").unwrap(),
-                main: None,
-                binary: false,
-            },
-            limits: ActionLimits::default(),
-            subject: ns,
-            params: Map::new(),
-            received_at_ms: 0,
-            publish: false,
-        }
-    }
-
-    /// The record of an activation that hearth lost (the invoker died, a channel closed):
-    /// "whisk internal error" with `message`, so that every accepted activation ends with a
-    /// record even when nothing ran.
-    pub fn failure_record(&self, message: &str) -> Activation {
-        let now = now_millis();
-        let response = ActivationResponse::error(ActivationStatus::InternalError, message);
-        Activation {
-            namespace: self.subject.to_string(),
-            name: self.action.name.to_string(),
-            subject: self.subject.to_string(),
-            activation_id: self.activation_id,
-            start: self.received_at_ms,
-            end: now,
-            duration: now.saturating_sub(self.received_at_ms),
-            status_code: response.status_code,
-            response,
-            logs: Vec::new(),
-            annotations: vec![
-                KeyValue::new("path", self.action.to_string()),
-                KeyValue::new("kind", self.exec.kind.as_str()),
-                KeyValue::new("limits", serde_json::to_value(self.limits).unwrap_or(Value::Null)),
-            ],
-            version: self.version.clone(),
-            publish: self.publish,
-        }
-    }
-}
-
-/// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum DispatchError {
-    /// The pool's queue is full: 429 to the caller.
-    #[error("{0}")]
-    Overloaded(String),
-    /// No invoker can take work (none running, shutting down): 503 to the caller.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-/// Where the finished record arrives. The sender is dropped only after it sent a record, so a
-/// closed channel is itself an internal error that the controller records.
-pub type Completion = oneshot::Receiver<Activation>;
-
-/// Something that takes activations: the in-process invoker (standalone), a client of the
-/// invoker's Unix socket, or a Kafka producer. Object-safe so the controller holds an
-/// `Arc<dyn Dispatcher>` chosen at start-up; the boxed future costs one small allocation per
-/// invoke.
-pub trait Dispatcher: Send + Sync + 'static {
-    /// Admits the activation or refuses it at once.
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>>;
-
-    /// The invokers behind this dispatcher and their health as it sees them now (the
-    /// controller's `GET /invokers`). Cheap and side-effect free: never starts an invoker.
-    fn invokers(&self) -> Vec<InvokerView>;
-
-    /// How many live controllers share the invokers behind this dispatcher, this one
-    /// included: each enforces its share of a namespace's limits (`controller::admission`).
-    /// One, unless a cluster's bus knows of others.
-    fn controllers(&self) -> usize {
-        1
-    }
-}
-
-/// Takes the records of activations no request waits for any more: those a controller
-/// acknowledged before it restarted, which ended while it was away (the daemon writes them
-/// over the stub or the placeholder its restart left; `Store::complete_interrupted`).
+/// Takes *unclaimed* records: those of activations no request waits for any more, which a
+/// controller acknowledged before it restarted and which ended while it was away (the daemon
+/// writes them over the pending stub or the placeholder its restart left;
+/// `Store::record_unclaimed`).
 pub type Unclaimed = std::sync::Arc<dyn Fn(Activation) + Send + Sync>;
 
 /// Where a dispatcher hands the records nobody waits for: installed once by the daemon
@@ -169,19 +47,5 @@ impl UnclaimedSink {
         if let Some(f) = self.0.get() {
             f(record);
         }
-    }
-}
-
-/// One invoker as a dispatcher sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvokerView {
-    pub id: InvokerId,
-    pub health: Health,
-}
-
-impl InvokerView {
-    /// Invoker `id`, up.
-    pub fn up(id: u32) -> Self {
-        Self { id: InvokerId(id), health: Health::Up }
     }
 }

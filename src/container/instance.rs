@@ -23,7 +23,8 @@ use crate::runtime::protocol::{self, ReplyError};
 use super::cgroup;
 use super::logs::{LogPipes, LOG_WATCH_AFTER};
 use super::runc::{remove_dir_logged, Shared};
-use super::{ActionContainer, ContainerSpec, InitSpec, RunError, RunOutput, RunSpec};
+use super::{ActionContainer, ContainerSpec, RunError, RunOutput};
+use crate::runtime::{InitSpec, RunSpec};
 
 /// How long an init may take. [`InitSpec`] carries no timeout; OpenWhisk bounds init by the
 /// action's timeout, whose maximum is 5 minutes, but loading code that takes more than a

@@ -8,7 +8,6 @@
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::time::Duration;
 
 pub mod bundle;
 pub mod cgroup;
@@ -22,9 +21,10 @@ pub mod skeleton;
 pub use instance::RuncContainer;
 pub use runc::{RuncConfig, RuncFactory};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::model::Runtime;
+use crate::runtime::{InitSpec, RunSpec};
 
 /// What a container is created for. Prewarmed containers are created before the action is
 /// known, so nothing action-specific is here.
@@ -37,34 +37,6 @@ pub struct ContainerSpec {
     pub memory_mb: u64,
     /// Whether the container may reach the network (otherwise loopback only).
     pub network: bool,
-}
-
-/// The action-specific part of starting a container: sent once, after the code was installed
-/// into [`ActionContainer::code_dir`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InitSpec {
-    /// `namespace/name`, for the launcher's error messages.
-    pub action: String,
-    /// The function to call (`main` unless the action says otherwise).
-    pub entry_point: String,
-    /// True when the code dir holds an unpacked zip rather than a single source file.
-    pub binary: bool,
-}
-
-/// One activation's input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSpec {
-    /// The merged parameters, passed to `main`.
-    pub params: Map<String, Value>,
-    /// `__OW_*` values (without the prefix: `ACTIVATION_ID`, `NAMESPACE`, `ACTION_NAME`,
-    /// `DEADLINE`, ...), set in the action's environment for this run.
-    pub env: Vec<(String, String)>,
-    /// After this, the container is killed and the run ends in [`RunError::Timeout`].
-    pub timeout: Duration,
-    /// Log bytes kept for this run; past it the logs end with a truncation note.
-    pub log_limit: usize,
-    /// Largest result accepted, in bytes of JSON.
-    pub result_limit: usize,
 }
 
 /// A run that returned a JSON object.

@@ -10,10 +10,9 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use super::{Controller, ControllerError, RecordWriter};
-use crate::bus::{ActivationMessage, Completion, DispatchError};
+use crate::dispatch::{ActivationMessage, Completion, DispatchError, Timing};
 use crate::model::{
-    now_millis, ActionLimits, Activation, ActivationId, ActivationResponse, ActivationStatus,
-    EntityName, FullyQualifiedName, Identity, KeyValue, Kind, MAX_PAYLOAD_BYTES,
+    now_millis, Activation, ActivationId, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES,
 };
 
 /// How an invoke ended for the caller.
@@ -26,60 +25,33 @@ pub enum InvokeOutcome {
     Accepted(ActivationId),
 }
 
-/// What the controller needs to write a record itself if the invoker never sends one.
-struct Pending {
-    id: ActivationId,
-    subject: EntityName,
-    action: FullyQualifiedName,
-    version: String,
-    kind: Kind,
-    limits: ActionLimits,
-    received_at: u64,
-    publish: bool,
-}
+/// What the controller needs to write a record itself if the invoker never sends one: the
+/// activation's message without its parameters (a record never carries them).
+struct Pending(ActivationMessage);
 
 impl Pending {
     /// Accepts the invoker's record, making sure it belongs to the caller's namespace; or, when
-    /// the channel closed without a record, builds the internal-error record.
+    /// the channel closed without a record, builds the lost record.
     fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
+        let msg = &self.0;
         match result {
             Ok(mut rec) => {
-                if rec.namespace != self.subject.as_str() {
-                    tracing::warn!(activation_id = %self.id, got = %rec.namespace, "invoker record had a foreign namespace; corrected");
-                    rec.namespace = self.subject.to_string();
+                if rec.namespace != msg.subject.as_str() {
+                    tracing::warn!(activation_id = %msg.activation_id, got = %rec.namespace, "invoker record had a foreign namespace; corrected");
+                    rec.namespace = msg.subject.to_string();
                 }
                 rec
             }
             Err(_) => {
-                tracing::error!(activation_id = %self.id, action = %self.action, "completion channel closed without a record");
-                self.failure("The invoker stopped before the activation completed.")
+                tracing::error!(activation_id = %msg.activation_id, action = %msg.action, "completion channel closed without a record");
+                self.lost("The invoker stopped before the activation completed.")
             }
         }
     }
 
-    /// The "whisk internal error" record of this activation, with `message`.
-    fn failure(&self, message: &str) -> Activation {
-        let end = now_millis();
-        let response = ActivationResponse::error(ActivationStatus::InternalError, message);
-        Activation {
-            namespace: self.subject.to_string(),
-            name: self.action.name.to_string(),
-            subject: self.subject.to_string(),
-            activation_id: self.id,
-            start: self.received_at,
-            end,
-            duration: end.saturating_sub(self.received_at),
-            status_code: response.status_code,
-            response,
-            logs: vec![],
-            annotations: vec![
-                KeyValue::new("path", self.action.to_string()),
-                KeyValue::new("kind", self.kind.as_str()),
-                KeyValue::new("limits", serde_json::to_value(self.limits).unwrap_or(Value::Null)),
-            ],
-            version: self.version.clone(),
-            publish: self.publish,
-        }
+    /// The lost record of this activation, with `message`.
+    fn lost(&self, message: &str) -> Activation {
+        self.0.lost_record(message, Timing::since_accepted(&self.0))
     }
 }
 
@@ -143,16 +115,6 @@ impl Controller {
 
         let id = ActivationId::generate();
         tracing::Span::current().record("activation_id", tracing::field::display(id));
-        let pending = Pending {
-            id,
-            subject: caller.namespace.clone(),
-            action: fqn.clone(),
-            version: meta.version.clone(),
-            kind: meta.exec.kind.clone(),
-            limits: meta.limits,
-            received_at: now_millis(),
-            publish: meta.publish,
-        };
         let msg = ActivationMessage {
             activation_id: id,
             action: fqn.clone(),
@@ -161,10 +123,12 @@ impl Controller {
             exec: meta.exec.clone(),
             limits: meta.limits,
             subject: caller.namespace.clone(),
-            params,
-            received_at_ms: pending.received_at,
+            params: Map::new(),
+            received_at_ms: now_millis(),
             publish: meta.publish,
         };
+        let pending = Pending(msg.clone());
+        let msg = ActivationMessage { params, ..msg };
         let mut completion: Completion =
             self.dispatcher.dispatch(msg).await.map_err(|e| match e {
                 DispatchError::Overloaded(m) => ControllerError::Overloaded(m),
@@ -191,7 +155,7 @@ impl Controller {
         // The id is about to be acknowledged without a record: commit the stub it ends with if
         // this process dies first. The completion, sent or not, is awaited either way so the
         // activation is recorded even when the stub could not be.
-        let stub = pending.failure(crate::store::STOPPED_MESSAGE);
+        let stub = pending.lost(crate::store::STOPPED_MESSAGE);
         let stub_committed = self.records.commit_pending(stub).await;
         let records = self.records.clone();
         let metrics = self.metrics.clone();
@@ -209,6 +173,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ActivationStatus;
 
     #[test]
     fn payload_rules() {
@@ -223,17 +188,7 @@ mod tests {
 
     #[test]
     fn closed_channel_yields_internal_error_record() {
-        let ns = EntityName::parse("guest").unwrap();
-        let p = Pending {
-            id: ActivationId::generate(),
-            subject: ns.clone(),
-            action: FullyQualifiedName::new(ns, EntityName::parse("a").unwrap()),
-            version: "0.0.1".into(),
-            kind: Kind::parse("python:3").unwrap(),
-            limits: ActionLimits::default(),
-            received_at: now_millis(),
-            publish: false,
-        };
+        let p = Pending(ActivationMessage::for_test("guest", "a", 1));
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);
         let rec = p.finish(rx.blocking_recv());

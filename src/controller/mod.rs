@@ -22,7 +22,7 @@ pub use invoke::InvokeOutcome;
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 
-use crate::bus::Dispatcher;
+use crate::dispatch::Dispatcher;
 use crate::model::{
     ActionMeta, Activation, ActivationId, EntityName, FullyQualifiedName, Identity, NamespaceLimits,
 };
@@ -101,7 +101,7 @@ impl Controller {
         dispatcher: Arc<dyn Dispatcher>,
         config: ControllerConfig,
     ) -> Result<Arc<Self>, ControllerError> {
-        let stale = store.finish_stale_pending()?;
+        let stale = store.replace_pending_with_placeholders()?;
         if stale > 0 {
             tracing::warn!(
                 count = stale,
@@ -135,7 +135,7 @@ impl Controller {
     }
 
     /// The invokers this controller dispatches to and their health (`GET /invokers`).
-    pub fn invokers(&self) -> Vec<crate::bus::InvokerView> {
+    pub fn invokers(&self) -> Vec<crate::dispatch::InvokerView> {
         self.dispatcher.invokers()
     }
 

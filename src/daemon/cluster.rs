@@ -15,8 +15,6 @@
 //! Owns: these tasks and their start order. Must never: carry code in an activation, or
 //! answer a write before it is committed locally.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,7 +22,9 @@ use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
+use crate::dispatch::{
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
+};
 use crate::shutdown::Shutdown;
 use crate::store::{PublishWaiter, Store};
 
@@ -244,7 +244,7 @@ impl RevisionGate {
                     msg.version
                 );
                 tracing::warn!(activation = %msg.activation_id, "{why}");
-                let mut record = msg.failure_record(&why);
+                let mut record = msg.lost_record(why, Timing::since_accepted(&msg));
                 record.mark_superseded();
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(record);
@@ -262,25 +262,18 @@ impl RevisionGate {
         };
         tracing::error!(activation = %msg.activation_id, "{why}");
         let (tx, rx) = oneshot::channel();
-        let _ = tx.send(msg.failure_record(&why));
+        let _ = tx.send(msg.lost_record(why, Timing::since_accepted(&msg)));
         Ok(rx)
     }
 }
 
 impl Dispatcher for RevisionGate {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(self.gate(msg))
     }
 
     fn invokers(&self) -> Vec<InvokerView> {
         self.pool.invokers()
-    }
-
-    fn controllers(&self) -> usize {
-        self.pool.controllers()
     }
 }
 
@@ -302,14 +295,11 @@ mod tests {
     /// Answers every activation at once with a success record.
     struct Instant0;
     impl Dispatcher for Instant0 {
-        fn dispatch(
-            &self,
-            msg: ActivationMessage,
-        ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+        fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
             Box::pin(async move {
                 let (tx, rx) = oneshot::channel();
-                let mut rec = msg.failure_record("ran");
-                rec.response = crate::model::ActivationResponse::success(serde_json::json!({}));
+                let response = crate::model::ActivationResponse::success(serde_json::json!({}));
+                let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
                 let _ = tx.send(rec);
                 Ok(rx)
             })

@@ -13,10 +13,10 @@ use super::args::ControllerArgs;
 use super::config::{self, ControllerFile};
 use super::SystemdContext;
 use crate::bus::unix::UnixBus;
-use crate::bus::Dispatcher;
 use crate::controller::{Controller, ControllerConfig};
+use crate::dispatch::Dispatcher;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 use crate::systemd::listen::{self, ListenAddr};
 use crate::systemd::notify::{self, Notifier};
 
@@ -105,17 +105,17 @@ pub async fn run(
     trigger: Arc<ShutdownTrigger>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = open_store(&settings.data_dir)?;
+    let store = super::open_store(&settings.data_dir)?;
     let bus: Arc<dyn Dispatcher> = match &settings.cluster {
         None => {
             let bus = Arc::new(UnixBus::new(&settings.invoker_socket));
-            bus.on_unclaimed(late_records(&store));
-            // The previous run left activations running: the invoker kept what they ended
+            bus.on_unclaimed(unclaimed_records(&store));
+            // The previous run left activations running: the invoker holds what they ended
             // with for this controller's next connection; connect now to collect it (this
             // starts a socket-activated invoker, which had work anyway).
             if store.count_pending().unwrap_or(0) > 0 {
                 let b = bus.clone();
-                tokio::spawn(async move { b.collect_kept_records().await });
+                tokio::spawn(async move { b.collect_unclaimed().await });
             }
             bus
         }
@@ -228,7 +228,7 @@ async fn join_cluster(
         config.balancer.offline_after = d;
     }
     let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
-    bus.on_unclaimed(late_records(store));
+    bus.on_unclaimed(unclaimed_records(store));
     // Ready only once caught up: the entities written elsewhere before this start (keys
     // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
     // behind a slow broker still starts, and catches up while it serves.
@@ -254,13 +254,13 @@ async fn join_cluster(
     anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`): --bus cannot be used")
 }
 
-/// Where the records of activations acknowledged before a restart of this controller go,
-/// when they arrive afterwards: over their stubs, or the placeholders the restart made.
-fn late_records(store: &Store) -> crate::bus::Unclaimed {
+/// Where unclaimed records go (activations acknowledged before a restart of this controller,
+/// ended afterwards): over their pending stubs, or the placeholders the restart made of them.
+fn unclaimed_records(store: &Store) -> crate::bus::Unclaimed {
     let store = store.clone();
     Arc::new(move |record: crate::model::Activation| {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || match store.complete_interrupted(&record) {
+        tokio::task::spawn_blocking(move || match store.record_unclaimed(&record) {
             Ok(true) => tracing::info!(
                 activation = %record.activation_id,
                 status = record.response.status.as_str(),
@@ -268,15 +268,8 @@ fn late_records(store: &Store) -> crate::bus::Unclaimed {
             ),
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(activation = %record.activation_id, error = %e, "recording a late activation failed")
+                tracing::error!(activation = %record.activation_id, error = %e, "recording an unclaimed record failed")
             }
         });
     })
-}
-
-pub(super) fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    Store::open(dir, StoreOptions::default())
-        .with_context(|| format!("opening the store in {}", dir.display()))
 }

@@ -18,8 +18,8 @@ use anyhow::Context;
 use super::args::InvokerArgs;
 use super::config::{self, InvokerFile};
 use super::SystemdContext;
-use crate::bus::Dispatcher;
 use crate::container::{ContainerSpec, RuncConfig, RuncContainer, RuncFactory};
+use crate::dispatch::Dispatcher;
 use crate::invoker::logsink::{self, ActionLogBatch, LogForwarder};
 use crate::invoker::restore::{FdKeeper, LiveRestore};
 use crate::invoker::{CodeInstaller, Invoker, InvokerConfig, Restored, StartOptions, StopPolicy};
@@ -84,10 +84,7 @@ pub(super) fn runc_config(state_dir: &std::path::Path, runc: PathBuf) -> RuncCon
     let cgroup_parent = if state_dir == std::path::Path::new(config::INVOKER_STATE_DIR) {
         "hearth/invoker".to_owned()
     } else {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        state_dir.hash(&mut h);
-        format!("hearth/{:08x}", h.finish() & 0xffff_ffff)
+        format!("hearth/{}", super::dir_tag(state_dir))
     };
     RuncConfig {
         runc,
@@ -106,29 +103,54 @@ pub(super) fn code_installer() -> CodeInstaller {
     })
 }
 
-/// Starts the pool over `store` (the code source) with the runc driver.
-pub(super) async fn start_pool(
-    store: Store,
-    state_dir: &std::path::Path,
-    runc: PathBuf,
-    pool: InvokerConfig,
-    shutdown: Shutdown,
-) -> anyhow::Result<Arc<Invoker<RuncFactory>>> {
-    if !nix_is_root() {
+/// Refuses to go on without root: runc, cgroups and the state under /run need it.
+pub(super) fn require_root() -> anyhow::Result<()> {
+    if !is_root() {
         anyhow::bail!(
             "the invoker runs action containers with runc and needs root (run it with sudo)"
         );
     }
-    let factory = RuncFactory::new(runc_config(state_dir, runc)).context("setting up runc")?;
-    Invoker::start(pool, factory, Arc::new(store), code_installer(), shutdown)
-        .await
-        .context("starting the container pool")
+    Ok(())
+}
+
+/// Starts the pool over `store` (the code source) with the runc driver `factory`: the one
+/// start of every shape that runs containers (standalone plain, `hearthd invoker` with what
+/// systemd adds in `options`). Call [`require_root`] before making the factory.
+pub(super) async fn start_pool(
+    store: &Store,
+    config: InvokerConfig,
+    factory: RuncFactory,
+    options: StartOptions<RuncContainer>,
+    shutdown: Shutdown,
+) -> anyhow::Result<Arc<Invoker<RuncFactory>>> {
+    Invoker::start_with(
+        config,
+        factory,
+        Arc::new(store.clone()),
+        code_installer(),
+        shutdown,
+        options,
+    )
+    .await
+    .context("starting the container pool")
+}
+
+/// The one stop of the pool, after serving ended: tells systemd, stops the containers (or
+/// hands them to the fd store) and removes the state dir's cgroup parent when it is empty.
+pub(super) async fn stop_pool(
+    notifier: &notify::Notifier,
+    invoker: &Invoker<RuncFactory>,
+    state_dir: &Path,
+) {
+    let _ = notifier.stopping("stopping the container pool");
+    invoker.shutdown().await;
+    release_cgroup_parent(state_dir);
 }
 
 /// After a final stop: removes this state dir's cgroup parent if nothing is left in it (with
 /// live restore, detached containers keep it busy and the removal is a no-op), so a stopped
 /// invoker leaves no empty cgroup behind.
-pub(super) fn release_cgroup_parent(state_dir: &std::path::Path) {
+fn release_cgroup_parent(state_dir: &std::path::Path) {
     crate::container::cgroup::remove_empty_parents(&cgroup_parent_for(state_dir));
 }
 
@@ -137,7 +159,7 @@ pub fn cgroup_parent_for(state_dir: &std::path::Path) -> String {
     runc_config(state_dir, PathBuf::new()).cgroup_parent
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -358,61 +380,44 @@ pub async fn run(
     mut ctx: SystemdContext,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = super::controller::open_store(&settings.data_dir)?;
-    if !nix_is_root() {
-        anyhow::bail!(
-            "the invoker runs action containers with runc and needs root (run it with sudo)"
-        );
-    }
+    let store = super::open_store(&settings.data_dir)?;
+    require_root()?;
     let (factory, removed) = container_driver(&settings).await?;
     let options = systemd_options(&mut ctx, &factory, &settings).await?;
-    let invoker = Invoker::start_with(
-        settings.pool.clone(),
-        factory.clone(),
-        Arc::new(store.clone()),
-        code_installer(),
-        shutdown.clone(),
-        options,
-    )
-    .await
-    .context("starting the container pool")?;
+    let invoker =
+        start_pool(&store, settings.pool.clone(), factory.clone(), options, shutdown.clone())
+            .await?;
     if let Some(removed) = removed {
         watch_removals(removed, invoker.clone(), factory);
     }
-    if let Some((brokers, id)) = &settings.cluster {
-        ctx.inherited.close_untaken();
-        let figures = {
-            let inv = invoker.clone();
-            move || inv.stats().to_string()
-        };
-        super::announce_ready(&ctx.notifier, &shutdown, figures);
-        let pool: Arc<dyn Dispatcher> = invoker.clone();
-        let served = serve_cluster(store, brokers, *id, &settings.pool, pool, shutdown).await;
-        let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
-        invoker.shutdown().await;
-        release_cgroup_parent(&settings.state_dir);
-        return served;
-    }
-    let (listener, origin) = listen::take_or_bind(
-        &mut ctx.inherited,
-        "invoker",
-        &ListenAddr::Unix(settings.socket.clone()),
-    )
-    .context("taking or binding the invoker socket")?;
-    ctx.inherited.close_untaken();
-    let Listener::Unix(listener) = listener else {
-        anyhow::bail!("the invoker's socket must be a Unix socket, not TCP");
-    };
-    tracing::info!(socket = %settings.socket.display(), ?origin, "invoker ready");
     let figures = {
         let inv = invoker.clone();
         move || inv.stats().to_string()
     };
-    super::announce_ready(&ctx.notifier, &shutdown, figures);
-    let dispatcher: Arc<dyn Dispatcher> = invoker.clone();
-    crate::bus::unix::serve(listener, dispatcher, shutdown).await;
-    let _ = notify::Notifier::stopping(&ctx.notifier, "stopping the container pool");
-    invoker.shutdown().await;
-    release_cgroup_parent(&settings.state_dir);
-    Ok(())
+    let pool: Arc<dyn Dispatcher> = invoker.clone();
+    let served = match &settings.cluster {
+        Some((brokers, id)) => {
+            ctx.inherited.close_untaken();
+            super::announce_ready(&ctx.notifier, &shutdown, figures);
+            serve_cluster(store, brokers, *id, &settings.pool, pool, shutdown).await
+        }
+        None => {
+            let (listener, origin) = listen::take_or_bind(
+                &mut ctx.inherited,
+                "invoker",
+                &ListenAddr::Unix(settings.socket.clone()),
+            )
+            .context("taking or binding the invoker socket")?;
+            ctx.inherited.close_untaken();
+            let Listener::Unix(listener) = listener else {
+                anyhow::bail!("the invoker's socket must be a Unix socket, not TCP");
+            };
+            tracing::info!(socket = %settings.socket.display(), ?origin, "invoker ready");
+            super::announce_ready(&ctx.notifier, &shutdown, figures);
+            crate::bus::unix::serve(listener, pool, shutdown).await;
+            Ok(())
+        }
+    };
+    stop_pool(&ctx.notifier, &invoker, &settings.state_dir).await;
+    served
 }

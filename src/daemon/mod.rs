@@ -27,6 +27,25 @@ use args::{Cli, Command};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::systemd::{journal, notify::Notifier, InheritedFds};
 
+/// Opens the LMDB store under `dir`, creating the directory: the one store of every daemon
+/// shape (the controller's entities and records, the invoker's code source).
+fn open_store(dir: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    crate::store::Store::open(dir, crate::store::StoreOptions::default())
+        .with_context(|| format!("opening the store in {}", dir.display()))
+}
+
+/// A short tag for what belongs to `dir` on this host: the standalone runc state under /run
+/// and the invoker's cgroup parent are named with it. FNV-1a over the path's bytes, not std's
+/// `DefaultHasher`, whose output may change between Rust releases: a rebuilt hearthd must find
+/// (and reclaim) what the previous one left under the same names.
+fn dir_tag(dir: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = crate::model::fnv1a(dir.as_os_str().as_bytes().iter().copied());
+    format!("{:08x}", hash & 0xffff_ffff)
+}
+
 /// What systemd handed the process at start; taken before the runtime's threads exist.
 #[derive(Debug)]
 pub struct SystemdContext {

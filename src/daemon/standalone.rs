@@ -10,9 +10,10 @@ use anyhow::Context;
 use super::args::StandaloneArgs;
 use super::config::{self, ControllerFile, InvokerFile};
 use super::SystemdContext;
-use crate::bus::Dispatcher;
+use crate::container::RuncFactory;
 use crate::controller::{Controller, ControllerConfig};
-use crate::invoker::InvokerConfig;
+use crate::dispatch::Dispatcher;
+use crate::invoker::{InvokerConfig, StartOptions};
 use crate::model::{AuthKey, EntityName, GUEST_KEY};
 use crate::shutdown::Shutdown;
 use crate::systemd::listen::{self, ListenAddr};
@@ -61,10 +62,7 @@ impl StandaloneSettings {
 /// Runtime state (bundles, runc's root) belongs on a tmpfs, so a reboot clears it: under /run
 /// for root, keyed by the data dir so two standalone servers never share a runc root.
 fn default_state_dir(data_dir: &std::path::Path) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    data_dir.hash(&mut h);
-    PathBuf::from(format!("/run/hearth-standalone-{:08x}", h.finish() & 0xffff_ffff))
+    PathBuf::from(format!("/run/hearth-standalone-{}", super::dir_tag(data_dir)))
 }
 
 /// Runs controller and invoker until `shutdown`.
@@ -73,13 +71,16 @@ pub async fn run(
     mut ctx: SystemdContext,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let store = super::controller::open_store(&settings.data_dir)?;
+    let store = super::open_store(&settings.data_dir)?;
     install_guest_key(&store, settings.listen)?;
+    super::invoker::require_root()?;
+    let runc = super::invoker::runc_config(&settings.state_dir, settings.runc.clone());
+    let factory = RuncFactory::new(runc).context("setting up runc")?;
     let invoker = super::invoker::start_pool(
-        store.clone(),
-        &settings.state_dir,
-        settings.runc.clone(),
+        &store,
         settings.pool.clone(),
+        factory,
+        StartOptions::default(),
         shutdown.clone(),
     )
     .await?;
@@ -117,8 +118,7 @@ pub async fn run(
     let accept = || async { listener.accept().await };
     let served = crate::api::serve_with(accept, controller.clone(), shutdown).await;
     controller.close().await;
-    invoker.shutdown().await;
-    super::invoker::release_cgroup_parent(&settings.state_dir);
+    super::invoker::stop_pool(&ctx.notifier, &invoker, &settings.state_dir).await;
     served.context("serving the API")?;
     Ok(())
 }
@@ -136,4 +136,36 @@ fn install_guest_key(store: &crate::store::Store, listen: SocketAddr) -> anyhow:
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::daemon::invoker::runc_config;
+
+    /// The names a previous hearthd gave its runc state and cgroups must be the names this one
+    /// computes, or a rebuilt daemon would stop finding (and reclaiming) what is left there.
+    /// Literal values: if this test fails, the names changed for every existing install.
+    #[test]
+    fn state_and_cgroup_names_are_stable_across_builds() {
+        assert_eq!(
+            default_state_dir(Path::new("/var/lib/hearth/standalone")),
+            Path::new("/run/hearth-standalone-d7f75fb6")
+        );
+        assert_eq!(
+            default_state_dir(Path::new("/home/ada/.local/share/hearth")),
+            Path::new("/run/hearth-standalone-0c98d6db")
+        );
+        let runc = PathBuf::from("/usr/sbin/runc");
+        assert_eq!(
+            runc_config(Path::new("/tmp/hearth-state"), runc.clone()).cgroup_parent,
+            "hearth/aaab7140"
+        );
+        assert_eq!(
+            runc_config(Path::new(config::INVOKER_STATE_DIR), runc).cgroup_parent,
+            "hearth/invoker"
+        );
+    }
 }

@@ -18,14 +18,15 @@ use tokio::sync::{oneshot, Notify};
 
 use super::logsink::ActionLogBatch;
 use super::pool::{Admission, Placement};
-use super::record::{self, Timing};
+use super::record;
 use super::restore::WarmRecord;
 use super::service::Inner;
 use super::state::{Slot, WarmKey};
 use super::CodeError;
-use crate::bus::ActivationMessage;
-use crate::container::{ActionContainer, ContainerFactory, InitSpec, RunError, RunSpec};
+use crate::container::{ActionContainer, ContainerFactory, RunError};
+use crate::dispatch::{ActivationMessage, Timing};
 use crate::model::{now_millis, Activation};
+use crate::runtime::{InitSpec, RunSpec};
 
 /// What happens to the container after the record was sent.
 enum Disposal<C> {
@@ -63,10 +64,9 @@ impl<F: ContainerFactory> Drop for Finish<F> {
     fn drop(&mut self) {
         if self.tx.is_some() {
             tracing::error!("activation task ended without a record");
-            let record = record::internal_error(
-                &self.msg,
+            let record = self.msg.lost_record(
                 "The invoker failed while running the activation.",
-                now_millis(),
+                Timing::instant(now_millis()),
             );
             self.send(record);
         }
@@ -163,7 +163,7 @@ async fn execute<F: ContainerFactory>(
             Ok(p) => p,
             Err(_) => {
                 let m = "The invoker shut down before the activation could start.";
-                return (record::internal_error(msg, m, now_millis()), Disposal::Nothing);
+                return (msg.lost_record(m, Timing::instant(now_millis())), Disposal::Nothing);
             }
         },
     };
@@ -172,7 +172,7 @@ async fn execute<F: ContainerFactory>(
     let mut slot = match acquire(inner, msg, placement).await {
         Ok(slot) => slot,
         Err(message) => {
-            return (record::internal_error(msg, message, now_millis()), Disposal::Nothing)
+            return (msg.lost_record(message, Timing::instant(now_millis())), Disposal::Nothing)
         }
     };
     tracing::Span::current().record("container", slot.id());
@@ -181,7 +181,7 @@ async fn execute<F: ContainerFactory>(
         Ok(n) => n,
         Err(e) => {
             return (
-                record::internal_error(msg, e.to_string(), now_millis()),
+                msg.lost_record(e.to_string(), Timing::instant(now_millis())),
                 Disposal::Destroy(slot),
             )
         }
@@ -229,7 +229,7 @@ async fn execute<F: ContainerFactory>(
                     Err(_) => false,
                 };
             let (response, logs, timed_out) = record::outcome(result);
-            let record = record::build(msg, response, logs, timing, timed_out);
+            let record = msg.record(response, logs, timing, timed_out);
             (record, if keep { Disposal::Keep(slot) } else { Disposal::Destroy(slot) })
         }
     }
@@ -248,7 +248,7 @@ async fn initialise<F: ContainerFactory>(
     let clock = Instant::now();
     if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
         let m = format!("The action's code could not be installed: {e}");
-        let mut rec = record::internal_error(msg, m, now_millis());
+        let mut rec = msg.lost_record(m, Timing::instant(now_millis()));
         if matches!(e, CodeError::Stale { .. }) {
             // Updated while the activation waited: not this host failing (model::SUPERSEDED).
             tracing::warn!(error = %e, "the action was updated before its code was installed");
@@ -362,17 +362,10 @@ fn interrupted_record(msg: &ActivationMessage, why: Interrupted, timing: Timing)
         Interrupted::Failed(e) => {
             let timed_out = matches!(e, RunError::Timeout { .. });
             let response = record::response_for_error(&e);
-            record::build(msg, response, record::logs_of(e), timing, timed_out)
+            msg.record(response, record::logs_of(e), timing, timed_out)
         }
         Interrupted::Aborted => {
-            let mut r = record::internal_error(
-                msg,
-                "The invoker shut down while the action was running.",
-                timing.end_ms,
-            );
-            r.start = timing.start_ms;
-            r.duration = timing.end_ms.saturating_sub(timing.start_ms);
-            r
+            msg.lost_record("The invoker shut down while the action was running.", timing)
         }
     }
 }

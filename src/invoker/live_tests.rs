@@ -15,10 +15,10 @@ use super::record::tests::message;
 use super::restore::{FdKeeper, LiveRestore};
 use super::{CodeError, CodeSource, Invoker, InvokerConfig, Restored, StartOptions, StopPolicy};
 use crate::container::{
-    ActionContainer, ContainerError, ContainerFactory, ContainerSpec, InitSpec, RunError,
-    RunOutput, RunSpec,
+    ActionContainer, ContainerError, ContainerFactory, ContainerSpec, RunError, RunOutput,
 };
 use crate::model::{FullyQualifiedName, Runtime};
+use crate::runtime::{InitSpec, RunSpec};
 
 /// Everything that happened, in order: `create c`, `destroy c`, `detach c`, `keep c 4`, ...
 #[derive(Debug, Default)]

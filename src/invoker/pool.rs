@@ -22,8 +22,8 @@ use super::budget::{plan_eviction, MemoryBudget};
 use super::config::PrewarmConfig;
 use super::state::{Slot, State, WarmKey};
 use super::stats::PoolStats;
-use crate::bus::DispatchError;
 use crate::container::ActionContainer;
+use crate::dispatch::DispatchError;
 use crate::model::Runtime;
 
 /// What an activation needs from the pool.

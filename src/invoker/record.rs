@@ -4,32 +4,13 @@
 //! `main` returned; a broken contract (timeout, out of memory, crash, bad or oversized result,
 //! failed init) is an action developer error whose result is `{"error": <RunError message>}`;
 //! anything hearth failed at (no container, no code, driver fault, shutdown) is a whisk
-//! internal error. It never decides what happens to the container; see `activation.rs`.
+//! internal error. It never decides what happens to the container; see `activation.rs`. The
+//! record itself is built by [`ActivationMessage::record`](crate::dispatch::ActivationMessage).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::bus::ActivationMessage;
 use crate::container::{RunError, RunOutput};
-use crate::model::{Activation, ActivationResponse, ActivationStatus, KeyValue};
-
-/// When the work for one activation happened, in milliseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    /// When the container began working on the activation: the init on a cold or prewarmed
-    /// start, else the run. As in OpenWhisk, `duration` therefore includes `initTime`, and
-    /// `waitTime + duration` is the time from acceptance to the end.
-    pub start_ms: u64,
-    pub end_ms: u64,
-    /// How long the init took, only when this activation had to initialize the container.
-    pub init_ms: Option<u64>,
-}
-
-impl Timing {
-    /// For activations that never reached a container.
-    pub fn instant(now_ms: u64) -> Self {
-        Self { start_ms: now_ms, end_ms: now_ms, init_ms: None }
-    }
-}
+use crate::model::{ActivationResponse, ActivationStatus};
 
 /// The response and logs for a run's outcome.
 pub fn outcome(result: Result<RunOutput, RunError>) -> (ActivationResponse, Vec<String>, bool) {
@@ -80,66 +61,12 @@ pub fn logs_of(e: RunError) -> Vec<String> {
     }
 }
 
-/// The full record.
-pub fn build(
-    msg: &ActivationMessage,
-    response: ActivationResponse,
-    logs: Vec<String>,
-    timing: Timing,
-    timed_out: bool,
-) -> Activation {
-    let mut annotations = Vec::with_capacity(6);
-    annotations.push(KeyValue::new("path", msg.action.key()));
-    annotations.push(KeyValue::new("waitTime", timing.start_ms.saturating_sub(msg.received_at_ms)));
-    annotations.push(KeyValue::new("kind", msg.exec.kind.as_str()));
-    annotations.push(KeyValue::new("timeout", timed_out));
-    annotations.push(KeyValue::new(
-        "limits",
-        json!({
-            "timeout": msg.limits.timeout,
-            "memory": msg.limits.memory,
-            "logs": msg.limits.logs,
-            "concurrency": msg.limits.concurrency,
-        }),
-    ));
-    if let Some(init) = timing.init_ms {
-        annotations.push(KeyValue::new("initTime", init));
-    }
-    Activation {
-        namespace: msg.subject.to_string(),
-        name: msg.action.name.to_string(),
-        subject: msg.subject.to_string(),
-        activation_id: msg.activation_id,
-        start: timing.start_ms,
-        end: timing.end_ms,
-        duration: timing.end_ms.saturating_sub(timing.start_ms),
-        status_code: response.status_code,
-        response,
-        logs,
-        annotations,
-        version: msg.version.clone(),
-        publish: msg.publish,
-    }
-}
-
-/// A record for an activation hearth could not run (no container, no code, shutdown).
-pub fn internal_error(
-    msg: &ActivationMessage,
-    message: impl Into<String>,
-    now_ms: u64,
-) -> Activation {
-    build(
-        msg,
-        ActivationResponse::error(ActivationStatus::InternalError, message),
-        Vec::new(),
-        Timing::instant(now_ms),
-        false,
-    )
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::dispatch::{ActivationMessage, Timing};
     use crate::model::EntityName;
 
     pub(crate) fn message(name: &str, revision: u64) -> ActivationMessage {
@@ -148,33 +75,6 @@ pub(crate) mod tests {
             received_at_ms: 1_000,
             ..ActivationMessage::for_test("guest", name, revision)
         }
-    }
-
-    #[test]
-    fn success_record_has_openwhisk_fields() {
-        let msg = message("hello", 3);
-        let (resp, logs, timed_out) =
-            outcome(Ok(RunOutput { result: json!({"greeting": "hi"}), logs: vec!["line".into()] }));
-        let a = build(
-            &msg,
-            resp,
-            logs,
-            Timing { start_ms: 1_005, end_ms: 1_020, init_ms: Some(7) },
-            timed_out,
-        );
-        assert_eq!(a.namespace, "caller");
-        assert_eq!(a.subject, "caller");
-        assert_eq!(a.name, "hello");
-        assert_eq!(a.version, "0.0.3");
-        assert_eq!(a.duration, 15);
-        assert_eq!(a.response.status, ActivationStatus::Success);
-        assert_eq!(a.logs, ["line"]);
-        assert_eq!(a.annotation("path"), Some(&json!("guest/hello")));
-        assert_eq!(a.annotation("waitTime"), Some(&json!(5)));
-        assert_eq!(a.annotation("initTime"), Some(&json!(7)));
-        assert_eq!(a.annotation("kind"), Some(&json!("python:3")));
-        assert_eq!(a.annotation("timeout"), Some(&json!(false)));
-        assert_eq!(a.annotation("limits").unwrap()["memory"], 256);
     }
 
     #[test]
@@ -191,7 +91,7 @@ pub(crate) mod tests {
         let msg = message("slow", 1);
         let (resp, logs, timed_out) =
             outcome(Err(RunError::Timeout { limit_ms: 100, logs: vec!["started".into()] }));
-        let a = build(&msg, resp, logs, Timing::instant(2_000), timed_out);
+        let a = msg.record(resp, logs, Timing::instant(2_000), timed_out);
         assert_eq!(a.response.status, ActivationStatus::DeveloperError);
         assert_eq!(a.status_code, 2);
         assert!(a.response.result["error"].as_str().unwrap().contains("100 milliseconds"));
@@ -201,13 +101,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn driver_fault_and_missing_code_are_internal() {
+    fn driver_fault_is_internal() {
         let (resp, _, _) = outcome(Err(RunError::Internal("pipe closed".into())));
         assert_eq!(resp.status, ActivationStatus::InternalError);
-        let a = internal_error(&message("x", 1), "no code", 5_000);
-        assert_eq!(a.response.status, ActivationStatus::InternalError);
-        assert_eq!(a.response.result["error"], "no code");
-        assert_eq!(a.duration, 0);
-        assert_eq!(a.annotation("waitTime"), Some(&json!(4_000)));
     }
 }

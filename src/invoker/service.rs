@@ -27,8 +27,10 @@ use super::state::{Slot, WarmKey};
 use super::stats::PoolStats;
 use super::{activation, prewarm, reaper, CodeInstaller, CodeSource};
 use crate::balancer::{Health, InvokerId};
-use crate::bus::{ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView};
 use crate::container::{ContainerError, ContainerFactory, ContainerSpec};
+use crate::dispatch::{
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView,
+};
 use crate::model::{now_millis, Runtime};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
@@ -383,10 +385,7 @@ impl<F: ContainerFactory> Invoker<F> {
 
 impl<F: ContainerFactory> Dispatcher for Invoker<F> {
     /// Admission is synchronous, so the future is already resolved.
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         Box::pin(std::future::ready(self.submit(msg)))
     }
 

@@ -201,8 +201,9 @@ pub(crate) mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::container::{InitSpec, RunError, RunOutput, RunSpec};
+    use crate::container::{RunError, RunOutput};
     use crate::model::EntityName;
+    use crate::runtime::{InitSpec, RunSpec};
 
     /// A container that does nothing: enough for state and placement logic.
     #[derive(Debug)]

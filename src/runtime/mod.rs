@@ -1,7 +1,7 @@
 //! The in-container side of an action: which interpreter runs a kind ([`kinds`]), the launchers
 //! hearth ships and where they are installed ([`launcher`]), the action-loop protocol spoken
-//! with them over pipes ([`protocol`]) and how an action's code lands in a container's code
-//! dir ([`code`]).
+//! with them over pipes ([`protocol`]), what it carries ([`InitSpec`], [`RunSpec`]) and how an
+//! action's code lands in a container's code dir ([`code`]).
 //!
 //! This module owns the contract between the host and the launcher, and nothing about how a
 //! container is made: it must never spawn processes or touch runc; [`crate::container`] does.
@@ -10,3 +10,6 @@ pub mod code;
 pub mod kinds;
 pub mod launcher;
 pub mod protocol;
+mod spec;
+
+pub use spec::{InitSpec, RunSpec};

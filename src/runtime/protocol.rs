@@ -13,7 +13,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::container::{InitSpec, RunSpec};
+use super::{InitSpec, RunSpec};
 
 /// Written by the launcher after each activation's output, OpenWhisk's marker.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";

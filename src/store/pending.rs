@@ -2,7 +2,10 @@
 //! whose record is not written yet. The stub is committed before the acknowledgement and
 //! replaced by the finished record in the same transaction that writes it; stubs still here
 //! when a server starts belong to a run that stopped before they finished, and
-//! [`Store::finish_stale_pending`] turns them into "whisk internal error" records.
+//! [`Store::replace_pending_with_placeholders`] turns them into *placeholders* ("whisk internal
+//! error" records saying the server stopped). An unclaimed record that arrives later (the
+//! activation ended while its controller was away) replaces its stub or its placeholder
+//! ([`Store::record_unclaimed`]).
 //!
 //! Stubs are kept apart from the records so that reads (`GET .../activations/{id}`, listings)
 //! never show an unfinished activation as finished: OpenWhisk clients poll until a 200.
@@ -29,12 +32,12 @@ impl Store {
         self.dbs().pending.put(wtxn, id, &v).map_err(lmdb("put", "pending"))
     }
 
-    /// Writes the record of an activation whose controller restarted while it ran (the record
-    /// arrived afterwards): over its pending stub, or over the placeholder the restart made of
+    /// Writes an unclaimed record (its controller restarted while the activation ran; the
+    /// record arrived afterwards): over its pending stub, or over the placeholder the restart made of
     /// that stub ([`STOPPED_MESSAGE`]), which said it may or may not have run: now it says
     /// what happened. Anything else (recorded already, or never acknowledged here) is left as
     /// it is: the first real record stands. Returns whether it was written.
-    pub fn complete_interrupted(&self, record: &Activation) -> Result<bool, StoreError> {
+    pub fn record_unclaimed(&self, record: &Activation) -> Result<bool, StoreError> {
         let id = record.activation_id.as_bytes();
         let d = self.dbs();
         // Most records read back after a restart were recorded before it: a read settles them.
@@ -95,10 +98,11 @@ impl Store {
         self.dbs().pending.len(&rtxn).map_err(lmdb("len", "pending"))
     }
 
-    /// Ends every pending stub as a "whisk internal error" record saying the server stopped.
+    /// Ends every pending stub as a placeholder: a "whisk internal error" record saying the
+    /// server stopped.
     /// Call at start, before serving: nothing of this process is in flight yet, so every stub
     /// belongs to a previous run. Returns how many were ended.
-    pub fn finish_stale_pending(&self) -> Result<usize, StoreError> {
+    pub fn replace_pending_with_placeholders(&self) -> Result<usize, StoreError> {
         let mut wtxn = self.write_txn()?;
         let mut stubs = Vec::new();
         for item in self.dbs().pending.iter(&wtxn).map_err(lmdb("iter", "pending"))? {
@@ -134,7 +138,7 @@ impl Store {
     }
 }
 
-/// The record [`Store::finish_stale_pending`] makes of a stub.
+/// The record [`Store::replace_pending_with_placeholders`] makes of a stub.
 fn is_placeholder(a: &Activation) -> bool {
     a.response.status == ActivationStatus::InternalError
         && a.response.result.get("error").and_then(|e| e.as_str()) == Some(STOPPED_MESSAGE)
@@ -178,7 +182,7 @@ mod tests {
         assert_eq!(s.count_pending().unwrap(), 0);
         assert_eq!(s.get_activation(&ns, &a.activation_id).unwrap().unwrap(), a);
         assert_eq!(s.get_activation(&ns, &b.activation_id).unwrap().unwrap(), b);
-        assert_eq!(s.finish_stale_pending().unwrap(), 0);
+        assert_eq!(s.replace_pending_with_placeholders().unwrap(), 0);
     }
 
     #[test]
@@ -187,7 +191,7 @@ mod tests {
         let ns = EntityName::parse("guest").unwrap();
         let stubs: Vec<Activation> = (0..3).map(|_| rec("guest")).collect();
         s.commit_activations(&[], &stubs).unwrap();
-        assert_eq!(s.finish_stale_pending().unwrap(), 3);
+        assert_eq!(s.replace_pending_with_placeholders().unwrap(), 3);
         for st in &stubs {
             let got = s.get_activation(&ns, &st.activation_id).unwrap().unwrap();
             assert_eq!(got.response.status, ActivationStatus::InternalError);
@@ -206,7 +210,7 @@ mod tests {
         s.commit_activations(&[], &stubs).unwrap();
         assert!(s.delete_namespace(&gone).unwrap());
         assert_eq!(s.count_pending().unwrap(), 1, "the other namespace's stub stays");
-        assert_eq!(s.finish_stale_pending().unwrap(), 1);
+        assert_eq!(s.replace_pending_with_placeholders().unwrap(), 1);
         assert!(s.get_activation(&gone, &stubs[0].activation_id).unwrap().is_none());
     }
 
@@ -221,12 +225,12 @@ mod tests {
         wtxn.commit().unwrap();
         // a's record arrives before the restart's clean-up; b's after it.
         a.start = 12;
-        assert!(s.complete_interrupted(&a).unwrap());
-        assert_eq!(s.finish_stale_pending().unwrap(), 1);
+        assert!(s.record_unclaimed(&a).unwrap());
+        assert_eq!(s.replace_pending_with_placeholders().unwrap(), 1);
         let placeholder = s.get_activation(&ns, &b.activation_id).unwrap().unwrap();
         assert_eq!(placeholder.response.status, ActivationStatus::InternalError);
         b.start = 13;
-        assert!(s.complete_interrupted(&b).unwrap());
+        assert!(s.record_unclaimed(&b).unwrap());
         for x in [&a, &b] {
             let got = s.get_activation(&ns, &x.activation_id).unwrap().unwrap();
             assert_eq!((got.response.status, got.start), (ActivationStatus::Success, x.start));
@@ -238,8 +242,8 @@ mod tests {
         // A real record stands; an unknown one is not this store's.
         let mut again = b.clone();
         again.response = ActivationResponse::error(ActivationStatus::InternalError, "late");
-        assert!(!s.complete_interrupted(&again).unwrap());
-        assert!(!s.complete_interrupted(&rec("guest")).unwrap());
+        assert!(!s.record_unclaimed(&again).unwrap());
+        assert!(!s.record_unclaimed(&rec("guest")).unwrap());
         assert_eq!(s.list_activations(&ns, &all).unwrap().len(), 2);
     }
 }

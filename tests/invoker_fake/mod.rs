@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hearth::container::{
-    ActionContainer, ContainerError, ContainerFactory, ContainerSpec, InitSpec, RunError,
-    RunOutput, RunSpec,
+    ActionContainer, ContainerError, ContainerFactory, ContainerSpec, RunError, RunOutput,
 };
 use hearth::invoker::{CodeError, CodeInstaller, CodeSource};
 use hearth::model::FullyQualifiedName;
+use hearth::runtime::{InitSpec, RunSpec};
 use serde_json::{json, Value};
 
 /// Everything the fake containers did.

@@ -32,7 +32,7 @@ use super::error::{is_unknown_topic, KafkaError};
 use super::topics::{completion_topic, ensure_topics, invoker_topic, HEALTH_TOPIC};
 use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{InvokerId, Ping};
-use crate::bus::{ActivationMessage, Dispatcher};
+use crate::dispatch::{ActivationMessage, Dispatcher, Timing};
 use crate::model::{now_millis, Activation, ActivationStatus, KeyValue};
 use crate::shutdown::Shutdown;
 
@@ -318,7 +318,8 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
             "{id} found this activation {age_ms} ms after it was sent (it was down); not run, so it cannot run twice"
         );
         tracing::warn!("{why}");
-        ctx.reply(&controller, &stamped(msg.failure_record(&why), id)).await;
+        ctx.reply(&controller, &stamped(msg.lost_record(why, Timing::since_accepted(&msg)), id))
+            .await;
         return;
     }
     let memory = msg.limits.memory;
@@ -327,12 +328,18 @@ async fn handle(ctx: &Ctx, dispatcher: &dyn Dispatcher, envelope: ActivationEnve
         Ok(done) => {
             ctx.load.busy_mb.fetch_add(memory, Ordering::Relaxed);
             let record = done.await.unwrap_or_else(|_| {
-                fallback.failure_record(&format!("{id} lost the activation before it ended"))
+                fallback.lost_record(
+                    format!("{id} lost the activation before it ended"),
+                    Timing::since_accepted(&fallback),
+                )
             });
             ctx.load.busy_mb.fetch_sub(memory, Ordering::Relaxed);
             record
         }
-        Err(e) => fallback.failure_record(&format!("{id} refused the activation: {e}")),
+        Err(e) => fallback.lost_record(
+            format!("{id} refused the activation: {e}"),
+            Timing::since_accepted(&fallback),
+        ),
     };
     ctx.reply(&controller, &stamped(record, id)).await;
 }
@@ -410,7 +417,7 @@ mod tests {
     #[test]
     fn a_superseded_revision_is_not_a_system_error() {
         let msg = ActivationMessage::for_test("g", "a", 1);
-        let mut record = msg.failure_record("runc broke");
+        let mut record = msg.lost_record("runc broke", Timing::since_accepted(&msg));
         assert!(is_system_error(&record));
         record.mark_superseded();
         assert!(!is_system_error(&record));

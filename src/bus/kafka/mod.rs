@@ -18,8 +18,8 @@
 //! Admission is the broker's acknowledgement of the activation (acks=1). See docs/KAFKA.md for
 //! the delivery semantics (at most once per activation, failures recorded) and the settings.
 //!
-//! [`Dispatcher`]: super::Dispatcher
-//! [`ActivationMessage`]: super::ActivationMessage
+//! [`Dispatcher`]: crate::dispatch::Dispatcher
+//! [`ActivationMessage`]: crate::dispatch::ActivationMessage
 
 mod attach;
 mod client;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::KafkaError;
 
-use crate::bus::ActivationMessage;
+use crate::dispatch::ActivationMessage;
 
 /// An activation on an invoker's topic, with the controller that waits for it: the invoker
 /// produces the record to `hearth.completed.<controller>`.

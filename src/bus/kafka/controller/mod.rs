@@ -23,8 +23,6 @@
 mod health;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,8 +49,9 @@ use super::wire::{decode, ActivationEnvelope};
 use crate::balancer::{
     BalancerConfig, Health, InvokerId, InvokerState, ShardingBalancer, Transition,
 };
-use crate::bus::{
-    ActivationMessage, Completion, DispatchError, Dispatcher, InvokerView, Unclaimed, UnclaimedSink,
+use crate::bus::{Unclaimed, UnclaimedSink};
+use crate::dispatch::{
+    ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
 };
 use crate::model::{Activation, ActivationId};
 
@@ -182,7 +181,7 @@ impl Shared {
         for e in lost {
             let message = why(&e);
             tracing::warn!(activation = %e.msg.activation_id, invoker = %e.invoker, "{message}");
-            let _ = e.completion.send(e.msg.failure_record(&message));
+            let _ = e.completion.send(e.msg.lost_record(message, Timing::since_accepted(&e.msg)));
         }
         n
     }
@@ -414,10 +413,7 @@ impl KafkaBus {
 }
 
 impl Dispatcher for KafkaBus {
-    fn dispatch(
-        &self,
-        msg: ActivationMessage,
-    ) -> Pin<Box<dyn Future<Output = Result<Completion, DispatchError>> + Send + '_>> {
+    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
         let span = tracing::debug_span!("kafka_dispatch", activation = %msg.activation_id, action = %msg.action);
         Box::pin(self.dispatch_inner(msg).instrument(span))
     }
@@ -433,7 +429,7 @@ impl Dispatcher for KafkaBus {
     }
 
     fn controllers(&self) -> usize {
-        self.shared.state().balancer.controllers()
+        KafkaBus::controllers(self)
     }
 }
 
