@@ -387,3 +387,37 @@ fn cli_and_openwhisk_client() {
     harness::openwhisk_client("openwhisk-client.js", &s.url(), GUEST);
     s.stop();
 }
+
+/// A standalone server on its default state dir (`/run/hearth-standalone-*`, as `make run`
+/// has it) that ran a container leaves no directory under /run after SIGTERM (52 of them
+/// piled up on one machine in a day of runs before it removed its own).
+#[test]
+fn sigterm_leaves_no_state_dir_under_run() {
+    require_root();
+    let ours = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir("/run")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().starts_with("/run/hearth-standalone-"))
+            .collect()
+    };
+    let before = ours();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (listen, data) = (addr.to_string(), dir.path().join("data"));
+    let mut d = Daemon::spawn(
+        ["standalone", "--listen", &listen, "--data-dir", data.to_str().unwrap()],
+        &dir.path().join("hearthd.log"),
+        listening(addr),
+    );
+    let made: Vec<_> = ours().into_iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(made.len(), 1, "one state dir of its own under /run: {made:?}");
+    let c = Client::new(addr, GUEST);
+    c.put_action("hi", "python:3", "def main(a):\n    return {'ok': True}", None);
+    let r = c.invoke("hi", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    d.stop();
+    assert!(!made[0].exists(), "{} is left behind", made[0].display());
+}

@@ -483,6 +483,45 @@ pub(crate) async fn remove_dir_logged(path: &Path) {
     }
 }
 
+impl RuncConfig {
+    /// After the pool stopped for good: removes runc's root and the state dir (bundles, code
+    /// dirs, the rootfs skeleton), so that a stopped invoker leaves no directory it made.
+    /// Kept, and `false` returned, while any container is left in runc's root (live restore
+    /// handed them on) or anything is mounted below either: a recursive removal must never
+    /// reach into a mount.
+    pub fn release_dirs(&self) -> bool {
+        let busy = std::fs::read_dir(&self.root)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        if busy {
+            tracing::debug!(root = %self.root.display(), "containers remain; state kept");
+            return false;
+        }
+        let mounted = |dir: &Path| {
+            std::fs::read_to_string("/proc/self/mountinfo").map_or(true, |info| {
+                info.lines()
+                    .filter_map(|l| l.split(' ').nth(4))
+                    .any(|p| Path::new(&unescape_mountinfo(p)).starts_with(dir))
+            })
+        };
+        if mounted(&self.root) || mounted(&self.state_dir) {
+            tracing::warn!(state_dir = %self.state_dir.display(), "something is mounted below the state dir; kept");
+            return false;
+        }
+        for dir in [&self.root, &self.state_dir] {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
 /// Lazily unmounts every mount point at or below `dir`, deepest first. runc mounts inside the
 /// container's own mount namespace, so normally there is nothing; this is for a crash in the
 /// middle of a mount propagation mishap, and never touches anything outside `dir`.

@@ -136,7 +136,9 @@ pub(super) async fn start_pool(
 }
 
 /// The one stop of the pool, after serving ended: tells systemd, stops the containers (or
-/// hands them to the fd store) and removes the state dir's cgroup parent when it is empty.
+/// hands them to the fd store) and removes the state dir's cgroup parent when it is empty,
+/// and the state the pool made under the state dir (then the dir itself, when that leaves it
+/// empty) unless containers were handed on.
 pub(super) async fn stop_pool(
     notifier: &notify::Notifier,
     invoker: &Invoker<RuncFactory>,
@@ -145,6 +147,10 @@ pub(super) async fn stop_pool(
     let _ = notifier.stopping("stopping the container pool");
     invoker.shutdown().await;
     release_cgroup_parent(state_dir);
+    if runc_config(state_dir, PathBuf::new()).release_dirs() {
+        // Only when empty: /run/hearth also holds the invoker's socket under systemd.
+        let _ = std::fs::remove_dir(state_dir);
+    }
 }
 
 /// After a final stop: removes this state dir's cgroup parent if nothing is left in it (with

@@ -594,8 +594,12 @@ pub fn annotation<'a>(act: &'a serde_json::Value, key: &str) -> Option<&'a serde
     act["annotations"].as_array()?.iter().find(|a| a["key"] == key).map(|a| &a["value"])
 }
 
-/// runc containers under a state dir.
+/// runc containers under a state dir (none when runc's root is gone: `runc list` would make
+/// it again).
 pub fn runc_containers(state_dir: &Path) -> Vec<String> {
+    if !state_dir.join("runc").exists() {
+        return Vec::new();
+    }
     let out = Command::new("/usr/sbin/runc")
         .arg("--root")
         .arg(state_dir.join("runc"))
@@ -642,7 +646,7 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
 
 /// After a clean stop of the invoker using `state_dir`: no runc container, no mount under the
 /// state dir, no container cgroup, not even the (per state dir) cgroup parent, in any
-/// hierarchy, and no bundle.
+/// hierarchy, no bundle, and not the state dir itself.
 pub fn assert_no_leaks(state_dir: &Path) {
     assert_eq!(runc_containers(state_dir), Vec::<String>::new(), "runc containers left behind");
     assert_eq!(mounts_under(state_dir), Vec::<String>::new(), "mounts left behind");
@@ -652,5 +656,13 @@ pub fn assert_no_leaks(state_dir: &Path) {
     if bundles.exists() {
         let left: Vec<_> = std::fs::read_dir(&bundles).unwrap().collect();
         assert!(left.is_empty(), "bundles left behind: {left:?}");
+    }
+    if state_dir.exists() {
+        let left = Command::new("find").arg(state_dir).output().unwrap();
+        panic!(
+            "the state dir {} is left behind:\n{}",
+            state_dir.display(),
+            String::from_utf8_lossy(&left.stdout)
+        );
     }
 }
