@@ -318,19 +318,12 @@ mod tests {
 
     fn sample(id: ActivationId) -> Activation {
         Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
             activation_id: id,
-            start: 0,
             end: 0,
             duration: 0,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"r": 1})),
-            logs: vec![],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation("guest", "a", 0)
         }
     }
 
@@ -344,19 +337,11 @@ mod tests {
             let id = ActivationId::generate();
             ids.push(id);
             w.submit(Activation {
-                namespace: "guest".into(),
-                name: "a".into(),
-                subject: "guest".into(),
                 activation_id: id,
-                start: i,
                 end: i,
                 duration: 0,
-                status_code: 0,
-                response: ActivationResponse::success(serde_json::json!({})),
-                logs: vec![],
                 annotations: vec![],
-                version: "0.0.1".into(),
-                publish: false,
+                ..crate::testing::activation("guest", "a", i)
             })
             .await
             .unwrap();

@@ -58,24 +58,15 @@ impl Drop for Syncer {
 mod tests {
     use std::time::Instant;
 
-    use crate::model::{Activation, ActivationId, ActivationResponse};
+    use crate::model::{Activation, ActivationResponse};
     use crate::store::{Store, StoreOptions};
 
     fn one() -> Activation {
         Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
-            activation_id: ActivationId::generate(),
-            start: 1,
-            end: 2,
-            duration: 1,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"greeting": "hello"})),
             logs: vec!["2024-01-01T00:00:00Z stdout: a line".into()],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation("guest", "a", 1)
         }
     }
 

@@ -416,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_superseded_revision_is_not_a_system_error() {
-        let msg = ActivationMessage::for_test("g", "a", 1);
+        let msg = crate::testing::message("g", "a", 1);
         let mut record = msg.lost_record("runc broke", Timing::since_accepted(&msg));
         assert!(is_system_error(&record));
         record.mark_superseded();
