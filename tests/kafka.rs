@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
-    follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
-    KafkaConfig, Position,
+    follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, KafkaBus, KafkaConfig,
+    KafkaInvokerConfig, Position,
 };
 use hearth::dispatch::{ActivationMessage, DispatchError, Dispatcher};
 use hearth::model::{
@@ -51,7 +51,7 @@ struct RunningInvoker {
 
 fn start_invoker(brokers: &str, id: u32, ping: Duration) -> RunningInvoker {
     let pool = Arc::new(FakeInvoker::naming(id));
-    let mut cfg = InvokerConfig::new(brokers, InvokerId(id), 4096);
+    let mut cfg = KafkaInvokerConfig::new(brokers, InvokerId(id), 4096);
     cfg.ping_interval = ping;
     let (trigger, sd) = shutdown::channel();
     let dispatcher: Arc<dyn Dispatcher> = pool.clone();

@@ -72,7 +72,7 @@ pub struct RuncContainer {
     /// its launcher alone; 0 when never.
     tasks_alone: u64,
     /// The init's logs, handed to the first run.
-    carry: Vec<String>,
+    init_logs: Vec<String>,
     dead: bool,
     destroyed: bool,
 }
@@ -166,7 +166,7 @@ impl RuncContainer {
             line: Vec::with_capacity(4096),
             pids_current: None,
             tasks_alone: 0,
-            carry: Vec::new(),
+            init_logs: Vec::new(),
             dead: false,
             destroyed: false,
         }
@@ -287,10 +287,10 @@ impl RuncContainer {
 
     fn collect(&mut self) -> Vec<String> {
         let logs = self.logs.take();
-        if self.carry.is_empty() {
+        if self.init_logs.is_empty() {
             logs
         } else {
-            let mut all = std::mem::take(&mut self.carry);
+            let mut all = std::mem::take(&mut self.init_logs);
             all.extend(logs);
             all
         }
@@ -373,7 +373,7 @@ impl ActionContainer for RuncContainer {
                 let logs = self.logs_after_reply().await;
                 match verdict {
                     Ok(()) => {
-                        self.carry = logs;
+                        self.init_logs = logs;
                         Ok(())
                     }
                     Err(message) => Err(RunError::InitFailed { message, logs }),

@@ -1,4 +1,4 @@
-//! The syncer: with the environment opened `NO_SYNC`, a commit is a write into the page cache
+//! The flusher: with the environment opened `NO_SYNC`, a commit is a write into the page cache
 //! (it survives a kill of the process, not a crash of the OS); this thread flushes the
 //! environment to disk every `interval`, and once more when the store is dropped, so an OS
 //! crash loses at most the last interval of commits.
@@ -17,12 +17,12 @@ use std::time::Duration;
 use heed::{Env, WithoutTls};
 
 /// The flushing thread; stopped and joined on drop.
-pub(crate) struct Syncer {
+pub(crate) struct Flusher {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Syncer {
+impl Flusher {
     pub(crate) fn start(env: Env<WithoutTls>, interval: Duration) -> std::io::Result<Self> {
         let (stop, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("hearth-lmdb-sync".into()).spawn(move || {
@@ -43,7 +43,7 @@ impl Syncer {
     }
 }
 
-impl Drop for Syncer {
+impl Drop for Flusher {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
@@ -98,7 +98,7 @@ mod tests {
         println!("one-record commit, median of 200: NO_SYNC {lazy:?}, fsync per commit {eager:?}");
         assert!(lazy < std::time::Duration::from_millis(2), "NO_SYNC commit took {lazy:?}");
 
-        // Dropping the store joins the syncer (so the path can be opened again) after a flush.
+        // Dropping the store joins the flusher (so the path can be opened again) after a flush.
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions { map_size: 64 << 20, ..Default::default() };
         let a = one();
