@@ -178,9 +178,10 @@ impl RuncContainer {
     /// remain between runs.
     ///
     /// Checked on every run, so it must be cheap: the pids cgroup's task counter (one `pread`
-    /// on a kept fd, ~2 us) is compared with the count last seen when the launcher was alone;
-    /// only when it grew is `cgroup.procs` opened and read (~40 us of path lookup and pid list
-    /// building, 5% of the daemon's CPU per warm invoke when it was done every run). A kept fd
+    /// on a kept fd) is compared with the count last seen when the launcher was alone; only
+    /// when it grew is `cgroup.procs` opened and read (a path lookup and a pid list, twenty
+    /// times the cost, which showed in the daemon's CPU per warm invoke when it was done every
+    /// run; BENCHMARKS.md, "Design measurements"). A kept fd
     /// on `cgroup.procs` itself would not do: cgroup v1 caches its pid list per open file.
     /// The counter counts threads, so a launcher that started threads (node's thread pool)
     /// is confirmed by the precise read once and then becomes the new baseline.

@@ -20,8 +20,9 @@
 //! commits its own record on its worker ([`RecordWriter::commit_returning`]). The commit of
 //! one record with `NO_SYNC` is a few pages written to the page cache, cheaper than the two
 //! thread wake-ups of the hand-off to the writer and back; with several activations in
-//! flight, records batch as before (measured: committing every idle-time record inline cost
-//! throughput at 8-64 clients, where batching amortises each commit's fixed pages).
+//! flight, records batch as before: committing every idle-time record inline cost throughput
+//! with many clients, where batching amortises each commit's fixed pages (BENCHMARKS.md,
+//! "Design measurements").
 //!
 //! Must never: drop a record silently (a failed commit is retried once, then logged with the
 //! activation ids), or block the submitter beyond the bounded queue.

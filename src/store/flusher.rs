@@ -3,9 +3,9 @@
 //! environment to disk every `interval`, and once more when the store is dropped, so an OS
 //! crash loses at most the last interval of commits.
 //!
-//! Why not LMDB's default (an fsync per commit)? Measured on these machines a single-record
-//! commit costs milliseconds with the fsync and tens of microseconds without it, and the
-//! invoke path now commits a record before every response (see `controller::records`).
+//! Why not LMDB's default (an fsync per commit)? A single-record commit costs orders of
+//! magnitude more with the fsync than without it (BENCHMARKS.md, "Design measurements"), and
+//! the invoke path commits a record before every response (see `controller::records`).
 //!
 //! Owns: the flushing thread of one environment. Must never: outlive the store (heed refuses
 //! to reopen a path while a clone of its environment lives, so the thread is joined on drop).
