@@ -25,3 +25,5 @@ pub mod runtime;
 pub mod shutdown;
 pub mod store;
 pub mod systemd;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -1,11 +1,11 @@
 //! End-to-end tests of the REST API: the real server (hyper, LMDB in a temp dir) on
-//! 127.0.0.1:0, with `BusTestInvoker` standing in for the invoker at the bus seam (the real
+//! 127.0.0.1:0, with `FakeInvoker` standing in for the invoker at the bus seam (the real
 //! invoker has its own tests). Requests go through hyper's client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,123 +17,18 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use hearth::balancer::{Health, InvokerId};
 use hearth::controller::{Controller, ControllerConfig};
-use hearth::dispatch::{ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView};
-use hearth::model::{
-    now_millis, Activation, ActivationResponse, ActivationStatus, AuthKey, EntityName, KeyValue,
-    GUEST_KEY,
-};
+use hearth::model::{AuthKey, EntityName, GUEST_KEY};
 use hearth::shutdown::{self, ShutdownTrigger};
 use hearth::store::{Store, StoreOptions};
-
-/// What the test invoker does with the next activations.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    /// Completes at once with a record built from the message.
-    Complete,
-    /// Completes after a delay.
-    Delay(Duration),
-    /// Refuses: queue full.
-    Overloaded,
-    /// Refuses: no invoker.
-    Unavailable,
-    /// Accepts, then drops the completion sender without a record.
-    Vanish,
-}
-
-/// A test double of the invoker at the bus seam. It "runs" an action by echoing its
-/// parameters; a parameter `fail` makes an application error, `crash` a developer error.
-struct BusTestInvoker {
-    mode: Mutex<Mode>,
-    seen: Mutex<Vec<ActivationMessage>>,
-}
-
-impl BusTestInvoker {
-    fn new() -> Arc<Self> {
-        Arc::new(Self { mode: Mutex::new(Mode::Complete), seen: Mutex::new(Vec::new()) })
-    }
-    fn set(&self, m: Mode) {
-        *self.mode.lock().unwrap() = m;
-    }
-}
-
-fn record_for(msg: &ActivationMessage) -> Activation {
-    let start = now_millis();
-    let response = if msg.params.contains_key("fail") {
-        ActivationResponse::error(ActivationStatus::ApplicationError, "asked to fail")
-    } else if msg.params.contains_key("crash") {
-        ActivationResponse::error(ActivationStatus::DeveloperError, "the action crashed")
-    } else {
-        ActivationResponse::success(Value::Object(msg.params.clone()))
-    };
-    Activation {
-        namespace: msg.subject.to_string(),
-        name: msg.action.name.to_string(),
-        subject: msg.subject.to_string(),
-        activation_id: msg.activation_id,
-        start,
-        end: start + 1,
-        duration: 1,
-        status_code: response.status_code,
-        response,
-        logs: vec!["2024-01-01T00:00:00Z stdout: hello from the test invoker".into()],
-        annotations: vec![
-            KeyValue::new("path", msg.action.to_string()),
-            KeyValue::new("kind", msg.exec.kind.as_str()),
-            KeyValue::new("limits", serde_json::to_value(msg.limits).unwrap()),
-            KeyValue::new("waitTime", start.saturating_sub(msg.received_at_ms)),
-            KeyValue::new("initTime", 3),
-        ],
-        version: msg.version.clone(),
-        publish: msg.publish,
-    }
-}
-
-impl Dispatcher for BusTestInvoker {
-    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
-        Box::pin(async move {
-            let mode = *self.mode.lock().unwrap();
-            self.seen.lock().unwrap().push(msg.clone());
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            match mode {
-                Mode::Overloaded => {
-                    return Err(DispatchError::Overloaded("Too many requests in the queue.".into()))
-                }
-                Mode::Unavailable => {
-                    return Err(DispatchError::Unavailable("No invoker is available.".into()))
-                }
-                Mode::Complete => {
-                    let _ = tx.send(record_for(&msg));
-                }
-                Mode::Delay(d) => {
-                    tokio::spawn(async move {
-                        tokio::time::sleep(d).await;
-                        let _ = tx.send(record_for(&msg));
-                    });
-                }
-                Mode::Vanish => drop(tx),
-            }
-            Ok(rx)
-        })
-    }
-
-    /// One invoker, down while it refuses everything as unavailable.
-    fn invokers(&self) -> Vec<InvokerView> {
-        let health = match *self.mode.lock().unwrap() {
-            Mode::Unavailable => Health::Offline,
-            _ => Health::Up,
-        };
-        vec![InvokerView { id: InvokerId(0), health }]
-    }
-}
+use hearth::testing::{FakeInvoker, FakeMode};
 
 struct Server {
     addr: std::net::SocketAddr,
     trigger: ShutdownTrigger,
     task: tokio::task::JoinHandle<()>,
     controller: Arc<Controller>,
-    invoker: Arc<BusTestInvoker>,
+    invoker: Arc<FakeInvoker>,
 }
 
 async fn start(dir: &Path, config: ControllerConfig) -> Server {
@@ -145,7 +40,7 @@ async fn start(dir: &Path, config: ControllerConfig) -> Server {
             &AuthKey::parse(GUEST_KEY).unwrap(),
         )
         .unwrap();
-    let invoker = BusTestInvoker::new();
+    let invoker = Arc::new(FakeInvoker::new());
     let controller = Controller::new(store, invoker.clone(), config).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -270,7 +165,7 @@ async fn invoker_health_routes() {
     assert_eq!((r.status, r.body), (StatusCode::OK, json!({"invoker0": "up"})));
     let r = call(s.addr, Method::GET, "/invokers/healthy/count", None, None).await;
     assert_eq!((r.status, r.body), (StatusCode::OK, json!(1)));
-    s.invoker.set(Mode::Unavailable);
+    s.invoker.set(FakeMode::Unavailable);
     let r = call(s.addr, Method::GET, "/invokers", None, None).await;
     assert_eq!(r.body, json!({"invoker0": "down"}));
     let r = call(s.addr, Method::GET, "/invokers/healthy/count", None, None).await;
@@ -543,7 +438,7 @@ async fn oversized_and_malformed_inputs() {
         &get(&s, "/api/v1/namespaces/_/activations/not-an-id").await,
         StatusCode::BAD_REQUEST,
     );
-    assert!(s.invoker.seen.lock().unwrap().is_empty(), "nothing invalid was dispatched");
+    assert!(s.invoker.seen().is_empty(), "nothing invalid was dispatched");
     s.stop().await;
 }
 
@@ -582,7 +477,7 @@ async fn namespace_limits() {
 
     // Two in flight (each takes 1.5 s), the third refused naming the limit; the other
     // namespace is admitted meanwhile.
-    s.invoker.set(Mode::Delay(Duration::from_millis(1500)));
+    s.invoker.set(FakeMode::Delay(Duration::from_millis(1500)));
     let path = "/api/v1/namespaces/_/actions/echo?blocking=true";
     let slow: Vec<_> = (0..2)
         .map(|_| {
@@ -601,7 +496,7 @@ async fn namespace_limits() {
     for t in slow {
         assert_eq!(t.await.unwrap().status, StatusCode::OK);
     }
-    s.invoker.set(Mode::Complete);
+    s.invoker.set(FakeMode::Complete);
     let r = post(&s, path, json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "finished activations free their slots: {}", r.body);
 
@@ -642,7 +537,7 @@ async fn invoke_modes_and_records() {
     assert_eq!(r.body["response"]["result"], json!({"a": 1, "b": 2}));
     assert_eq!(r.body["namespace"], "guest");
     {
-        let seen = s.invoker.seen.lock().unwrap();
+        let seen = s.invoker.seen();
         let m = seen.last().unwrap();
         assert_eq!(
             (m.revision, m.subject.as_str(), m.action.to_string()),
@@ -688,7 +583,7 @@ async fn invoke_modes_and_records() {
         (r.status, r.body.clone()),
         (StatusCode::BAD_GATEWAY, json!({"error": "the action crashed"}))
     );
-    s.invoker.set(Mode::Vanish);
+    s.invoker.set(FakeMode::Vanish);
     let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
     assert_eq!(r.body["response"]["status"], "whisk internal error");
@@ -699,14 +594,14 @@ async fn invoke_modes_and_records() {
     );
 
     // Non-blocking: 202 at once; the record follows.
-    s.invoker.set(Mode::Complete);
+    s.invoker.set(FakeMode::Complete);
     let r = post(&s, "/api/v1/namespaces/_/actions/echo", json!({})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     let nb = r.body["activationId"].as_str().unwrap().to_owned();
     assert_eq!(r.headers.get("x-openwhisk-activation-id").unwrap(), nb.as_str());
 
     // The blocking wait runs out (200 ms here): 202, and the record is written later.
-    s.invoker.set(Mode::Delay(Duration::from_millis(600)));
+    s.invoker.set(FakeMode::Delay(Duration::from_millis(600)));
     let t = std::time::Instant::now();
     let r = post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -726,12 +621,12 @@ async fn invoke_modes_and_records() {
     let before = get(&s, "/api/v1/namespaces/_/activations?count=true").await.body["activations"]
         .as_u64()
         .unwrap();
-    s.invoker.set(Mode::Overloaded);
+    s.invoker.set(FakeMode::Overloaded);
     assert_error(
         &post(&s, "/api/v1/namespaces/_/actions/echo?blocking=true", json!({})).await,
         StatusCode::TOO_MANY_REQUESTS,
     );
-    s.invoker.set(Mode::Unavailable);
+    s.invoker.set(FakeMode::Unavailable);
     assert_error(
         &post(&s, "/api/v1/namespaces/_/actions/echo", json!({})).await,
         StatusCode::SERVICE_UNAVAILABLE,

@@ -28,6 +28,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use harness::*;
+
+/// The cluster's checks poll every 100 ms: a ping or an entity record takes that order of time.
+fn wait<T>(what: &str, within: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, within, Duration::from_millis(100), f)
+}
 use serde_json::json;
 
 /// How long a silent invoker stays "up" for the controllers here (10 s by default): keeps
@@ -108,18 +113,6 @@ fn invoker_of(act: &serde_json::Value) -> String {
         .and_then(|v| v.as_str())
         .unwrap_or_else(|| panic!("no invoker annotation: {act}"))
         .to_owned()
-}
-
-/// Retries `f` every 100 ms until it returns Some, failing after `within`.
-fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The broker's own produce-to-consume round trip, from this synchronous test.
@@ -230,7 +223,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let k2 = Client::new(a2, &key);
 
     // Entities: the key reaches controller 2; actions created on 1 are visible on 2.
-    eventually("the key authenticates on controller 2", Duration::from_secs(15), || {
+    wait("the key authenticates on controller 2", Duration::from_secs(15), || {
         (k2.req("GET", "/api/v1/namespaces/_/actions", b"").status == 200).then_some(())
     });
     let names: Vec<String> = (0..6).map(|i| format!("echo{i}")).collect();
@@ -240,7 +233,7 @@ fn two_controllers_three_invokers_over_kafka() {
     }
     k1.put_action("slow", "python:3", SLOW, Some(json!({"memory": 128})));
     for n in names.iter().chain(std::iter::once(&"slow".to_string())) {
-        eventually(&format!("{n} visible on controller 2"), Duration::from_secs(10), || {
+        wait(&format!("{n} visible on controller 2"), Duration::from_secs(10), || {
             (k2.req("GET", &format!("/api/v1/namespaces/_/actions/{n}"), b"").status == 200)
                 .then_some(())
         });
@@ -252,7 +245,7 @@ fn two_controllers_three_invokers_over_kafka() {
     // both know all three, an action's home may differ between them.
     let all_up = json!({"invoker0": "up", "invoker1": "up", "invoker2": "up"});
     for (who, k) in [("controller 1", &k1), ("controller 2", &k2)] {
-        eventually(&format!("{who} sees three invokers up"), Duration::from_secs(30), || {
+        wait(&format!("{who} sees three invokers up"), Duration::from_secs(30), || {
             (k.get("/invokers").json() == all_up).then_some(())
         });
         assert_eq!(k.get("/invokers/healthy/count").json(), json!(3));
@@ -334,12 +327,11 @@ fn two_controllers_three_invokers_over_kafka() {
             )
         })
         .collect();
-    let (revision, code) =
-        eventually("every host holds the same race", Duration::from_secs(20), || {
-            let seen: Vec<(u64, String)> =
-                stores.iter().map(|(_, s)| held(s, "race")).collect::<Option<_>>()?;
-            seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
-        });
+    let (revision, code) = wait("every host holds the same race", Duration::from_secs(20), || {
+        let seen: Vec<(u64, String)> =
+            stores.iter().map(|(_, s)| held(s, "race")).collect::<Option<_>>()?;
+        seen.windows(2).all(|w| w[0] == w[1]).then(|| seen[0].clone())
+    });
     drop(stores);
     // What every host was told: one code per revision number, whatever the interleaving.
     let mut codes: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
@@ -436,7 +428,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let t_back = Instant::now();
     c1.daemon.respawn(listening(a1));
     for id in &ids {
-        let rec = eventually(&format!("{id}'s own record"), Duration::from_secs(30), || {
+        let rec = wait(&format!("{id}'s own record"), Duration::from_secs(30), || {
             k1.record(id, Duration::from_secs(5)).filter(|r| r["response"]["status"] == "success")
         });
         assert_eq!(rec["response"]["result"]["i"].as_i64().map(|i| i >= 200), Some(true), "{rec}");
@@ -454,13 +446,13 @@ fn two_controllers_three_invokers_over_kafka() {
     println!("broker down: {}", r.text());
     broker.restart();
     let t_back = Instant::now();
-    eventually("an invoke after the broker restart", Duration::from_secs(40), || {
+    wait("an invoke after the broker restart", Duration::from_secs(40), || {
         (k2.invoke(&names[2], json!({"n": 2})).status == 200).then_some(())
     });
     let back = t_back.elapsed();
     // Entities written after the restart still reach the other controller.
     k2.put_action("after", "python:3", ECHO, Some(json!({"memory": 128})));
-    let r = eventually("'after' invoked through controller 1", Duration::from_secs(20), || {
+    let r = wait("'after' invoked through controller 1", Duration::from_secs(20), || {
         let r = k1.invoke("after", json!({"n": 7}));
         (r.status == 200).then_some(r)
     });
@@ -492,10 +484,10 @@ fn two_controllers_three_invokers_over_kafka() {
         (r.status == 200 && invoker_of(&r.json()) == "invoker3").then(|| r.json())
     };
     let what = format!("{pre} invoked through the new controller on the new invoker");
-    let act = eventually(&what, Duration::from_secs(30), || on_new(&k3, 3));
+    let act = wait(&what, Duration::from_secs(30), || on_new(&k3, 3));
     assert_eq!(act["response"]["result"], json!({"n": 3}));
     let what = format!("{pre} invoked through controller 1 on the new invoker");
-    let act = eventually(&what, Duration::from_secs(10), || on_new(&k1, 4));
+    let act = wait(&what, Duration::from_secs(10), || on_new(&k1, 4));
     assert_eq!(act["response"]["result"], json!({"n": 4}));
     println!(
         "MEASURED an action created before the broker restart invoked on a new controller and a new invoker {:?} after they started",
@@ -510,11 +502,11 @@ fn two_controllers_three_invokers_over_kafka() {
     // The controllers count each other: three now, two again once c3 is silent.
     let c1_log = root.join("c1.log");
     let text = || std::fs::read_to_string(&c1_log).unwrap_or_default();
-    eventually("controller 1 counts three controllers", Duration::from_secs(10), || {
+    wait("controller 1 counts three controllers", Duration::from_secs(10), || {
         (last_at(&text(), "1/3 of every invoker") > 0).then_some(())
     });
     c3.daemon.stop();
-    eventually("controller 1 counts two again after c3 stopped", Duration::from_secs(15), || {
+    wait("controller 1 counts two again after c3 stopped", Duration::from_secs(15), || {
         let t = text();
         (last_at(&t, "1/2 of every invoker") > last_at(&t, "1/3 of every invoker")).then_some(())
     });

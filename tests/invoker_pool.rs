@@ -18,6 +18,7 @@ use hearth::model::{
     FullyQualifiedName, Kind,
 };
 use hearth::shutdown::{self, ShutdownTrigger};
+use hearth::testing::eventually;
 use invoker_fake::{installer, FakeCode, FakeFactory, World};
 use serde_json::{json, Map, Value};
 
@@ -95,15 +96,6 @@ fn message(name: &str, revision: u64, params: Value) -> ActivationMessage {
 
 fn container_of(a: &Activation) -> String {
     a.response.result["container"].as_str().unwrap().to_owned()
-}
-
-/// Polls `f` until it holds (the pool's background work is asynchronous).
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The Kafka bus against a real Kafka-protocol broker (tansu, memory storage), started by each
 //! test on a free loopback port and stopped by pid at the end.
 //!
-//! The invokers here are `serve_invoker` loops in this process around [`TestInvoker`], a
-//! dispatcher standing in for the container pool (the real pool is tested elsewhere): it
+//! The invokers here are `serve_invoker` loops in this process around the test kit's
+//! [`FakeInvoker`], standing in for the container pool (the real pool is tested elsewhere): it
 //! answers at once with a success record naming the invoker, or holds activations whose params
 //! say `"hold": true` (a long run) for as long as it lives.
 
@@ -16,60 +16,16 @@ use std::time::{Duration, Instant};
 
 use hearth::balancer::{BalancerConfig, Health, InvokerId};
 use hearth::bus::kafka::{
-    follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, InvokerConfig, KafkaBus,
-    KafkaConfig, Position,
+    follow_entities, serve_invoker, EntityLog, EntityRecord, EntitySink, KafkaBus, KafkaConfig,
+    KafkaInvokerConfig, Position,
 };
-use hearth::dispatch::{
-    ActivationMessage, DispatchError, DispatchFuture, Dispatcher, InvokerView, Timing,
-};
+use hearth::dispatch::{ActivationMessage, DispatchError, Dispatcher};
 use hearth::model::{
-    ActionLimits, ActivationId, ActivationResponse, ActivationStatus, EntityName, ExecMeta,
-    FullyQualifiedName, Kind,
+    ActionLimits, ActivationId, ActivationStatus, EntityName, ExecMeta, FullyQualifiedName, Kind,
 };
 use hearth::shutdown::{self, ShutdownTrigger};
-use tokio::sync::oneshot;
+use hearth::testing::FakeInvoker;
 use tokio::task::JoinHandle;
-
-/// Stands in for the container pool of invoker `id`.
-struct TestInvoker {
-    id: u32,
-    held: Mutex<Vec<(ActivationId, oneshot::Sender<hearth::model::Activation>)>>,
-    ran: Mutex<Vec<ActivationId>>,
-}
-
-impl TestInvoker {
-    fn new(id: u32) -> Arc<Self> {
-        Arc::new(Self { id, held: Mutex::default(), ran: Mutex::default() })
-    }
-
-    fn held(&self) -> usize {
-        self.held.lock().unwrap().len()
-    }
-}
-
-impl Dispatcher for TestInvoker {
-    fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            self.ran.lock().unwrap().push(msg.activation_id);
-            if msg.params.get("hold") == Some(&serde_json::Value::Bool(true)) {
-                self.held.lock().unwrap().push((msg.activation_id, tx));
-                return Ok(rx);
-            }
-            let response = ActivationResponse::success(serde_json::json!({
-                "invoker": self.id,
-                "params": msg.params,
-            }));
-            let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
-            let _ = tx.send(rec);
-            Ok(rx)
-        })
-    }
-
-    fn invokers(&self) -> Vec<InvokerView> {
-        vec![InvokerView::up(self.id)]
-    }
-}
 
 fn message(name: &str, n: u64) -> ActivationMessage {
     let ns = EntityName::parse("guest").unwrap();
@@ -88,14 +44,14 @@ fn message(name: &str, n: u64) -> ActivationMessage {
 }
 
 struct RunningInvoker {
-    pool: Arc<TestInvoker>,
+    pool: Arc<FakeInvoker>,
     task: JoinHandle<()>,
     trigger: ShutdownTrigger,
 }
 
 fn start_invoker(brokers: &str, id: u32, ping: Duration) -> RunningInvoker {
-    let pool = TestInvoker::new(id);
-    let mut cfg = InvokerConfig::new(brokers, InvokerId(id), 4096);
+    let pool = Arc::new(FakeInvoker::naming(id));
+    let mut cfg = KafkaInvokerConfig::new(brokers, InvokerId(id), 4096);
     cfg.ping_interval = ping;
     let (trigger, sd) = shutdown::channel();
     let dispatcher: Arc<dyn Dispatcher> = pool.clone();
@@ -133,10 +89,10 @@ async fn wait_controllers(bus: &KafkaBus, n: usize) {
     }
 }
 
-async fn wait_held(pool: &TestInvoker, n: usize) {
+async fn wait_held(pool: &FakeInvoker, n: usize) {
     let until = Instant::now() + Duration::from_secs(10);
     while pool.held() < n {
-        assert!(Instant::now() < until, "invoker{} holds {} of {n}", pool.id, pool.held());
+        assert!(Instant::now() < until, "invoker{} holds {} of {n}", pool.id(), pool.held());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -597,8 +553,8 @@ async fn a_restarted_invoker_resumes_after_what_it_took() {
         assert!(rec.response.success);
         ids.push(rec.activation_id);
     }
-    let ran_again: Vec<_> = second.pool.ran.lock().unwrap().clone();
+    let ran_again: Vec<_> = second.pool.seen().iter().map(|m| m.activation_id).collect();
     assert_eq!(ran_again, ids, "the restarted invoker ran exactly the new activations");
-    assert_eq!(first.pool.ran.lock().unwrap().len(), 5);
+    assert_eq!(first.pool.seen().len(), 5);
     second.task.abort();
 }

@@ -17,6 +17,9 @@
 mod support;
 // Only for where the broker binary is cached; this test runs the broker inside its machines.
 mod broker;
+#[path = "harness/wait.rs"]
+#[allow(dead_code)] // wait_until: this test adds its journal to try_wait's timeout
+mod wait;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -512,19 +515,16 @@ fn invoker_of(record: &serde_json::Value) -> String {
         .to_owned()
 }
 
-/// Retries `f` every 250 ms for up to 60 s; on failure shows `m`'s hearth journal.
-fn wait_until<T>(m: &Machine, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t0.elapsed().as_secs() < 60,
+/// Retries `f` every 250 ms for up to 60 s (the harness's one poll); on failure shows `m`'s
+/// hearth journal.
+fn wait_until<T>(m: &Machine, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    let (within, every) =
+        (std::time::Duration::from_secs(60), std::time::Duration::from_millis(250));
+    wait::try_wait(within, every, f).unwrap_or_else(|| {
+        panic!(
             "{}: {what} not within 60 s\n{}",
             m.name,
             m.text("journalctl --no-pager -o cat -u hearth-controller.service -u hearth-invoker.service | tail -n 40")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+        )
+    })
 }

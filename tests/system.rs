@@ -10,6 +10,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is the failure report
 
+#[path = "harness/wait.rs"]
+#[allow(dead_code)] // wait_until: this test adds its journal to try_wait's timeout
+mod wait;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -59,18 +63,15 @@ fn install(host: &Path, inside: &str, mode: &str) {
     sh(&format!("chmod {mode} {inside}"));
 }
 
+/// Polls `f` every 50 ms (the harness's one poll); on timeout fails with the daemons' journal.
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        if Instant::now() >= deadline {
-            // The daemons' own account, when they ran: what the failure message needs.
-            let (_, log) = sh_try(
-                "journalctl --no-pager -o short-monotonic -u hearth-invoker -u hearth-controller \
-                 | tail -n 40",
-            );
-            panic!("timed out waiting for {what}\n--- daemon journal (tail) ---\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if wait::try_wait(timeout, Duration::from_millis(50), || f().then_some(())).is_none() {
+        // The daemons' own account, when they ran: what the failure message needs.
+        let (_, log) = sh_try(
+            "journalctl --no-pager -o short-monotonic -u hearth-invoker -u hearth-controller \
+             | tail -n 40",
+        );
+        panic!("timed out waiting for {what}\n--- daemon journal (tail) ---\n{log}");
     }
 }
 

@@ -72,7 +72,7 @@ pub struct RuncContainer {
     /// its launcher alone; 0 when never.
     tasks_alone: u64,
     /// The init's logs, handed to the first run.
-    carry: Vec<String>,
+    init_logs: Vec<String>,
     dead: bool,
     destroyed: bool,
 }
@@ -166,7 +166,7 @@ impl RuncContainer {
             line: Vec::with_capacity(4096),
             pids_current: None,
             tasks_alone: 0,
-            carry: Vec::new(),
+            init_logs: Vec::new(),
             dead: false,
             destroyed: false,
         }
@@ -178,9 +178,10 @@ impl RuncContainer {
     /// remain between runs.
     ///
     /// Checked on every run, so it must be cheap: the pids cgroup's task counter (one `pread`
-    /// on a kept fd, ~2 us) is compared with the count last seen when the launcher was alone;
-    /// only when it grew is `cgroup.procs` opened and read (~40 us of path lookup and pid list
-    /// building, 5% of the daemon's CPU per warm invoke when it was done every run). A kept fd
+    /// on a kept fd) is compared with the count last seen when the launcher was alone; only
+    /// when it grew is `cgroup.procs` opened and read (a path lookup and a pid list, twenty
+    /// times the cost, which showed in the daemon's CPU per warm invoke when it was done every
+    /// run; BENCHMARKS.md, "Design measurements"). A kept fd
     /// on `cgroup.procs` itself would not do: cgroup v1 caches its pid list per open file.
     /// The counter counts threads, so a launcher that started threads (node's thread pool)
     /// is confirmed by the precise read once and then becomes the new baseline.
@@ -287,10 +288,10 @@ impl RuncContainer {
 
     fn collect(&mut self) -> Vec<String> {
         let logs = self.logs.take();
-        if self.carry.is_empty() {
+        if self.init_logs.is_empty() {
             logs
         } else {
-            let mut all = std::mem::take(&mut self.carry);
+            let mut all = std::mem::take(&mut self.init_logs);
             all.extend(logs);
             all
         }
@@ -373,7 +374,7 @@ impl ActionContainer for RuncContainer {
                 let logs = self.logs_after_reply().await;
                 match verdict {
                     Ok(()) => {
-                        self.carry = logs;
+                        self.init_logs = logs;
                         Ok(())
                     }
                     Err(message) => Err(RunError::InitFailed { message, logs }),

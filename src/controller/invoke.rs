@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn closed_channel_yields_internal_error_record() {
-        let p = Pending(ActivationMessage::for_test("guest", "a", 1));
+        let p = Pending(crate::testing::message("guest", "a", 1));
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);
         let rec = p.finish(rx.blocking_recv());

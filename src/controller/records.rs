@@ -20,8 +20,9 @@
 //! commits its own record on its worker ([`RecordWriter::commit_returning`]). The commit of
 //! one record with `NO_SYNC` is a few pages written to the page cache, cheaper than the two
 //! thread wake-ups of the hand-off to the writer and back; with several activations in
-//! flight, records batch as before (measured: committing every idle-time record inline cost
-//! throughput at 8-64 clients, where batching amortises each commit's fixed pages).
+//! flight, records batch as before: committing every idle-time record inline cost throughput
+//! with many clients, where batching amortises each commit's fixed pages (BENCHMARKS.md,
+//! "Design measurements").
 //!
 //! Must never: drop a record silently (a failed commit is retried once, then logged with the
 //! activation ids), or block the submitter beyond the bounded queue.
@@ -318,19 +319,12 @@ mod tests {
 
     fn sample(id: ActivationId) -> Activation {
         Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
             activation_id: id,
-            start: 0,
             end: 0,
             duration: 0,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"r": 1})),
-            logs: vec![],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation("guest", "a", 0)
         }
     }
 
@@ -344,19 +338,11 @@ mod tests {
             let id = ActivationId::generate();
             ids.push(id);
             w.submit(Activation {
-                namespace: "guest".into(),
-                name: "a".into(),
-                subject: "guest".into(),
                 activation_id: id,
-                start: i,
                 end: i,
                 duration: 0,
-                status_code: 0,
-                response: ActivationResponse::success(serde_json::json!({})),
-                logs: vec![],
                 annotations: vec![],
-                version: "0.0.1".into(),
-                publish: false,
+                ..crate::testing::activation("guest", "a", i)
             })
             .await
             .unwrap();

@@ -33,26 +33,17 @@ pub async fn run_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Activation, ActivationId, ActivationResponse, EntityName};
+    use crate::model::{Activation, EntityName};
     use crate::store::test_util::temp_store;
 
     #[tokio::test]
     async fn prunes_then_stops_on_shutdown() {
         let (_d, store) = temp_store();
         let rec = |start| Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
-            activation_id: ActivationId::generate(),
-            start,
             end: start,
             duration: 0,
-            status_code: 0,
-            response: ActivationResponse::success(serde_json::json!({})),
-            logs: vec![],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation("guest", "a", start)
         };
         let old = rec(1);
         let fresh = rec(now_millis());

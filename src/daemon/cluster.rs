@@ -292,26 +292,8 @@ mod tests {
         assert!(brokers_of("kafka://a:0").is_err());
     }
 
-    /// Answers every activation at once with a success record.
-    struct Instant0;
-    impl Dispatcher for Instant0 {
-        fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
-            Box::pin(async move {
-                let (tx, rx) = oneshot::channel();
-                let response = crate::model::ActivationResponse::success(serde_json::json!({}));
-                let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
-                let _ = tx.send(rec);
-                Ok(rx)
-            })
-        }
-
-        fn invokers(&self) -> Vec<InvokerView> {
-            vec![InvokerView::up(0)]
-        }
-    }
-
     fn message(fqn: &crate::model::FullyQualifiedName, revision: u64) -> ActivationMessage {
-        let msg = ActivationMessage::for_test(fqn.namespace.as_str(), fqn.name.as_str(), revision);
+        let msg = crate::testing::message(fqn.namespace.as_str(), fqn.name.as_str(), revision);
         ActivationMessage { version: "0.0.1".into(), ..msg }
     }
 
@@ -338,7 +320,7 @@ mod tests {
         store.put_action(&fqn, up, false).unwrap();
         let gate = RevisionGate::new(
             store,
-            Arc::new(Instant0),
+            Arc::new(crate::testing::FakeInvoker::new()),
             "invoker4".into(),
             Duration::from_millis(50),
         );

@@ -138,7 +138,7 @@ impl<'de> Deserialize<'de> for InvokerFile {
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigFileError {
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}: {message}")]
@@ -149,15 +149,17 @@ pub enum ConfigError {
 pub fn load<T: Default + serde::de::DeserializeOwned>(
     dir: Option<&Path>,
     name: &str,
-) -> Result<T, ConfigError> {
+) -> Result<T, ConfigFileError> {
     let Some(dir) = dir else { return Ok(T::default()) };
     let path = dir.join(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(source) => return Err(ConfigError::Read { path: path.display().to_string(), source }),
+        Err(source) => {
+            return Err(ConfigFileError::Read { path: path.display().to_string(), source })
+        }
     };
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    toml::from_str(&text).map_err(|e| ConfigFileError::Parse {
         path: path.display().to_string(),
         message: e.to_string(),
     })

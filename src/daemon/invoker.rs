@@ -343,7 +343,7 @@ async fn serve_cluster(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use crate::balancer::InvokerId;
-    use crate::bus::kafka::{serve_invoker, InvokerConfig as KafkaInvoker};
+    use crate::bus::kafka::{serve_invoker, KafkaInvokerConfig};
     let log = super::cluster::entity_log(brokers)?;
     super::cluster::spawn_follower(
         log,
@@ -358,7 +358,7 @@ async fn serve_cluster(
         name,
         super::cluster::REVISION_WAIT,
     ));
-    let config = KafkaInvoker::new(brokers, InvokerId(id), pool_config.memory_budget_mb);
+    let config = KafkaInvokerConfig::new(brokers, InvokerId(id), pool_config.memory_budget_mb);
     tracing::info!(
         brokers,
         invoker = id,

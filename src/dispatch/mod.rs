@@ -42,33 +42,6 @@ pub struct ActivationMessage {
     pub publish: bool,
 }
 
-impl ActivationMessage {
-    /// A message for `namespace/name` at `revision` with defaults everywhere else (python:3,
-    /// default limits, the caller is the action's namespace, no parameters), for tests.
-    #[cfg(test)]
-    pub(crate) fn for_test(namespace: &str, name: &str, revision: u64) -> Self {
-        #[allow(clippy::unwrap_used)] // fixed, valid names
-        let (ns, name) = (EntityName::parse(namespace).unwrap(), EntityName::parse(name).unwrap());
-        Self {
-            activation_id: ActivationId::generate(),
-            action: FullyQualifiedName::new(ns.clone(), name),
-            revision,
-            version: format!("0.0.{revision}"),
-            #[allow(clippy::unwrap_used)]
-            exec: ExecMeta {
-                kind: crate::model::Kind::parse("python:3").unwrap(),
-                main: None,
-                binary: false,
-            },
-            limits: ActionLimits::default(),
-            subject: ns,
-            params: Map::new(),
-            received_at_ms: 0,
-            publish: false,
-        }
-    }
-}
-
 /// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum DispatchError {

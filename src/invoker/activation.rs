@@ -76,10 +76,9 @@ impl<F: ContainerFactory> Drop for Finish<F> {
 
 /// Wakes the prewarm filler when dropped: held while an activation that took a stem cell
 /// installs its code and inits, so that the refill (`runc create` and an interpreter start,
-/// tens of ms of CPU) does not compete with that init on a two-core host. Measured: a direct
-/// stem cell's install + init + first run took 1.6 ms (python) / 4.1 ms (node) alone and
-/// 3.2 / 5.9 ms while another container started. Any early return drops it too, so the pool
-/// is never left without its refill.
+/// much more CPU than the init) does not compete with that init on a two-core host, where it
+/// would double the init's time (BENCHMARKS.md, "Design measurements"). Any early return
+/// drops it too, so the pool is never left without its refill.
 struct RefillAfterInit<'a>(&'a Notify);
 
 impl Drop for RefillAfterInit<'_> {

@@ -53,7 +53,7 @@ impl PrewarmConfig {
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum PoolConfigError {
     #[error("memory_budget_mb must be at least {MEMORY_MIN_MB} (one smallest container), not {0}")]
     BudgetTooSmall(u64),
     #[error("prewarm {kind}: memory_mb {memory_mb} is outside {MEMORY_MIN_MB}..={MEMORY_MAX_MB}")]
@@ -88,14 +88,14 @@ impl Default for InvokerConfig {
 
 impl InvokerConfig {
     /// Checks the values against each other; called by [`crate::invoker::Invoker::start`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), PoolConfigError> {
         if self.memory_budget_mb < MEMORY_MIN_MB {
-            return Err(ConfigError::BudgetTooSmall(self.memory_budget_mb));
+            return Err(PoolConfigError::BudgetTooSmall(self.memory_budget_mb));
         }
         let mut needed_mb = 0u64;
         for p in &self.prewarm {
             if !(MEMORY_MIN_MB..=MEMORY_MAX_MB).contains(&p.memory_mb) {
-                return Err(ConfigError::PrewarmMemory {
+                return Err(PoolConfigError::PrewarmMemory {
                     kind: p.kind.to_string(),
                     memory_mb: p.memory_mb,
                 });
@@ -103,19 +103,19 @@ impl InvokerConfig {
             needed_mb = needed_mb.saturating_add(p.memory_mb.saturating_mul(p.count as u64));
         }
         if needed_mb > self.memory_budget_mb {
-            return Err(ConfigError::PrewarmOverBudget {
+            return Err(PoolConfigError::PrewarmOverBudget {
                 needed_mb,
                 budget_mb: self.memory_budget_mb,
             });
         }
         if self.reap_interval.is_zero() {
-            return Err(ConfigError::Zero { field: "reap_interval" });
+            return Err(PoolConfigError::Zero { field: "reap_interval" });
         }
         if self.idle_timeout.is_zero() {
-            return Err(ConfigError::Zero { field: "idle_timeout" });
+            return Err(PoolConfigError::Zero { field: "idle_timeout" });
         }
         if self.max_result_bytes == 0 {
-            return Err(ConfigError::Zero { field: "max_result_bytes" });
+            return Err(PoolConfigError::Zero { field: "max_result_bytes" });
         }
         Ok(())
     }
@@ -187,12 +187,15 @@ mod tests {
     #[test]
     fn validation_catches_impossible_plans() {
         let mut c = InvokerConfig { memory_budget_mb: 64, ..Default::default() };
-        assert_eq!(c.validate(), Err(ConfigError::BudgetTooSmall(64)));
+        assert_eq!(c.validate(), Err(PoolConfigError::BudgetTooSmall(64)));
         c.memory_budget_mb = 256;
-        assert!(matches!(c.validate(), Err(ConfigError::PrewarmOverBudget { needed_mb: 512, .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(PoolConfigError::PrewarmOverBudget { needed_mb: 512, .. })
+        ));
         c.prewarm[0].memory_mb = 1024;
-        assert!(matches!(c.validate(), Err(ConfigError::PrewarmMemory { .. })));
+        assert!(matches!(c.validate(), Err(PoolConfigError::PrewarmMemory { .. })));
         c = InvokerConfig { reap_interval: Duration::ZERO, ..Default::default() };
-        assert_eq!(c.validate(), Err(ConfigError::Zero { field: "reap_interval" }));
+        assert_eq!(c.validate(), Err(PoolConfigError::Zero { field: "reap_interval" }));
     }
 }

@@ -6,7 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -19,6 +19,7 @@ use crate::container::{
 };
 use crate::model::{FullyQualifiedName, Runtime};
 use crate::runtime::{InitSpec, RunSpec};
+use crate::testing::eventually;
 
 /// Everything that happened, in order: `create c`, `destroy c`, `detach c`, `keep c 4`, ...
 #[derive(Debug, Default)]
@@ -151,14 +152,6 @@ async fn setup(keep_on_stop: bool, restored: Vec<&str>, forwarder: Option<LogFor
     .await
     .unwrap();
     Setup { invoker, log, _dir: dir, _trigger: trigger }
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn invoke(s: &Setup) -> crate::model::Activation {

@@ -29,7 +29,7 @@ mod live_tests;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config::{ConfigError, InvokerConfig, PrewarmConfig};
+pub use config::{InvokerConfig, PoolConfigError, PrewarmConfig};
 pub use service::{Invoker, Restored, StartError, StartOptions, StopPolicy, CONTAINER_ID_PREFIX};
 pub use state::{State, StateError, WarmKey};
 pub use stats::PoolStats;

@@ -73,7 +73,7 @@ pub(crate) mod tests {
         ActivationMessage {
             subject: EntityName::parse("caller").unwrap(),
             received_at_ms: 1_000,
-            ..ActivationMessage::for_test("guest", name, revision)
+            ..crate::testing::message("guest", name, revision)
         }
     }
 
@@ -104,5 +104,45 @@ pub(crate) mod tests {
     fn driver_fault_is_internal() {
         let (resp, _, _) = outcome(Err(RunError::Internal("pipe closed".into())));
         assert_eq!(resp.status, ActivationStatus::InternalError);
+    }
+
+    #[test]
+    fn a_record_has_openwhisk_fields() {
+        let msg = message("hello", 3);
+        let a = msg.record(
+            ActivationResponse::success(json!({"greeting": "hi"})),
+            vec!["line".into()],
+            Timing { start_ms: 1_005, end_ms: 1_020, init_ms: Some(7) },
+            false,
+        );
+        assert_eq!(a.namespace, "caller");
+        assert_eq!(a.subject, "caller");
+        assert_eq!(a.name, "hello");
+        assert_eq!(a.version, "0.0.3");
+        assert_eq!(a.duration, 15);
+        assert_eq!(a.response.status, ActivationStatus::Success);
+        assert_eq!(a.logs, ["line"]);
+        assert_eq!(a.annotation("path"), Some(&json!("guest/hello")));
+        assert_eq!(a.annotation("waitTime"), Some(&json!(5)));
+        assert_eq!(a.annotation("initTime"), Some(&json!(7)));
+        assert_eq!(a.annotation("kind"), Some(&json!("python:3")));
+        assert_eq!(a.annotation("timeout"), Some(&json!(false)));
+        assert_eq!(a.annotation("limits").unwrap()["memory"], 256);
+    }
+
+    #[test]
+    fn a_lost_record_is_an_internal_error_with_the_same_annotations() {
+        let msg = message("x", 1);
+        let a = msg.lost_record("no code", Timing::instant(5_000));
+        assert_eq!(a.response.status, ActivationStatus::InternalError);
+        assert_eq!(a.status_code, 3);
+        assert_eq!(a.response.result["error"], "no code");
+        assert_eq!(a.duration, 0);
+        assert_eq!(a.annotation("waitTime"), Some(&json!(4_000)));
+        let keys: Vec<&str> = a.annotations.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["path", "waitTime", "kind", "timeout", "limits"]);
+        let b = msg.lost_record("gone", Timing::since_accepted(&msg));
+        assert_eq!((b.start, b.annotation("waitTime")), (1_000, Some(&json!(0))));
+        assert!(b.end >= b.start);
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::config::{ConfigError, InvokerConfig};
+use super::config::{InvokerConfig, PoolConfigError};
 use super::logsink::LogForwarder;
 use super::pool::{Need, PoolState};
 use super::restore::LiveRestore;
@@ -89,7 +89,7 @@ impl<C> std::fmt::Debug for StartOptions<C> {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid invoker configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] PoolConfigError),
     #[error("reclaiming containers left by an earlier run: {0}")]
     Reclaim(#[source] ContainerError),
 }
@@ -192,7 +192,9 @@ impl<F: ContainerFactory> Inner<F> {
 /// [`Invoker::start`] returns.
 pub struct Invoker<F: ContainerFactory> {
     inner: Arc<Inner<F>>,
-    runtime: tokio::runtime::Handle,
+    /// The tokio runtime the pool was started on: activations are spawned there even when
+    /// `submit` is called from another thread (a test's, a blocking one).
+    tasks: tokio::runtime::Handle,
     /// Held for the whole of the first shutdown, so a second caller waits for it to finish.
     shut: tokio::sync::Mutex<bool>,
 }
@@ -275,18 +277,18 @@ impl<F: ContainerFactory> Invoker<F> {
         if restored > 0 {
             tracing::info!(restored, "warm containers restored from the previous invoker");
         }
-        let runtime = tokio::runtime::Handle::current();
-        runtime.spawn(
+        let tasks = tokio::runtime::Handle::current();
+        tasks.spawn(
             prewarm::fill(inner.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("prewarm")),
         );
-        runtime.spawn(
+        tasks.spawn(
             reaper::reap(inner.clone(), shutdown.clone()).instrument(tracing::info_span!("reaper")),
         );
-        let invoker = Arc::new(Self { inner, runtime, shut: tokio::sync::Mutex::new(false) });
+        let invoker = Arc::new(Self { inner, tasks, shut: tokio::sync::Mutex::new(false) });
         let weak: Weak<Self> = Arc::downgrade(&invoker);
         let mut signal = shutdown;
-        invoker.runtime.spawn(async move {
+        invoker.tasks.spawn(async move {
             signal.wait().await;
             if let Some(invoker) = weak.upgrade() {
                 invoker.shutdown().await;
@@ -315,8 +317,7 @@ impl<F: ContainerFactory> Invoker<F> {
             action = %msg.action,
             container = tracing::field::Empty,
         );
-        self.runtime
-            .spawn(activation::run(self.inner.clone(), msg, admission, tx).instrument(span));
+        self.tasks.spawn(activation::run(self.inner.clone(), msg, admission, tx).instrument(span));
         Ok(rx)
     }
 
@@ -364,9 +365,9 @@ impl<F: ContainerFactory> Invoker<F> {
         for slot in idle {
             let inner = inner.clone();
             if keep_stored && slot.is_stored() {
-                destroys.spawn_on(async move { inner.detach(slot).await }, &self.runtime);
+                destroys.spawn_on(async move { inner.detach(slot).await }, &self.tasks);
             } else {
-                destroys.spawn_on(async move { inner.destroy(slot).await }, &self.runtime);
+                destroys.spawn_on(async move { inner.destroy(slot).await }, &self.tasks);
             }
         }
         let drain = inner.config.drain_timeout;

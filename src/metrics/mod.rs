@@ -177,28 +177,14 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ActivationId, ActivationResponse, KeyValue};
+    use crate::model::KeyValue;
 
     fn record(kind: &str, init: Option<u64>) -> Activation {
         let mut annotations = vec![KeyValue::new("kind", kind), KeyValue::new("waitTime", 3)];
         if let Some(i) = init {
             annotations.push(KeyValue::new("initTime", i));
         }
-        Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
-            activation_id: ActivationId::generate(),
-            start: 0,
-            end: 1,
-            duration: 1,
-            status_code: 0,
-            response: ActivationResponse::success(serde_json::json!({})),
-            logs: vec![],
-            annotations,
-            version: "0.0.1".into(),
-            publish: false,
-        }
+        Activation { annotations, ..crate::testing::activation("guest", "a", 0) }
     }
 
     #[test]

@@ -20,9 +20,9 @@ pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
 /// Entries one zip action may hold: node_modules trees of real actions stay well below.
 pub const MAX_ENTRIES: usize = 20_000;
 
-/// Installing code failed.
+/// Installing code into a code dir failed (the invoker's `CodeError` wraps this as `Install`).
 #[derive(Debug, thiserror::Error)]
-pub enum CodeError {
+pub enum InstallError {
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("the action's zip is invalid: {0}")]
@@ -37,22 +37,27 @@ pub enum CodeError {
     NotText(&'static str),
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CodeError {
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallError {
     let path = path.to_owned();
-    move |source| CodeError::Io { what, path, source }
+    move |source| InstallError::Io { what, path, source }
 }
 
 /// Writes `code` into `dir` (which must exist and be empty): a single source file, or the
 /// contents of a zip when `binary`. Everything is made world-readable because the container
 /// runs as an unprivileged uid.
-pub fn install(dir: &Path, runtime: Runtime, code: &[u8], binary: bool) -> Result<(), CodeError> {
+pub fn install(
+    dir: &Path,
+    runtime: Runtime,
+    code: &[u8],
+    binary: bool,
+) -> Result<(), InstallError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .map_err(io_err("cannot set permissions of", dir))?;
     if binary {
         unzip(dir, code)
     } else {
         if std::str::from_utf8(code).is_err() {
-            return Err(CodeError::NotText(runtime.as_str()));
+            return Err(InstallError::NotText(runtime.as_str()));
         }
         let path = dir.join(kinds::source_file(runtime));
         write_new(&path, 0o644, &mut Cursor::new(code), u64::MAX)?;
@@ -62,7 +67,7 @@ pub fn install(dir: &Path, runtime: Runtime, code: &[u8], binary: bool) -> Resul
 
 /// Creates `path` (never following or replacing an existing file) and copies at most `limit`
 /// bytes into it; returns the bytes written, or `TooLarge` past the limit.
-fn write_new(path: &Path, mode: u32, from: &mut dyn Read, limit: u64) -> Result<u64, CodeError> {
+fn write_new(path: &Path, mode: u32, from: &mut dyn Read, limit: u64) -> Result<u64, InstallError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -73,7 +78,7 @@ fn write_new(path: &Path, mode: u32, from: &mut dyn Read, limit: u64) -> Result<
     let written = io::copy(&mut from.take(limit.saturating_add(1)), &mut file)
         .map_err(io_err("cannot write", path))?;
     if written > limit {
-        return Err(CodeError::TooLarge { limit: MAX_UNPACKED_BYTES });
+        return Err(InstallError::TooLarge { limit: MAX_UNPACKED_BYTES });
     }
     file.flush().map_err(io_err("cannot write", path))?;
     // The umask may have narrowed the mode given at creation.
@@ -81,26 +86,26 @@ fn write_new(path: &Path, mode: u32, from: &mut dyn Read, limit: u64) -> Result<
     Ok(written)
 }
 
-fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), CodeError> {
+fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), InstallError> {
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err("cannot set permissions of", path))
 }
 
-fn unzip(dir: &Path, code: &[u8]) -> Result<(), CodeError> {
+fn unzip(dir: &Path, code: &[u8]) -> Result<(), InstallError> {
     let mut archive =
-        zip::ZipArchive::new(Cursor::new(code)).map_err(|e| CodeError::BadZip(e.to_string()))?;
+        zip::ZipArchive::new(Cursor::new(code)).map_err(|e| InstallError::BadZip(e.to_string()))?;
     if archive.len() > MAX_ENTRIES {
-        return Err(CodeError::TooManyEntries { limit: MAX_ENTRIES });
+        return Err(InstallError::TooManyEntries { limit: MAX_ENTRIES });
     }
     let mut budget = MAX_UNPACKED_BYTES;
     for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| CodeError::BadZip(e.to_string()))?;
+        let mut entry = archive.by_index(i).map_err(|e| InstallError::BadZip(e.to_string()))?;
         let name = entry.name().to_owned();
         let Some(relative) = entry.enclosed_name() else {
-            return Err(CodeError::BadEntry { name, why: "its path leaves the archive" });
+            return Err(InstallError::BadEntry { name, why: "its path leaves the archive" });
         };
         if entry.is_symlink() {
-            return Err(CodeError::BadEntry { name, why: "symbolic links are not supported" });
+            return Err(InstallError::BadEntry { name, why: "symbolic links are not supported" });
         }
         let target = dir.join(&relative);
         if entry.is_dir() {
@@ -114,8 +119,13 @@ fn unzip(dir: &Path, code: &[u8]) -> Result<(), CodeError> {
         let mode = if executable { 0o755 } else { 0o644 };
         match write_new(&target, mode, &mut entry, budget) {
             Ok(n) => budget -= n,
-            Err(CodeError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(CodeError::BadEntry { name, why: "it appears twice in the archive" });
+            Err(InstallError::Io { source, .. })
+                if source.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                return Err(InstallError::BadEntry {
+                    name,
+                    why: "it appears twice in the archive",
+                });
             }
             Err(e) => return Err(e),
         }
@@ -125,14 +135,14 @@ fn unzip(dir: &Path, code: &[u8]) -> Result<(), CodeError> {
 
 /// Creates `relative` under `dir` one component at a time with mode 0755, refusing to step
 /// through anything that is not a real directory (a symlink planted by an earlier entry).
-fn create_dirs(dir: &Path, relative: &Path) -> Result<(), CodeError> {
+fn create_dirs(dir: &Path, relative: &Path) -> Result<(), InstallError> {
     let mut path = dir.to_path_buf();
     for component in relative.components() {
         path.push(component);
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => continue,
             Ok(_) => {
-                return Err(CodeError::BadEntry {
+                return Err(InstallError::BadEntry {
                     name: relative.display().to_string(),
                     why: "a file and a directory share its path",
                 })
@@ -142,7 +152,7 @@ fn create_dirs(dir: &Path, relative: &Path) -> Result<(), CodeError> {
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
                     .map_err(io_err("cannot set permissions of", &path))?;
             }
-            Err(e) => return Err(CodeError::Io { what: "cannot inspect", path, source: e }),
+            Err(e) => return Err(InstallError::Io { what: "cannot inspect", path, source: e }),
         }
     }
     Ok(())
@@ -181,7 +191,7 @@ mod tests {
         assert!(dir.path().join("index.js").exists());
         assert!(matches!(
             install(tempfile::tempdir().unwrap().path(), Runtime::Nodejs, b"\xff\xfe", false),
-            Err(CodeError::NotText("nodejs"))
+            Err(InstallError::NotText("nodejs"))
         ));
     }
 
@@ -206,7 +216,7 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let code = zip_of(&[("../escape.py", b"x")]);
         let err = install(&dir, Runtime::Python, &code, true).unwrap_err();
-        assert!(matches!(err, CodeError::BadEntry { .. }), "{err}");
+        assert!(matches!(err, InstallError::BadEntry { .. }), "{err}");
         assert!(!outer.path().join("escape.py").exists());
         let code = zip_of(&[("/etc/abs.py", b"x")]);
         // An absolute name is either refused or confined to the dir; never written outside.
@@ -221,14 +231,17 @@ mod tests {
         let code = w.finish().unwrap().into_inner();
         let dir = tempfile::tempdir().unwrap();
         let err = install(dir.path(), Runtime::Python, &code, true).unwrap_err();
-        assert!(matches!(err, CodeError::BadEntry { why: "symbolic links are not supported", .. }));
+        assert!(matches!(
+            err,
+            InstallError::BadEntry { why: "symbolic links are not supported", .. }
+        ));
     }
 
     #[test]
     fn garbage_is_a_bad_zip() {
         let dir = tempfile::tempdir().unwrap();
         let err = install(dir.path(), Runtime::Nodejs, b"not a zip", true).unwrap_err();
-        assert!(matches!(err, CodeError::BadZip(_)));
+        assert!(matches!(err, InstallError::BadZip(_)));
     }
 
     #[test]
@@ -237,6 +250,6 @@ mod tests {
         let path = dir.path().join("f");
         let mut big = io::repeat(b'a');
         let err = write_new(&path, 0o644, &mut big, 1000).unwrap_err();
-        assert!(matches!(err, CodeError::TooLarge { .. }));
+        assert!(matches!(err, InstallError::TooLarge { .. }));
     }
 }

@@ -22,7 +22,8 @@ pub const NODE: &str = "/usr/bin/node";
 ///
 /// Python runs with `-B` because /action is read-only and writing bytecode would fail on every
 /// import anyway, and with `-S`: `site`'s work (mostly running the `.pth` files of every
-/// site-packages dir) was about 5 ms of each cold start. The launcher puts the site-packages
+/// site-packages dir) was a visible part of each cold start (BENCHMARKS.md, "Design
+/// measurements"). The launcher puts the site-packages
 /// dirs back on `sys.path` itself (without running `.pth` files), so actions still import
 /// from the distribution's packages.
 pub fn argv(runtime: Runtime) -> Vec<String> {

@@ -328,19 +328,12 @@ mod tests {
 
     fn record(ns: &str, name: &str, start: u64) -> Activation {
         Activation {
-            namespace: ns.into(),
-            name: name.into(),
-            subject: ns.into(),
-            activation_id: ActivationId::generate(),
-            start,
             end: start + 5,
             duration: 5,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"n": start})),
             logs: vec!["log line".into()],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation(ns, name, start)
         }
     }
 

@@ -16,13 +16,13 @@ mod code_source;
 mod codec;
 mod error;
 mod feed;
+mod flusher;
 mod keys;
 mod meta;
 mod namespace_limits;
 mod namespaces;
 mod pending;
 mod replica;
-mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,7 +95,7 @@ pub(crate) struct Dbs {
 
 struct Inner {
     /// Declared first so it is dropped (its thread joined, a last flush done) before `env`.
-    _syncer: Option<sync::Syncer>,
+    _flusher: Option<flusher::Flusher>,
     env: Env<WithoutTls>,
     dbs: Dbs,
     auth_cache: AuthCache,
@@ -130,7 +130,7 @@ impl Store {
         let mut eo = EnvOpenOptions::new().read_txn_without_tls();
         eo.map_size(opts.map_size).max_dbs(MAX_DBS).max_readers(opts.max_readers);
         if opts.sync_interval.is_some() {
-            // SAFETY: NO_SYNC only defers the flush of committed pages to the OS; the syncer
+            // SAFETY: NO_SYNC only defers the flush of committed pages to the OS; the flusher
             // below flushes them every interval and on drop. What a process crash leaves is
             // consistent (the page cache holds every commit); an OS crash may lose or, per
             // LMDB's documentation, damage the last unflushed commits, the trade made for
@@ -159,9 +159,9 @@ impl Store {
             feed_last: create("feed_last")?,
         };
         wtxn.commit().map_err(open_err)?;
-        let syncer = match opts.sync_interval {
+        let flusher = match opts.sync_interval {
             Some(every) => Some(
-                sync::Syncer::start(env.clone(), every)
+                flusher::Flusher::start(env.clone(), every)
                     .map_err(|source| StoreError::SyncThread { path: dir.to_owned(), source })?,
             ),
             None => None,
@@ -169,7 +169,7 @@ impl Store {
         tracing::debug!(path = %dir.display(), sync_interval = ?opts.sync_interval, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
-                _syncer: syncer,
+                _flusher: flusher,
                 env,
                 dbs,
                 auth_cache: AuthCache::default(),
@@ -185,7 +185,7 @@ impl Store {
         &self.inner.path
     }
 
-    /// Flushes every commit so far to disk (the syncer does this periodically; shutdown calls
+    /// Flushes every commit so far to disk (the flusher does this periodically; shutdown calls
     /// it once more).
     pub fn sync(&self) -> Result<(), StoreError> {
         self.inner.env.force_sync().map_err(lmdb("force_sync", "env"))

@@ -147,24 +147,16 @@ fn is_placeholder(a: &Activation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ActivationId, EntityName};
+    use crate::model::EntityName;
     use crate::store::test_util::temp_store;
 
     fn rec(ns: &str) -> Activation {
         Activation {
-            namespace: ns.into(),
-            name: "a".into(),
-            subject: ns.into(),
-            activation_id: ActivationId::generate(),
-            start: 10,
             end: 10,
             duration: 0,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"ok": true})),
-            logs: vec![],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation(ns, "a", 10)
         }
     }
 

@@ -81,7 +81,8 @@ pub fn init_tracing(default_directive: &str) -> Result<LogSink, JournalError> {
 ///
 /// One global filter, the first layer, rather than a filter per sink: per-layer filters leave
 /// the registry building every span (a slab slot, its fields, enter/exit/close) before each
-/// layer's filter looks at it, about 2% of the workers' CPU at `warn` under load. A global
+/// layer's filter looks at it, a measurable share of the workers' CPU at `warn` under load
+/// (BENCHMARKS.md, "Design measurements"). A global
 /// filter gives each disabled callsite a cached "never" and sets the max level, so a disabled
 /// span or event costs a load and a branch. Both sinks see the same events anyway.
 fn subscriber<W>(

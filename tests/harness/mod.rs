@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod wait;
+#[allow(unused_imports)] // not every test that includes the harness polls
+pub use wait::{try_wait, wait_until};
+
 pub const GUEST: &str = hearth::model::GUEST_KEY;
 
 /// How long a daemon may take to become ready, or to exit after SIGTERM.

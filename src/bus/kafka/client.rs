@@ -61,8 +61,9 @@ pub enum Fetch {
 }
 
 impl Fetch {
-    /// `fetch.wait.max.ms`. Activation: 2 ms, measured against 5 ms in the same benchmark run
-    /// (docs/KAFKA.md): on a broker that holds each fetch for the full wait, each hop costs the
+    /// `fetch.wait.max.ms`. Activation: 2 ms, chosen against 5 ms in one benchmark run
+    /// (BENCHMARKS.md, "Design measurements"): on a broker that holds each fetch for the full
+    /// wait, each hop costs the
     /// wait plus up to one more, and the idle cost is one small fetch per wait per consumer —
     /// two such consumers per host. Background: 50 ms keeps an idle host's polling at twenty
     /// fetches a second per consumer, while an entity written on one host still reaches the

@@ -49,7 +49,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// How one invoker talks to Kafka.
 #[derive(Debug, Clone)]
-pub struct InvokerConfig {
+pub struct KafkaInvokerConfig {
     pub brokers: String,
     pub invoker_id: InvokerId,
     /// Memory for action containers, in MB, announced in every ping.
@@ -68,7 +68,7 @@ pub struct InvokerConfig {
     pub replication: i32,
 }
 
-impl InvokerConfig {
+impl KafkaInvokerConfig {
     pub fn new(brokers: impl Into<String>, invoker_id: InvokerId, capacity_mb: u64) -> Self {
         Self {
             brokers: brokers.into(),
@@ -92,7 +92,7 @@ struct Load {
 }
 
 struct Ctx {
-    config: InvokerConfig,
+    config: KafkaInvokerConfig,
     producer: FutureProducer<TracingContext>,
     admin: AdminClient<TracingContext>,
     load: Load,
@@ -148,7 +148,12 @@ impl Ctx {
 
 /// The ping of an invoker with `busy_mb` running and its last system error at
 /// `last_system_error_ms` (0: never), at wall-clock `now_ms`.
-fn make_ping(config: &InvokerConfig, busy_mb: u64, last_system_error_ms: u64, now_ms: u64) -> Ping {
+fn make_ping(
+    config: &KafkaInvokerConfig,
+    busy_mb: u64,
+    last_system_error_ms: u64,
+    now_ms: u64,
+) -> Ping {
     let window = config.system_error_window.as_millis() as u64;
     Ping {
         invoker: config.invoker_id,
@@ -164,7 +169,7 @@ fn make_ping(config: &InvokerConfig, busy_mb: u64, last_system_error_ms: u64, no
 /// pings `hearth.health`. Returns an error only when the clients cannot be created; a broker
 /// outage is waited out (and logged).
 pub async fn serve_invoker(
-    config: InvokerConfig,
+    config: KafkaInvokerConfig,
     dispatcher: Arc<dyn Dispatcher>,
     mut shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
@@ -398,7 +403,7 @@ mod tests {
 
     #[test]
     fn pings_report_free_memory_and_recent_system_errors() {
-        let cfg = InvokerConfig::new("127.0.0.1:1", InvokerId(2), 2048);
+        let cfg = KafkaInvokerConfig::new("127.0.0.1:1", InvokerId(2), 2048);
         let now = 1_000_000;
         let p = make_ping(&cfg, 512, 0, now);
         assert_eq!(
@@ -416,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_superseded_revision_is_not_a_system_error() {
-        let msg = ActivationMessage::for_test("g", "a", 1);
+        let msg = crate::testing::message("g", "a", 1);
         let mut record = msg.lost_record("runc broke", Timing::since_accepted(&msg));
         assert!(is_system_error(&record));
         record.mark_superseded();

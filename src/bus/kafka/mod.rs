@@ -38,6 +38,6 @@ pub use entities::{
     MAX_ENTITY_BYTES, REVISION_HEADER,
 };
 pub use error::KafkaError;
-pub use invoker::{serve_invoker, InvokerConfig};
+pub use invoker::{serve_invoker, KafkaInvokerConfig};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;

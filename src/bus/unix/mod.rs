@@ -49,39 +49,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::sync::oneshot;
-
     use super::*;
-    use crate::dispatch::{DispatchFuture, Dispatcher, InvokerView, Timing};
-    use crate::model::ActivationResponse;
-
-    /// Completes every activation with a success record echoing its params; refuses the
-    /// activation named "full" as the real invoker does when its queue is full.
-    struct Echo;
-
-    impl Dispatcher for Echo {
-        fn dispatch(&self, msg: ActivationMessage) -> DispatchFuture<'_> {
-            Box::pin(async move {
-                if msg.action.name.as_str() == "full" {
-                    return Err(DispatchError::Overloaded("queue full".into()));
-                }
-                let (tx, rx) = oneshot::channel();
-                let response =
-                    ActivationResponse::success(serde_json::Value::Object(msg.params.clone()));
-                let rec = msg.record(response, Vec::new(), Timing::since_accepted(&msg), false);
-                let _ = tx.send(rec);
-                Ok(rx)
-            })
-        }
-
-        fn invokers(&self) -> Vec<InvokerView> {
-            vec![InvokerView::up(0)]
-        }
-    }
+    use crate::dispatch::Dispatcher;
+    use crate::testing::{FakeInvoker, FakeMode};
 
     fn message(name: &str) -> ActivationMessage {
         let params = serde_json::json!({"n": name}).as_object().unwrap().clone();
-        ActivationMessage { params, ..ActivationMessage::for_test("guest", name, 1) }
+        ActivationMessage { params, ..crate::testing::message("guest", name, 1) }
     }
 
     #[tokio::test]
@@ -90,7 +64,8 @@ mod tests {
         let path = dir.path().join("invoker.sock");
         let listener = bind(&path).unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
-        let server = tokio::spawn(serve(listener, Arc::new(Echo), shutdown));
+        let invoker = Arc::new(FakeInvoker::new());
+        let server = tokio::spawn(serve(listener, invoker.clone(), shutdown));
         let bus = UnixBus::new(&path);
         let mut waits = Vec::new();
         for i in 0..50 {
@@ -103,8 +78,9 @@ mod tests {
             assert_eq!(rec.activation_id, id);
             assert!(rec.response.success);
         }
+        invoker.set(FakeMode::Overloaded);
         let refused = bus.dispatch(message("full")).await.unwrap_err();
-        assert_eq!(refused, DispatchError::Overloaded("queue full".into()));
+        assert!(matches!(refused, DispatchError::Overloaded(_)), "{refused:?}");
         trigger.fire();
         server.await.unwrap();
     }
@@ -118,7 +94,8 @@ mod tests {
         let bus = UnixBus::new(&path);
         for round in 0..3 {
             let (trigger, shutdown) = crate::shutdown::channel();
-            let server = tokio::spawn(serve(bind(&path).unwrap(), Arc::new(Echo), shutdown));
+            let server =
+                tokio::spawn(serve(bind(&path).unwrap(), Arc::new(FakeInvoker::new()), shutdown));
             let done = tokio::time::timeout(
                 Duration::from_secs(2),
                 bus.dispatch(message(&format!("r{round}"))),

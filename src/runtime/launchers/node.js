@@ -151,8 +151,8 @@ async function handle(line) {
 // Warm-up, paid at the launcher's start (before a prewarmed container is taken) rather than
 // in the first init: process.stdout and process.stderr are created on first use (a pipe
 // stream each), and the first vm compile and createRequire set up their own machinery.
-// Measured on the host with pipes: init reply 3.9 ms -> 1.5 ms at p50. Empty writes put
-// nothing in the pipes.
+// It more than halves the first init's reply (BENCHMARKS.md, "Design measurements"). Empty
+// writes put nothing in the pipes.
 process.stdout.write('');
 process.stderr.write('');
 writeAll(REPLY_FD, '');

@@ -1,11 +1,11 @@
-//! The syncer: with the environment opened `NO_SYNC`, a commit is a write into the page cache
+//! The flusher: with the environment opened `NO_SYNC`, a commit is a write into the page cache
 //! (it survives a kill of the process, not a crash of the OS); this thread flushes the
 //! environment to disk every `interval`, and once more when the store is dropped, so an OS
 //! crash loses at most the last interval of commits.
 //!
-//! Why not LMDB's default (an fsync per commit)? Measured on these machines a single-record
-//! commit costs milliseconds with the fsync and tens of microseconds without it, and the
-//! invoke path now commits a record before every response (see `controller::records`).
+//! Why not LMDB's default (an fsync per commit)? A single-record commit costs orders of
+//! magnitude more with the fsync than without it (BENCHMARKS.md, "Design measurements"), and
+//! the invoke path commits a record before every response (see `controller::records`).
 //!
 //! Owns: the flushing thread of one environment. Must never: outlive the store (heed refuses
 //! to reopen a path while a clone of its environment lives, so the thread is joined on drop).
@@ -17,12 +17,12 @@ use std::time::Duration;
 use heed::{Env, WithoutTls};
 
 /// The flushing thread; stopped and joined on drop.
-pub(crate) struct Syncer {
+pub(crate) struct Flusher {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Syncer {
+impl Flusher {
     pub(crate) fn start(env: Env<WithoutTls>, interval: Duration) -> std::io::Result<Self> {
         let (stop, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("hearth-lmdb-sync".into()).spawn(move || {
@@ -43,7 +43,7 @@ impl Syncer {
     }
 }
 
-impl Drop for Syncer {
+impl Drop for Flusher {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
@@ -58,24 +58,15 @@ impl Drop for Syncer {
 mod tests {
     use std::time::Instant;
 
-    use crate::model::{Activation, ActivationId, ActivationResponse};
+    use crate::model::{Activation, ActivationResponse};
     use crate::store::{Store, StoreOptions};
 
     fn one() -> Activation {
         Activation {
-            namespace: "guest".into(),
-            name: "a".into(),
-            subject: "guest".into(),
-            activation_id: ActivationId::generate(),
-            start: 1,
-            end: 2,
-            duration: 1,
-            status_code: 0,
             response: ActivationResponse::success(serde_json::json!({"greeting": "hello"})),
             logs: vec!["2024-01-01T00:00:00Z stdout: a line".into()],
             annotations: vec![],
-            version: "0.0.1".into(),
-            publish: false,
+            ..crate::testing::activation("guest", "a", 1)
         }
     }
 
@@ -107,7 +98,7 @@ mod tests {
         println!("one-record commit, median of 200: NO_SYNC {lazy:?}, fsync per commit {eager:?}");
         assert!(lazy < std::time::Duration::from_millis(2), "NO_SYNC commit took {lazy:?}");
 
-        // Dropping the store joins the syncer (so the path can be opened again) after a flush.
+        // Dropping the store joins the flusher (so the path can be opened again) after a flush.
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions { map_size: 64 << 20, ..Default::default() };
         let a = one();
