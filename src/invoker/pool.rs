@@ -141,7 +141,7 @@ impl<C: ActionContainer> PoolState<C> {
                 self.budget.total_mb()
             )));
         }
-        if let Some(p) = self.try_reuse(&need) {
+        if let Some(p) = self.try_reuse(&need, self.queue.is_empty()) {
             self.active += 1;
             return Ok(Admission::Placed(p));
         }
@@ -168,8 +168,9 @@ impl<C: ActionContainer> PoolState<C> {
     }
 
     /// A warm container of the same revision, else a stem cell of the same runtime (of the
-    /// same memory first). Counts it busy.
-    fn try_reuse(&mut self, need: &Need) -> Option<Placement<C>> {
+    /// same memory first). Counts it busy. A stem cell that must grow takes memory, so it is
+    /// only taken when `may_take_memory` (no waiter ahead is owed that memory).
+    fn try_reuse(&mut self, need: &Need, may_take_memory: bool) -> Option<Placement<C>> {
         if let Some(stack) = self.idle.get_mut(&need.key) {
             if let Some(slot) = stack.pop() {
                 if stack.is_empty() {
@@ -208,6 +209,9 @@ impl<C: ActionContainer> PoolState<C> {
             })
             .map(|(i, _)| i)?;
         let more_mb = need.memory_mb.saturating_sub(self.prewarmed[i].memory_mb());
+        if more_mb > 0 && !may_take_memory {
+            return None;
+        }
         let evicted = if more_mb == 0 || self.budget.try_reserve(more_mb) {
             Vec::new()
         } else {
@@ -355,7 +359,7 @@ impl<C: ActionContainer> PoolState<C> {
                     continue;
                 }
                 let need = self.queue[i].need.clone();
-                let placement = match self.try_reuse(&need) {
+                let placement = match self.try_reuse(&need, !memory_blocked) {
                     Some(p) => Some(p),
                     None if !memory_blocked => {
                         let p = self.try_memory(&need);
@@ -754,6 +758,26 @@ mod tests {
         assert_eq!(pool.stats().memory_in_use_mb, 768);
         assert!(pool.stem_cell_resized(256, 128).is_empty());
         assert_eq!(pool.stats().memory_in_use_mb, 640);
+    }
+
+    #[test]
+    fn a_growing_stem_cell_does_not_take_memory_a_waiter_is_owed() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        stem_cell(&mut pool, "s", 256);
+        let mut busy = need("busy", 1, 256);
+        busy.runtime = Runtime::Nodejs;
+        assert!(matches!(placed(pool.admit(busy)), Placement::Cold { .. }));
+        let mut waiter = need("w", 1, 512);
+        waiter.runtime = Runtime::Nodejs;
+        let Admission::Queued(_rx) = pool.admit(waiter).unwrap() else { panic!("expected queued") };
+        assert!(
+            matches!(pool.admit(need("big", 1, 512)), Ok(Admission::Queued(_))),
+            "growing the stem cell would take memory the waiter is owed"
+        );
+        assert!(
+            matches!(placed(pool.admit(need("same", 1, 256))), Placement::Prewarmed { .. }),
+            "a stem cell of the right size is anyone's"
+        );
     }
 
     #[test]

@@ -169,6 +169,8 @@ impl<F: ContainerFactory> Inner<F> {
         }
         self.with_pool(|p| p.destroyed(mb));
         self.events.send(PoolEvent::Destroyed { container: id, memory_mb: mb });
+        // The destroyed container may have been a stem cell an activation evicted.
+        self.prewarm_wake.notify_one();
     }
 
     /// Destroys retired containers in the background: whoever took their memory goes on at
