@@ -4,7 +4,9 @@
 //! Starts everything it measures: `hearthd standalone` (three times: with the default pool for
 //! warm invokes, throughput and the first invoke after a burst; with a large memory budget for
 //! prewarmed starts (256 MB, and 128/512 MB on the resized stem cell) and per-container
-//! memory, so that no eviction lands inside a sample; without stem cells for cold starts),
+//! memory, so that no eviction lands inside a sample; without stem cells for cold starts; on
+//! an empty store of its own for the costs that must not grow with stored actions, warm
+//! containers and records),
 //! then `hearthd invoker` with a socket-activated `hearthd controller`. Floors come from containers the harness drives
 //! itself through the library's runc driver, a bare `runc run`, the host's interpreters and a
 //! trivial hyper server. Needs root and runc, like the invoker.
@@ -27,6 +29,7 @@ mod memory;
 mod procfs;
 mod progress;
 mod report;
+mod scale;
 mod selftest;
 mod starts;
 mod stats;
@@ -61,6 +64,8 @@ pub struct Plan {
     pub starts_n: usize,
     /// How long each burst before a first invoke of a new action lasts.
     pub burst: Duration,
+    /// Activation records written before the "after many records" row.
+    pub records_n: usize,
     pub activation_n: usize,
     pub running_n: usize,
     /// Warm invokes over Kafka (each paired with a broker round trip).
@@ -81,6 +86,7 @@ impl Plan {
                 tp_duration: Duration::from_secs(1),
                 starts_n: 3,
                 burst: Duration::from_millis(500),
+                records_n: 20_000,
                 activation_n: 3,
                 running_n: 10,
                 kafka_n: 50,
@@ -96,6 +102,7 @@ impl Plan {
                 tp_duration: Duration::from_secs(5),
                 starts_n: 15,
                 burst: Duration::from_secs(1),
+                records_n: 100_000,
                 activation_n: 10,
                 running_n: 50,
                 kafka_n: 300,
@@ -322,6 +329,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let stop_c = daemon::stop_row(&ws, cold, &state_c, &plan).await?;
     rows.extend(phase_c?);
     rows.push(stop_c);
+
+    // Instance D: its own empty store, for the costs that must not grow with the work.
+    let data_d = ws.path("data-scale");
+    let (scale_d, addr_d, state_d) =
+        start_standalone_with(&ws, "d", &data_d, &cfg_c, &[], &progress).await?;
+    let phase_d = scale::run(&scale_d, addr_d, &plan, &progress).await;
+    let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
+    rows.extend(phase_d?);
+    rows.push(stop_d);
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
