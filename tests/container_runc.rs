@@ -284,6 +284,95 @@ async fn memory_hog_is_out_of_memory() {
     env.finish().await;
 }
 
+/// The limits a container's cgroups hold: memory, memory + swap, cpu.shares.
+fn limits_of(env: &Env, id: &str) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let mem = cgroup::memory_dir(&env.parent, id, false);
+    (
+        cgroup::read_value(&mem.join("memory.limit_in_bytes")),
+        cgroup::read_value(&mem.join("memory.memsw.limit_in_bytes")),
+        cgroup::read_value(&cgroup::controller_dir(&mem, "cpu").join("cpu.shares")),
+    )
+}
+
+const MB: u64 = 1024 * 1024;
+
+/// A 256 MB stem cell taken by a 512 MB action: its cgroup holds 512 MB (and the CPU share of
+/// a 512 MB container) before the init, and the action runs.
+#[tokio::test]
+async fn a_stem_cell_resized_to_512_mb_has_that_limit_in_its_cgroup() {
+    let env = env();
+    let spec = env.spec(Runtime::Python, 256);
+    let mut c = env.factory.create(&spec).await.unwrap();
+    let (mem, _, shares) = limits_of(&env, &spec.id);
+    assert_eq!((mem, shares), (Some(256 * MB), Some(1024)));
+    c.resize(512).await.unwrap();
+    let (mem, memsw, shares) = limits_of(&env, &spec.id);
+    assert_eq!(mem, Some(512 * MB));
+    if memsw.is_some() {
+        assert_eq!(memsw, Some(512 * MB), "no swap beyond the limit");
+    }
+    assert_eq!(shares, Some(2048));
+    code::install(c.code_dir(), Runtime::Python, PY_HELLO.as_bytes(), false).unwrap();
+    let init = InitSpec { action: "guest/test".into(), entry_point: "main".into(), binary: false };
+    c.init(&init).await.unwrap();
+    let out = c.run(&run_spec(json!({"name": "big"}))).await.unwrap();
+    assert_eq!(out.result["greeting"], "Hello, big");
+    c.destroy().await;
+    env.finish().await;
+}
+
+/// A 256 MB stem cell taken by a 128 MB action is held to 128 MB: 200 MB fit the stem cell's
+/// size but not the action's, and the run ends out of memory at 128 MB.
+#[tokio::test]
+async fn a_stem_cell_resized_to_128_mb_is_oom_killed_at_128_mb() {
+    let env = env();
+    let spec = env.spec(Runtime::Python, 256);
+    let mut c = env.factory.create(&spec).await.unwrap();
+    c.resize(128).await.unwrap();
+    let (mem, memsw, shares) = limits_of(&env, &spec.id);
+    assert_eq!(mem, Some(128 * MB));
+    if memsw.is_some() {
+        assert_eq!(memsw, Some(128 * MB));
+    }
+    assert_eq!(shares, Some(512));
+    let code = "def main(a):\n    x = b'x' * (200 * 1024 * 1024)\n    return {'n': len(x)}\n";
+    code::install(c.code_dir(), Runtime::Python, code.as_bytes(), false).unwrap();
+    let init = InitSpec { action: "guest/test".into(), entry_point: "main".into(), binary: false };
+    c.init(&init).await.unwrap();
+    match c.run(&run_spec(json!({}))).await {
+        Err(RunError::OutOfMemory { limit_mb: 128, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    c.destroy().await;
+    env.finish().await;
+}
+
+/// The same 200 MB fit a 256 MB container: the OOM above is the resize's doing.
+#[tokio::test]
+async fn two_hundred_mb_fit_an_unresized_256_mb_stem_cell() {
+    let env = env();
+    let spec = env.spec(Runtime::Python, 256);
+    let code = "def main(a):\n    x = b'x' * (200 * 1024 * 1024)\n    return {'n': len(x)}\n";
+    let mut c = env.start_with(spec, code.as_bytes(), false).await;
+    let out = c.run(&run_spec(json!({}))).await.unwrap();
+    assert_eq!(out.result["n"], 200 * 1024 * 1024);
+    c.destroy().await;
+    env.finish().await;
+}
+
+/// A container that already ran an action is not resized (its launcher may hold more than a
+/// smaller limit allows); the pool then cold-starts.
+#[tokio::test]
+async fn only_a_fresh_stem_cell_is_resized() {
+    let env = env();
+    let mut c = env.start(Runtime::Python, PY_HELLO).await;
+    assert!(c.resize(128).await.is_err());
+    let (mem, _, _) = limits_of(&env, c.id());
+    assert_eq!(mem, Some(256 * MB), "unchanged");
+    c.destroy().await;
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn log_flood_is_truncated() {
     let env = env();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth::dispatch::{ActivationMessage, DispatchError, Dispatcher};
-use hearth::invoker::{Invoker, InvokerConfig, PrewarmConfig};
+use hearth::invoker::{EvictedFor, Invoker, InvokerConfig, PoolEvent, PrewarmConfig, Start};
 use hearth::model::{
     now_millis, ActionLimits, Activation, ActivationId, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, Kind,
@@ -187,9 +187,200 @@ async fn least_recently_used_idle_container_is_evicted_to_fit() {
     assert_eq!(c.response.status, ActivationStatus::Success);
     assert!(fx.world.was_destroyed(&container_of(&b)), "b evicted");
     assert!(fx.world.is_live(&container_of(&a)), "a kept");
-    assert!(fx.world.max_live.load(Ordering::SeqCst) <= 2, "budget never exceeded");
+    // The budget (two containers) is passed by at most what is being torn down: b, evicted
+    // for c and destroyed behind it.
+    assert!(fx.world.max_live.load(Ordering::SeqCst) <= 3, "budget never exceeded");
     assert_eq!(fx.invoker.stats().memory_in_use_mb, 512);
     fx.invoker.shutdown().await;
+}
+
+/// Events received so far, without waiting.
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<PoolEvent>) -> Vec<PoolEvent> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(e);
+    }
+    out
+}
+
+fn python_stem_cells(count: usize) -> Vec<PrewarmConfig> {
+    vec![PrewarmConfig { kind: Kind::parse("python:3").unwrap(), memory_mb: 256, count }]
+}
+
+/// Fills a 1024 MB pool with one action: its stem cell taken, then cold starts up to the
+/// budget, the rest queued; when this returns, four warm containers of `hot` are idle.
+async fn burst(fx: &Fixture) {
+    let waiting: Vec<_> = (0..12)
+        .map(|_| fx.invoker.submit(fx.msg("hot", 1, json!({"sleep_ms": 20}))).unwrap())
+        .collect();
+    for c in waiting {
+        assert_eq!(c.await.unwrap().response.status, ActivationStatus::Success);
+    }
+    let s = fx.invoker.stats();
+    assert_eq!((s.warm_idle, s.memory_in_use_mb), (4, 1024), "{s:?}");
+}
+
+/// The issue-16 case: after a burst filled the pool, a new action must evict. Its container's
+/// memory is taken at once and the evicted one is destroyed behind it: with every destroy
+/// held back, the activation still completes, and only then is the evicted container gone.
+#[tokio::test]
+async fn after_a_burst_no_destruction_runs_inside_an_activation_wait() {
+    let cfg = InvokerConfig {
+        prewarm: python_stem_cells(1),
+        // No background refill in this test: the activation itself must evict.
+        evict_idle_after: Duration::from_secs(3600),
+        ..config()
+    };
+    let fx = fixture(cfg).await;
+    eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
+    burst(&fx).await;
+    assert_eq!(fx.invoker.stats().prewarmed, 0, "the burst took the stem cell");
+
+    let mut events = fx.invoker.events();
+    fx.world.hold_destroys();
+    let submitted = Instant::now();
+    let fresh = fx.invoker.submit(fx.msg("fresh", 1, json!({}))).unwrap();
+    // A hang guard, not a timing: with destruction on the activation's path this never ends.
+    let fresh = tokio::time::timeout(Duration::from_secs(30), fresh)
+        .await
+        .expect("the activation waited for a held destroy")
+        .unwrap();
+    let waited = submitted.elapsed();
+    assert_eq!(fresh.response.status, ActivationStatus::Success);
+    let seen = drain(&mut events);
+    let evicted: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match e {
+            PoolEvent::Evicted { container, by: EvictedFor::Activation, .. } => {
+                Some(container.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted.len(), 1, "{seen:?}");
+    assert!(
+        !seen.iter().any(|e| matches!(e, PoolEvent::Destroyed { .. })),
+        "a destroy finished before the record: {seen:?}"
+    );
+    assert!(!fx.world.was_destroyed(&evicted[0]), "the evicted container is still being torn down");
+    let wait_ms = fresh.annotation("waitTime").and_then(Value::as_u64).unwrap();
+    assert!(
+        u128::from(wait_ms) <= waited.as_millis(),
+        "waitTime {wait_ms} ms is within the activation's own {waited:?}"
+    );
+    let s = fx.invoker.stats();
+    assert_eq!((s.memory_in_use_mb, s.memory_releasing_mb), (1280, 256), "{s:?}");
+
+    fx.world.release_destroys();
+    eventually("evicted container destroyed", || fx.world.was_destroyed(&evicted[0])).await;
+    assert_eq!(fx.invoker.stats().memory_in_use_mb, 1024);
+    fx.invoker.shutdown().await;
+    assert_eq!(fx.world.live_count(), 0);
+}
+
+/// After a burst the prewarm plan is refilled in the background from the least recently used
+/// idle warm containers, so the first invoke of a new action takes a stem cell and evicts
+/// nothing itself.
+#[tokio::test]
+async fn after_a_burst_the_stem_cells_come_back_from_idle_warm_containers() {
+    let cfg = InvokerConfig {
+        prewarm: python_stem_cells(1),
+        evict_idle_after: Duration::from_millis(30),
+        ..config()
+    };
+    let fx = fixture(cfg).await;
+    eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
+    let mut events = fx.invoker.events();
+    burst(&fx).await;
+    eventually("refilled", || fx.invoker.stats().prewarmed == 1).await;
+    let seen = drain(&mut events);
+    let by_prewarm = seen
+        .iter()
+        .filter(|e| matches!(e, PoolEvent::Evicted { by: EvictedFor::Prewarm, .. }))
+        .count();
+    assert_eq!(by_prewarm, 1, "one idle warm container made room: {seen:?}");
+    let s = fx.invoker.stats();
+    assert_eq!((s.warm_idle, s.prewarmed), (3, 1), "{s:?}");
+
+    let fresh = fx.invoke(fx.msg("fresh", 1, json!({}))).await;
+    assert_eq!(fresh.response.status, ActivationStatus::Success);
+    let seen = drain(&mut events);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, PoolEvent::Placed { start: Start::Prewarmed, container, .. }
+            if *container == container_of(&fresh))),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(e, PoolEvent::Evicted { by: EvictedFor::Activation, .. })),
+        "the new action evicted nothing itself: {seen:?}"
+    );
+    fx.invoker.shutdown().await;
+}
+
+/// A stem cell fits any memory limit: a 512 MB and a 128 MB action each take the 256 MB stem
+/// cell, resized to their limit, and the budget follows.
+#[tokio::test]
+async fn stem_cells_take_the_memory_limit_of_the_action() {
+    let cfg = InvokerConfig { memory_budget_mb: 2048, prewarm: python_stem_cells(1), ..config() };
+    let fx = fixture(cfg).await;
+    eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
+    let mut events = fx.invoker.events();
+    for (name, mb) in [("big", 512), ("small", 128)] {
+        let stem = fx.world.created_ids().last().cloned().unwrap();
+        let mut msg = fx.msg(name, 1, json!({}));
+        msg.limits.memory = mb;
+        let a = fx.invoke(msg).await;
+        assert_eq!(a.response.status, ActivationStatus::Success);
+        assert_eq!(container_of(&a), stem, "{name} ran in the stem cell");
+        assert!(fx.world.resizes.lock().unwrap().contains(&(stem.clone(), mb)));
+        let seen = drain(&mut events);
+        assert!(
+            seen.iter()
+                .any(|e| *e
+                    == PoolEvent::Resized { container: stem.clone(), from_mb: 256, to_mb: mb }),
+            "{seen:?}"
+        );
+        eventually("refilled", || fx.invoker.stats().prewarmed == 1).await;
+    }
+    let s = fx.invoker.stats();
+    assert_eq!((s.warm_idle, s.memory_in_use_mb), (2, 512 + 128 + 256), "{s:?}");
+    assert_eq!(fx.world.created_count(), 3, "no cold start");
+    fx.invoker.shutdown().await;
+}
+
+/// A stem cell that refuses the new limit is destroyed behind the activation, which starts
+/// cold instead, and the memory adds up afterwards.
+#[tokio::test]
+async fn a_stem_cell_that_cannot_be_resized_gives_way_to_a_cold_start() {
+    let cfg = InvokerConfig { memory_budget_mb: 2048, prewarm: python_stem_cells(1), ..config() };
+    let fx = fixture(cfg).await;
+    eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
+    let stem = fx.world.created_ids()[0].clone();
+    fx.world.fail_resize.store(true, Ordering::SeqCst);
+    let mut events = fx.invoker.events();
+    let mut msg = fx.msg("big", 1, json!({}));
+    msg.limits.memory = 512;
+    let a = fx.invoke(msg).await;
+    assert_eq!(a.response.status, ActivationStatus::Success);
+    assert_ne!(container_of(&a), stem, "ran in a cold container");
+    assert!(a.annotation("initTime").is_some());
+    eventually("stem cell destroyed", || fx.world.was_destroyed(&stem)).await;
+    let seen = drain(&mut events);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, PoolEvent::ResizeFailed { container, .. } if *container == stem)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, PoolEvent::Placed { start: Start::Cold, .. })),
+        "{seen:?}"
+    );
+    eventually("refilled", || fx.invoker.stats().prewarmed == 1).await;
+    let s = fx.invoker.stats();
+    assert_eq!((s.warm_idle, s.memory_in_use_mb, s.memory_releasing_mb), (1, 768, 0), "{s:?}");
+    fx.invoker.shutdown().await;
+    assert_eq!(fx.world.live_count(), 0);
 }
 
 #[tokio::test]
@@ -205,8 +396,10 @@ async fn activations_queue_when_the_budget_is_full_and_start_on_release() {
     assert_eq!(slow.response.status, ActivationStatus::Success);
     assert_eq!(next.response.status, ActivationStatus::Success);
     assert!(next.annotation("waitTime").unwrap().as_u64().unwrap() >= 100, "waited for memory");
-    assert!(fx.world.was_destroyed(&container_of(&slow)), "slow's idle container evicted");
-    assert_eq!(fx.world.max_live.load(Ordering::SeqCst), 1);
+    eventually("slow's idle container evicted", || fx.world.was_destroyed(&container_of(&slow)))
+        .await;
+    // One container's budget, passed by at most the one being torn down behind `next`.
+    assert!(fx.world.max_live.load(Ordering::SeqCst) <= 2);
     fx.invoker.shutdown().await;
 }
 

@@ -421,3 +421,66 @@ fn sigterm_leaves_no_state_dir_under_run() {
     d.stop();
     assert!(!made[0].exists(), "{} is left behind", made[0].display());
 }
+
+/// A stem cell fits any memory limit (issue 16): a 512 MB action takes the 256 MB stem cell,
+/// whose memory cgroup then holds 512 MB; a 128 MB action takes the refilled one and is
+/// OOM-killed at 128 MB by 200 MB that fit the stem cell's own size.
+#[test]
+fn stem_cells_take_the_memory_limit_of_the_action() {
+    require_root();
+    let mut s = Standalone::start_logging(
+        "prewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n",
+        "hearth=info,hearth::invoker=debug",
+    );
+    let state = s.state_dir();
+    let one_new = |known: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let fresh: Vec<String> =
+                runc_containers(&state).into_iter().filter(|id| !known.contains(id)).collect();
+            if fresh.len() == 1 {
+                // Started, not only created: the prewarm filler logs it ready.
+                std::thread::sleep(Duration::from_millis(300));
+                return fresh[0].clone();
+            }
+            assert!(Instant::now() < deadline, "no new stem cell: {fresh:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let memory_limit = |id: &str| {
+        let dir = container_cgroups(&state)
+            .into_iter()
+            .find(|p| p.starts_with("/sys/fs/cgroup/memory") && p.ends_with(id))
+            .unwrap_or_else(|| panic!("no memory cgroup for {id}"));
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes")).unwrap().trim().to_owned()
+    };
+    let stem = one_new(&[]);
+    assert_eq!(memory_limit(&stem), (256u64 << 20).to_string());
+    let c = s.client();
+    c.put_action(
+        "big",
+        "python:3",
+        "def main(a):\n    return {'big': 1}\n",
+        Some(json!({"memory": 512})),
+    );
+    let r = c.invoke("big", json!({}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let code = state.join("containers/code").join(&stem).join("__main__.py");
+    let held = std::fs::read_to_string(&code).unwrap_or_default();
+    assert!(held.contains("'big'"), "big ran in the stem cell {stem}: {held:?}");
+    assert_eq!(memory_limit(&stem), (512u64 << 20).to_string());
+
+    let stem2 = one_new(std::slice::from_ref(&stem));
+    let hog = "def main(a):\n    x = bytearray(200 * 1024 * 1024)\n    return {'n': len(x)}\n";
+    c.put_action("small", "python:3", hog, Some(json!({"memory": 128})));
+    let act = c.invoke("small", json!({})).json();
+    assert_eq!(act["response"]["status"], "action developer error", "{act}");
+    let error = act["response"]["result"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("memory limit of 128 MB"), "{act}");
+    let log = s.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("stem cell resized") && l.contains(&stem2)),
+        "the 128 MB action took the stem cell {stem2}"
+    );
+    s.stop();
+}

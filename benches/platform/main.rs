@@ -1,10 +1,13 @@
 //! `cargo bench --bench platform [-- --quick] [--json PATH]`: hearth against its physical
 //! floor, every number beside a floor measured in the same run (issue 7).
 //!
-//! Starts everything it measures: `hearthd standalone` (twice: once with the default pool for
-//! warm invokes and throughput, once with a large memory budget for prewarmed and cold starts
-//! and per-container memory, so that no eviction lands inside a sample), then `hearthd invoker`
-//! with a socket-activated `hearthd controller`. Floors come from containers the harness drives
+//! Starts everything it measures: `hearthd standalone` (three times: with the default pool for
+//! warm invokes, throughput and the first invoke after a burst; with a large memory budget for
+//! prewarmed starts (256 MB, and 128/512 MB on the resized stem cell) and per-container
+//! memory, so that no eviction lands inside a sample; without stem cells for cold starts; on
+//! an empty store of its own for the costs that must not grow with stored actions, warm
+//! containers and records),
+//! then `hearthd invoker` with a socket-activated `hearthd controller`. Floors come from containers the harness drives
 //! itself through the library's runc driver, a bare `runc run`, the host's interpreters and a
 //! trivial hyper server. Needs root and runc, like the invoker.
 //!
@@ -16,6 +19,7 @@ mod api;
 #[cfg(feature = "kafka")]
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
+mod burst;
 mod daemon;
 mod direct;
 mod http;
@@ -25,6 +29,7 @@ mod memory;
 mod procfs;
 mod progress;
 mod report;
+mod scale;
 mod selftest;
 mod starts;
 mod stats;
@@ -57,6 +62,10 @@ pub struct Plan {
     pub tp_warmup: Duration,
     pub tp_duration: Duration,
     pub starts_n: usize,
+    /// How long each burst before a first invoke of a new action lasts.
+    pub burst: Duration,
+    /// Activation records written before the "after many records" row.
+    pub records_n: usize,
     pub activation_n: usize,
     pub running_n: usize,
     /// Warm invokes over Kafka (each paired with a broker round trip).
@@ -76,6 +85,8 @@ impl Plan {
                 tp_warmup: Duration::from_millis(500),
                 tp_duration: Duration::from_secs(1),
                 starts_n: 3,
+                burst: Duration::from_millis(500),
+                records_n: 20_000,
                 activation_n: 3,
                 running_n: 10,
                 kafka_n: 50,
@@ -90,6 +101,8 @@ impl Plan {
                 tp_warmup: Duration::from_secs(2),
                 tp_duration: Duration::from_secs(5),
                 starts_n: 15,
+                burst: Duration::from_secs(1),
+                records_n: 100_000,
                 activation_n: 10,
                 running_n: 50,
                 kafka_n: 300,
@@ -108,6 +121,11 @@ fn invoker_toml(budget_mb: u64) -> String {
          [[prewarm]]\nkind = \"python:3\"\nmemory_mb = 256\ncount = 1\n\n\
          [[prewarm]]\nkind = \"nodejs:20\"\nmemory_mb = 256\ncount = 1\n"
     )
+}
+
+/// A pool without stem cells, for true cold starts (a stem cell now fits any memory limit).
+fn invoker_toml_cold(budget_mb: u64) -> String {
+    format!("memory_budget_mb = {budget_mb}\nqueue_limit = 1024\nprewarm = []\n")
 }
 
 #[derive(Debug)]
@@ -230,11 +248,13 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             )
             .await?,
         );
-        anyhow::Ok((rows, warm_p50, idle_rss))
+        progress.phase("first invoke after a burst");
+        let after_burst = burst::run(&a, addr_a, Runtime::Python, &plan, &progress).await?;
+        anyhow::Ok((rows, warm_p50, idle_rss, after_burst))
     }
     .await;
     let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
-    let (r, warm_p50, idle_rss_a) = phase_a?;
+    let (r, warm_p50, idle_rss_a, after_burst) = phase_a?;
     rows.extend(r);
     rows.push(stop_a);
 
@@ -246,15 +266,42 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle_rss = procfs::rss_parts(b.pid)?;
         let mut rows = Vec::new();
+        let mut prewarmed_p50 = Vec::new();
         for (runtime, warm) in [Runtime::Python, Runtime::Nodejs].into_iter().zip(&warm_p50) {
             progress.phase(&format!("prewarmed start {}", runtime.as_str()));
-            rows.extend(
-                starts::prewarmed(&b, &direct, addr_b, runtime, *warm, &plan, &progress).await?,
-            );
+            let baseline = starts::Baseline::Warm { warm_p50_ms: *warm };
+            let (r, p50) = starts::prewarmed(
+                &b,
+                &direct,
+                addr_b,
+                runtime,
+                starts::STEM_CELL_MB,
+                baseline,
+                &plan,
+                &progress,
+            )
+            .await?;
+            rows.extend(r);
+            prewarmed_p50.push(p50);
         }
-        for runtime in [Runtime::Python, Runtime::Nodejs] {
-            progress.phase(&format!("cold start {}", runtime.as_str()));
-            rows.extend(starts::cold(&direct, addr_b, runtime, &plan, &progress).await?);
+        // Other sizes take the same 256 MB stem cell, resized (issue 16).
+        let python_p50 = prewarmed_p50.first().copied().unwrap_or(f64::NAN);
+        rows.extend(after_burst.rows(Runtime::Python.as_str(), python_p50));
+        for memory_mb in [128, 512] {
+            progress.phase(&format!("prewarmed start python {memory_mb} MB"));
+            let baseline = starts::Baseline::StemCellSize { p50_ms: python_p50 };
+            let (r, _) = starts::prewarmed(
+                &b,
+                &direct,
+                addr_b,
+                Runtime::Python,
+                memory_mb,
+                baseline,
+                &plan,
+                &progress,
+            )
+            .await?;
+            rows.extend(r);
         }
         progress.phase("memory of warm containers");
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -265,6 +312,32 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let stop_b = daemon::stop_row(&ws, b, &state_b, &plan).await?;
     rows.extend(phase_b?);
     rows.push(stop_b);
+
+    // Instance C: no stem cells, for true cold starts.
+    let cfg_c = daemon::config_dir(&ws, "config-cold", &invoker_toml_cold(32768))?;
+    let (cold, addr_c, state_c) =
+        start_standalone_with(&ws, "c", &data_dir, &cfg_c, &[], &progress).await?;
+    let phase_c = async {
+        let mut rows = Vec::new();
+        for runtime in [Runtime::Python, Runtime::Nodejs] {
+            progress.phase(&format!("cold start {}", runtime.as_str()));
+            rows.extend(starts::cold(&direct, addr_c, runtime, &plan, &progress).await?);
+        }
+        anyhow::Ok(rows)
+    }
+    .await;
+    let stop_c = daemon::stop_row(&ws, cold, &state_c, &plan).await?;
+    rows.extend(phase_c?);
+    rows.push(stop_c);
+
+    // Instance D: its own empty store, for the costs that must not grow with the work.
+    let data_d = ws.path("data-scale");
+    let (scale_d, addr_d, state_d) =
+        start_standalone_with(&ws, "d", &data_d, &cfg_c, &[], &progress).await?;
+    let phase_d = scale::run(&scale_d, addr_d, &plan, &progress).await;
+    let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
+    rows.extend(phase_d?);
+    rows.push(stop_d);
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
@@ -312,6 +385,18 @@ async fn start_standalone(
     config_dir: &Path,
     progress: &Progress,
 ) -> anyhow::Result<(Daemon, SocketAddr, PathBuf)> {
+    start_standalone_with(ws, name, data_dir, config_dir, &["python", "nodejs"], progress).await
+}
+
+/// As [`start_standalone`], waiting for the stem cells of `stem_cells` (runtime names).
+async fn start_standalone_with(
+    ws: &Arc<Workspace>,
+    name: &str,
+    data_dir: &Path,
+    config_dir: &Path,
+    stem_cells: &[&str],
+    progress: &Progress,
+) -> anyhow::Result<(Daemon, SocketAddr, PathBuf)> {
     progress.phase(&format!("starting hearthd standalone ({name})"));
     let state = ws.run_path(&format!("state-{name}"));
     ws.track_runc_root(&state.join("runc"), "hearth", false);
@@ -337,7 +422,7 @@ async fn start_standalone(
         Some(&notify),
     )?;
     d.wait_ready(Duration::from_secs(60)).await?;
-    for rt in ["python", "nodejs"] {
+    for rt in stem_cells {
         d.log
             .wait_for(d.started, Duration::from_secs(60), "initial prewarm", |l| {
                 daemon::is_prewarmed(l, rt)

@@ -16,6 +16,7 @@ pub enum Unit {
     Ms,
     PerSec,
     Mb,
+    Kb,
 }
 
 impl Unit {
@@ -28,6 +29,7 @@ impl Unit {
             Unit::Ms => format!("{v:.1} ms"),
             Unit::PerSec => format!("{v:.0}/s"),
             Unit::Mb => format!("{v:.1} MB"),
+            Unit::Kb => format!("{v:.2} KB"),
         }
     }
 }

@@ -27,13 +27,13 @@ const WINDOW: Duration = Duration::from_millis(250);
 
 /// What one load run measured.
 #[derive(Debug)]
-struct Load {
+pub struct Load {
     /// Completions per second in each full window.
     rates: Summary,
     latency: Summary,
     /// Completions per second over the whole run.
-    overall: f64,
-    errors: usize,
+    pub overall: f64,
+    pub errors: usize,
     first_error: Option<String>,
 }
 
@@ -42,7 +42,7 @@ struct Tally {
     windows: Vec<u64>,
     latency: Samples,
     done: u64,
-    errors: usize,
+    pub errors: usize,
     first_error: Option<String>,
 }
 
@@ -86,7 +86,7 @@ impl Tally {
 }
 
 /// `clients` keep-alive clients invoking `name` back to back for `dur`.
-async fn platform_load(
+pub async fn platform_load(
     addr: SocketAddr,
     name: &str,
     clients: usize,

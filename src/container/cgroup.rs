@@ -1,11 +1,13 @@
 //! The host-side view of the containers' cgroups, with runc's cgroupfs driver (a plain parent
 //! path) or its systemd driver (one `hearth-<id>.scope` per container in a slice): where a
 //! container's memory cgroup is, reading its OOM counter (cgroup v1 `memory.oom_control`, v2
-//! `memory.events`), and removing what a crashed invoker left under the hearth parent.
+//! `memory.events`), changing a live container's memory limit and CPU share (a stem cell
+//! taken by an action of another size), and removing what a crashed invoker left under the
+//! hearth parent.
 //!
-//! runc creates and removes the cgroups; this module only reads them on the critical path's
-//! failure branch and cleans leftovers at start-up. It must never touch a cgroup outside the
-//! configured parent.
+//! runc creates and removes the cgroups; this module reads them on the critical path's
+//! failure branch, writes a stem cell's new limits when it is taken, and cleans leftovers at
+//! start-up. It must never touch a cgroup outside the configured parent.
 
 use std::fs;
 use std::io;
@@ -96,6 +98,91 @@ pub fn oom_killed(memory_dir: &Path) -> bool {
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0)
+}
+
+/// A limit the kernel refused (or a file that could not be opened or read).
+#[derive(Debug, thiserror::Error)]
+#[error("writing {value} to {path}: {source}")]
+pub struct LimitError {
+    pub path: PathBuf,
+    pub value: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Whether `memory_dir` is in a cgroup v1 memory hierarchy (else it is a v2 dir holding every
+/// controller).
+pub fn is_v1(memory_dir: &Path) -> bool {
+    memory_dir.starts_with(Path::new(CGROUP_ROOT).join("memory"))
+}
+
+/// The dir of the same cgroup under another v1 controller (`cpu`, `pids`); the same dir on v2.
+pub fn controller_dir(memory_dir: &Path, controller: &str) -> PathBuf {
+    let root = Path::new(CGROUP_ROOT);
+    match memory_dir.strip_prefix(root.join("memory")) {
+        Ok(rel) => root.join(controller).join(rel),
+        Err(_) => memory_dir.to_path_buf(),
+    }
+}
+
+/// cgroup v2's cpu.weight for a v1 cpu.shares value, with runc's conversion (so a resized
+/// container has what one created at that size has).
+pub fn cpu_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.saturating_sub(2) * 9999) / 262_142
+}
+
+fn write_value(path: &Path, value: u64) -> Result<(), LimitError> {
+    fs::write(path, value.to_string()).map_err(|source| LimitError {
+        path: path.to_owned(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+/// Gives the live cgroup whose memory dir is `memory_dir` the limits a container of
+/// `memory_bytes` is created with (`bundle::config`): the memory limit, swap included (no
+/// swap beyond it), and the CPU share. v1: `memory.limit_in_bytes` may never pass
+/// `memory.memsw.limit_in_bytes`, so a growing limit writes memsw first and a shrinking one
+/// writes it last. A limit below what the cgroup already uses fails (EBUSY once reclaim cannot
+/// get under it): nothing was changed then, and the error says so.
+///
+/// Plain writes of a few bytes to cgroupfs (no disk), so callers on an async thread may call
+/// this directly.
+pub fn set_limits(memory_dir: &Path, memory_bytes: u64, cpu_shares: u64) -> Result<(), LimitError> {
+    if is_v1(memory_dir) {
+        let limit = memory_dir.join("memory.limit_in_bytes");
+        let memsw = memory_dir.join("memory.memsw.limit_in_bytes");
+        // Without swap accounting (no memsw file) the memory limit alone bounds the container.
+        let has_memsw = memsw.exists();
+        let current = fs::read_to_string(&limit)
+            .map_err(|source| LimitError { path: limit.clone(), value: "(read)".into(), source })?
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(u64::MAX);
+        if memory_bytes > current {
+            if has_memsw {
+                write_value(&memsw, memory_bytes)?;
+            }
+            write_value(&limit, memory_bytes)?;
+        } else {
+            write_value(&limit, memory_bytes)?;
+            if has_memsw {
+                write_value(&memsw, memory_bytes)?;
+            }
+        }
+        write_value(&controller_dir(memory_dir, "cpu").join("cpu.shares"), cpu_shares)
+    } else {
+        write_value(&memory_dir.join("memory.max"), memory_bytes)?;
+        write_value(&memory_dir.join("cpu.weight"), cpu_weight(cpu_shares))
+    }
+}
+
+/// Reads one number from a cgroup file (`memory.limit_in_bytes`, `cpu.shares`, ...).
+pub fn read_value(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Every hierarchy's dir for `parent` (a path, or a slice name for the systemd driver): one
@@ -207,6 +294,20 @@ mod tests {
             Path::new("hearth.slice/hearth-c1.scope")
         );
         assert_eq!(slice_path("a-b.slice"), Path::new("a.slice/a-b.slice"));
+    }
+
+    #[test]
+    fn controller_dirs_and_weights() {
+        let mem = Path::new(CGROUP_ROOT).join("memory/hearth/c1");
+        assert!(is_v1(&mem));
+        assert_eq!(controller_dir(&mem, "cpu"), Path::new(CGROUP_ROOT).join("cpu/hearth/c1"));
+        let v2 = Path::new(CGROUP_ROOT).join("hearth/c1");
+        assert!(!is_v1(&v2));
+        assert_eq!(controller_dir(&v2, "cpu"), v2);
+        // runc's conversion: 2 -> 1, 262144 -> 10000, 1024 -> 39.
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(262_144), 10_000);
+        assert_eq!(cpu_weight(1024), 39);
     }
 
     #[test]

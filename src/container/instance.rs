@@ -20,11 +20,13 @@ use tokio::net::unix::pipe;
 use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
 use crate::runtime::protocol::{self, ReplyError};
 
+use super::bundle;
 use super::cgroup;
 use super::logs::{LogPipes, LOG_WATCH_AFTER};
 use super::runc::{remove_dir_logged, Shared};
-use super::{ActionContainer, ContainerSpec, RunError, RunOutput};
+use super::{ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput};
 use crate::runtime::{InitSpec, RunSpec};
+use crate::systemd::machined;
 
 /// How long an init may take. [`InitSpec`] carries no timeout; OpenWhisk bounds init by the
 /// action's timeout, whose maximum is 5 minutes, but loading code that takes more than a
@@ -80,11 +82,7 @@ pub struct RuncContainer {
 /// The pids cgroup dir of a container whose memory cgroup dir is `memory_dir`: the sibling
 /// hierarchy on cgroup v1, the same dir on v2 (one hierarchy for every controller).
 fn pids_dir(memory_dir: &Path) -> PathBuf {
-    let root = Path::new(cgroup::CGROUP_ROOT);
-    match memory_dir.strip_prefix(root.join("memory")) {
-        Ok(rel) => root.join("pids").join(rel),
-        Err(_) => memory_dir.to_path_buf(),
-    }
+    cgroup::controller_dir(memory_dir, "pids")
 }
 
 /// How reading one reply ended.
@@ -444,6 +442,38 @@ impl ActionContainer for RuncContainer {
             "run finished"
         );
         outcome
+    }
+
+    /// Writes the new limits into the container's cgroups; under runc's systemd driver also
+    /// into its scope's unit (runtime properties over D-Bus), so that systemd, which owns the
+    /// scope, keeps them (a daemon-reload re-applies a unit's properties). Only a stem cell
+    /// that no init reached is resized, so its launcher holds a few MB and a smaller limit
+    /// fits; when it does not (or the bus refuses), the error goes back to the pool, which
+    /// destroys this container and cold-starts.
+    #[tracing::instrument(name = "container.resize", skip_all, fields(id = %self.id, from_mb = self.memory_mb, to_mb = memory_mb))]
+    async fn resize(&mut self, memory_mb: u64) -> Result<(), ContainerError> {
+        if self.dead || self.exchanges > 0 {
+            return Err(ContainerError::Other(format!(
+                "container {} already ran an action; only a fresh stem cell is resized",
+                self.id
+            )));
+        }
+        let bytes = memory_mb.saturating_mul(1024 * 1024);
+        let shares = bundle::cpu_shares(memory_mb);
+        cgroup::set_limits(&self.memory_dir, bytes, shares)
+            .map_err(|e| ContainerError::Other(format!("resizing container {}: {e}", self.id)))?;
+        if self.shared.config.systemd_cgroup {
+            if let Some(machined) = &self.shared.machined {
+                let unit = machined::scope_unit(&self.id);
+                let v1 = cgroup::is_v1(&self.memory_dir);
+                let cpu = if v1 { shares } else { cgroup::cpu_weight(shares) };
+                machined.set_scope_limits(&unit, v1, bytes, cpu).await.map_err(|e| {
+                    ContainerError::Other(format!("resizing container {}: {e}", self.id))
+                })?;
+            }
+        }
+        self.memory_mb = memory_mb;
+        Ok(())
     }
 
     #[tracing::instrument(name = "container.destroy", skip_all, fields(id = %self.id))]

@@ -100,6 +100,21 @@ pub trait ActionContainer: Send + Sync + 'static {
         run: &RunSpec,
     ) -> impl std::future::Future<Output = Result<RunOutput, RunError>> + Send;
 
+    /// Gives the container a new memory limit (and the CPU share derived from it, as at
+    /// create): a stem cell started for one size takes the limit of the action that takes
+    /// it. Called before the init, while the launcher holds little memory. On an error the
+    /// limits are as before or the container is to be destroyed (the pool does the latter);
+    /// a driver that cannot resize says so with an error, and the pool cold-starts instead.
+    fn resize(
+        &mut self,
+        memory_mb: u64,
+    ) -> impl std::future::Future<Output = Result<(), ContainerError>> + Send {
+        let id = self.id().to_owned();
+        std::future::ready(Err(ContainerError::Other(format!(
+            "container {id}: this driver cannot change a container's memory limit to {memory_mb} MB"
+        ))))
+    }
+
     /// Whether the container can take another run. The pool keeps a container after a run
     /// only when its own rules and this agree (a driver may know its pipes are out of step).
     fn is_usable(&self) -> bool {

@@ -6,8 +6,9 @@
 //! guard sends an internal-error record if this task ends any other way, even by a panic),
 //! a usable container is back in the pool before the record goes out (so an immediate
 //! re-invoke finds it warm), a broken one is destroyed after (off the critical path), and
-//! a container whose process may be broken is never reused. It never touches pool state
-//! except through [`Inner::with_pool`].
+//! a container whose process may be broken is never reused. No destruction is ever awaited
+//! before the record goes out: containers evicted for this activation are destroyed in the
+//! background while it runs. It never touches pool state except through [`Inner::with_pool`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Instant;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Notify};
 
+use super::events::{EvictedFor, PoolEvent, Start};
 use super::logsink::ActionLogBatch;
 use super::pool::{Admission, Placement};
 use super::record;
@@ -127,7 +129,7 @@ pub(crate) async fn run<F: ContainerFactory>(
         let live = live.clone();
         tokio::task::spawn_blocking(move || live.kept(&rec, &fds));
     }
-    if let Some(slot) = doomed {
+    for slot in doomed {
         // Boxed: the teardown's futures (runc, file removal) are rare and large.
         Box::pin(inner.destroy(slot)).await;
     }
@@ -151,7 +153,7 @@ fn handoff<F: ContainerFactory>(
 }
 
 async fn execute<F: ContainerFactory>(
-    inner: &Inner<F>,
+    inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     params: Map<String, Value>,
     admission: Admission<F::Container>,
@@ -166,8 +168,8 @@ async fn execute<F: ContainerFactory>(
             }
         },
     };
-    let refill =
-        matches!(placement, Placement::Prewarmed(_)).then(|| RefillAfterInit(&inner.prewarm_wake));
+    let refill = matches!(placement, Placement::Prewarmed { .. })
+        .then(|| RefillAfterInit(&inner.prewarm_wake));
     let mut slot = match acquire(inner, msg, placement).await {
         Ok(slot) => slot,
         Err(message) => {
@@ -276,52 +278,113 @@ async fn initialise<F: ContainerFactory>(
     }
 }
 
-/// Turns a placement into a container of this activation's own.
+/// Turns a placement into a container of this activation's own. Containers evicted for it
+/// are handed out to be destroyed behind it: their memory is already this activation's.
 async fn acquire<F: ContainerFactory>(
-    inner: &Inner<F>,
+    inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     placement: Placement<F::Container>,
 ) -> Result<Slot<F::Container>, String> {
     match placement {
         // A taken stem cell's refill is woken by `RefillAfterInit` once the init is done.
-        Placement::Warm(slot) | Placement::Prewarmed(slot) => Ok(slot),
+        Placement::Warm(slot) => Ok(slot),
+        Placement::Prewarmed { slot, evicted, need_mb } => {
+            inner.destroy_behind(evicted, Some(EvictedFor::Activation));
+            if slot.memory_mb() == need_mb {
+                placed(inner, msg, &slot, Start::Prewarmed);
+                return Ok(slot);
+            }
+            // Boxed, like the init: the resize's futures are large and not on the warm path.
+            Box::pin(resize(inner, msg, slot, need_mb)).await
+        }
         // Boxed, like the init: a cold start's futures (bundle, runc) are large and rare.
-        Placement::Cold { evicted, taken_mb, need_mb } => {
-            Box::pin(cold_start(inner, msg, evicted, taken_mb, need_mb)).await
+        Placement::Cold { evicted, need_mb } => {
+            inner.destroy_behind(evicted, Some(EvictedFor::Activation));
+            Box::pin(cold_start(inner, msg, need_mb)).await
         }
     }
 }
 
-/// Destroys the evicted containers, then creates a new one.
-async fn cold_start<F: ContainerFactory>(
+fn placed<F: ContainerFactory>(
     inner: &Inner<F>,
     msg: &ActivationMessage,
-    evicted: Vec<Slot<F::Container>>,
-    taken_mb: u64,
+    slot: &Slot<F::Container>,
+    start: Start,
+) {
+    inner.events.send(PoolEvent::Placed {
+        activation_id: msg.activation_id.to_string(),
+        container: slot.id().to_owned(),
+        start,
+    });
+}
+
+/// Gives a stem cell of another size the action's memory limit (and its CPU share). When the
+/// container refuses (a limit below what it already uses, or a driver that cannot resize),
+/// the stem cell is destroyed behind the activation and a cold start takes its place.
+async fn resize<F: ContainerFactory>(
+    inner: &Arc<Inner<F>>,
+    msg: &ActivationMessage,
+    mut slot: Slot<F::Container>,
     need_mb: u64,
 ) -> Result<Slot<F::Container>, String> {
-    let count = evicted.len();
-    let surplus = Placement::surplus_mb(&evicted, taken_mb, need_mb);
-    // Destroy first: their memory pays for the new container, so the cgroups must be
-    // gone before it is created.
-    for slot in evicted {
-        tracing::debug!(evicted = slot.id(), "evicting idle container");
-        slot.destroy().await;
+    let from_mb = slot.memory_mb();
+    let container = slot.id().to_owned();
+    match slot.container_mut().resize(need_mb).await {
+        Ok(()) => {
+            slot.set_memory_mb(need_mb);
+            let back = inner.with_pool(|p| p.stem_cell_resized(from_mb, need_mb));
+            inner.destroy_behind(back, None);
+            tracing::debug!(%container, from_mb, to_mb = need_mb, "stem cell resized");
+            inner.events.send(PoolEvent::Resized { container, from_mb, to_mb: need_mb });
+            placed(inner, msg, &slot, Start::PrewarmedResized);
+            Ok(slot)
+        }
+        Err(e) => {
+            tracing::warn!(
+                %container,
+                from_mb,
+                to_mb = need_mb,
+                error = %e,
+                "a stem cell could not take the action's memory limit; cold start instead"
+            );
+            inner.events.send(PoolEvent::ResizeFailed {
+                container,
+                from_mb,
+                to_mb: need_mb,
+                error: e.to_string(),
+            });
+            inner.with_pool(|p| p.stem_cell_unfit(from_mb, need_mb));
+            inner.destroy_behind(vec![slot], None);
+            cold_start(inner, msg, need_mb).await
+        }
     }
-    if count > 0 {
-        inner.with_pool(|p| p.evictions_done(count, surplus));
-        inner.prewarm_wake.notify_one();
-    }
+}
+
+/// Creates a new container; its memory is reserved already.
+async fn cold_start<F: ContainerFactory>(
+    inner: &Arc<Inner<F>>,
+    msg: &ActivationMessage,
+    need_mb: u64,
+) -> Result<Slot<F::Container>, String> {
     let runtime = msg.exec.kind.runtime();
     let spec = inner.spec(runtime, need_mb);
     match inner.factory.create(&spec).await {
         Ok(container) => {
             inner.with_pool(|p| p.cold_created());
-            Ok(Slot::starting(container, runtime, need_mb))
+            inner.events.send(PoolEvent::Created {
+                container: spec.id.clone(),
+                runtime,
+                memory_mb: need_mb,
+                stem_cell: false,
+            });
+            let slot = Slot::starting(container, runtime, need_mb);
+            placed(inner, msg, &slot, Start::Cold);
+            Ok(slot)
         }
         Err(e) => {
             tracing::error!(container = %spec.id, error = %e, "creating a container failed");
-            inner.with_pool(|p| p.cold_failed(need_mb));
+            let back = inner.with_pool(|p| p.cold_failed(need_mb));
+            inner.destroy_behind(back, None);
             inner.prewarm_wake.notify_one();
             Err(format!("Failed to start a container for the action: {e}"))
         }
@@ -384,24 +447,26 @@ fn environment(msg: &ActivationMessage, deadline_ms: u64) -> Vec<(String, String
 }
 
 /// Returns a usable container to the pool (a few map operations, no I/O) and hands back the
-/// container that must be destroyed, if any.
+/// containers that must be destroyed, if any.
 fn settle<F: ContainerFactory>(
     inner: &Inner<F>,
     disposal: Disposal<F::Container>,
-) -> Option<Slot<F::Container>> {
+) -> Vec<Slot<F::Container>> {
     match disposal {
-        Disposal::Nothing => None,
+        Disposal::Nothing => Vec::new(),
         Disposal::Keep(mut slot) => match slot.release() {
             Ok(()) => inner.with_pool(|p| p.put_back(slot)),
             Err(e) => {
                 tracing::error!(error = %e, "container cannot go back to idle; destroying it");
-                inner.with_pool(|p| p.retire_busy());
-                Some(slot)
+                let mut doomed = inner.with_pool(|p| p.retire_busy(slot.memory_mb()));
+                doomed.push(slot);
+                doomed
             }
         },
         Disposal::Destroy(slot) => {
-            inner.with_pool(|p| p.retire_busy());
-            Some(slot)
+            let mut doomed = inner.with_pool(|p| p.retire_busy(slot.memory_mb()));
+            doomed.push(slot);
+            doomed
         }
     }
 }

@@ -22,6 +22,12 @@ pub struct InvokerConfig {
     /// A warm container unused this long is destroyed (OpenWhisk: 10 minutes).
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// A warm container idle this long may be evicted in the background, least recently used
+    /// first, to refill the prewarm plan when the budget is full. Short enough that the stem
+    /// cells are back soon after a burst, long enough that a container a running burst is
+    /// still cycling through (idle for microseconds between its runs) is never taken.
+    #[serde(deserialize_with = "duration")]
+    pub evict_idle_after: Duration,
     /// How often the reaper looks for idle containers past `idle_timeout`.
     #[serde(deserialize_with = "duration")]
     pub reap_interval: Duration,
@@ -77,6 +83,7 @@ impl Default for InvokerConfig {
             memory_budget_mb: 2048,
             prewarm,
             idle_timeout: Duration::from_secs(600),
+            evict_idle_after: Duration::from_millis(100),
             reap_interval: Duration::from_secs(10),
             queue_limit: 256,
             network: false,
@@ -113,6 +120,9 @@ impl InvokerConfig {
         }
         if self.idle_timeout.is_zero() {
             return Err(PoolConfigError::Zero { field: "idle_timeout" });
+        }
+        if self.evict_idle_after.is_zero() {
+            return Err(PoolConfigError::Zero { field: "evict_idle_after" });
         }
         if self.max_result_bytes == 0 {
             return Err(PoolConfigError::Zero { field: "max_result_bytes" });

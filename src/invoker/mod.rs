@@ -4,7 +4,8 @@
 //! (`service.rs`), the pool places it (`pool.rs`, with `budget.rs` for memory), the activation
 //! task carries it out (`activation.rs`: install code, init, run) and builds its record
 //! (`record.rs`); each container moves through the state machine in `state.rs`. Around it,
-//! `prewarm.rs` keeps stem cells ready and `reaper.rs` removes idle containers.
+//! `prewarm.rs` keeps stem cells ready (evicting warm containers left idle after a burst),
+//! `reaper.rs` removes idle containers, and `events.rs` reports the pool's decisions.
 //!
 //! The pool is generic over [`crate::container::ContainerFactory`], so its logic is tested
 //! with scripted fake containers and runs runc in production. It knows nothing of HTTP or the
@@ -13,6 +14,7 @@
 mod activation;
 mod budget;
 pub(crate) mod config;
+mod events;
 pub mod logsink;
 mod pool;
 mod prewarm;
@@ -30,6 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{InvokerConfig, PoolConfigError, PrewarmConfig};
+pub use events::{EvictedFor, PoolEvent, Start, EVENT_BACKLOG};
 pub use service::{Invoker, Restored, StartError, StartOptions, StopPolicy, CONTAINER_ID_PREFIX};
 pub use state::{State, StateError, WarmKey};
 pub use stats::PoolStats;

@@ -8,10 +8,17 @@
 //! per-container concurrency 1 hold by construction.
 //!
 //! Placement order for an activation: a warm idle container of the same action and revision;
-//! else a prewarmed container of the same runtime and memory; else a cold start if the memory
+//! else a stem cell of the same runtime (of the same memory if there is one, else of any
+//! memory: the activation resizes it to the action's limit); else a cold start if the memory
 //! budget allows, evicting idle containers least recently used first to make room; else the
 //! bounded FIFO queue. Waiters keep priority on memory (a new activation never takes memory
 //! that a queued one is waiting for), but anyone may take a warm or prewarmed container.
+//!
+//! Destruction is never on an activation's path: an evicted container is retired at once
+//! (its memory moves to the budget's releasing share, see `budget.rs`) and handed out to be
+//! destroyed behind the activation that took its memory. Ahead of need, the prewarm filler
+//! evicts warm containers idle for at least `evict_idle_after`, least recently used first,
+//! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -34,24 +41,19 @@ pub struct Need {
     pub memory_mb: u64,
 }
 
-/// Where an activation will run. Memory for the container is already reserved in every case.
+/// Where an activation will run. Memory for the container is already reserved in every case,
+/// and every container in `evicted` is already retired: the activation hands them out to be
+/// destroyed behind it and never waits for them.
 #[derive(Debug)]
 pub enum Placement<C> {
     /// An idle container initialized with this action and revision.
     Warm(Slot<C>),
-    /// A stem cell of the right runtime and memory: install the code and init.
-    Prewarmed(Slot<C>),
-    /// Create a new container. The `evicted` idle containers must be destroyed first (their
-    /// memory pays for the new one); then `surplus_mb` goes back to the budget.
-    Cold { evicted: Vec<Slot<C>>, taken_mb: u64, need_mb: u64 },
-}
-
-impl<C: ActionContainer> Placement<C> {
-    /// Memory freed by the evictions beyond what the new container needs.
-    pub fn surplus_mb(evicted: &[Slot<C>], taken_mb: u64, need_mb: u64) -> u64 {
-        let evicted_mb: u64 = evicted.iter().map(Slot::memory_mb).sum();
-        (evicted_mb + taken_mb).saturating_sub(need_mb)
-    }
+    /// A stem cell of the right runtime: resize it to `need_mb` if its limit differs, install
+    /// the code and init. The budget holds the larger of its limit and `need_mb` until
+    /// [`PoolState::stem_cell_resized`] or [`PoolState::stem_cell_unfit`].
+    Prewarmed { slot: Slot<C>, evicted: Vec<Slot<C>>, need_mb: u64 },
+    /// Create a new container of `need_mb`.
+    Cold { evicted: Vec<Slot<C>>, need_mb: u64 },
 }
 
 /// The answer to an admission.
@@ -61,6 +63,22 @@ pub enum Admission<C> {
     /// Waiting for memory; the placement arrives on the receiver (which closes if the invoker
     /// shuts down first).
     Queued(oneshot::Receiver<Placement<C>>),
+}
+
+/// What the prewarm filler should do next.
+#[derive(Debug)]
+pub enum PrewarmStep<C> {
+    /// Create a stem cell of this runtime and memory (already reserved); `evicted` (already
+    /// retired) are to be destroyed meanwhile.
+    Create { shape: (Runtime, u64), evicted: Vec<Slot<C>> },
+    /// The plan is short but nothing can be done now (activations are waiting, or no idle
+    /// container has been idle long enough): look again at this instant, or when woken.
+    RetryAt(Instant),
+    /// The plan is complete.
+    Complete,
+    /// Only destroy these (retired) containers: an eviction that did not make room, which
+    /// the budget's arithmetic rules out.
+    Destroy(Vec<Slot<C>>),
 }
 
 #[derive(Debug)]
@@ -123,7 +141,7 @@ impl<C: ActionContainer> PoolState<C> {
                 self.budget.total_mb()
             )));
         }
-        if let Some(p) = self.try_reuse(&need) {
+        if let Some(p) = self.try_reuse(&need, self.queue.is_empty()) {
             self.active += 1;
             return Ok(Admission::Placed(p));
         }
@@ -139,7 +157,7 @@ impl<C: ActionContainer> PoolState<C> {
                  (queue limit {}), {} of {} MB in use; retry later",
                 self.queue.len(),
                 self.queue_limit,
-                self.budget.used_mb(),
+                self.budget.live_mb(),
                 self.budget.total_mb()
             )));
         }
@@ -149,8 +167,10 @@ impl<C: ActionContainer> PoolState<C> {
         Ok(Admission::Queued(rx))
     }
 
-    /// A warm container of the same revision, else a matching stem cell. Counts it busy.
-    fn try_reuse(&mut self, need: &Need) -> Option<Placement<C>> {
+    /// A warm container of the same revision, else a stem cell of the same runtime (of the
+    /// same memory first). Counts it busy. A stem cell that must grow takes memory, so it is
+    /// only taken when `may_take_memory` (no waiter ahead is owed that memory).
+    fn try_reuse(&mut self, need: &Need, may_take_memory: bool) -> Option<Placement<C>> {
         if let Some(stack) = self.idle.get_mut(&need.key) {
             if let Some(slot) = stack.pop() {
                 if stack.is_empty() {
@@ -160,12 +180,69 @@ impl<C: ActionContainer> PoolState<C> {
                 return Some(Placement::Warm(slot));
             }
         }
+        let same_runtime = |s: &Slot<C>| s.runtime() == need.runtime;
+        if let Some(i) =
+            self.prewarmed.iter().position(|s| same_runtime(s) && s.memory_mb() == need.memory_mb)
+        {
+            self.busy += 1;
+            let slot = self.prewarmed.swap_remove(i);
+            return Some(Placement::Prewarmed {
+                slot,
+                evicted: Vec::new(),
+                need_mb: need.memory_mb,
+            });
+        }
+        // Another size: the smallest one that is at least as large needs no more memory;
+        // otherwise the largest, which needs the least more.
         let i = self
             .prewarmed
             .iter()
-            .position(|s| s.runtime() == need.runtime && s.memory_mb() == need.memory_mb)?;
+            .enumerate()
+            .filter(|(_, s)| same_runtime(s))
+            .min_by_key(|(_, s)| {
+                let mb = s.memory_mb();
+                if mb >= need.memory_mb {
+                    (0, mb)
+                } else {
+                    (1, u64::MAX - mb)
+                }
+            })
+            .map(|(i, _)| i)?;
+        let more_mb = need.memory_mb.saturating_sub(self.prewarmed[i].memory_mb());
+        if more_mb > 0 && !may_take_memory {
+            return None;
+        }
+        let evicted = if more_mb == 0 || self.budget.try_reserve(more_mb) {
+            Vec::new()
+        } else {
+            // Only warm containers make room for a growing stem cell: evicting another stem
+            // cell to grow this one would leave the plan as short.
+            let candidates = self.lru_warm(None);
+            let n = plan_eviction(self.budget.free_mb(), more_mb, candidates.iter().map(|c| c.1))?;
+            let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.2.clone()).collect();
+            let evicted = self.retire_idle(&chosen);
+            if !self.budget.try_reserve(more_mb) {
+                tracing::error!(more_mb, "eviction plan does not fit the budget");
+            }
+            evicted
+        };
         self.busy += 1;
-        Some(Placement::Prewarmed(self.prewarmed.swap_remove(i)))
+        let slot = self.prewarmed.swap_remove(i);
+        Some(Placement::Prewarmed { slot, evicted, need_mb: need.memory_mb })
+    }
+
+    /// Idle warm containers, least recently used first: (last used, memory, id). With
+    /// `idle_since`, only those idle since that instant or earlier.
+    fn lru_warm(&self, idle_since: Option<Instant>) -> Vec<(Instant, u64, String)> {
+        let mut out: Vec<(Instant, u64, String)> = self
+            .idle
+            .values()
+            .flatten()
+            .filter(|s| idle_since.map_or(true, |t| s.last_used() <= t))
+            .map(|s| (s.last_used(), s.memory_mb(), s.id().to_owned()))
+            .collect();
+        out.sort_by_key(|c| c.0);
+        out
     }
 
     /// Free memory for a cold start, evicting idle containers (warm ones least recently used
@@ -173,11 +250,7 @@ impl<C: ActionContainer> PoolState<C> {
     fn try_memory(&mut self, need: &Need) -> Option<Placement<C>> {
         if self.budget.try_reserve(need.memory_mb) {
             self.starting += 1;
-            return Some(Placement::Cold {
-                evicted: Vec::new(),
-                taken_mb: need.memory_mb,
-                need_mb: need.memory_mb,
-            });
+            return Some(Placement::Cold { evicted: Vec::new(), need_mb: need.memory_mb });
         }
         let mut candidates: Vec<(bool, Instant, u64, &str)> = self
             .idle
@@ -190,23 +263,35 @@ impl<C: ActionContainer> PoolState<C> {
         let free = self.budget.free_mb();
         let n = plan_eviction(free, need.memory_mb, candidates.iter().map(|c| c.2))?;
         let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.3.to_owned()).collect();
-        let evicted = self.extract_idle(&chosen);
-        let evicted_mb: u64 = evicted.iter().map(Slot::memory_mb).sum();
-        let taken_mb = need.memory_mb.saturating_sub(evicted_mb);
-        if !self.budget.try_reserve(taken_mb) {
-            // plan_eviction guarantees taken_mb <= free; put everything back if it did not.
-            tracing::error!(taken_mb, free, "eviction plan does not fit the budget");
-            self.reinsert(evicted);
+        let evicted = self.retire_idle(&chosen);
+        if !self.budget.try_reserve(need.memory_mb) {
+            // plan_eviction guarantees the fit; the evicted are retired either way, so the
+            // activation waits in the queue for the memory they free.
+            tracing::error!(
+                need_mb = need.memory_mb,
+                free,
+                "eviction plan does not fit the budget"
+            );
             return None;
         }
         self.starting += 1;
-        self.destroying += evicted.len();
         tracing::debug!(
             need_mb = need.memory_mb,
             evicted = evicted.len(),
             "evicting idle containers"
         );
-        Some(Placement::Cold { evicted, taken_mb, need_mb: need.memory_mb })
+        Some(Placement::Cold { evicted, need_mb: need.memory_mb })
+    }
+
+    /// Takes the idle containers `ids` out of the pool and retires them: their memory is free
+    /// at once and releasing until each is [`PoolState::destroyed`].
+    fn retire_idle(&mut self, ids: &HashSet<String>) -> Vec<Slot<C>> {
+        let out = self.extract_idle(ids);
+        for slot in &out {
+            self.budget.retire(slot.memory_mb());
+        }
+        self.destroying += out.len();
+        out
     }
 
     fn extract_idle(&mut self, ids: &HashSet<String>) -> Vec<Slot<C>> {
@@ -235,25 +320,35 @@ impl<C: ActionContainer> PoolState<C> {
         }
     }
 
-    /// Undoes a placement whose activation went away before taking it.
-    fn undo(&mut self, p: Placement<C>) {
+    /// Undoes a placement whose activation went away before taking it. Evicted containers
+    /// stay retired: they come back as `destroy` for the caller.
+    fn undo(&mut self, p: Placement<C>) -> Vec<Slot<C>> {
         match p {
-            Placement::Warm(slot) | Placement::Prewarmed(slot) => {
+            Placement::Warm(slot) => {
                 self.busy -= 1;
                 self.reinsert(vec![slot]);
+                Vec::new()
             }
-            Placement::Cold { evicted, taken_mb, .. } => {
+            Placement::Prewarmed { slot, evicted, need_mb } => {
+                self.busy -= 1;
+                self.budget.release(need_mb.saturating_sub(slot.memory_mb()));
+                self.reinsert(vec![slot]);
+                evicted
+            }
+            Placement::Cold { evicted, need_mb } => {
                 self.starting -= 1;
-                self.destroying -= evicted.len();
-                self.budget.release(taken_mb);
-                self.reinsert(evicted);
+                self.budget.release(need_mb);
+                evicted
             }
         }
     }
 
     /// Hands containers and memory to waiters: in FIFO order for memory, to anyone for a warm
-    /// or prewarmed container.
-    fn pump(&mut self) {
+    /// or prewarmed container. Returns containers retired on the way (placements a waiter
+    /// dropped), which the caller destroys.
+    #[must_use = "retired containers must be destroyed"]
+    fn pump(&mut self) -> Vec<Slot<C>> {
+        let mut retired = Vec::new();
         loop {
             let mut undone = false;
             let mut memory_blocked = false;
@@ -264,7 +359,7 @@ impl<C: ActionContainer> PoolState<C> {
                     continue;
                 }
                 let need = self.queue[i].need.clone();
-                let placement = match self.try_reuse(&need) {
+                let placement = match self.try_reuse(&need, !memory_blocked) {
                     Some(p) => Some(p),
                     None if !memory_blocked => {
                         let p = self.try_memory(&need);
@@ -279,12 +374,12 @@ impl<C: ActionContainer> PoolState<C> {
                 };
                 let Some(waiter) = self.queue.remove(i) else { break };
                 if let Err(p) = waiter.tx.send(p) {
-                    self.undo(p);
+                    retired.extend(self.undo(p));
                     undone = true;
                 }
             }
             if !undone {
-                return;
+                return retired;
             }
         }
     }
@@ -296,47 +391,74 @@ impl<C: ActionContainer> PoolState<C> {
     }
 
     /// A cold start failed; its memory goes back.
-    pub fn cold_failed(&mut self, need_mb: u64) {
+    #[must_use = "retired containers must be destroyed"]
+    pub fn cold_failed(&mut self, need_mb: u64) -> Vec<Slot<C>> {
         self.starting -= 1;
         self.budget.release(need_mb);
-        self.pump();
+        self.pump()
     }
 
-    /// The evictions of a cold placement finished; `surplus_mb` is what they freed beyond
-    /// the new container's need (the rest stays reserved for it).
-    pub fn evictions_done(&mut self, count: usize, surplus_mb: u64) {
-        self.destroying -= count;
-        if surplus_mb > 0 {
-            self.budget.release(surplus_mb);
-            self.pump();
+    /// A taken stem cell now has the activation's limit `to_mb` (it had `from_mb`): a smaller
+    /// limit gives the difference back.
+    #[must_use = "retired containers must be destroyed"]
+    pub fn stem_cell_resized(&mut self, from_mb: u64, to_mb: u64) -> Vec<Slot<C>> {
+        if to_mb < from_mb {
+            self.budget.release(from_mb - to_mb);
+            return self.pump();
+        }
+        Vec::new()
+    }
+
+    /// A taken stem cell of `from_mb` could not take the limit `to_mb`: the activation
+    /// destroys it and cold-starts instead. The stem cell is retired and `to_mb` stays
+    /// reserved for the new container (it is at most what the placement held).
+    pub fn stem_cell_unfit(&mut self, from_mb: u64, to_mb: u64) {
+        self.busy -= 1;
+        self.destroying += 1;
+        self.starting += 1;
+        // The placement held max(from, to); keep `to` for the new container.
+        self.budget.retire(from_mb);
+        if !self.budget.try_reserve(from_mb.min(to_mb)) {
+            tracing::error!(
+                from_mb,
+                to_mb,
+                "an unfit stem cell's memory does not cover its cold start"
+            );
         }
     }
 
     /// A busy container finished an activation and is usable again (already released to
-    /// `WarmIdle`). Returns it when the pool is closing: the caller destroys it.
-    pub fn put_back(&mut self, slot: Slot<C>) -> Option<Slot<C>> {
+    /// `WarmIdle`). Returns what the caller must destroy: the container itself when the pool
+    /// is closing, or containers a waiter evicted and then dropped.
+    #[must_use = "returned containers must be destroyed"]
+    pub fn put_back(&mut self, slot: Slot<C>) -> Vec<Slot<C>> {
         self.busy -= 1;
         if self.closing {
+            self.budget.retire(slot.memory_mb());
             self.destroying += 1;
-            return Some(slot);
+            return vec![slot];
         }
         self.reinsert(vec![slot]);
-        self.pump();
-        None
+        if self.queue.is_empty() {
+            return Vec::new();
+        }
+        self.pump()
     }
 
-    /// A busy container leaves the pool to be destroyed; its memory stays reserved until
-    /// [`PoolState::destroyed`].
-    pub fn retire_busy(&mut self) {
+    /// A busy container leaves the pool to be destroyed: its memory is free at once and
+    /// releasing until [`PoolState::destroyed`].
+    #[must_use = "retired containers must be destroyed"]
+    pub fn retire_busy(&mut self, memory_mb: u64) -> Vec<Slot<C>> {
         self.busy -= 1;
         self.destroying += 1;
+        self.budget.retire(memory_mb);
+        self.pump()
     }
 
-    /// A container handed out for destruction is gone: its memory goes back.
+    /// A container handed out for destruction is gone.
     pub fn destroyed(&mut self, memory_mb: u64) {
         self.destroying -= 1;
-        self.budget.release(memory_mb);
-        self.pump();
+        self.budget.torn_down(memory_mb);
     }
 
     /// An accepted activation ended (its record was sent).
@@ -358,29 +480,77 @@ impl<C: ActionContainer> PoolState<C> {
         if ids.is_empty() {
             return Vec::new();
         }
-        let out = self.extract_idle(&ids);
-        self.destroying += out.len();
+        let mut out = self.retire_idle(&ids);
+        out.extend(self.pump());
         out
     }
 
-    /// The next stem cell the filler should create, with its memory already reserved. Waiters
-    /// come first: nothing is prewarmed while anyone is queued.
-    pub fn next_prewarm(&mut self, plan: &[PrewarmConfig]) -> Option<(Runtime, u64)> {
-        if self.closing || !self.queue.is_empty() {
-            return None;
+    /// What the prewarm filler should do next. A short shape is created from free memory,
+    /// else by evicting warm containers idle since `now - evict_idle_after` or earlier, least
+    /// recently used first (never a stem cell, never one in use by a burst that is still
+    /// going on). Waiters come first: nothing is prewarmed or evicted while anyone is queued.
+    pub fn next_prewarm(
+        &mut self,
+        plan: &[PrewarmConfig],
+        now: Instant,
+        evict_idle_after: Duration,
+    ) -> PrewarmStep<C> {
+        if self.closing {
+            return PrewarmStep::Complete;
         }
+        let mut short = false;
+        let mut retry_at: Option<Instant> = None;
         for p in plan {
             let shape = (p.runtime(), p.memory_mb);
             let ready =
                 self.prewarmed.iter().filter(|s| (s.runtime(), s.memory_mb()) == shape).count();
             let coming = self.starting_prewarm.get(&shape).copied().unwrap_or(0);
-            if ready + coming < p.count && self.budget.try_reserve(p.memory_mb) {
-                self.starting += 1;
-                *self.starting_prewarm.entry(shape).or_default() += 1;
-                return Some(shape);
+            if ready + coming >= p.count {
+                continue;
             }
+            short = true;
+            if !self.queue.is_empty() {
+                break;
+            }
+            let evicted = if self.budget.try_reserve(p.memory_mb) {
+                Vec::new()
+            } else {
+                let cutoff = now.checked_sub(evict_idle_after).unwrap_or(now);
+                let candidates = self.lru_warm(Some(cutoff));
+                let free = self.budget.free_mb();
+                let Some(n) = plan_eviction(free, p.memory_mb, candidates.iter().map(|c| c.1))
+                else {
+                    // The next container to pass the idle threshold, if any is idle at all.
+                    let next = self
+                        .idle
+                        .values()
+                        .flatten()
+                        .map(|s| s.last_used() + evict_idle_after)
+                        .filter(|t| *t > now)
+                        .min();
+                    retry_at = match (retry_at, next) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    continue;
+                };
+                let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.2.clone()).collect();
+                let evicted = self.retire_idle(&chosen);
+                if !self.budget.try_reserve(p.memory_mb) {
+                    tracing::error!(need_mb = p.memory_mb, "eviction plan does not fit the budget");
+                    return PrewarmStep::Destroy(evicted);
+                }
+                evicted
+            };
+            self.starting += 1;
+            *self.starting_prewarm.entry(shape).or_default() += 1;
+            return PrewarmStep::Create { shape, evicted };
         }
-        None
+        if !short {
+            return PrewarmStep::Complete;
+        }
+        // Queued activations, or every container busy: look again after one idle period.
+        PrewarmStep::RetryAt(retry_at.unwrap_or(now + evict_idle_after))
     }
 
     fn prewarm_done(&mut self, shape: (Runtime, u64)) {
@@ -391,28 +561,34 @@ impl<C: ActionContainer> PoolState<C> {
     }
 
     /// A stem cell is ready (already `Prewarmed`). Returns it when the pool is closing.
-    pub fn prewarm_ready(&mut self, slot: Slot<C>) -> Option<Slot<C>> {
+    #[must_use = "returned containers must be destroyed"]
+    pub fn prewarm_ready(&mut self, slot: Slot<C>) -> Vec<Slot<C>> {
         self.prewarm_done((slot.runtime(), slot.memory_mb()));
         if self.closing {
+            self.budget.retire(slot.memory_mb());
             self.destroying += 1;
-            return Some(slot);
+            return vec![slot];
         }
         self.prewarmed.push(slot);
-        self.pump();
-        None
+        if self.queue.is_empty() {
+            return Vec::new();
+        }
+        self.pump()
     }
 
-    /// A new stem cell cannot be parked; the caller destroys it (memory goes back then).
+    /// A new stem cell cannot be parked; the caller destroys it.
     pub fn prewarm_discard(&mut self, shape: (Runtime, u64)) {
         self.prewarm_done(shape);
+        self.budget.retire(shape.1);
         self.destroying += 1;
     }
 
     /// Creating a stem cell failed; its memory goes back.
-    pub fn prewarm_failed(&mut self, shape: (Runtime, u64)) {
+    #[must_use = "retired containers must be destroyed"]
+    pub fn prewarm_failed(&mut self, shape: (Runtime, u64)) -> Vec<Slot<C>> {
         self.prewarm_done(shape);
         self.budget.release(shape.1);
-        self.pump();
+        self.pump()
     }
 
     /// Takes in a warm container restored from an earlier invoker, reserving its memory.
@@ -428,12 +604,14 @@ impl<C: ActionContainer> PoolState<C> {
     /// Takes the idle container `id` out of the pool (it was terminated from outside); the
     /// caller destroys it and reports [`PoolState::destroyed`]. None when it is not idle here
     /// (busy ones find out through their run).
-    pub fn take_idle(&mut self, id: &str) -> Option<Slot<C>> {
+    pub fn take_idle(&mut self, id: &str) -> Option<Vec<Slot<C>>> {
         let ids: HashSet<String> = std::iter::once(id.to_owned()).collect();
-        let mut out = self.extract_idle(&ids);
-        let slot = out.pop()?;
-        self.destroying += 1;
-        Some(slot)
+        let mut out = self.retire_idle(&ids);
+        if out.is_empty() {
+            return None;
+        }
+        out.extend(self.pump());
+        Some(out)
     }
 
     /// Whether [`close`](Self::close) was called: nothing is admitted any more.
@@ -448,6 +626,9 @@ impl<C: ActionContainer> PoolState<C> {
         self.queue.clear();
         let mut out: Vec<Slot<C>> = self.idle.drain().flat_map(|(_, v)| v).collect();
         out.append(&mut self.prewarmed);
+        for slot in &out {
+            self.budget.retire(slot.memory_mb());
+        }
         self.destroying += out.len();
         out
     }
@@ -467,6 +648,7 @@ impl<C: ActionContainer> PoolState<C> {
             in_flight: self.active.saturating_sub(self.queue.len()),
             queued: self.queue.len(),
             memory_in_use_mb: self.budget.used_mb(),
+            memory_releasing_mb: self.budget.releasing_mb(),
             memory_budget_mb: self.budget.total_mb(),
             completed: self.completed,
         }
@@ -498,7 +680,7 @@ mod tests {
         let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
         slot.claim(&n.key).unwrap();
         slot.release().unwrap();
-        assert!(pool.put_back(slot).is_none());
+        assert!(pool.put_back(slot).is_empty());
         pool.finish();
     }
 
@@ -522,18 +704,132 @@ mod tests {
             memory_mb: 256,
             count: 1,
         }];
-        let shape = pool.next_prewarm(&plan).unwrap();
-        assert_eq!(shape, (Runtime::Python, 256));
-        assert_eq!(pool.next_prewarm(&plan), None, "one is already coming");
+        let grace = Duration::from_millis(100);
+        let step = pool.next_prewarm(&plan, Instant::now(), grace);
+        assert!(
+            matches!(step, PrewarmStep::Create { shape: (Runtime::Python, 256), ref evicted } if evicted.is_empty())
+        );
+        assert!(
+            matches!(pool.next_prewarm(&plan, Instant::now(), grace), PrewarmStep::Complete),
+            "one is already coming"
+        );
         let mut slot = Slot::starting(Inert::new("p1"), Runtime::Python, 256);
         slot.park_prewarmed().unwrap();
-        assert!(pool.prewarm_ready(slot).is_none());
+        assert!(pool.prewarm_ready(slot).is_empty());
+        assert!(matches!(
+            placed(pool.admit(need("x", 1, 256))),
+            Placement::Prewarmed { need_mb: 256, .. }
+        ));
         assert!(
-            matches!(placed(pool.admit(need("x", 1, 128))), Placement::Cold { .. }),
-            "memory differs"
+            matches!(pool.next_prewarm(&plan, Instant::now(), grace), PrewarmStep::Create { .. }),
+            "refill after it was taken"
         );
-        assert!(matches!(placed(pool.admit(need("x", 1, 256))), Placement::Prewarmed(_)));
-        assert!(pool.next_prewarm(&plan).is_some(), "refill after it was taken");
+    }
+
+    fn stem_cell(pool: &mut PoolState<Inert>, id: &str, mb: u64) {
+        assert!(pool.budget.try_reserve(mb));
+        let mut slot = Slot::starting(Inert::new(id), Runtime::Python, mb);
+        slot.park_prewarmed().unwrap();
+        pool.prewarmed.push(slot);
+    }
+
+    #[test]
+    fn a_stem_cell_of_another_size_is_taken_and_accounted_at_the_larger_size() {
+        let mut pool = PoolState::<Inert>::new(768, 4);
+        stem_cell(&mut pool, "s", 256);
+        // Growing: 256 more MB are reserved at once.
+        let Placement::Prewarmed { slot, evicted, need_mb: 512 } =
+            placed(pool.admit(need("big", 1, 512)))
+        else {
+            panic!("expected the stem cell")
+        };
+        assert!(evicted.is_empty());
+        assert_eq!(pool.stats().memory_in_use_mb, 512);
+        assert!(pool.stem_cell_resized(256, 512).is_empty());
+        assert_eq!(pool.stats().memory_in_use_mb, 512);
+        drop(slot);
+
+        // Shrinking: the larger size is held until the resize, then the difference goes back.
+        stem_cell(&mut pool, "t", 256);
+        let Placement::Prewarmed { need_mb: 128, .. } = placed(pool.admit(need("small", 1, 128)))
+        else {
+            panic!("expected the stem cell")
+        };
+        assert_eq!(pool.stats().memory_in_use_mb, 768);
+        assert!(pool.stem_cell_resized(256, 128).is_empty());
+        assert_eq!(pool.stats().memory_in_use_mb, 640);
+    }
+
+    #[test]
+    fn a_growing_stem_cell_does_not_take_memory_a_waiter_is_owed() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        stem_cell(&mut pool, "s", 256);
+        let mut busy = need("busy", 1, 256);
+        busy.runtime = Runtime::Nodejs;
+        assert!(matches!(placed(pool.admit(busy)), Placement::Cold { .. }));
+        let mut waiter = need("w", 1, 512);
+        waiter.runtime = Runtime::Nodejs;
+        let Admission::Queued(_rx) = pool.admit(waiter).unwrap() else { panic!("expected queued") };
+        assert!(
+            matches!(pool.admit(need("big", 1, 512)), Ok(Admission::Queued(_))),
+            "growing the stem cell would take memory the waiter is owed"
+        );
+        assert!(
+            matches!(placed(pool.admit(need("same", 1, 256))), Placement::Prewarmed { .. }),
+            "a stem cell of the right size is anyone's"
+        );
+    }
+
+    #[test]
+    fn an_unfit_stem_cell_becomes_a_cold_start_without_passing_the_budget() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        stem_cell(&mut pool, "s", 256);
+        let Placement::Prewarmed { .. } = placed(pool.admit(need("big", 1, 512))) else {
+            panic!("expected the stem cell")
+        };
+        pool.stem_cell_unfit(256, 512);
+        let s = pool.stats();
+        assert_eq!((s.warm_busy, s.starting, s.destroying), (0, 1, 1));
+        assert_eq!(pool.budget.live_mb(), 512, "the cold start holds the action's size");
+        assert_eq!(s.memory_releasing_mb, 256, "the stem cell is being torn down");
+        pool.destroyed(256);
+        pool.cold_created();
+        assert_eq!(pool.stats().memory_in_use_mb, 512);
+    }
+
+    #[test]
+    fn the_filler_evicts_only_warm_containers_idle_long_enough() {
+        let mut pool = PoolState::new(512, 4);
+        make_warm(&mut pool, "old", &need("a", 1, 256));
+        make_warm(&mut pool, "new", &need("b", 1, 256));
+        let plan = vec![PrewarmConfig {
+            kind: Kind::parse("python:3").unwrap(),
+            memory_mb: 256,
+            count: 1,
+        }];
+        let grace = Duration::from_secs(60);
+        let now = Instant::now();
+        match pool.next_prewarm(&plan, now, grace) {
+            PrewarmStep::RetryAt(at) => assert!(at > now && at <= now + grace),
+            other => panic!("nothing is idle long enough yet: {other:?}"),
+        }
+        assert_eq!(pool.stats().warm_idle, 2);
+        let later = now + grace + Duration::from_secs(1);
+        let PrewarmStep::Create { shape, evicted } = pool.next_prewarm(&plan, later, grace) else {
+            panic!("expected an eviction")
+        };
+        assert_eq!(shape, (Runtime::Python, 256));
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["old"], "LRU first");
+        let s = pool.stats();
+        assert_eq!((s.warm_idle, s.starting, s.destroying), (1, 1, 1));
+        assert_eq!((pool.budget.live_mb(), s.memory_releasing_mb), (512, 256));
+        // Waiters come first: nothing is evicted while one is queued.
+        let Admission::Queued(_rx) = pool.admit(need("c", 1, 512)).unwrap() else {
+            panic!("expected queued")
+        };
+        let plan2 = vec![PrewarmConfig { count: 2, ..plan[0].clone() }];
+        assert!(matches!(pool.next_prewarm(&plan2, later, grace), PrewarmStep::RetryAt(_)));
+        assert_eq!(pool.stats().warm_idle, 1);
     }
 
     #[test]
@@ -543,11 +839,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         make_warm(&mut pool, "new", &need("b", 1, 256));
         match placed(pool.admit(need("c", 1, 256))) {
-            Placement::Cold { evicted, taken_mb, need_mb } => {
+            Placement::Cold { evicted, need_mb } => {
                 assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["old"]);
-                assert_eq!((taken_mb, need_mb), (0, 256));
+                assert_eq!(need_mb, 256);
+                let s = pool.stats();
+                assert_eq!((s.memory_in_use_mb, s.memory_releasing_mb), (768, 256));
                 pool.cold_created();
-                pool.evictions_done(evicted.len(), 0);
+                pool.destroyed(256);
             }
             _ => panic!("expected a cold start with eviction"),
         }
@@ -564,13 +862,16 @@ mod tests {
         // A warm hit bypasses the queue: it needs no memory.
         assert!(matches!(placed(pool.admit(need("b", 1, 256))), Placement::Warm(_)));
         assert!(rx.try_recv().is_err());
-        // c retires and is destroyed; b still busy: 256 free, big still waits.
-        pool.retire_busy();
-        pool.destroyed(256);
+        // c retires: its memory is free at once; b still busy: 256 free, big still waits.
+        assert!(pool.retire_busy(256).is_empty());
         assert!(rx.try_recv().is_err());
-        pool.retire_busy();
+        assert!(pool.retire_busy(256).is_empty());
+        assert!(
+            matches!(rx.try_recv(), Ok(Placement::Cold { need_mb: 512, .. })),
+            "placed before either teardown finished"
+        );
         pool.destroyed(256);
-        assert!(matches!(rx.try_recv(), Ok(Placement::Cold { need_mb: 512, .. })));
+        pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 512);
     }
 
@@ -593,7 +894,8 @@ mod tests {
         let gone = pool.take_expired(later, Duration::from_secs(60));
         assert_eq!(gone.len(), 1);
         assert_eq!(pool.stats().warm_idle, 0);
-        assert_eq!(pool.stats().memory_in_use_mb, 256, "held until destroyed");
+        assert_eq!(pool.stats().memory_in_use_mb, 256, "on the host until destroyed");
+        assert_eq!(pool.budget.free_mb(), 1024, "but free for new containers");
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
     }
@@ -608,7 +910,8 @@ mod tests {
         assert_eq!((pool.stats().warm_idle, pool.stats().memory_in_use_mb), (1, 256));
         assert!(pool.take_idle("nope").is_none());
         let gone = pool.take_idle("r1").unwrap();
-        assert_eq!(gone.id(), "r1");
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].id(), "r1");
         assert_eq!(pool.stats().warm_idle, 0);
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
@@ -622,7 +925,7 @@ mod tests {
         assert!(matches!(placed(pool.admit(need("a", 1, 256))), Placement::Warm(_)));
         let Admission::Queued(rx) = pool.admit(need("b", 1, 256)).unwrap() else { panic!() };
         drop(rx);
-        pool.retire_busy();
+        assert!(pool.retire_busy(256).is_empty());
         pool.destroyed(256);
         assert_eq!(pool.stats().queued, 0);
         assert_eq!(pool.stats().memory_in_use_mb, 0);

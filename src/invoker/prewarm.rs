@@ -2,12 +2,18 @@
 //! refills them in the background when an activation takes one.
 //!
 //! Creates one container at a time (a cold start competes with activations for the two CPUs,
-//! so a burst of parallel creates would only slow both down). It takes only free memory, never
-//! evicts, and yields to queued activations (see `PoolState::next_prewarm`).
+//! so a burst of parallel creates would only slow both down). It takes free memory first;
+//! when the budget is full (a burst left it to warm containers) it evicts warm containers
+//! that have been idle for `evict_idle_after`, least recently used first, and destroys them in
+//! the background while the stem cell starts. It never evicts a stem cell, and yields to
+//! queued activations (see `PoolState::next_prewarm`), so the refill is memory reclaimed
+//! ahead of need: the next new action finds its stem cell instead of waiting for an eviction.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::events::{EvictedFor, PoolEvent};
+use super::pool::PrewarmStep;
 use super::service::Inner;
 use super::state::Slot;
 use crate::container::ContainerFactory;
@@ -22,9 +28,29 @@ const RECHECK: Duration = Duration::from_secs(5);
 
 pub(crate) async fn fill<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown: Shutdown) {
     let mut closed = inner.closed.clone();
+    let evict_idle_after = inner.config.evict_idle_after;
     loop {
         let mut failed = false;
-        while let Some(shape) = inner.with_pool(|p| p.next_prewarm(&inner.config.prewarm)) {
+        let retry_at = loop {
+            let step = inner.with_pool(|p| {
+                p.next_prewarm(&inner.config.prewarm, Instant::now(), evict_idle_after)
+            });
+            let (shape, evicted) = match step {
+                PrewarmStep::Create { shape, evicted } => (shape, evicted),
+                PrewarmStep::Destroy(evicted) => {
+                    inner.destroy_behind(evicted, Some(EvictedFor::Prewarm));
+                    continue;
+                }
+                PrewarmStep::RetryAt(at) => break Some(at),
+                PrewarmStep::Complete => break None,
+            };
+            if !evicted.is_empty() {
+                tracing::info!(
+                    evicted = evicted.len(),
+                    "evicting idle warm containers to refill the prewarm plan"
+                );
+                inner.destroy_behind(evicted, Some(EvictedFor::Prewarm));
+            }
             let (runtime, memory_mb) = shape;
             let spec = inner.spec(runtime, memory_mb);
             match inner.factory.create(&spec).await {
@@ -37,20 +63,29 @@ pub(crate) async fn fill<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown
                         continue;
                     }
                     tracing::debug!(container = %spec.id, runtime = runtime.as_str(), memory_mb, "prewarmed");
+                    inner.events.send(PoolEvent::Created {
+                        container: spec.id.clone(),
+                        runtime,
+                        memory_mb,
+                        stem_cell: true,
+                    });
                     let back = inner.with_pool(|p| p.prewarm_ready(slot));
-                    if let Some(slot) = back {
-                        inner.destroy(slot).await;
-                    }
+                    inner.destroy_behind(back, None);
                 }
                 Err(e) => {
                     tracing::warn!(container = %spec.id, error = %e, "creating a prewarm container failed");
-                    inner.with_pool(|p| p.prewarm_failed(shape));
+                    let back = inner.with_pool(|p| p.prewarm_failed(shape));
+                    inner.destroy_behind(back, None);
                     failed = true;
-                    break;
+                    break None;
                 }
             }
-        }
-        let pause = if failed { RETRY_AFTER_FAILURE } else { RECHECK };
+        };
+        let pause = if failed {
+            RETRY_AFTER_FAILURE
+        } else {
+            retry_at.map_or(RECHECK, |at| at.saturating_duration_since(Instant::now()).min(RECHECK))
+        };
         tokio::select! {
             () = shutdown.wait() => return,
             () = closed.wait() => return,

@@ -29,6 +29,8 @@ pub(crate) async fn reap<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown
             continue;
         }
         tracing::info!(count = expired.len(), ?idle_timeout, "reaping idle containers");
+        // One after another: nobody waits for this memory (it was free once retired), and
+        // parallel runc calls would compete with activations for the CPUs.
         for slot in expired {
             inner.destroy(slot).await;
         }

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::config::{InvokerConfig, PoolConfigError};
+use super::events::{Events, EvictedFor, PoolEvent};
 use super::logsink::LogForwarder;
 use super::pool::{Need, PoolState};
 use super::restore::LiveRestore;
@@ -103,6 +104,8 @@ pub(crate) struct Inner<F: ContainerFactory> {
     pool: Mutex<PoolState<F::Container>>,
     /// Wakes the prewarm filler: a stem cell was taken or memory was freed.
     pub(crate) prewarm_wake: Notify,
+    /// The pool's decisions, for whoever listens ([`Invoker::events`]).
+    pub(crate) events: Events,
     /// Signalled after every pool change, for shutdown's drain.
     changed: Notify,
     closed_trigger: ShutdownTrigger,
@@ -153,18 +156,45 @@ impl<F: ContainerFactory> Inner<F> {
         }
     }
 
-    /// Destroys a container that the pool handed out for destruction, then returns its memory.
+    /// Destroys a container that the pool handed out for destruction (already retired: its
+    /// memory was free for others from that moment), then reports it gone.
     pub(crate) async fn destroy(&self, slot: Slot<F::Container>) {
         let mb = slot.memory_mb();
-        let stored = slot.is_stored().then(|| slot.id().to_owned());
+        let id = slot.id().to_owned();
+        let stored = slot.is_stored();
         slot.destroy().await;
-        if let (Some(id), Some(live)) = (stored, &self.live_restore) {
+        if let (true, Some(live)) = (stored, &self.live_restore) {
             let live = live.clone();
+            let id = id.clone();
             // A file removal and a few datagrams: not worth holding an async thread for.
             let _ = tokio::task::spawn_blocking(move || live.forget(&id)).await;
         }
         self.with_pool(|p| p.destroyed(mb));
+        self.events.send(PoolEvent::Destroyed { container: id, memory_mb: mb });
+        // The destroyed container may have been a stem cell an activation evicted.
         self.prewarm_wake.notify_one();
+    }
+
+    /// Destroys retired containers in the background: whoever took their memory goes on at
+    /// once. `evicted_for` says who evicted them (None: retired for another reason).
+    pub(crate) fn destroy_behind(
+        self: &Arc<Self>,
+        slots: Vec<Slot<F::Container>>,
+        evicted_for: Option<EvictedFor>,
+    ) {
+        for slot in slots {
+            if let Some(by) = evicted_for {
+                tracing::debug!(evicted = slot.id(), ?by, "evicting idle container");
+                self.events.send(PoolEvent::Evicted {
+                    container: slot.id().to_owned(),
+                    memory_mb: slot.memory_mb(),
+                    by,
+                });
+            }
+            let inner = Arc::clone(self);
+            // Boxed: the teardown's futures (runc, file removal) are large.
+            tokio::spawn(Box::pin(async move { inner.destroy(slot).await }));
+        }
     }
 
     /// Leaves a stored idle container running for the next invoker; its memory is released
@@ -246,6 +276,7 @@ impl<F: ContainerFactory> Invoker<F> {
             code,
             installer,
             prewarm_wake: Notify::new(),
+            events: Events::new(),
             changed: Notify::new(),
             closed_trigger,
             closed,
@@ -329,13 +360,21 @@ impl<F: ContainerFactory> Invoker<F> {
         if !id.starts_with(CONTAINER_ID_PREFIX) {
             return false;
         }
-        let Some(slot) = self.inner.with_pool(|p| p.take_idle(id)) else { return false };
+        let Some(slots) = self.inner.with_pool(|p| p.take_idle(id)) else { return false };
         tracing::warn!(
             container = id,
             "idle container terminated from outside; dropped from the pool"
         );
-        self.inner.destroy(slot).await;
+        for slot in slots {
+            self.inner.destroy(slot).await;
+        }
         true
+    }
+
+    /// The pool's decisions from now on (creates, evictions, resizes, destroys, and where
+    /// activations that missed the warm pool went), for tests and diagnostics.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<PoolEvent> {
+        self.inner.events.subscribe()
     }
 
     /// Counts at this instant.

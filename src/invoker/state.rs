@@ -118,6 +118,11 @@ impl<C: ActionContainer> Slot<C> {
         self.memory_mb
     }
 
+    /// The container took a new memory limit (a stem cell resized for the action taking it).
+    pub fn set_memory_mb(&mut self, memory_mb: u64) {
+        self.memory_mb = memory_mb;
+    }
+
     /// The action this container was initialized with, if any.
     pub fn warm_key(&self) -> Option<&WarmKey> {
         self.warm.as_ref()

@@ -22,8 +22,12 @@ pub struct PoolStats {
     pub in_flight: usize,
     /// Accepted activations waiting for memory.
     pub queued: usize,
-    /// Memory limits of every live container, in MB.
+    /// Memory limits of every container on the host, in MB: live ones and those being torn
+    /// down. Passes the budget by at most `memory_releasing_mb`.
     pub memory_in_use_mb: u64,
+    /// The part of `memory_in_use_mb` held by containers being torn down: already free for
+    /// new containers (see `budget.rs`).
+    pub memory_releasing_mb: u64,
     pub memory_budget_mb: u64,
     /// Activations that ended with a record since start.
     pub completed: u64,

@@ -72,6 +72,12 @@ pub enum MachinedError {
     },
     #[error("subscribing to MachineRemoved failed: {0}")]
     Subscribe(#[source] zbus::Error),
+    #[error("SetUnitProperties({unit}) failed: {source}")]
+    SetProperties {
+        unit: String,
+        #[source]
+        source: zbus::Error,
+    },
 }
 
 /// A connection to systemd-machined on the system bus. Cheap to clone (one shared connection).
@@ -144,6 +150,38 @@ impl Machined {
             .call_method(Some(DEST), PATH, Some(MANAGER), "TerminateMachine", &(name,))
             .await
             .map_err(|source| MachinedError::Terminate { name: name.into(), source })?;
+        Ok(())
+    }
+
+    /// Sets a container scope's memory limit and CPU share as runtime properties of its unit
+    /// (`SetUnitProperties`, runtime=true: gone with the scope), so that systemd applies them
+    /// to the cgroup and keeps them there. The names are the ones runc's systemd driver used
+    /// when it created the scope: `MemoryLimit` and `CPUShares` on cgroup v1, `MemoryMax` and
+    /// `CPUWeight` on v2. `cpu` is in the unit of the version: shares on v1, weight on v2.
+    #[tracing::instrument(level = "debug", skip(self), fields(unit))]
+    pub async fn set_scope_limits(
+        &self,
+        unit: &str,
+        cgroup_v1: bool,
+        memory_bytes: u64,
+        cpu: u64,
+    ) -> Result<(), MachinedError> {
+        use zbus::Variant as Value;
+        let props: Vec<(&str, Value<'_>)> = if cgroup_v1 {
+            vec![("MemoryLimit", Value::U64(memory_bytes)), ("CPUShares", Value::U64(cpu))]
+        } else {
+            vec![("MemoryMax", Value::U64(memory_bytes)), ("CPUWeight", Value::U64(cpu))]
+        };
+        self.conn
+            .call_method(
+                Some(SYSTEMD_DEST),
+                SYSTEMD_PATH,
+                Some(SYSTEMD_MANAGER),
+                "SetUnitProperties",
+                &(unit, true, props),
+            )
+            .await
+            .map_err(|source| MachinedError::SetProperties { unit: unit.into(), source })?;
         Ok(())
     }
 

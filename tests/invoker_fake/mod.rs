@@ -37,6 +37,15 @@ pub struct World {
     /// Code written by the installer, per code dir.
     pub installed: Mutex<HashMap<PathBuf, Vec<u8>>>,
     pub fail_create: AtomicBool,
+    /// Every resize asked for, in order: (container, new memory limit in MB).
+    pub resizes: Mutex<Vec<(String, u64)>>,
+    /// Resizes fail (as the kernel refuses a limit below what a container already uses).
+    pub fail_resize: AtomicBool,
+    /// Destroys that began, in order (they may be held, see `hold_destroys`).
+    pub destroys_started: Mutex<Vec<String>>,
+    /// While set, every destroy waits at its start until `release_destroys`.
+    pub destroys_held: AtomicBool,
+    destroy_gate: tokio::sync::Notify,
     pub create_delay_ms: AtomicUsize,
     pub leftovers: AtomicUsize,
 }
@@ -56,6 +65,17 @@ impl World {
     }
     pub fn was_destroyed(&self, id: &str) -> bool {
         self.destroyed.lock().unwrap().iter().any(|d| d == id)
+    }
+    pub fn destroy_started(&self, id: &str) -> bool {
+        self.destroys_started.lock().unwrap().iter().any(|d| d == id)
+    }
+    /// Destroys from now on wait until [`World::release_destroys`].
+    pub fn hold_destroys(&self) {
+        self.destroys_held.store(true, Ordering::SeqCst);
+    }
+    pub fn release_destroys(&self) {
+        self.destroys_held.store(false, Ordering::SeqCst);
+        self.destroy_gate.notify_waiters();
     }
 }
 
@@ -140,7 +160,28 @@ impl ActionContainer for FakeContainer {
         out
     }
 
+    async fn resize(&mut self, memory_mb: u64) -> Result<(), ContainerError> {
+        self.world.resizes.lock().unwrap().push((self.id.clone(), memory_mb));
+        if self.world.fail_resize.load(Ordering::SeqCst) {
+            return Err(ContainerError::Other(format!(
+                "{}: scripted refusal of {memory_mb} MB (device or resource busy)",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
     async fn destroy(self) {
+        self.world.destroys_started.lock().unwrap().push(self.id.clone());
+        loop {
+            let released = self.world.destroy_gate.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.world.destroys_held.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
         self.world.live.lock().unwrap().remove(&self.id);
         self.world.destroyed.lock().unwrap().push(self.id.clone());
     }
