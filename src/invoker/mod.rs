@@ -15,6 +15,7 @@ mod activation;
 mod budget;
 pub(crate) mod config;
 mod events;
+mod fair_queue;
 pub mod logsink;
 mod pool;
 mod prewarm;

@@ -20,18 +20,19 @@
 //! evicts warm containers idle for at least `evict_idle_after`, least recently used first,
 //! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::budget::{plan_eviction, MemoryBudget};
 use super::config::PrewarmConfig;
+use super::fair_queue::FairQueue;
 use super::state::{Slot, State, WarmKey};
 use super::stats::PoolStats;
 use crate::container::ActionContainer;
 use crate::dispatch::DispatchError;
-use crate::model::Runtime;
+use crate::model::{EntityName, Runtime};
 
 /// What an activation needs from the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,9 @@ pub struct Need {
     pub key: WarmKey,
     pub runtime: Runtime,
     pub memory_mb: u64,
+    /// The namespace the activation is billed to (the caller's): waiters are served fairly
+    /// across namespaces.
+    pub tenant: EntityName,
 }
 
 /// Where an activation will run. Memory for the container is already reserved in every case,
@@ -95,7 +99,7 @@ pub struct PoolState<C> {
     /// first so that the others age out and get reaped.
     idle: HashMap<WarmKey, Vec<Slot<C>>>,
     prewarmed: Vec<Slot<C>>,
-    queue: VecDeque<Waiter<C>>,
+    queue: FairQueue<Waiter<C>>,
     queue_limit: usize,
     /// Containers owned by activation tasks.
     busy: usize,
@@ -116,7 +120,7 @@ impl<C: ActionContainer> PoolState<C> {
             budget: MemoryBudget::new(memory_budget_mb),
             idle: HashMap::new(),
             prewarmed: Vec::new(),
-            queue: VecDeque::new(),
+            queue: FairQueue::default(),
             queue_limit,
             busy: 0,
             starting: 0,
@@ -162,7 +166,8 @@ impl<C: ActionContainer> PoolState<C> {
             )));
         }
         let (tx, rx) = oneshot::channel();
-        self.queue.push_back(Waiter { need, tx });
+        let tenant = need.tenant.clone();
+        self.queue.push(&tenant, Waiter { need, tx });
         self.active += 1;
         Ok(Admission::Queued(rx))
     }
@@ -349,16 +354,12 @@ impl<C: ActionContainer> PoolState<C> {
     #[must_use = "retired containers must be destroyed"]
     fn pump(&mut self) -> Vec<Slot<C>> {
         let mut retired = Vec::new();
+        self.queue.retain(|w| !w.tx.is_closed());
         loop {
             let mut undone = false;
             let mut memory_blocked = false;
-            let mut i = 0;
-            while i < self.queue.len() {
-                if self.queue[i].tx.is_closed() {
-                    self.queue.remove(i);
-                    continue;
-                }
-                let need = self.queue[i].need.clone();
+            for id in self.queue.service_order() {
+                let Some(need) = self.queue.get(id).map(|w| w.need.clone()) else { continue };
                 let placement = match self.try_reuse(&need, !memory_blocked) {
                     Some(p) => Some(p),
                     None if !memory_blocked => {
@@ -368,11 +369,8 @@ impl<C: ActionContainer> PoolState<C> {
                     }
                     None => None,
                 };
-                let Some(p) = placement else {
-                    i += 1;
-                    continue;
-                };
-                let Some(waiter) = self.queue.remove(i) else { break };
+                let Some(p) = placement else { continue };
+                let Some(waiter) = self.queue.serve(id) else { break };
                 if let Err(p) = waiter.tx.send(p) {
                     retired.extend(self.undo(p));
                     undone = true;
@@ -623,7 +621,7 @@ impl<C: ActionContainer> PoolState<C> {
     /// container to destroy. Idempotent.
     pub fn close(&mut self) -> Vec<Slot<C>> {
         self.closing = true;
-        self.queue.clear();
+        drop(self.queue.drain());
         let mut out: Vec<Slot<C>> = self.idle.drain().flat_map(|(_, v)| v).collect();
         out.append(&mut self.prewarmed);
         for slot in &out {
@@ -662,7 +660,12 @@ mod tests {
     use crate::model::Kind;
 
     fn need(name: &str, rev: u64, mb: u64) -> Need {
-        Need { key: key(name, rev), runtime: Runtime::Python, memory_mb: mb }
+        Need {
+            key: key(name, rev),
+            runtime: Runtime::Python,
+            memory_mb: mb,
+            tenant: EntityName::parse("guest").unwrap(),
+        }
     }
 
     fn placed<C>(a: Result<Admission<C>, DispatchError>) -> Placement<C> {
@@ -873,6 +876,39 @@ mod tests {
         pool.destroyed(256);
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 512);
+    }
+
+    /// Memory that frees up while two namespaces wait goes to them in turns: a namespace with
+    /// a long queue delays another's waiter by one placement at most.
+    #[test]
+    fn waiters_are_served_fairly_across_namespaces() {
+        let mut pool = PoolState::<Inert>::new(256, 16);
+        let of = |tenant: &str, name: &str| Need {
+            tenant: EntityName::parse(tenant).unwrap(),
+            ..need(name, 1, 256)
+        };
+        assert!(matches!(placed(pool.admit(of("a", "a0"))), Placement::Cold { .. }));
+        pool.cold_created();
+        let mut flood: Vec<_> = (1..=4)
+            .map(|i| match pool.admit(of("a", &format!("a{i}"))).unwrap() {
+                Admission::Queued(rx) => rx,
+                _ => panic!("expected queued"),
+            })
+            .collect();
+        let Admission::Queued(mut b) = pool.admit(of("b", "b1")).unwrap() else {
+            panic!("expected queued")
+        };
+        // The running activation ends: the flood's first waiter was first in the rotation.
+        assert!(pool.retire_busy(256).is_empty());
+        pool.destroyed(256);
+        assert!(flood[0].try_recv().is_ok());
+        assert!(b.try_recv().is_err());
+        pool.cold_created();
+        // The next memory is b's turn, ahead of three older waiters of a.
+        assert!(pool.retire_busy(256).is_empty());
+        pool.destroyed(256);
+        assert!(matches!(b.try_recv(), Ok(Placement::Cold { need_mb: 256, .. })));
+        assert!(flood.iter_mut().skip(1).all(|rx| rx.try_recv().is_err()));
     }
 
     #[test]

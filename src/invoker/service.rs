@@ -338,6 +338,7 @@ impl<F: ContainerFactory> Invoker<F> {
             key: WarmKey { action: msg.action.clone(), revision: msg.revision },
             runtime: msg.exec.kind.runtime(),
             memory_mb: msg.limits.memory,
+            tenant: msg.subject.clone(),
         };
         let admission = self.inner.with_pool(|p| p.admit(need))?;
         let (tx, rx) = oneshot::channel();
