@@ -22,6 +22,8 @@ mod meta;
 mod namespaces;
 mod pending;
 mod replica;
+#[cfg(feature = "kafka")]
+mod revisions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

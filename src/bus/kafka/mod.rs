@@ -26,6 +26,7 @@ mod client;
 mod controller;
 mod entities;
 mod error;
+mod gate;
 mod invoker;
 pub mod probe;
 mod topics;
@@ -38,6 +39,7 @@ pub use entities::{
     MAX_ENTITY_BYTES, REVISION_HEADER,
 };
 pub use error::KafkaError;
+pub use gate::{RevisionGate, RevisionWait, Revisions, REVISION_WAIT};
 pub use invoker::{serve_invoker, KafkaInvokerConfig};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;
