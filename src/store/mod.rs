@@ -17,13 +17,13 @@ mod codec;
 mod error;
 mod feed;
 mod flusher;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod keys;
 mod meta;
 mod namespaces;
 mod pending;
 mod replica;
-#[cfg(feature = "kafka")]
-mod revisions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -29,6 +29,7 @@ mod error;
 mod gate;
 mod invoker;
 pub mod probe;
+mod publisher;
 mod topics;
 mod wire;
 
@@ -41,5 +42,6 @@ pub use entities::{
 pub use error::KafkaError;
 pub use gate::{RevisionGate, RevisionWait, Revisions, REVISION_WAIT};
 pub use invoker::{serve_invoker, KafkaInvokerConfig};
+pub use publisher::{Outbox, OutboxEntry, Publisher, PUBLISH_WAIT};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;
