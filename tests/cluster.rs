@@ -204,58 +204,86 @@ fn last_at(text: &str, needle: &str) -> usize {
 const ECHO: &str = "def main(a):\n    return {'n': a.get('n', 0)}\n";
 const SLOW: &str = "import time\ndef main(a):\n    time.sleep(0.4)\n    return {'i': a.get('i')}\n";
 
-#[test]
-fn two_controllers_three_invokers_over_kafka() {
-    require_root();
-    let t_all = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let mut broker = Broker::start();
-    let brokers = broker.addr();
+/// The cluster the phases share: a broker, two controllers on hosts of their own, three
+/// invokers and a namespace's key. Fields drop in order: the hosts stop before the broker,
+/// and the temp dir with their data and logs goes last.
+struct Cluster {
+    k1: Client,
+    k2: Client,
+    c1: Host,
+    a1: SocketAddr,
+    c2: Host,
+    a2: SocketAddr,
+    invokers: Vec<Host>,
+    /// The echo actions the first phase creates.
+    names: Vec<String>,
+    key: String,
+    broker: Broker,
+    brokers: String,
+    tmp: tempfile::TempDir,
+}
 
-    // A namespace and key made offline on controller 1's data dir: published when it joins.
-    let key = admin_namespace(&root.join("c1-data"), "team");
-
-    let (mut c1, a1) = start_controller(root, &brokers, "c1");
-    let (mut c2, a2) = start_controller(root, &brokers, "c2");
-    let mut invokers: Vec<Host> = (0..3).map(|n| start_invoker(root, &brokers, n)).collect();
-    let k1 = Client::new(a1, &key);
-    let k2 = Client::new(a2, &key);
-
-    // Entities: the key reaches controller 2; actions created on 1 are visible on 2.
-    wait("the key authenticates on controller 2", Duration::from_secs(15), || {
-        (k2.req("GET", "/api/v1/namespaces/_/actions", b"").status == 200).then_some(())
-    });
-    let names: Vec<String> = (0..6).map(|i| format!("echo{i}")).collect();
-    let t_entities = Instant::now();
-    for n in &names {
-        k1.put_action(n, "python:3", ECHO, Some(json!({"memory": 128})));
+impl Cluster {
+    /// Starts the broker and the hosts, with a namespace and key made offline on controller
+    /// 1's data dir (published when it joins).
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let broker = Broker::start();
+        let brokers = broker.addr();
+        let key = admin_namespace(&root.join("c1-data"), "team");
+        let (c1, a1) = start_controller(root, &brokers, "c1");
+        let (c2, a2) = start_controller(root, &brokers, "c2");
+        let invokers: Vec<Host> = (0..3).map(|n| start_invoker(root, &brokers, n)).collect();
+        let (k1, k2) = (Client::new(a1, &key), Client::new(a2, &key));
+        let names = (0..6).map(|i| format!("echo{i}")).collect();
+        Self { k1, k2, c1, a1, c2, a2, invokers, names, key, broker, brokers, tmp }
     }
-    k1.put_action("slow", "python:3", SLOW, Some(json!({"memory": 128})));
-    for n in names.iter().chain(std::iter::once(&"slow".to_string())) {
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+/// Entities: the key reaches controller 2; actions created on 1 are visible on 2. Returns
+/// how long the creates took to become visible there.
+fn phase_entities(cl: &Cluster) -> Duration {
+    wait("the key authenticates on controller 2", Duration::from_secs(15), || {
+        (cl.k2.req("GET", "/api/v1/namespaces/_/actions", b"").status == 200).then_some(())
+    });
+    let t_entities = Instant::now();
+    for n in &cl.names {
+        cl.k1.put_action(n, "python:3", ECHO, Some(json!({"memory": 128})));
+    }
+    cl.k1.put_action("slow", "python:3", SLOW, Some(json!({"memory": 128})));
+    for n in cl.names.iter().chain(std::iter::once(&"slow".to_string())) {
         wait(&format!("{n} visible on controller 2"), Duration::from_secs(10), || {
-            (k2.req("GET", &format!("/api/v1/namespaces/_/actions/{n}"), b"").status == 200)
+            (cl.k2.req("GET", &format!("/api/v1/namespaces/_/actions/{n}"), b"").status == 200)
                 .then_some(())
         });
     }
-    let visible = t_entities.elapsed();
+    t_entities.elapsed()
+}
 
+fn phase_invokers_up(cl: &Cluster) {
     // Wait until both controllers see the three invokers (their first pings), as OpenWhisk's
     // `GET /invokers` shows them: each learns of a new invoker at its own moment, and until
     // both know all three, an action's home may differ between them.
     let all_up = json!({"invoker0": "up", "invoker1": "up", "invoker2": "up"});
-    for (who, k) in [("controller 1", &k1), ("controller 2", &k2)] {
+    for (who, k) in [("controller 1", &cl.k1), ("controller 2", &cl.k2)] {
         wait(&format!("{who} sees three invokers up"), Duration::from_secs(30), || {
             (k.get("/invokers").json() == all_up).then_some(())
         });
         assert_eq!(k.get("/invokers/healthy/count").json(), json!(3));
     }
+}
 
+fn phase_spread_and_home(cl: &Cluster) {
     // Spread and home: each action's invokes stay on one invoker; together they use several.
     let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for round in 0..3 {
-        for (i, n) in names.iter().enumerate() {
-            let client = if (round + i) % 2 == 0 { &k1 } else { &k2 };
+        for (i, n) in cl.names.iter().enumerate() {
+            let client = if (round + i) % 2 == 0 { &cl.k1 } else { &cl.k2 };
             let r = client.invoke(n, json!({"n": round}));
             assert_eq!(r.status, 200, "invoke {n}: {}", r.text());
             let act = r.json();
@@ -269,38 +297,42 @@ fn two_controllers_three_invokers_over_kafka() {
     let used: BTreeSet<&String> = homes.values().flatten().collect();
     assert!(used.len() >= 2, "6 actions all ran on {used:?}: not spread");
     println!("homes: {homes:?}");
+}
 
+fn phase_latency(cl: &Cluster, visible: Duration) {
     // Latency: warm invokes end to end (HTTP -> controller 2 -> Kafka -> invoker -> Kafka ->
     // controller 2) against the broker's own produce -> consume round trip, same run.
     let warm: Vec<Duration> = (0..40)
         .map(|i| {
             let t = Instant::now();
-            let r = k2.invoke(&names[1], json!({"n": i}));
+            let r = cl.k2.invoke(&cl.names[1], json!({"n": i}));
             assert_eq!(r.status, 200, "{}", r.text());
             t.elapsed()
         })
         .collect();
-    let rtt = broker_round_trips(&brokers, 100);
+    let rtt = broker_round_trips(&cl.brokers, 100);
     let (warm50, rtt50) = (p50(warm), p50(rtt));
     println!(
         "MEASURED warm invoke over Kafka p50 {warm50:?}; broker produce->consume p50 {rtt50:?}; \
          target <= {:?}; entities visible on controller 2 {visible:?} after the creates",
         rtt50 * 2 + Duration::from_millis(1)
     );
+}
 
+fn phase_concurrent_updates(cl: &Cluster) {
     // Two controllers update one action at the same moment, round after round, each invoking
     // it at once (warm containers for the revisions in between). Revisions are unique per
     // controller: every host ends with the same revision and code, and an invoke through
     // either controller returns that code's output, never a losing update's from a warm
     // container that shared its revision number.
-    k1.put_action("race", "python:3", &race_code("init"), Some(json!({"memory": 128})));
+    cl.k1.put_action("race", "python:3", &race_code("init"), Some(json!({"memory": 128})));
     let t_race = Instant::now();
     let rounds = 4;
     for round in 0..rounds {
-        let racers: Vec<_> = [(a1, "c1"), (a2, "c2")]
+        let racers: Vec<_> = [(cl.a1, "c1"), (cl.a2, "c2")]
             .into_iter()
             .map(|(addr, who)| {
-                let key = key.clone();
+                let key = cl.key.clone();
                 std::thread::spawn(move || {
                     let c = Client::new(addr, &key);
                     let code = race_code(&format!("{who}-{round}"));
@@ -323,7 +355,7 @@ fn two_controllers_three_invokers_over_kafka() {
             let opts = hearth::store::StoreOptions { sync_interval: None, ..Default::default() };
             (
                 h.to_string(),
-                hearth::store::Store::open(&root.join(format!("{h}-data")), opts).unwrap(),
+                hearth::store::Store::open(&cl.root().join(format!("{h}-data")), opts).unwrap(),
             )
         })
         .collect();
@@ -335,7 +367,7 @@ fn two_controllers_three_invokers_over_kafka() {
     drop(stores);
     // What every host was told: one code per revision number, whatever the interleaving.
     let mut codes: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
-    for (rev, code) in topic_revisions(&brokers, "action/team/race") {
+    for (rev, code) in topic_revisions(&cl.brokers, "action/team/race") {
         codes.entry(rev).or_default().insert(code);
     }
     for (rev, set) in &codes {
@@ -343,11 +375,12 @@ fn two_controllers_three_invokers_over_kafka() {
     }
     let winner = code.split("'v': '").nth(1).unwrap().split('\'').next().unwrap().to_owned();
     assert!(winner.ends_with(&format!("-{}", rounds - 1)), "{winner} won the last round");
-    let version = k1.req("GET", "/api/v1/namespaces/_/actions/race", b"").json()["version"].clone();
+    let version =
+        cl.k1.req("GET", "/api/v1/namespaces/_/actions/race", b"").json()["version"].clone();
     let counter = hearth::model::revision::counter(revision);
     assert_eq!(version, json!(format!("0.0.{counter}")), "revision {revision}");
     assert!(counter > rounds, "each round raised the version: {version}");
-    for (name, c) in [("c1", &k1), ("c2", &k2), ("c1", &k1), ("c2", &k2)] {
+    for (name, c) in [("c1", &cl.k1), ("c2", &cl.k2), ("c1", &cl.k1), ("c2", &cl.k2)] {
         let r = c.invoke("race", json!({}));
         assert_eq!(r.status, 200, "{name}: {}", r.text());
         assert_eq!(r.json()["response"]["result"], json!({"v": winner}), "through {name}");
@@ -357,14 +390,13 @@ fn two_controllers_three_invokers_over_kafka() {
          version {version} ({winner}) {:?} after the first round",
         t_race.elapsed()
     );
+}
 
-    // Before the broker loses everything: an action whose home will be a new invoker 3.
-    let pre = name_with_home("pre", 3, 4);
-    k1.put_action(&pre, "python:3", ECHO, Some(json!({"memory": 128})));
-
+/// Returns the killed invoker's number.
+fn phase_invoker_killed(cl: &mut Cluster) -> usize {
     // An invoker killed with -9 under load: every accepted activation ends with a record.
     let slow_home = {
-        let r = k1.invoke("slow", json!({"i": -1}));
+        let r = cl.k1.invoke("slow", json!({"i": -1}));
         assert_eq!(r.status, 200, "{}", r.text());
         invoker_of(&r.json())
     };
@@ -373,7 +405,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let t_load = Instant::now();
     let mut killed_at = None;
     for i in 0..30 {
-        let (which, client) = if i % 2 == 0 { (1, &k1) } else { (2, &k2) };
+        let (which, client) = if i % 2 == 0 { (1, &cl.k1) } else { (2, &cl.k2) };
         let r = client.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": i}));
         match r.status {
             202 => accepted.push((which, r.json()["activationId"].as_str().unwrap().to_owned())),
@@ -381,7 +413,7 @@ fn two_controllers_three_invokers_over_kafka() {
             s => panic!("invoke under load: {s} {}", r.text()),
         }
         if i == 15 {
-            invokers[victim].daemon.kill9();
+            cl.invokers[victim].daemon.kill9();
             killed_at = Some(t_load.elapsed());
         }
         std::thread::sleep(Duration::from_millis(40));
@@ -389,7 +421,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let mut failed = 0;
     let mut ok = 0;
     for (which, id) in &accepted {
-        let client = if *which == 1 { &k1 } else { &k2 };
+        let client = if *which == 1 { &cl.k1 } else { &cl.k2 };
         let rec = client
             .record(id, Duration::from_secs(60))
             .unwrap_or_else(|| panic!("accepted activation {id} has no record"));
@@ -408,28 +440,33 @@ fn two_controllers_three_invokers_over_kafka() {
     assert!(accepted.len() >= 20, "too few accepted: {}", accepted.len());
     assert!(ok > 0, "nothing succeeded under load");
     // New work goes to the others.
-    let r = k2.invoke("slow", json!({"i": 99}));
+    let r = cl.k2.invoke("slow", json!({"i": 99}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_ne!(invoker_of(&r.json()), slow_home, "work went to the dead invoker");
+    victim
+}
 
+fn phase_controller_killed(cl: &mut Cluster) {
     // Controller 1 killed with -9 while activations it acknowledged (202) run: their records
     // reach its completion topic while it is away, and it writes them when it is back
     // (resuming where it last committed), not "the server stopped; it may or may not have
     // run" (the placeholder a restart makes of what it cannot know).
     let ids: Vec<String> = (0..4)
         .map(|i| {
-            let r = k1.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": 200 + i}));
+            let r = cl.k1.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": 200 + i}));
             assert_eq!(r.status, 202, "{}", r.text());
             r.json()["activationId"].as_str().unwrap().to_owned()
         })
         .collect();
-    c1.daemon.kill9();
+    cl.c1.daemon.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     let t_back = Instant::now();
-    c1.daemon.respawn(listening(a1));
+    cl.c1.daemon.respawn(listening(cl.a1));
     for id in &ids {
         let rec = wait(&format!("{id}'s own record"), Duration::from_secs(30), || {
-            k1.record(id, Duration::from_secs(5)).filter(|r| r["response"]["status"] == "success")
+            cl.k1
+                .record(id, Duration::from_secs(5))
+                .filter(|r| r["response"]["status"] == "success")
         });
         assert_eq!(rec["response"]["result"]["i"].as_i64().map(|i| i >= 200), Some(true), "{rec}");
     }
@@ -438,35 +475,40 @@ fn two_controllers_three_invokers_over_kafka() {
         ids.len(),
         t_back.elapsed()
     );
+}
 
+fn phase_broker_restart(cl: &mut Cluster) {
     // A broker restart (memory storage: it comes back empty): service resumes by itself.
-    broker.stop();
-    let r = k2.invoke(&names[2], json!({"n": 1}));
+    cl.broker.stop();
+    let r = cl.k2.invoke(&cl.names[2], json!({"n": 1}));
     assert_eq!(r.status, 503, "broker down: {}", r.text());
     println!("broker down: {}", r.text());
-    broker.restart();
+    cl.broker.restart();
     let t_back = Instant::now();
     wait("an invoke after the broker restart", Duration::from_secs(40), || {
-        (k2.invoke(&names[2], json!({"n": 2})).status == 200).then_some(())
+        (cl.k2.invoke(&cl.names[2], json!({"n": 2})).status == 200).then_some(())
     });
     let back = t_back.elapsed();
     // Entities written after the restart still reach the other controller.
-    k2.put_action("after", "python:3", ECHO, Some(json!({"memory": 128})));
+    cl.k2.put_action("after", "python:3", ECHO, Some(json!({"memory": 128})));
     let r = wait("'after' invoked through controller 1", Duration::from_secs(20), || {
-        let r = k1.invoke("after", json!({"n": 7}));
+        let r = cl.k1.invoke("after", json!({"n": 7}));
         (r.status == 200).then_some(r)
     });
     assert_eq!(r.json()["response"]["result"], json!({"n": 7}));
     println!("MEASURED first successful invoke {back:?} after the broker restarted");
+}
 
+/// Returns the new controller and invoker (c3, i3).
+fn phase_new_hosts_after_reset(cl: &Cluster, pre: &str, victim: usize) -> (Host, Host) {
     // Hosts started after the broker lost the entity topic still learn what was written
     // before: the controllers noticed the reset and re-published what they hold. A new
     // controller (empty data dir: namespace, key and actions all come from the topic) and a
     // new invoker 3, the home of `pre` among four slots.
     let t_new = Instant::now();
-    let (mut c3, a3) = start_controller(root, &brokers, "c3");
-    let mut i3 = start_invoker(root, &brokers, 3);
-    let k3 = Client::new(a3, &key);
+    let (c3, a3) = start_controller(cl.root(), &cl.brokers, "c3");
+    let i3 = start_invoker(cl.root(), &cl.brokers, 3);
+    let k3 = Client::new(a3, &cl.key);
     // Listening means caught up: the key and the actions written before it started work at
     // once (not after a 401 or a 404 while it reads the entity topic).
     let r = k3.get(&format!("/api/v1/namespaces/_/actions/{pre}"));
@@ -480,14 +522,14 @@ fn two_controllers_three_invokers_over_kafka() {
     // Until the new controller hears invoker 3, the action's home is an old invoker (which
     // holds it from before): wait for a run on invoker 3 itself.
     let on_new = |c: &Client, n: i32| {
-        let r = c.invoke(&pre, json!({"n": n}));
+        let r = c.invoke(pre, json!({"n": n}));
         (r.status == 200 && invoker_of(&r.json()) == "invoker3").then(|| r.json())
     };
     let what = format!("{pre} invoked through the new controller on the new invoker");
     let act = wait(&what, Duration::from_secs(30), || on_new(&k3, 3));
     assert_eq!(act["response"]["result"], json!({"n": 3}));
     let what = format!("{pre} invoked through controller 1 on the new invoker");
-    let act = wait(&what, Duration::from_secs(10), || on_new(&k1, 4));
+    let act = wait(&what, Duration::from_secs(10), || on_new(&cl.k1, 4));
     assert_eq!(act["response"]["result"], json!({"n": 4}));
     println!(
         "MEASURED an action created before the broker restart invoked on a new controller and a new invoker {:?} after they started",
@@ -495,12 +537,15 @@ fn two_controllers_three_invokers_over_kafka() {
     );
 
     for c in ["c1", "c2"] {
-        let log = std::fs::read_to_string(root.join(format!("{c}.log"))).unwrap();
+        let log = std::fs::read_to_string(cl.root().join(format!("{c}.log"))).unwrap();
         assert!(log.contains("the entity topic was reset"), "{c} did not notice the reset");
     }
+    (c3, i3)
+}
 
+fn phase_controllers_count(cl: &Cluster, mut c3: Host, mut i3: Host) {
     // The controllers count each other: three now, two again once c3 is silent.
-    let c1_log = root.join("c1.log");
+    let c1_log = cl.root().join("c1.log");
     let text = || std::fs::read_to_string(&c1_log).unwrap_or_default();
     wait("controller 1 counts three controllers", Duration::from_secs(10), || {
         (last_at(&text(), "1/3 of every invoker") > 0).then_some(())
@@ -512,19 +557,45 @@ fn two_controllers_three_invokers_over_kafka() {
     });
     i3.daemon.stop();
     assert_no_leaks(i3.state.as_ref().unwrap());
+}
 
+fn phase_stop(mut cl: Cluster, victim: usize) {
     // The killed invoker rejoins (and reclaims what the kill left); then the broker goes away
     // and everyone stops: cleanly and promptly (a Kafka consumer's close never holds a stop).
-    let log = invokers[victim].daemon.log().to_owned();
-    invokers[victim].daemon.respawn(ready_once_more(&log));
-    broker.stop();
+    let log = cl.invokers[victim].daemon.log().to_owned();
+    cl.invokers[victim].daemon.respawn(ready_once_more(&log));
+    cl.broker.stop();
     let t_stop = Instant::now();
-    c1.daemon.stop();
-    c2.daemon.stop();
-    for h in &mut invokers {
+    cl.c1.daemon.stop();
+    cl.c2.daemon.stop();
+    for h in &mut cl.invokers {
         h.daemon.stop();
         assert_no_leaks(h.state.as_ref().unwrap());
     }
     println!("MEASURED five hosts stopped {:?} after the broker went away", t_stop.elapsed());
+}
+
+/// Two controllers and three invokers over a real broker, in phases over one cluster (as
+/// tests/system.rs does over one booted system): each phase starts from what the previous
+/// ones left.
+#[test]
+fn two_controllers_three_invokers_over_kafka() {
+    require_root();
+    let t_all = Instant::now();
+    let mut cl = Cluster::start();
+    let visible = phase_entities(&cl);
+    phase_invokers_up(&cl);
+    phase_spread_and_home(&cl);
+    phase_latency(&cl, visible);
+    phase_concurrent_updates(&cl);
+    // Before the broker loses everything: an action whose home will be a new invoker 3.
+    let pre = name_with_home("pre", 3, 4);
+    cl.k1.put_action(&pre, "python:3", ECHO, Some(json!({"memory": 128})));
+    let victim = phase_invoker_killed(&mut cl);
+    phase_controller_killed(&mut cl);
+    phase_broker_restart(&mut cl);
+    let (c3, i3) = phase_new_hosts_after_reset(&cl, &pre, victim);
+    phase_controllers_count(&cl, c3, i3);
+    phase_stop(cl, victim);
     println!("cluster test took {:?}", t_all.elapsed());
 }

@@ -222,7 +222,9 @@ async fn join_cluster(
     let group = format!("hearth.entities.controller.{}", c.id);
     let end = log.end_offset(&group).await;
     super::cluster::spawn_follower(log.clone(), group, store.clone(), shutdown.clone());
-    super::cluster::Publisher::start(store.clone(), log, shutdown.clone());
+    let publisher =
+        crate::bus::kafka::Publisher::start(Arc::new(store.clone()), log, shutdown.clone());
+    store.set_publish_waiter(publisher);
     let mut config = KafkaConfig::new(c.brokers.clone(), c.id.clone());
     if let Some(d) = c.offline_after {
         config.balancer.offline_after = d;

@@ -343,7 +343,7 @@ async fn serve_cluster(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     use crate::balancer::InvokerId;
-    use crate::bus::kafka::{serve_invoker, KafkaInvokerConfig};
+    use crate::bus::kafka::{serve_invoker, KafkaInvokerConfig, RevisionGate, REVISION_WAIT};
     let log = super::cluster::entity_log(brokers)?;
     super::cluster::spawn_follower(
         log,
@@ -352,12 +352,8 @@ async fn serve_cluster(
         shutdown.clone(),
     );
     let name = InvokerId(id).to_string();
-    let gate: Arc<dyn Dispatcher> = Arc::new(super::cluster::RevisionGate::new(
-        store,
-        pool,
-        name,
-        super::cluster::REVISION_WAIT,
-    ));
+    let gate: Arc<dyn Dispatcher> =
+        Arc::new(RevisionGate::new(Arc::new(store), pool, name, REVISION_WAIT));
     let config = KafkaInvokerConfig::new(brokers, InvokerId(id), pool_config.memory_budget_mb);
     tracing::info!(
         brokers,

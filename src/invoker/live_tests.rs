@@ -4,24 +4,20 @@
 //! forwarding. The real thing (runc, the fd store, machined) runs in tests/system.rs.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use serde_json::json;
 
 use super::logsink::{ActionLogBatch, LogForwarder, LogWriter};
 use super::record::tests::message;
 use super::restore::{FdKeeper, LiveRestore};
 use super::{CodeError, CodeSource, Invoker, InvokerConfig, Restored, StartOptions, StopPolicy};
-use crate::container::{
-    ActionContainer, ContainerError, ContainerFactory, ContainerSpec, RunError, RunOutput,
-};
 use crate::model::{FullyQualifiedName, Runtime};
-use crate::runtime::{InitSpec, RunSpec};
+use crate::testing::container::{installer, FakeFactory, World};
 use crate::testing::eventually;
 
-/// Everything that happened, in order: `create c`, `destroy c`, `detach c`, `keep c 4`, ...
+/// What the fd store was told, in order: `keep c 4`, `forget c 4`.
 #[derive(Debug, Default)]
 struct Log(Mutex<Vec<String>>);
 
@@ -34,53 +30,6 @@ impl Log {
     }
     fn count(&self, prefix: &str) -> usize {
         self.0.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count()
-    }
-}
-
-#[derive(Debug)]
-struct Handy {
-    id: String,
-    log: Arc<Log>,
-}
-
-impl ActionContainer for Handy {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn code_dir(&self) -> &Path {
-        Path::new("/nonexistent")
-    }
-    async fn init(&mut self, _: &InitSpec) -> Result<(), RunError> {
-        Ok(())
-    }
-    async fn run(&mut self, _: &RunSpec) -> Result<RunOutput, RunError> {
-        Ok(RunOutput {
-            result: json!({"container": self.id}),
-            logs: vec![format!("2024-01-01T00:00:00.000000Z stdout: hi from {}", self.id)],
-        })
-    }
-    async fn destroy(self) {
-        self.log.push(format!("destroy {}", self.id));
-    }
-    fn handoff(&self) -> Option<Vec<OwnedFd>> {
-        Some((0..4).map(|_| std::fs::File::open("/dev/null").unwrap().into()).collect())
-    }
-    async fn detach(self) {
-        self.log.push(format!("detach {}", self.id));
-    }
-}
-
-#[derive(Debug)]
-struct HandyFactory(Arc<Log>);
-
-impl ContainerFactory for HandyFactory {
-    type Container = Handy;
-    async fn create(&self, spec: &ContainerSpec) -> Result<Handy, ContainerError> {
-        self.0.push(format!("create {}", spec.id));
-        Ok(Handy { id: spec.id.clone(), log: self.0.clone() })
-    }
-    async fn reclaim_leftovers(&self) -> Result<usize, ContainerError> {
-        Ok(0)
     }
 }
 
@@ -110,14 +59,20 @@ impl FdKeeper for Keeper {
 }
 
 struct Setup {
-    invoker: Arc<Invoker<HandyFactory>>,
+    invoker: Arc<Invoker<FakeFactory>>,
+    /// The fd store's side.
     log: Arc<Log>,
+    /// The containers' side.
+    world: Arc<World>,
     _dir: tempfile::TempDir,
     _trigger: crate::shutdown::ShutdownTrigger,
 }
 
 async fn setup(keep_on_stop: bool, restored: Vec<&str>, forwarder: Option<LogForwarder>) -> Setup {
     let log = Arc::new(Log::default());
+    let world = Arc::new(World::default());
+    world.handoff.store(true, Ordering::SeqCst);
+    let factory = FakeFactory { world: world.clone() };
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(
         LiveRestore::new(&dir.path().join("restore"), Arc::new(Keeper(log.clone()))).unwrap(),
@@ -126,7 +81,7 @@ async fn setup(keep_on_stop: bool, restored: Vec<&str>, forwarder: Option<LogFor
     let restored = restored
         .into_iter()
         .map(|id| Restored {
-            container: Handy { id: id.to_owned(), log: log.clone() },
+            container: factory.restored(id),
             runtime: Runtime::Python,
             memory_mb: 256,
             key: super::state::tests::key("hello", 4),
@@ -140,18 +95,17 @@ async fn setup(keep_on_stop: bool, restored: Vec<&str>, forwarder: Option<LogFor
     };
     let (trigger, signal) = crate::shutdown::channel();
     let config = InvokerConfig { memory_budget_mb: 1024, prewarm: vec![], ..Default::default() };
-    let installer: super::CodeInstaller = Arc::new(|_: &Path, _, _: &[u8], _| Ok(()));
     let invoker = Invoker::start_with(
         config,
-        HandyFactory(log.clone()),
+        factory,
         Arc::new(AnyCode),
-        installer,
+        installer(world.clone()),
         signal,
         options,
     )
     .await
     .unwrap();
-    Setup { invoker, log, _dir: dir, _trigger: trigger }
+    Setup { invoker, log, world, _dir: dir, _trigger: trigger }
 }
 
 async fn invoke(s: &Setup) -> crate::model::Activation {
@@ -169,8 +123,8 @@ async fn warm_container_is_stored_once_and_detached_on_restart() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(s.log.count("keep "), 1, "stored once, not per run");
     s.invoker.shutdown().await;
-    assert!(s.log.has(&format!("detach {id}")), "{:?}", s.log);
-    assert_eq!(s.log.count("destroy "), 0);
+    assert_eq!(*s.world.detached.lock().unwrap(), vec![id]);
+    assert!(s.world.destroyed.lock().unwrap().is_empty());
     assert_eq!(s.log.count("forget "), 0, "a restart keeps the store");
 }
 
@@ -180,9 +134,9 @@ async fn final_stop_destroys_and_forgets() {
     let id = invoke(&s).await.response.result["container"].as_str().unwrap().to_owned();
     eventually("stored", || s.log.has(&format!("keep {id} 4"))).await;
     s.invoker.shutdown().await;
-    assert!(s.log.has(&format!("destroy {id}")));
+    assert!(s.world.was_destroyed(&id));
     assert!(s.log.has(&format!("forget {id} 4")));
-    assert_eq!(s.log.count("detach "), 0);
+    assert!(s.world.detached.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -192,12 +146,12 @@ async fn restored_container_serves_warm_and_removal_drops_it() {
     let a = invoke(&s).await;
     assert_eq!(a.response.result["container"], "hearth-old-1");
     assert!(a.annotation("initTime").is_none(), "restored containers are warm");
-    assert_eq!(s.log.count("create "), 0);
+    assert_eq!(s.world.created_count(), 0);
     assert_eq!(s.log.count("keep "), 0, "already stored by the previous invoker");
 
     assert!(!s.invoker.container_removed("someone-else").await);
     assert!(s.invoker.container_removed("hearth-old-1").await);
-    assert!(s.log.has("destroy hearth-old-1"));
+    assert!(s.world.was_destroyed("hearth-old-1"));
     assert!(s.log.has("forget hearth-old-1 4"));
     let st = s.invoker.stats();
     assert_eq!((st.warm_idle, st.memory_in_use_mb), (0, 0));

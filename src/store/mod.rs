@@ -17,6 +17,8 @@ mod codec;
 mod error;
 mod feed;
 mod flusher;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod keys;
 mod meta;
 mod namespace_limits;

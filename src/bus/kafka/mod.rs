@@ -26,8 +26,10 @@ mod client;
 mod controller;
 mod entities;
 mod error;
+mod gate;
 mod invoker;
 pub mod probe;
+mod publisher;
 mod topics;
 mod wire;
 
@@ -38,6 +40,8 @@ pub use entities::{
     MAX_ENTITY_BYTES, REVISION_HEADER,
 };
 pub use error::KafkaError;
+pub use gate::{RevisionGate, RevisionWait, Revisions, REVISION_WAIT};
 pub use invoker::{serve_invoker, KafkaInvokerConfig};
+pub use publisher::{Outbox, OutboxEntry, Publisher, PUBLISH_WAIT};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;

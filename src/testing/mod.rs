@@ -1,7 +1,10 @@
 //! One kit for the tests that run hearth's parts in process: a message, a record, a fake
-//! invoker at the dispatch seam and a poll for asynchronous effects. Built for the crate's own
+//! invoker at the dispatch seam, a scripted container factory ([`container`]) and a poll for
+//! asynchronous effects. Built for the crate's own
 //! unit tests and, with the feature `testing`, for the integration tests under tests/ (the
 //! tests that start hearthd processes use tests/harness instead). Never in a shipped binary.
+
+pub mod container;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
