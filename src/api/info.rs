@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::response::{json, Body};
 use crate::model::{
-    LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB, MEMORY_MIN_MB,
-    TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
+    BLACKBOX, LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB,
+    MEMORY_MIN_MB, NATIVE_IMAGE, TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
 };
 
 const MB: u64 = 1024 * 1024;
@@ -37,6 +37,11 @@ pub fn info() -> Response<Body> {
         "runtimes": {
             "python": [runtime("python:3")],
             "nodejs": [runtime("nodejs:20")],
+            // Native executables in OpenWhisk's skeleton contract; other images are refused.
+            "blackbox": [{
+                "kind": BLACKBOX, "image": NATIVE_IMAGE, "default": true,
+                "deprecated": false, "attached": false,
+            }],
         },
     });
     json(StatusCode::OK, &body)
