@@ -1,7 +1,9 @@
 //! Runtimes users bring (issue 15), end to end through a real `hearthd standalone`: native
 //! executables in OpenWhisk's dockerskeleton contract (a shell script and a C program built
-//! here), run cold, prewarmed and warm, reporting from inside their container that the
-//! isolation still holds (read-only code dir, loopback only, unprivileged, seccomp).
+//! here), a Python zip with a `virtualenv` folder and a Node zip with `node_modules`, built at
+//! test time from real PyPI and npm packages (tests/deps/build.sh, cached under
+//! $HEARTH_CACHE). Each runs cold, prewarmed and warm, and reports from inside its container
+//! that the isolation still holds (read-only code dir, loopback only, unprivileged, seccomp).
 //! Needs root and runc (CI runs as root); fails loudly otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,6 +59,65 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// The Python action of the virtualenv zip: a pure module (six) and a C extension
+/// (markupsafe's _speedups) from the zip's virtualenv, with what it sees of its sandbox.
+const PY_MAIN: &str = r#"
+import os
+import six
+import markupsafe
+import markupsafe._speedups as speedups
+
+def main(args):
+    try:
+        open("/action/written", "w").close()
+        code = "writable"
+    except OSError as e:
+        code = "read-only" if e.errno == 30 else repr(e)
+    return {
+        "name": args.get("name"),
+        "six": six.__file__,
+        "escaped": str(markupsafe.escape("<a>")),
+        "escape_from": markupsafe.escape.__module__,
+        "speedups": speedups.__file__,
+        "virtual_env": os.environ.get("VIRTUAL_ENV"),
+        "activated_by": os.environ.get("ACTIVATED_BY"),
+        "code": code,
+        "nets": sorted(os.listdir("/sys/class/net")),
+        "uid": os.getuid(),
+    }
+"#;
+
+/// A virtualenv's own activation script, as the `virtualenv` tool writes one (OpenWhisk's
+/// runtime runs it when the folder has it); it marks that it ran.
+const ACTIVATE_THIS: &str = r#"
+import os, site, sys
+base = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["VIRTUAL_ENV"] = base
+os.environ["ACTIVATED_BY"] = "activate_this.py"
+before = list(sys.path)
+site.addsitedir(os.path.join(base, "lib", "python%d.%d" % sys.version_info[:2], "site-packages"))
+sys.path[:] = [p for p in sys.path if p not in before] + before
+"#;
+
+/// The Node action of the node_modules zip.
+const JS_MAIN: &str = r#"
+const fs = require('fs');
+const ms = require('ms');
+exports.main = function (params) {
+  let code;
+  try { fs.writeFileSync('/action/written', 'x'); code = 'writable'; }
+  catch (e) { code = e.code === 'EROFS' ? 'read-only' : String(e); }
+  return {
+    name: params.name,
+    two_hours: ms('2h'),
+    resolved: require.resolve('ms'),
+    code,
+    nets: fs.readdirSync('/sys/class/net').sort(),
+    uid: process.getuid(),
+  };
+};
+"#;
+
 /// A zip of `(name, bytes, unix mode)` entries.
 fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -64,6 +125,40 @@ fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
         w.start_file(*name, SimpleFileOptions::default().unix_permissions(*mode)).unwrap();
         w.write_all(data).unwrap();
     }
+    w.finish().unwrap().into_inner()
+}
+
+/// Adds the tree at `dir` under `prefix` to `w`. Symbolic links (a venv's bin/python) are
+/// left out: hearth refuses them in zips, and the container runs the host's interpreter.
+fn add_tree(w: &mut zip::ZipWriter<std::io::Cursor<Vec<u8>>>, dir: &Path, prefix: &str) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
+        let kind = e.file_type().unwrap();
+        if kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() {
+            w.add_directory(name.as_str(), SimpleFileOptions::default()).unwrap();
+            add_tree(w, &e.path(), &name);
+        } else {
+            w.start_file(name.as_str(), SimpleFileOptions::default().unix_permissions(0o644))
+                .unwrap();
+            w.write_all(&std::fs::read(e.path()).unwrap()).unwrap();
+        }
+    }
+}
+
+/// A zip of `files` at the top plus `tree` under the folder `folder`.
+fn zip_with_tree(files: &[(&str, &str)], folder: &str, tree: &Path) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, text) in files {
+        w.start_file(*name, SimpleFileOptions::default().unix_permissions(0o644)).unwrap();
+        w.write_all(text.as_bytes()).unwrap();
+    }
+    w.add_directory(folder, SimpleFileOptions::default()).unwrap();
+    add_tree(&mut w, tree, folder);
     w.finish().unwrap().into_inner()
 }
 
@@ -322,6 +417,106 @@ fn native_errors_are_openwhisk_developer_errors() {
     assert!(r.json()["error"].as_str().unwrap().contains("not supported yet"), "{}", r.text());
     let r = c.get("/api/v1/namespaces/_/actions/image");
     assert_eq!(r.status, 404, "a refused image creates nothing: {}", r.text());
+
+    s.stop();
+}
+
+/// The cached dependency trees: (the virtualenv folder, the node_modules folder).
+fn dependency_trees() -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/build.sh");
+    let out = Command::new(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running tests/deps/build.sh");
+    assert!(out.status.success(), "building the dependency trees failed (see above)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(PathBuf::from);
+    let (venv, modules) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(venv.join("lib").is_dir() && modules.join("ms").is_dir(), "{text}");
+    (venv, modules)
+}
+
+/// Dependencies in zips: a Python zip with a `virtualenv` folder (a pure module and a C
+/// extension) and a Node zip with `node_modules`, each prewarmed, warm and cold. The packages
+/// load from the read-only code mount, and the sandbox is unchanged.
+#[test]
+fn python_virtualenv_and_node_modules_cold_prewarm_warm() {
+    require_root();
+    let (venv, modules) = dependency_trees();
+    let mut s = Standalone::start_logging(
+        "memory_budget_mb = 4096\nprewarm = [{kind = \"python:3\", memory_mb = 128, count = 1}, \
+         {kind = \"nodejs:20\", memory_mb = 128, count = 1}]\n",
+        "hearth=debug",
+    );
+    let c = s.client();
+
+    let py_zip = zip_with_tree(&[("__main__.py", PY_MAIN)], "virtualenv", &venv);
+    let js_zip = zip_with_tree(
+        &[("package.json", r#"{"name": "deps", "main": "main.js"}"#), ("main.js", JS_MAIN)],
+        "node_modules",
+        &modules,
+    );
+    // 128 MB takes the stem cell; 256 MB starts cold.
+    for (name, mb) in [("py-prewarm", 128), ("py-cold", 256)] {
+        put_ok(&c, name, zip_exec("python:3", &py_zip), mb);
+    }
+    for (name, mb) in [("js-prewarm", 128), ("js-cold", 256)] {
+        put_ok(&c, name, zip_exec("nodejs:20", &js_zip), mb);
+    }
+
+    let check_py = |act: &Value, name: &str| {
+        let r = &act["response"]["result"];
+        assert_eq!(r["name"], name, "{act}");
+        assert!(r["six"].as_str().unwrap().starts_with("/action/virtualenv/lib/"), "{act}");
+        assert_eq!(r["escaped"], "&lt;a&gt;", "{act}");
+        assert_eq!(r["escape_from"], "markupsafe._speedups", "the C extension: {act}");
+        let so = r["speedups"].as_str().unwrap();
+        assert!(so.starts_with("/action/virtualenv/lib/") && so.ends_with(".so"), "{act}");
+        assert_eq!(r["virtual_env"], "/action/virtualenv", "{act}");
+        assert_eq!(r["code"], "read-only", "{act}");
+        assert_eq!(r["nets"], json!(["lo"]), "{act}");
+        assert_eq!(r["uid"], 65534, "{act}");
+    };
+    // A virtualenv with bin/activate_this.py is activated by it, as in OpenWhisk.
+    let zip = zip_with_tree(
+        &[("__main__.py", PY_MAIN), ("virtualenv/bin/activate_this.py", ACTIVATE_THIS)],
+        "virtualenv",
+        &venv,
+    );
+    put_ok(&c, "py-activate", zip_exec("python:3", &zip), 256);
+    let act = invoke_ok(&c, "py-activate", json!({"name": "activate"}), true);
+    check_py(&act, "activate");
+    assert_eq!(act["response"]["result"]["activated_by"], "activate_this.py", "{act}");
+
+    let check_js = |act: &Value, name: &str| {
+        let r = &act["response"]["result"];
+        assert_eq!(r["name"], name, "{act}");
+        assert_eq!(r["two_hours"], 7_200_000, "{act}");
+        assert_eq!(r["resolved"], "/action/node_modules/ms/index.js", "{act}");
+        assert_eq!(r["code"], "read-only", "{act}");
+        assert_eq!(r["nets"], json!(["lo"]), "{act}");
+        assert_eq!(r["uid"], 65534, "{act}");
+    };
+
+    for (runtime, prefix) in [("python", "py"), ("nodejs", "js")] {
+        let check = |act: &Value, name: &str| {
+            if prefix == "py" {
+                check_py(act, name)
+            } else {
+                check_js(act, name)
+            }
+        };
+        // Prewarmed: the stem cell is taken (its refill follows), then warm.
+        wait_prewarmed(&s, runtime, 1);
+        let name = format!("{prefix}-prewarm");
+        check(&invoke_ok(&c, &name, json!({"name": "prewarmed"}), true), "prewarmed");
+        wait_prewarmed(&s, runtime, 2);
+        check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm");
+        // Cold, then warm.
+        let name = format!("{prefix}-cold");
+        check(&invoke_ok(&c, &name, json!({"name": "cold"}), true), "cold");
+        check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm");
+    }
 
     s.stop();
 }
