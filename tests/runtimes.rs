@@ -256,6 +256,24 @@ fn compile_c(dir: &Path) -> (PathBuf, &'static str) {
     panic!("gcc could not build {}", src.display());
 }
 
+/// Runs the `hearth` CLI against `s` with the guest key; its stdout, asserting success.
+fn cli(s: &Standalone, home: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .env("HEARTH_CONFIG", home.join("hearth-config"))
+        .env("HEARTH_APIHOST", s.url())
+        .env("HEARTH_AUTH", GUEST)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// The sandbox a native action reports from inside: the action's own uid 65534, no
 /// capabilities, no_new_privileges, seccomp filtering, loopback only, read-only code dir.
 fn assert_isolated(r: &Value) {
@@ -355,6 +373,20 @@ fn native_actions_cold_prewarm_warm_isolated() {
     wait_prewarmed(&s, "native", 2);
     let act = invoke_ok(&c, "c-prog", json!({"name": "again"}), false);
     assert_eq!(act["response"]["result"]["args"]["name"], "again", "{act}");
+
+    // The CLI's --native, as wsk's: the compiled program (zipped as exec by the CLI) and the
+    // script (sent as text).
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, SCRIPT).unwrap();
+    for (name, file) in [("c-cli", &exe), ("script-cli", &script)] {
+        let file = file.to_str().unwrap();
+        let out = cli(&s, dir.path(), &["action", "create", name, file, "--native"]);
+        assert!(out.contains(&format!("created action {name}")), "{out}");
+        let out = cli(&s, dir.path(), &["action", "invoke", name, "-p", "name", "Cli", "--result"]);
+        let result: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(result["args"], json!({"name": "Cli"}), "{out}");
+        assert_eq!(result["uid"], 65534, "{out}");
+    }
 
     s.stop();
 }
