@@ -442,6 +442,13 @@ fn native_errors_are_openwhisk_developer_errors() {
     assert_eq!(act["response"]["status"], "application error", "{act}");
     assert_eq!(act["response"]["result"]["error"], "no luck", "{act}");
 
+    // The same limits as every kind: past its timeout the container is killed.
+    let slow = zip_of(&[("exec", b"#!/bin/sh\necho started >&2\nsleep 60\necho '{}'\n", 0o755)]);
+    let r = put(&c, "slow", zip_exec("blackbox", &slow), Some(json!({"timeout": 1000})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let act = developer_error("slow", "The action exceeded its time limit of 1000 milliseconds.");
+    assert!(logs(&act).iter().any(|l| l.ends_with("stderr: started")), "{act}");
+
     let mut exec = zip_exec("blackbox", &silent);
     exec["image"] = json!("openwhisk/python3action");
     let r = put(&c, "image", exec, None);
