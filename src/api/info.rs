@@ -12,8 +12,17 @@ use crate::model::{
 
 const MB: u64 = 1024 * 1024;
 
-fn runtime(kind: &str) -> Value {
-    json!({ "kind": kind, "default": true, "deprecated": false, "attached": false })
+/// One runtime as OpenWhisk's manifest lists it; `image` only where one is named (blackbox:
+/// the skeleton whose contract hearth honours), as hearth's interpreters are the host's.
+fn runtime(kind: &str, image: Option<&str>) -> Value {
+    let mut r = json!({
+        "kind": kind, "default": true, "deprecated": false, "attached": false,
+        "requireMain": false,
+    });
+    if let Some(image) = image {
+        r["image"] = json!(image);
+    }
+    r
 }
 
 /// The info document for both paths.
@@ -35,13 +44,10 @@ pub fn info() -> Response<Body> {
             "concurrent_actions": 1,
         },
         "runtimes": {
-            "python": [runtime("python:3")],
-            "nodejs": [runtime("nodejs:20")],
+            "python": [runtime("python:3", None)],
+            "nodejs": [runtime("nodejs:20", None)],
             // Native executables in OpenWhisk's skeleton contract; other images are refused.
-            "blackbox": [{
-                "kind": BLACKBOX, "image": NATIVE_IMAGE, "default": true,
-                "deprecated": false, "attached": false,
-            }],
+            "blackbox": [runtime(BLACKBOX, Some(NATIVE_IMAGE))],
         },
     });
     json(StatusCode::OK, &body)
