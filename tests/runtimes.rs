@@ -434,6 +434,11 @@ fn native_errors_are_openwhisk_developer_errors() {
     put_ok(&c, "silent", zip_exec("blackbox", &silent), 128);
     developer_error("silent", NOT_A_DICT);
 
+    // OpenWhisk's proxy passes arrays; hearth's results are objects, as for every kind.
+    let array = zip_of(&[("exec", b"#!/bin/sh\necho '[1, 2]'\n", 0o755)]);
+    put_ok(&c, "array", zip_exec("blackbox", &array), 128);
+    developer_error("array", "The action did not return a dictionary and returned [1,2].");
+
     let app = zip_of(&[("exec", b"#!/bin/sh\necho '{\"error\": \"no luck\"}'\n", 0o755)]);
     put_ok(&c, "app-error", zip_exec("blackbox", &app), 128);
     let r = c.invoke("app-error", json!({}));

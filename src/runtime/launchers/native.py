@@ -161,7 +161,8 @@ def run(msg):
         value = json.loads(last.decode("utf-8"))
         if isinstance(value, (dict, list)):
             # Arrays are let through for the host to refuse: hearth's results are objects.
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            result = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            return result.encode("utf-8")
     except ValueError:
         pass
     # As the action proxy does: the unusable last line goes to the logs.
