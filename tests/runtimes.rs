@@ -40,9 +40,10 @@ input=$(cat)
 if touch /action/probe 2>/dev/null; then code=writable; else code=read-only; fi
 nets=$(ls /sys/class/net | tr '\n' ' ')
 status() { grep "^$1:" /proc/self/status | cut -f2; }
-printf '{"args": %s, "arglen": %s, "stdinlen": %s, "runs": %s, "code": "%s", "nets": "%s", "uid": %s, "seccomp": "%s", "capeff": "%s", "nnp": "%s", "cwd": "%s", "activation": "%s"}\n' \
+printf '{"args": %s, "arglen": %s, "stdinlen": %s, "runs": %s, "code": "%s", "nets": "%s", "uid": %s, "seccomp": "%s", "capeff": "%s", "nnp": "%s", "cwd": "%s", "activation": "%s", "host": "%s"}\n' \
   "${1:-null}" "${#1}" "${#input}" "$runs" "$code" "$nets" "$(id -u)" "$(status Seccomp)" \
-  "$(status CapEff)" "$(status NoNewPrivs)" "$(pwd)" "$__OW_ACTIVATION_ID"
+  "$(status CapEff)" "$(status NoNewPrivs)" "$(pwd)" "$__OW_ACTIVATION_ID" \
+  "$(cat /proc/sys/kernel/hostname)"
 "#;
 
 /// A native action in C, compiled here with the host's gcc.
@@ -51,10 +52,12 @@ const C_SOURCE: &str = r#"
 #include <string.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
     printf("log line from C\n");
     fprintf(stderr, "stderr line from C\n");
-    printf("{\"args\": %s, \"argc\": %d, \"uid\": %d}\n", argc > 1 ? argv[1] : "null", argc,
-           (int)getuid());
+    printf("{\"args\": %s, \"argc\": %d, \"uid\": %d, \"host\": \"%s\"}\n",
+           argc > 1 ? argv[1] : "null", argc, (int)getuid(), host);
     return 0;
 }
 "#;
@@ -84,6 +87,7 @@ def main(args):
         "code": code,
         "nets": sorted(os.listdir("/sys/class/net")),
         "uid": os.getuid(),
+        "host": os.uname().nodename,
     }
 "#;
 
@@ -114,6 +118,7 @@ exports.main = function (params) {
     code,
     nets: fs.readdirSync('/sys/class/net').sort(),
     uid: process.getuid(),
+    host: require('os').hostname(),
   };
 };
 "#;
@@ -201,22 +206,33 @@ fn invoke_ok(c: &Client, name: &str, params: Value, start: bool) -> Value {
     act
 }
 
-/// Stem cells of `runtime` created so far, from the invoker's debug log.
-fn prewarmed(s: &Standalone, runtime: &str) -> usize {
-    let quoted = format!("\"{runtime}\"");
+/// The ids of the stem cells of `runtime` created so far, from the invoker's debug log
+/// (`prewarmed container=ID runtime="python" ...`).
+fn stem_cell_ids(s: &Standalone, runtime: &str) -> Vec<String> {
+    let quoted = format!("runtime=\"{runtime}\"");
     s.log_text()
         .lines()
         .filter(|l| l.contains(" prewarmed container=") && l.contains(&quoted))
-        .count()
+        .filter_map(|l| l.split(" container=").nth(1)?.split_whitespace().next().map(str::to_owned))
+        .collect()
 }
 
-/// Waits until `n` stem cells of `runtime` were created; panics with the log past the bound.
-fn wait_prewarmed(s: &Standalone, runtime: &str, n: usize) {
+/// Idle stem cells in the pool, as /metrics counts them.
+fn stem_cells(s: &Standalone) -> u64 {
+    let text = Client::anonymous(s.addr).get("/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("hearth_containers{state=\"prewarmed\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `n` stem cells are idle in the pool; panics with the log past the bound.
+fn wait_stem_cells(s: &Standalone, n: u64) {
     let deadline = Instant::now() + PREWARM_WAIT;
-    while prewarmed(s, runtime) < n {
+    while stem_cells(s) < n {
         assert!(
             Instant::now() < deadline,
-            "no {n} {runtime} stem cells after {PREWARM_WAIT:?}:\n{}",
+            "no {n} stem cells after {PREWARM_WAIT:?}:\n{}",
             s.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -330,8 +346,10 @@ fn native_actions_cold_prewarm_warm_isolated() {
     assert!(container_memory_limits(&s).contains(&(256 * 1024 * 1024)), "no 256 MB cgroup");
 
     // Warm: the same container (its /tmp kept the count) runs the exec again.
+    let cold_host = r["host"].clone();
     let act = invoke_ok(&c, "script", json!({"name": "Bob"}), false);
     assert_eq!(act["response"]["result"]["runs"], 2, "{act}");
+    assert_eq!(act["response"]["result"]["host"], cold_host, "the same container: {act}");
     assert_eq!(act["response"]["result"]["args"]["name"], "Bob", "{act}");
     assert!(logs(&act).iter().any(|l| l.ends_with("stdout: log line from the script")));
 
@@ -361,18 +379,22 @@ fn native_actions_cold_prewarm_warm_isolated() {
     eprintln!("the C action is linked {how}");
     let c_zip = zip_of(&[("exec", &std::fs::read(&exe).unwrap(), 0o755)]);
     put_ok(&c, "c-prog", zip_exec("blackbox", &c_zip), 128);
-    wait_prewarmed(&s, "native", 1);
+    wait_stem_cells(&s, 1);
+    let stem = stem_cell_ids(&s, "native");
     let act = invoke_ok(&c, "c-prog", json!({"name": "C"}), true);
     let r = &act["response"]["result"];
+    // The uts hostname is the container id: this ran in the stem cell.
+    assert!(stem.iter().any(|id| r["host"] == id.as_str()), "{act} not in {stem:?}");
     assert_eq!(r["args"], json!({"name": "C"}), "{act}");
     assert_eq!(r["argc"], 2, "{act}");
     assert_eq!(r["uid"], 65534, "{act}");
     let l = logs(&act);
     assert!(l.iter().any(|l| l.ends_with("stdout: log line from C")), "{l:?}");
     assert!(l.iter().any(|l| l.ends_with("stderr: stderr line from C")), "{l:?}");
-    wait_prewarmed(&s, "native", 2);
+    let host = r["host"].clone();
     let act = invoke_ok(&c, "c-prog", json!({"name": "again"}), false);
     assert_eq!(act["response"]["result"]["args"]["name"], "again", "{act}");
+    assert_eq!(act["response"]["result"]["host"], host, "the same container: {act}");
 
     // The CLI's --native, as wsk's: the compiled program (zipped as exec by the CLI) and the
     // script (sent as text).
@@ -542,6 +564,8 @@ fn python_virtualenv_and_node_modules_cold_prewarm_warm() {
         assert_eq!(r["uid"], 65534, "{act}");
     };
 
+    // Both stem cells (python and node, 128 MB) idle in the pool.
+    wait_stem_cells(&s, 2);
     for (runtime, prefix) in [("python", "py"), ("nodejs", "js")] {
         let check = |act: &Value, name: &str| {
             if prefix == "py" {
@@ -549,17 +573,20 @@ fn python_virtualenv_and_node_modules_cold_prewarm_warm() {
             } else {
                 check_js(act, name)
             }
+            act["response"]["result"]["host"].as_str().unwrap().to_owned()
         };
-        // Prewarmed: the stem cell is taken (its refill follows), then warm.
-        wait_prewarmed(&s, runtime, 1);
+        // Prewarmed: the run's container (its uts hostname is the container id) is a stem
+        // cell of this runtime; then warm in the same container.
+        let stem = stem_cell_ids(&s, runtime);
         let name = format!("{prefix}-prewarm");
-        check(&invoke_ok(&c, &name, json!({"name": "prewarmed"}), true), "prewarmed");
-        wait_prewarmed(&s, runtime, 2);
-        check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm");
-        // Cold, then warm.
+        let host = check(&invoke_ok(&c, &name, json!({"name": "prewarmed"}), true), "prewarmed");
+        assert!(stem.contains(&host), "{name} ran in {host}, not a stem cell of {stem:?}");
+        assert_eq!(check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm"), host);
+        // Cold (256 MB has no stem cell), then warm in the same container.
         let name = format!("{prefix}-cold");
-        check(&invoke_ok(&c, &name, json!({"name": "cold"}), true), "cold");
-        check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm");
+        let host = check(&invoke_ok(&c, &name, json!({"name": "cold"}), true), "cold");
+        assert!(!stem_cell_ids(&s, runtime).contains(&host), "{name} started cold: {host}");
+        assert_eq!(check(&invoke_ok(&c, &name, json!({"name": "warm"}), false), "warm"), host);
     }
 
     s.stop();
