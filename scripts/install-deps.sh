@@ -2,7 +2,7 @@
 # Installs the system packages hearth needs to build, run and test, on Debian/Ubuntu.
 # Idempotent: installs only what is missing. Run as root (or with sudo available).
 #   HEARTH_DEPS=run   (default) what `make run` needs
-#   HEARTH_DEPS=test  also what the system tests need (debootstrap, systemd-nspawn, npm)
+#   HEARTH_DEPS=test  also what the system tests need (debootstrap, systemd-nspawn, npm, pip)
 set -euo pipefail
 
 need=()
@@ -21,6 +21,10 @@ if [ "${HEARTH_DEPS:-run}" = "test" ]; then
   want ip iproute2
   want curl curl
   want npm npm                           # the OpenWhisk JavaScript client, as an existing client
+  # tests/runtimes.rs builds an action's virtualenv with the host's Python (venv, pip) and a
+  # native action with gcc (already wanted above); checked by module, as they add no command.
+  /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+  /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
   # The kafka feature builds a bundled librdkafka with cmake. Its curl, ssl and zlib parts are
   # off, but librdkafka 2.12 includes curl.h anyway (`#ifdef` on a macro defined to 0), so the
   # header must exist; nothing links libcurl. Checked by header, as it has no command.

@@ -14,6 +14,7 @@ pub fn kind(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python => "python:3",
         Runtime::Nodejs => "nodejs:20",
+        Runtime::Native => hearth::model::BLACKBOX,
     }
 }
 
@@ -23,6 +24,7 @@ pub fn noop_code(runtime: Runtime, tag: &str) -> String {
     match runtime {
         Runtime::Python => format!("# {tag}\ndef main(args):\n    return {{}}\n"),
         Runtime::Nodejs => format!("// {tag}\nfunction main(args) {{ return {{}}; }}\n"),
+        Runtime::Native => format!("#!/bin/sh\n# {tag}\necho '{{}}'\n"),
     }
 }
 

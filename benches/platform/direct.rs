@@ -201,7 +201,8 @@ pub async fn run_once(c: &mut RuncContainer, spec: &RunSpec) -> anyhow::Result<D
 /// (about +30 ms here), which the container's node never does.
 pub async fn interpreter_start(runtime: Runtime) -> anyhow::Result<Duration> {
     let (bin, args): (&str, &[&str]) = match runtime {
-        Runtime::Python => (hearth::runtime::kinds::PYTHON, &["-c", "pass"]),
+        // The native launcher is a Python script too.
+        Runtime::Python | Runtime::Native => (hearth::runtime::kinds::PYTHON, &["-c", "pass"]),
         Runtime::Nodejs => (hearth::runtime::kinds::NODE, &["-e", "0"]),
     };
     let t = Instant::now();

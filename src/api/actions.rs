@@ -11,8 +11,8 @@ use super::query::Query;
 use super::response::{json, ApiError, Body};
 use crate::controller::{Controller, InvokeOutcome};
 use crate::model::{
-    ActionMeta, ActivationStatus, EntityName, FullyQualifiedName, Identity, KeyValue, Kind,
-    LimitsPatch, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES,
+    check_image, ActionMeta, ActivationStatus, EntityName, FullyQualifiedName, Identity, KeyValue,
+    Kind, LimitsPatch, Runtime, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, NATIVE_IMAGE,
 };
 use crate::store::{ActionUpdate, ExecUpdate};
 
@@ -47,11 +47,16 @@ struct ExecBody {
     code: Option<String>,
     binary: Option<bool>,
     main: Option<String>,
+    /// Only blackbox takes one, and only OpenWhisk's skeleton for now (`model::check_image`).
+    image: Option<String>,
 }
 
 /// The action as OpenWhisk returns it; `code` is included when given.
 pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
     let mut exec = json!({ "kind": a.exec.kind.as_str(), "binary": a.exec.binary });
+    if a.exec.kind.runtime() == Runtime::Native {
+        exec["image"] = json!(NATIVE_IMAGE);
+    }
     if let Some(main) = &a.exec.main {
         exec["main"] = json!(main);
     }
@@ -111,6 +116,8 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
         None => None,
         Some(e) => {
             let kind = Kind::parse(&e.kind).map_err(|k| ApiError::bad_request(k.to_string()))?;
+            check_image(&kind, e.image.as_deref())
+                .map_err(|err| ApiError::bad_request(err.to_string()))?;
             let text = e.code.ok_or_else(|| ApiError::bad_request("exec.code is required"))?;
             let binary = e.binary.unwrap_or(false);
             let code = if binary {

@@ -6,14 +6,23 @@ use serde_json::{json, Value};
 
 use super::response::{json, Body};
 use crate::model::{
-    LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB, MEMORY_MIN_MB,
-    TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
+    BLACKBOX, LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB,
+    MEMORY_MIN_MB, NATIVE_IMAGE, TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
 };
 
 const MB: u64 = 1024 * 1024;
 
-fn runtime(kind: &str) -> Value {
-    json!({ "kind": kind, "default": true, "deprecated": false, "attached": false })
+/// One runtime as OpenWhisk's manifest lists it; `image` only where one is named (blackbox:
+/// the skeleton whose contract hearth honours), as hearth's interpreters are the host's.
+fn runtime(kind: &str, image: Option<&str>) -> Value {
+    let mut r = json!({
+        "kind": kind, "default": true, "deprecated": false, "attached": false,
+        "requireMain": false,
+    });
+    if let Some(image) = image {
+        r["image"] = json!(image);
+    }
+    r
 }
 
 /// The info document for both paths.
@@ -35,8 +44,10 @@ pub fn info() -> Response<Body> {
             "concurrent_actions": 1,
         },
         "runtimes": {
-            "python": [runtime("python:3")],
-            "nodejs": [runtime("nodejs:20")],
+            "python": [runtime("python:3", None)],
+            "nodejs": [runtime("nodejs:20", None)],
+            // Native executables in OpenWhisk's skeleton contract; other images are refused.
+            "blackbox": [runtime(BLACKBOX, Some(NATIVE_IMAGE))],
         },
     });
     json(StatusCode::OK, &body)

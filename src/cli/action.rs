@@ -17,6 +17,7 @@ use super::http::{Client, Response, Subject};
 use super::output::{self, Output};
 use super::params::{self, EntityRef};
 use super::{ActionCommand, InvokeArgs, PageArgs, SpecArgs};
+use crate::model::{BLACKBOX, NATIVE_IMAGE};
 
 /// The kind wsk infers from an extension; `.zip` has none because an archive can hold any
 /// runtime's code.
@@ -38,6 +39,16 @@ pub fn infer_kind(file: &Path, kind: Option<&str>) -> Result<String, CliError> {
     }
 }
 
+/// The bytes of an action's code file, and whether it is a zip (by its name, as wsk decides).
+fn read_code(file: &Path) -> Result<(Vec<u8>, bool), CliError> {
+    let bytes = std::fs::read(file).map_err(|source| CliError::ReadFile {
+        what: "action file",
+        path: file.to_owned(),
+        source,
+    })?;
+    Ok((bytes, file.extension().and_then(|e| e.to_str()) == Some("zip")))
+}
+
 /// The `exec` object for a code file: text as it is, a zip base64-encoded with `binary`.
 pub fn exec_from_file(
     file: &Path,
@@ -45,12 +56,7 @@ pub fn exec_from_file(
     main: Option<&str>,
 ) -> Result<Value, CliError> {
     let kind = infer_kind(file, kind)?;
-    let bytes = std::fs::read(file).map_err(|source| CliError::ReadFile {
-        what: "action file",
-        path: file.to_owned(),
-        source,
-    })?;
-    let is_zip = file.extension().and_then(|e| e.to_str()) == Some("zip");
+    let (bytes, is_zip) = read_code(file)?;
     let (code, binary) = if is_zip {
         (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
     } else {
@@ -65,6 +71,38 @@ pub fn exec_from_file(
         exec["main"] = json!(m);
     }
     Ok(exec)
+}
+
+/// The `exec` of `--native` (kind blackbox with OpenWhisk's skeleton image, as wsk sends it):
+/// a zip as it is; a text file (a script) as text, as wsk sends it; any other file (a compiled
+/// program, which wsk would garble as text) zipped as `exec`, executable.
+pub fn native_exec_from_file(file: &Path) -> Result<Value, CliError> {
+    let (bytes, is_zip) = read_code(file)?;
+    let base64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (code, binary) = if is_zip {
+        (base64(&bytes), true)
+    } else {
+        match String::from_utf8(bytes) {
+            Ok(text) => (text, false),
+            Err(e) => {
+                let zip = zip_as_exec(e.as_bytes()).map_err(|err| CliError::BadFile {
+                    path: file.to_owned(),
+                    message: format!("cannot zip it as exec: {err}"),
+                })?;
+                (base64(&zip), true)
+            }
+        }
+    };
+    Ok(json!({ "kind": BLACKBOX, "image": NATIVE_IMAGE, "code": code, "binary": binary }))
+}
+
+/// A zip whose one entry is `exec` (mode 0755) holding `bytes`.
+fn zip_as_exec(bytes: &[u8]) -> zip::result::ZipResult<Vec<u8>> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    w.start_file("exec", options)?;
+    w.write_all(bytes)?;
+    Ok(w.finish()?.into_inner())
 }
 
 /// The PUT body. Only what was given is sent, so an update keeps every omitted setting
@@ -179,9 +217,12 @@ fn put(
         eprintln!("warning: hearth has no web actions; --web is ignored");
     }
     let exec = match file {
+        Some(f) if spec.native => Some(native_exec_from_file(f)?),
         Some(f) => Some(exec_from_file(f, spec.kind.as_deref(), spec.main.as_deref())?),
-        None if spec.kind.is_some() || spec.main.is_some() => {
-            return Err(CliError::Usage("--kind and --main need the code FILE too".into()))
+        None if spec.kind.is_some() || spec.main.is_some() || spec.native => {
+            return Err(CliError::Usage(
+                "--kind, --main and --native need the code FILE too".into(),
+            ))
         }
         None => None,
     };
@@ -373,6 +414,35 @@ mod tests {
             exec_from_file(&dir.path().join("none.py"), None, None),
             Err(CliError::ReadFile { .. })
         ));
+    }
+
+    #[test]
+    fn native_files_as_wsk_sends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho '{}'\n").unwrap();
+        assert_eq!(
+            native_exec_from_file(&script).unwrap(),
+            json!({"kind":"blackbox","image":"openwhisk/dockerskeleton",
+                   "code":"#!/bin/sh\necho '{}'\n","binary":false})
+        );
+        let z = dir.path().join("a.zip");
+        std::fs::write(&z, [0x50, 0x4b, 0x03, 0x04, 0xff]).unwrap();
+        let e = native_exec_from_file(&z).unwrap();
+        assert_eq!((e["code"].as_str(), e["binary"].as_bool()), (Some("UEsDBP8="), Some(true)));
+        // A compiled program is zipped as an executable `exec`.
+        let prog = dir.path().join("prog");
+        std::fs::write(&prog, b"\x7fELF\xff\x00").unwrap();
+        let e = native_exec_from_file(&prog).unwrap();
+        assert_eq!(e["binary"], true);
+        let zip =
+            base64::engine::general_purpose::STANDARD.decode(e["code"].as_str().unwrap()).unwrap();
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        let mut entry = archive.by_name("exec").unwrap();
+        assert_eq!(entry.unix_mode().unwrap() & 0o777, 0o755);
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert_eq!(data, b"\x7fELF\xff\x00");
     }
 
     #[test]

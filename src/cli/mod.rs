@@ -133,6 +133,10 @@ pub struct SpecArgs {
     /// Runtime kind: python:3, nodejs:20, ... (default: from the file extension)
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
+    /// FILE is a native executable, as wsk's --native: a zip holding `exec`, a script (sent
+    /// as text), or a compiled program (zipped as `exec`)
+    #[arg(long, conflicts_with = "kind")]
+    pub native: bool,
     /// Entry point function (default: main)
     #[arg(long, value_name = "NAME")]
     pub main: Option<String>,

@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 
 use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
-use crate::runtime::protocol::{self, ReplyError};
+use crate::runtime::protocol::{self, InitRefusal, ReplyError};
 
 use super::bundle;
 use super::cgroup;
@@ -375,7 +375,12 @@ impl ActionContainer for RuncContainer {
                         self.init_logs = logs;
                         Ok(())
                     }
-                    Err(message) => Err(RunError::InitFailed { message, logs }),
+                    Err(InitRefusal::Failed(message)) => {
+                        Err(RunError::InitFailed { message, logs })
+                    }
+                    Err(InitRefusal::Developer(message)) => {
+                        Err(RunError::Developer { message, logs })
+                    }
                 }
             }
             Exchange::Replied(Reply::TooLarge(size)) => {
@@ -411,6 +416,9 @@ impl ActionContainer for RuncContainer {
                     // run: the stream is in step, so the container stays usable.
                     Err(ReplyError::NotAnObject(snippet)) => {
                         Err(RunError::InvalidResult { snippet, logs })
+                    }
+                    Err(ReplyError::Developer(message)) => {
+                        Err(RunError::Developer { message, logs })
                     }
                     Err(ReplyError::NotJson(e)) => {
                         self.dead = true;

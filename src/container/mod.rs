@@ -49,7 +49,7 @@ pub struct RunOutput {
 }
 
 /// A run that ended without a usable result. Every variant carries the logs collected so far.
-/// After `InvalidResult` and `ResultTooLarge` the launcher is alive and in step (it replied
+/// After `InvalidResult`, `ResultTooLarge` and a run's `Developer` the launcher is alive and in step (it replied
 /// with one line), so the container may be kept; after any other variant it must be destroyed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RunError {
@@ -65,6 +65,11 @@ pub enum RunError {
     Crashed { detail: String, logs: Vec<String> },
     #[error("The action failed to initialize: {message}")]
     InitFailed { message: String, logs: Vec<String> },
+    /// The launcher reported a developer error in OpenWhisk's words (the native launcher's
+    /// action-proxy messages). After a run the launcher is in step, so the container may be
+    /// kept; after an init it holds no action and must go.
+    #[error("{message}")]
+    Developer { message: String, logs: Vec<String> },
     #[error("internal error in the container driver: {0}")]
     Internal(String),
 }

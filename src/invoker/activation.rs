@@ -221,12 +221,17 @@ async fn execute<F: ContainerFactory>(
     match result {
         Err(why) => (interrupted_record(msg, why, timing), Disposal::Destroy(slot)),
         Ok(result) => {
-            // After a bad or oversized result the launcher is alive and waiting for the next
-            // run, so the container is kept; every other failure may have left it broken.
+            // After a bad or oversized result, or a developer error the launcher reported, the
+            // launcher is alive and waiting for the next run, so the container is kept; every
+            // other failure may have left it broken.
             let keep = slot.container().is_usable()
                 && match &result {
                     Ok(_) => true,
-                    Err(RunError::InvalidResult { .. } | RunError::ResultTooLarge { .. }) => true,
+                    Err(
+                        RunError::InvalidResult { .. }
+                        | RunError::ResultTooLarge { .. }
+                        | RunError::Developer { .. },
+                    ) => true,
                     Err(_) => false,
                 };
             let (response, logs, timed_out) = record::outcome(result);

@@ -56,7 +56,8 @@ pub fn logs_of(e: RunError) -> Vec<String> {
         | RunError::InvalidResult { logs, .. }
         | RunError::ResultTooLarge { logs, .. }
         | RunError::Crashed { logs, .. }
-        | RunError::InitFailed { logs, .. } => logs,
+        | RunError::InitFailed { logs, .. }
+        | RunError::Developer { logs, .. } => logs,
         RunError::Internal(_) => Vec::new(),
     }
 }
@@ -98,6 +99,21 @@ pub(crate) mod tests {
         assert_eq!(a.logs, ["started"]);
         assert_eq!(a.annotation("timeout"), Some(&json!(true)));
         assert_eq!(a.annotation("initTime"), None);
+    }
+
+    #[test]
+    fn launcher_words_are_kept() {
+        let e = RunError::Developer {
+            message: "The action did not return a dictionary or array.".into(),
+            logs: vec!["not json".into()],
+        };
+        let (resp, logs, _) = outcome(Err(e));
+        assert_eq!(resp.status, ActivationStatus::DeveloperError);
+        assert_eq!(
+            resp.result,
+            json!({"error": "The action did not return a dictionary or array."})
+        );
+        assert_eq!(logs, ["not json"]);
     }
 
     #[test]

@@ -5,12 +5,15 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A runtime family hearth ships a launcher for. Aliases (`python:3`, `python:default`,
-/// `nodejs:20`, `nodejs:default`) all resolve to the host's interpreter of that family.
+/// `nodejs:20`, `nodejs:default`) all resolve to the host's interpreter of that family;
+/// `blackbox` with OpenWhisk's skeleton image is [`Runtime::Native`]: an executable of the
+/// action's own, run by hearth's launcher in hearth's skeleton (no image is pulled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Python,
     Nodejs,
+    Native,
 }
 
 impl Runtime {
@@ -18,13 +21,14 @@ impl Runtime {
         match self {
             Runtime::Python => "python",
             Runtime::Nodejs => "nodejs",
+            Runtime::Native => "native",
         }
     }
 }
 
 /// An unknown `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("kind {0:?} is not supported (use python:3, python:default, nodejs, nodejs:20 or nodejs:default)")]
+#[error("kind {0:?} is not supported (use python:3, python:default, nodejs, nodejs:20, nodejs:default or blackbox)")]
 pub struct KindError(pub String);
 
 /// The kind string as the user wrote it plus the runtime it resolves to. The string is kept
@@ -43,6 +47,7 @@ impl Kind {
             "nodejs" | "nodejs:default" | "nodejs:20" | "nodejs:18" | "nodejs:22" => {
                 Runtime::Nodejs
             }
+            BLACKBOX => Runtime::Native,
             _ => return Err(KindError(s.to_owned())),
         };
         Ok(Self { name: s.to_owned(), runtime })
@@ -86,6 +91,40 @@ impl<'de> Deserialize<'de> for Kind {
     }
 }
 
+/// The kind OpenWhisk gives actions that run in an image of their own (`wsk action create
+/// --native` or `--docker`).
+pub const BLACKBOX: &str = "blackbox";
+
+/// The image `wsk action create --native` names: OpenWhisk's skeleton whose action proxy runs
+/// the zip's `exec`. hearth honours the contract in its own skeleton and never pulls it.
+pub const NATIVE_IMAGE: &str = "openwhisk/dockerskeleton";
+
+/// An `exec.image` that hearth cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the image {0:?} is not supported yet: hearth runs blackbox actions only as native \
+     executables ({NATIVE_IMAGE}, as `wsk action create --native` sends); other images need \
+     OCI image support, which is not there yet"
+)]
+pub struct ImageError(pub String);
+
+/// Checks an exec's `image` against its kind. A blackbox action must name OpenWhisk's skeleton
+/// (any tag, with or without the `docker.io/` registry) or nothing, which means the skeleton.
+/// The other kinds run the host's interpreters: an image sent with them is ignored, as
+/// OpenWhisk ignores it for a code kind.
+pub fn check_image(kind: &Kind, image: Option<&str>) -> Result<(), ImageError> {
+    let Some(image) = image.filter(|_| kind.runtime() == Runtime::Native) else {
+        return Ok(());
+    };
+    let name = image.strip_prefix("docker.io/").unwrap_or(image);
+    let name = name.split_once(':').map_or(name, |(name, _tag)| name);
+    if name == NATIVE_IMAGE {
+        Ok(())
+    } else {
+        Err(ImageError(image.to_owned()))
+    }
+}
+
 /// The exec of a stored action without its code: what the hot path and the invoker need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecMeta {
@@ -122,5 +161,20 @@ mod tests {
         assert_eq!(Kind::from_file_name("a.py").unwrap().runtime(), Runtime::Python);
         assert_eq!(Kind::from_file_name("dir/a.js").unwrap().runtime(), Runtime::Nodejs);
         assert!(Kind::from_file_name("a.rb").is_none());
+    }
+
+    #[test]
+    fn blackbox_runs_only_the_skeleton() {
+        let bb = Kind::parse("blackbox").unwrap();
+        assert_eq!(bb.runtime(), Runtime::Native);
+        assert_eq!(check_image(&bb, None), Ok(()));
+        assert_eq!(check_image(&bb, Some("openwhisk/dockerskeleton")), Ok(()));
+        assert_eq!(check_image(&bb, Some("openwhisk/dockerskeleton:nightly")), Ok(()));
+        assert_eq!(check_image(&bb, Some("docker.io/openwhisk/dockerskeleton:1.14")), Ok(()));
+        let err = check_image(&bb, Some("openwhisk/python3action")).unwrap_err();
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+        let py = Kind::parse("python:3").unwrap();
+        assert_eq!(check_image(&py, Some("openwhisk/python3action")), Ok(()));
+        assert_eq!(check_image(&py, None), Ok(()));
     }
 }

@@ -15,7 +15,9 @@ pub use activation::{
     now_millis, Activation, ActivationId, ActivationIdError, ActivationResponse, ActivationStatus,
     SUPERSEDED,
 };
-pub use exec::{ExecMeta, Kind, KindError, Runtime};
+pub use exec::{
+    check_image, ExecMeta, ImageError, Kind, KindError, Runtime, BLACKBOX, NATIVE_IMAGE,
+};
 pub use hash::fnv1a;
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};
 pub use limits::*;

@@ -20,7 +20,7 @@ pub const MAX_UNPACKED_BYTES: u64 = 256 * 1024 * 1024;
 /// Entries one zip action may hold: node_modules trees of real actions stay well below.
 pub const MAX_ENTRIES: usize = 20_000;
 
-/// Installing code into a code dir failed (the invoker's `CodeError` wraps this as `Install`).
+/// Installing code into a code dir failed (the invoker's `InstallError` wraps this as `Install`).
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("{what} {path}: {source}")]
@@ -45,6 +45,10 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallE
 /// Writes `code` into `dir` (which must exist and be empty): a single source file, or the
 /// contents of a zip when `binary`. Everything is made world-readable because the container
 /// runs as an unprivileged uid.
+///
+/// A native action's `exec` is made executable whatever the zip says: OpenWhisk's skeleton
+/// unpacks over an executable stub, so a zip made without Unix modes (or a script sent as
+/// text) runs there, and must run here too.
 pub fn install(
     dir: &Path,
     runtime: Runtime,
@@ -53,14 +57,16 @@ pub fn install(
 ) -> Result<(), InstallError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .map_err(io_err("cannot set permissions of", dir))?;
+    let executable = (runtime == Runtime::Native).then_some(kinds::NATIVE_EXEC);
     if binary {
-        unzip(dir, code)
+        unzip(dir, code, executable)
     } else {
         if std::str::from_utf8(code).is_err() {
             return Err(InstallError::NotText(runtime.as_str()));
         }
-        let path = dir.join(kinds::source_file(runtime));
-        write_new(&path, 0o644, &mut Cursor::new(code), u64::MAX)?;
+        let name = kinds::source_file(runtime);
+        let mode = if executable == Some(name) { 0o755 } else { 0o644 };
+        write_new(&dir.join(name), mode, &mut Cursor::new(code), u64::MAX)?;
         Ok(())
     }
 }
@@ -91,7 +97,9 @@ fn set_mode(file: &File, path: &Path, mode: u32) -> Result<(), InstallError> {
         .map_err(io_err("cannot set permissions of", path))
 }
 
-fn unzip(dir: &Path, code: &[u8]) -> Result<(), InstallError> {
+/// Unpacks `code` into `dir`; `executable` names a top-level file made executable whatever
+/// its mode in the archive.
+fn unzip(dir: &Path, code: &[u8], executable: Option<&str>) -> Result<(), InstallError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(code)).map_err(|e| InstallError::BadZip(e.to_string()))?;
     if archive.len() > MAX_ENTRIES {
@@ -115,8 +123,9 @@ fn unzip(dir: &Path, code: &[u8]) -> Result<(), InstallError> {
         if let Some(parent) = relative.parent() {
             create_dirs(dir, parent)?;
         }
-        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
-        let mode = if executable { 0o755 } else { 0o644 };
+        let forced = executable.is_some_and(|name| relative == Path::new(name));
+        let mode =
+            if forced || entry.unix_mode().is_some_and(|m| m & 0o111 != 0) { 0o755 } else { 0o644 };
         match write_new(&target, mode, &mut entry, budget) {
             Ok(n) => budget -= n,
             Err(InstallError::Io { source, .. })
@@ -235,6 +244,29 @@ mod tests {
             err,
             InstallError::BadEntry { why: "symbolic links are not supported", .. }
         ));
+    }
+
+    #[test]
+    fn native_exec_is_executable_from_text_or_zip() {
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Runtime::Native, b"#!/bin/sh\necho '{}'\n", false).unwrap();
+        let mode = fs::metadata(dir.path().join("exec")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        // A zip written without Unix modes: `exec` still runs, its neighbours stay plain.
+        let dir = tempfile::tempdir().unwrap();
+        let code = zip_of(&[("exec", b"\x7fELF"), ("data.txt", b"x"), ("sub/exec", b"y")]);
+        install(dir.path(), Runtime::Native, &code, true).unwrap();
+        let mode = |p: &str| fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("exec"), 0o755);
+        assert_eq!(mode("data.txt"), 0o644);
+        assert_eq!(mode("sub/exec"), 0o644);
+        // Python's zips are not touched.
+        let dir = tempfile::tempdir().unwrap();
+        install(dir.path(), Runtime::Python, &zip_of(&[("exec", b"x")]), true).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path().join("exec")).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
 
     #[test]

@@ -26,10 +26,15 @@ pub const NODE: &str = "/usr/bin/node";
 /// measurements"). The launcher puts the site-packages
 /// dirs back on `sys.path` itself (without running `.pth` files), so actions still import
 /// from the distribution's packages.
+///
+/// A native action's launcher is Python too (OpenWhisk's action proxy is), with the same flags:
+/// it only spawns the action's `exec` per run and relays its output.
 pub fn argv(runtime: Runtime) -> Vec<String> {
     let script = format!("{LAUNCHER_MOUNT}/{}", launcher::file_name(runtime));
     match runtime {
-        Runtime::Python => vec![PYTHON.to_owned(), "-B".to_owned(), "-S".to_owned(), script],
+        Runtime::Python | Runtime::Native => {
+            vec![PYTHON.to_owned(), "-B".to_owned(), "-S".to_owned(), script]
+        }
         Runtime::Nodejs => vec![NODE.to_owned(), script],
     }
 }
@@ -44,18 +49,25 @@ pub fn env(runtime: Runtime) -> Vec<String> {
     match runtime {
         Runtime::Python => env.push("PYTHONDONTWRITEBYTECODE=1".to_owned()),
         Runtime::Nodejs => env.push("NODE_ENV=production".to_owned()),
+        // The exec inherits this environment: nothing Python-specific goes in.
+        Runtime::Native => {}
     }
     env
 }
 
 /// The file name the single-source code of an action is written to in the code dir, where the
-/// launcher looks for it.
+/// launcher looks for it. For a native action it is also the file a zip must hold: OpenWhisk's
+/// action proxy runs `/action/exec`.
 pub fn source_file(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python => "__main__.py",
         Runtime::Nodejs => "index.js",
+        Runtime::Native => NATIVE_EXEC,
     }
 }
+
+/// The executable a native action runs, at the top of its code dir.
+pub const NATIVE_EXEC: &str = "exec";
 
 #[cfg(test)]
 mod tests {
@@ -66,5 +78,7 @@ mod tests {
         assert_eq!(argv(Runtime::Python), ["/usr/bin/python3", "-B", "-S", "/hearth/python.py"]);
         assert_eq!(argv(Runtime::Nodejs), ["/usr/bin/node", "/hearth/node.js"]);
         assert!(env(Runtime::Python).iter().any(|e| e.starts_with("PATH=")));
+        assert_eq!(argv(Runtime::Native), ["/usr/bin/python3", "-B", "-S", "/hearth/native.py"]);
+        assert!(!env(Runtime::Native).iter().any(|e| e.starts_with("PYTHON")));
     }
 }

@@ -10,6 +10,7 @@ use crate::model::Runtime;
 
 const PYTHON_LAUNCHER: &str = include_str!("launchers/python.py");
 const NODE_LAUNCHER: &str = include_str!("launchers/node.js");
+const NATIVE_LAUNCHER: &str = include_str!("launchers/native.py");
 
 /// Writing the launcher dir failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,7 @@ pub fn file_name(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python => "python.py",
         Runtime::Nodejs => "node.js",
+        Runtime::Native => "native.py",
     }
 }
 
@@ -32,6 +34,7 @@ pub fn source(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python => PYTHON_LAUNCHER,
         Runtime::Nodejs => NODE_LAUNCHER,
+        Runtime::Native => NATIVE_LAUNCHER,
     }
 }
 
@@ -45,7 +48,7 @@ pub fn install_all(dir: &Path) -> Result<(), LauncherError> {
     };
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(err(dir))?;
-    for runtime in [Runtime::Python, Runtime::Nodejs] {
+    for runtime in [Runtime::Python, Runtime::Nodejs, Runtime::Native] {
         let path = dir.join(file_name(runtime));
         std::fs::write(&path, source(runtime)).map_err(err(&path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
@@ -59,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn installs_both_launchers() {
+    fn installs_every_launcher() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("launchers");
         install_all(&target).unwrap();
@@ -67,5 +70,7 @@ mod tests {
         assert!(py.contains(super::super::protocol::SENTINEL));
         let js = std::fs::read_to_string(target.join("node.js")).unwrap();
         assert!(js.contains(super::super::protocol::SENTINEL));
+        let native = std::fs::read_to_string(target.join("native.py")).unwrap();
+        assert!(native.contains(super::super::protocol::SENTINEL));
     }
 }

@@ -7,6 +7,12 @@
 //! value `main` returned for a run. Before each reply the launcher writes [`SENTINEL`] on a line
 //! of its own to stdout and to stderr.
 //!
+//! A reply (to an init or a run) that starts with [`DEVELOPER_ERROR_MARK`] is the launcher
+//! saying that the action broke its contract, in OpenWhisk's own words: the rest of the line is
+//! a JSON string, the message of the developer error. A result is always an object (it starts
+//! with `{`), so the mark can never be mistaken for one. The native launcher uses it for the
+//! action proxy's messages ("The action did not return a dictionary or array.").
+//!
 //! Encoding writes into a caller's reusable buffer and decoding works on the caller's bytes:
 //! this runs once per warm activation and must stay allocation-light. Nothing here does I/O.
 
@@ -17,6 +23,9 @@ use super::{InitSpec, RunSpec};
 
 /// Written by the launcher after each activation's output, OpenWhisk's marker.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+/// First byte of a reply that reports a developer error in the launcher's words.
+pub const DEVELOPER_ERROR_MARK: u8 = b'!';
 
 /// Characters of a non-object result quoted in [`ReplyError::NotAnObject`].
 const SNIPPET_CHARS: usize = 120;
@@ -75,10 +84,25 @@ pub enum ReplyError {
     NotJson(String),
     #[error("reply is not an object: {0}")]
     NotAnObject(String),
+    /// The launcher reported a developer error; the message is OpenWhisk's text.
+    #[error("{0}")]
+    Developer(String),
+}
+
+/// The message after a [`DEVELOPER_ERROR_MARK`], when `line` starts with one.
+fn developer_message(line: &[u8]) -> Option<String> {
+    let rest = line.strip_prefix(&[DEVELOPER_ERROR_MARK])?;
+    Some(match serde_json::from_slice::<Value>(rest) {
+        Ok(Value::String(s)) => s,
+        _ => format!("The action broke its contract: {}", snippet(rest)),
+    })
 }
 
 /// Decodes a run reply (without its newline) into the result object.
 pub fn decode_result(line: &[u8]) -> Result<Value, ReplyError> {
+    if let Some(message) = developer_message(line) {
+        return Err(ReplyError::Developer(message));
+    }
     // An object is checked before the full parse so that a huge non-object is not parsed.
     let first = line.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -91,16 +115,29 @@ pub fn decode_result(line: &[u8]) -> Result<Value, ReplyError> {
     }
 }
 
-/// Decodes an init reply: `Ok(())` or the launcher's error message.
-pub fn decode_init(line: &[u8]) -> Result<(), String> {
+/// Why an init did not load the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitRefusal {
+    /// The launcher's error (an exception while loading the code, say), to be prefixed with
+    /// hearth's "failed to initialize".
+    Failed(String),
+    /// A developer error in OpenWhisk's words, to be reported as it is.
+    Developer(String),
+}
+
+/// Decodes an init reply: `Ok(())` or why the launcher refused.
+pub fn decode_init(line: &[u8]) -> Result<(), InitRefusal> {
+    if let Some(message) = developer_message(line) {
+        return Err(InitRefusal::Developer(message));
+    }
     match serde_json::from_slice::<Value>(line) {
         Ok(Value::Object(m)) if m.get("ok") == Some(&Value::Bool(true)) => Ok(()),
-        Ok(Value::Object(m)) => Err(match m.get("error") {
+        Ok(Value::Object(m)) => Err(InitRefusal::Failed(match m.get("error") {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
             None => format!("unexpected init reply {}", snippet(line)),
-        }),
-        _ => Err(format!("unexpected init reply {}", snippet(line))),
+        })),
+        _ => Err(InitRefusal::Failed(format!("unexpected init reply {}", snippet(line)))),
     }
 }
 
@@ -171,7 +208,23 @@ mod tests {
     #[test]
     fn init_replies() {
         assert_eq!(decode_init(br#"{"ok":true}"#), Ok(()));
-        assert_eq!(decode_init(br#"{"error":"boom"}"#), Err("boom".into()));
+        assert_eq!(decode_init(br#"{"error":"boom"}"#), Err(InitRefusal::Failed("boom".into())));
         assert!(decode_init(b"[]").is_err());
+        assert_eq!(
+            decode_init(br#"!"The action failed to locate a binary.""#),
+            Err(InitRefusal::Developer("The action failed to locate a binary.".into()))
+        );
+    }
+
+    #[test]
+    fn developer_errors_are_marked() {
+        assert_eq!(
+            decode_result(br#"!"The action did not return a dictionary or array.""#),
+            Err(ReplyError::Developer("The action did not return a dictionary or array.".into()))
+        );
+        match decode_result(b"!oops") {
+            Err(ReplyError::Developer(m)) => assert!(m.contains("oops"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

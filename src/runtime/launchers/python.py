@@ -131,9 +131,53 @@ def encode(value):
         return encode({"error": "The action returned a value that is not JSON: %s" % e})
 
 
+def activate_virtualenv():
+    # OpenWhisk's Python runtime activates a zip's `virtualenv` folder before it loads the
+    # action. As there: with the folder's bin/activate_this.py when it has one (the
+    # `virtualenv` tool writes it); otherwise (`python3 -m venv`, `pip install --target`) its
+    # site-packages go first on sys.path with their .pth files, which is what that script does.
+    # The folder stays where it was unpacked, on the read-only code mount: packages (C
+    # extensions too) load from there and nothing is written.
+    venv = os.path.join(CODE_DIR, "virtualenv")
+    if not os.path.isdir(venv):
+        return
+    script = os.path.join(venv, "bin", "activate_this.py")
+    if os.path.isfile(script):
+        with open(script, "rb") as f:
+            code = compile(f.read(), script, "exec")
+        exec(code, {"__file__": script, "__name__": "activate_this"})
+        return
+    version = "python%d.%d" % sys.version_info[:2]
+    dirs = []
+    for lib in ("lib", "lib64"):
+        base = os.path.join(venv, lib)
+        if not os.path.isdir(base):
+            continue
+        # The running interpreter's own dir first; another 3.x's pure packages may still load.
+        names = sorted(os.listdir(base), key=lambda n: n != version)
+        for name in names:
+            d = os.path.realpath(os.path.join(base, name, "site-packages"))
+            if name.startswith("python3") and os.path.isdir(d) and d not in dirs:
+                dirs.append(d)
+    if not dirs:
+        raise RuntimeError(
+            "invalid virtualenv: the zip's virtualenv folder has neither bin/activate_this.py "
+            "nor lib/%s/site-packages" % version
+        )
+    import site
+
+    before = list(sys.path)
+    for d in dirs:
+        site.addsitedir(d)
+    sys.path[:] = [p for p in sys.path if p not in before] + before
+    os.environ["VIRTUAL_ENV"] = venv
+    os.environ["PATH"] = os.path.join(venv, "bin") + os.pathsep + os.environ.get("PATH", "")
+
+
 def load(msg):
     entry = msg.get("entry_point") or "main"
     if msg.get("binary"):
+        activate_virtualenv()
         if CODE_DIR not in sys.path:
             sys.path.insert(0, CODE_DIR)
     path = os.path.join(CODE_DIR, "__main__.py")
