@@ -138,6 +138,7 @@ pub async fn run(
     rows.push(rss_row("  hearthd RSS per stored action", &before, &after, ACTIONS - BASE_ACTIONS));
 
     progress.phase(&format!("scale: warming {CONTAINERS} containers"));
+    let mut c = api::connect(platform).await?;
     let spread: Vec<String> = (0..CONTAINERS).map(name).collect();
     sample(&mut c, &spread, CONTAINERS).await?;
     sample(&mut c, &spread, CONTAINERS).await?;
@@ -168,6 +169,8 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = procfs::rss_parts(d.pid)?;
+    // A new connection: the server closes keep-alive connections left idle this long.
+    let mut c = api::connect(platform).await?;
     sample(&mut c, &one, plan.warm_warmup).await?;
     let full = sample(&mut c, &one, n).await?;
     rows.push(row(
