@@ -264,7 +264,7 @@ async fn after_a_burst_no_destruction_runs_inside_an_activation_wait() {
     );
     assert!(!fx.world.was_destroyed(&evicted[0]), "the evicted container is still being torn down");
     let wait_ms = fresh.annotation("waitTime").and_then(Value::as_u64).unwrap();
-    // Both ends of waitTime are whole epoch milliseconds: it may round up by one.
+    // Both ends of waitTime are millisecond clock readings: one boundary may fall inside.
     assert!(
         u128::from(wait_ms) <= waited.as_millis() + 1,
         "waitTime {wait_ms} ms is within the activation's own {waited:?}"

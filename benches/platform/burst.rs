@@ -5,9 +5,9 @@
 //! Two samples per round. "At once": the fresh action is invoked as the burst's last response
 //! arrives, before the background refill could act, so it must evict a warm container itself
 //! (which is destroyed behind it) and start cold. "After the refill": the harness waits for
-//! the prewarm filler's `prewarmed` event that follows the burst (it evicted idle warm
-//! containers, least recently used first, to make room), then invokes another fresh action,
-//! which takes the stem cell. Its floor is the prewarmed start with room (instance B's row).
+//! the prewarm filler's `prewarmed` events that follow the burst (it evicted idle warm
+//! containers, least recently used first, to make room for both runtimes' stem cells), then
+//! invokes another fresh action, which takes the stem cell. Its floor is the prewarmed start with room (instance B's row).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +24,8 @@ use crate::{api, Plan, Progress};
 const BURST_CLIENTS: usize = 64;
 /// Longest the refill after a burst may take before the harness calls the pool stuck.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The runtimes of the harness's prewarm plan.
+const OTHER_STEM_CELLS: [&str; 2] = ["python", "nodejs"];
 /// Pause between the refill and the measured invoke, as between the other start samples.
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -77,6 +79,16 @@ pub async fn run(
         {
             Ok((seen, _)) => out.refill.push(seen - ended),
             Err(_) => out.no_refill += 1,
+        }
+        // The other runtime's stem cell (evicted by the burst) comes back next; its create
+        // would otherwise compete with the measured start for the two CPUs.
+        for other in OTHER_STEM_CELLS.iter().filter(|o| **o != rt) {
+            let _ = daemon
+                .log
+                .wait_for(ended, REFILL_TIMEOUT, "the other stem cell's refill", |l| {
+                    daemon::is_prewarmed(l, other)
+                })
+                .await;
         }
         tokio::time::sleep(SETTLE).await;
         out.after_refill.push(api::invoke(&mut c, &later_name).await?);

@@ -334,7 +334,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let data_d = ws.path("data-scale");
     let (scale_d, addr_d, state_d) =
         start_standalone_with(&ws, "d", &data_d, &cfg_c, &[], &progress).await?;
-    let phase_d = scale::run(&scale_d, addr_d, &plan, &progress).await;
+    let phase_d = scale::run(&direct, &scale_d, addr_d, &plan, &progress).await;
     let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
     rows.extend(phase_d?);
     rows.push(stop_d);
@@ -344,7 +344,18 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     // Several hosts: the same action over the Kafka bus (issue 6).
     #[cfg(feature = "kafka")]
-    rows.extend(kafka::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
+    {
+        // Without the broker (it takes minutes to build) the other rows are still reported.
+        let tansu = broker::tansu_bin();
+        if tansu.exists() {
+            rows.extend(kafka::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);
+        } else {
+            progress.phase(&format!(
+                "no Kafka rows: the broker is missing at {} (scripts/build-broker.sh)",
+                tansu.display()
+            ));
+        }
+    }
     #[cfg(not(feature = "kafka"))]
     progress.phase("no Kafka rows: the harness was built without `--features kafka`");
 

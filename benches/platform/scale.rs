@@ -10,9 +10,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hearth::container::{ActionContainer, RuncContainer};
 use hearth::model::Runtime;
 
 use crate::daemon::Daemon;
+use crate::direct::{self, Direct};
 use crate::http::Client;
 use crate::procfs;
 use crate::report::{Row, Unit};
@@ -75,7 +77,36 @@ async fn store(platform: SocketAddr, from: usize, to: usize) -> anyhow::Result<(
     Ok(())
 }
 
+/// The floor of the spread row: direct runs round-robin over [`CONTAINERS`] containers the
+/// harness drives itself, and on one of them alone; shows how much of the spread's cost is
+/// the containers' own (a different sleeping process woken each time).
+async fn direct_spread(direct: &Direct, n: usize) -> anyhow::Result<(Summary, Summary)> {
+    let rt = Runtime::Python;
+    let mut pool: Vec<RuncContainer> = Vec::with_capacity(CONTAINERS);
+    let result = async {
+        for i in 0..CONTAINERS {
+            pool.push(direct.start(rt, 128, &api::noop_code(rt, &format!("spread-{i}"))).await?);
+        }
+        let spec = direct::run_spec();
+        for c in pool.iter_mut() {
+            direct::run_once(c, &spec).await?;
+        }
+        let (mut wide, mut alone) = (Samples::with_capacity(n), Samples::with_capacity(n));
+        for i in 0..n {
+            wide.push(direct::run_once(&mut pool[i % CONTAINERS], &spec).await?);
+            alone.push(direct::run_once(&mut pool[0], &spec).await?);
+        }
+        anyhow::Ok((wide.summary(), alone.summary()))
+    }
+    .await;
+    for c in pool {
+        c.destroy().await;
+    }
+    result
+}
+
 pub async fn run(
+    direct: &Direct,
     d: &Daemon,
     platform: SocketAddr,
     plan: &Plan,
@@ -107,6 +138,7 @@ pub async fn run(
     rows.push(rss_row("  hearthd RSS per stored action", &before, &after, ACTIONS - BASE_ACTIONS));
 
     progress.phase(&format!("scale: warming {CONTAINERS} containers"));
+    let mut c = api::connect(platform).await?;
     let spread: Vec<String> = (0..CONTAINERS).map(name).collect();
     sample(&mut c, &spread, CONTAINERS).await?;
     sample(&mut c, &spread, CONTAINERS).await?;
@@ -116,23 +148,35 @@ pub async fn run(
         &wide,
         "round-robin: each container idle for the other 119 invokes".into(),
     ));
+    progress.phase(&format!("scale: {CONTAINERS} direct containers"));
+    let (direct_wide, direct_alone) = direct_spread(direct, n).await?;
+    let wide_row = Row::latency(
+        format!("  direct run round-robin over {CONTAINERS} containers"),
+        &direct_wide,
+    )
+    .floor("direct run, one container", direct_alone.p50_us / 1000.0);
+    rows.push(wide_row);
+    rows.push(Row::latency("  direct run, one container (interleaved)", &direct_alone));
 
     let records = plan.records_n;
     progress.phase(&format!("scale: writing {records} activation records"));
     let before = procfs::rss_parts(d.pid)?;
     let mut written = 0usize;
+    let round = Duration::from_millis(500);
     while written < records {
-        let load = platform_load(platform, &name(0), WRITERS, Duration::from_secs(2)).await?;
-        written += (load.overall * 2.0) as usize;
+        let load = platform_load(platform, &name(0), WRITERS, round).await?;
+        written += (load.overall * round.as_secs_f64()) as usize;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = procfs::rss_parts(d.pid)?;
+    // A new connection: the server closes keep-alive connections left idle this long.
+    let mut c = api::connect(platform).await?;
     sample(&mut c, &one, plan.warm_warmup).await?;
     let full = sample(&mut c, &one, n).await?;
     rows.push(row(
-        format!("warm invoke after {records} activation records"),
+        format!("warm invoke after {written} activation records"),
         &full,
-        format!("{written} records written by {WRITERS} clients"),
+        format!("written by {WRITERS} clients (asked for {records})"),
     ));
     rows.push(rss_row("  hearthd RSS per activation record", &before, &after, written));
     Ok(rows)
