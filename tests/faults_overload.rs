@@ -95,3 +95,83 @@ fn overload_is_refused_cleanly_and_recovers() {
     assert!(rss_peak < rss_before + 100 * 1024, "RSS grew from {rss_before} to {rss_peak} kB");
     s.stop();
 }
+
+/// A noisy neighbour (issue 17): namespace A floods with 40 concurrent invokes of a 1 s action
+/// while its concurrency limit, set with `hearthd admin` on the running server, is 24, and the
+/// pool holds four containers. Namespace B then runs an action it has never run, twice. A's
+/// excess is refused naming the limit; B is never refused, and each of its activations starts
+/// after at most a few of A's, never behind A's whole queue (20 waiters).
+#[test]
+fn a_flooding_namespace_cannot_starve_another() {
+    require_root();
+    const FLOOD: usize = 40;
+    const LIMIT: usize = 24;
+    const SLOTS: usize = 4;
+    let mut s = Standalone::start("prewarm = []\nmemory_budget_mb = 512\n");
+    let a = s.client();
+    let key_b = admin_namespace(&s.data_dir(), "tenant-b");
+    let b = Client::new(s.addr, &key_b);
+    let out = std::process::Command::new(hearthd())
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(s.data_dir())
+        .args(["limits", "set", "guest", "--concurrent-invocations", &LIMIT.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sleepy = "import time\ndef main(a):\n    time.sleep(1)\n    return {'a': True}\n";
+    a.put_action("sleepy", "python:3", sleepy, Some(json!({"memory": 128})));
+    b.put_action(
+        "mine",
+        "python:3",
+        "def main(a):\n    return {'b': True}\n",
+        Some(json!({"memory": 128})),
+    );
+
+    let flood: Vec<_> = (0..FLOOD)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || a.invoke("sleepy", json!({})))
+        })
+        .collect();
+    // B arrives once A's flood is admitted and queued behind the four busy containers.
+    std::thread::sleep(Duration::from_millis(400));
+    let mine: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let r = b.invoke("mine", json!({}));
+            assert_eq!(r.status, 200, "B is never refused: {}", r.text());
+            r.json()
+        })
+        .collect();
+
+    let (mut refused, mut a_starts) = (Vec::new(), Vec::new());
+    for h in flood {
+        let r = h.join().unwrap();
+        match r.status {
+            200 => a_starts.push(r.json()["start"].as_u64().unwrap()),
+            429 => refused.push(r.json()["error"].as_str().unwrap().to_owned()),
+            other => panic!("A's invoke answered {other}: {}", r.text()),
+        }
+    }
+    assert!(a_starts.len() <= LIMIT, "{} of A's admitted over its limit", a_starts.len());
+    assert!(!refused.is_empty(), "the flood over the limit was refused");
+    for m in &refused {
+        assert!(
+            m.starts_with("Too many concurrent requests in flight (count: ")
+                && m.ends_with(&format!(", allowed: {LIMIT}).")),
+            "{m}"
+        );
+    }
+    for act in &mine {
+        let start = act["start"].as_u64().unwrap();
+        let waited = annotation(act, "waitTime").and_then(|w| w.as_u64()).unwrap();
+        let arrived = start - waited;
+        let a_before = a_starts.iter().filter(|&&t| t > arrived && t < start).count();
+        assert!(
+            a_before <= SLOTS,
+            "{a_before} of A's activations started while B's waited (A had {} queued): {act}",
+            a_starts.len().saturating_sub(SLOTS)
+        );
+    }
+    s.stop();
+}
