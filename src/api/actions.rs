@@ -63,7 +63,7 @@ pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
         };
     }
     json!({
-        "namespace": a.namespace,
+        "namespace": a.fqn().path(),
         "name": a.name,
         "version": a.version,
         "exec": exec,
@@ -87,20 +87,53 @@ pub fn list(c: &Controller, ns: &EntityName, q: &Query) -> Result<Response<Body>
 
 pub fn get(
     c: &Controller,
+    caller: &Identity,
     fqn: &FullyQualifiedName,
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let body = if q.bool("code", true)? {
-        let (meta, code) = c.get_action_with_code(fqn)?;
-        action_json(&meta, Some(&code))
-    } else {
-        action_json(&c.get_action(fqn)?, None)
-    };
-    Ok(json(StatusCode::OK, &body))
+    let (meta, code) = c.read_action(caller, fqn, q.bool("code", true)?)?;
+    Ok(json(StatusCode::OK, &action_json(&meta, code.as_deref())))
+}
+
+/// `GET .../actions/{package}/`: the actions of a package (through a binding, of the bound
+/// package), OpenWhisk's list shape.
+pub fn list_in_package(
+    c: &Controller,
+    caller: &Identity,
+    ns: &EntityName,
+    pkg: &EntityName,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    if q.bool("count", false)? {
+        let n = c.list_package_actions(caller, ns, pkg, q.skip()?, usize::MAX)?.len();
+        return Ok(json(StatusCode::OK, &json!({ "actions": n })));
+    }
+    let limit = q.limit(LIST_DEFAULT, LIST_MAX)?;
+    let list = c.list_package_actions(caller, ns, pkg, q.skip()?, limit)?;
+    let list: Vec<Value> = list.iter().map(|a| action_json(a, None)).collect();
+    Ok(json(StatusCode::OK, &list))
 }
 
 fn size_of_json(v: &[KeyValue]) -> usize {
     serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Parameters and annotations are each held to the payload limit (413 naming it).
+pub(super) fn check_sizes(lists: &[(&str, &Option<Vec<KeyValue>>)]) -> Result<(), ApiError> {
+    for (what, list) in lists {
+        if let Some(l) = list {
+            let n = size_of_json(l);
+            if n > MAX_PAYLOAD_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "The {what} of {n} bytes exceed the maximum of {MAX_PAYLOAD_BYTES} bytes."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns the PUT body into a store update, validating everything the store does not.
@@ -134,19 +167,7 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
             Some(ExecUpdate { kind, main: e.main, binary, code })
         }
     };
-    for (what, list) in [("parameters", &b.parameters), ("annotations", &b.annotations)] {
-        if let Some(l) = list {
-            let n = size_of_json(l);
-            if n > MAX_PAYLOAD_BYTES {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "The {what} of {n} bytes exceed the maximum of {MAX_PAYLOAD_BYTES} bytes."
-                    ),
-                ));
-            }
-        }
-    }
+    check_sizes(&[("parameters", &b.parameters), ("annotations", &b.annotations)])?;
     Ok(ActionUpdate {
         exec,
         parameters: b.parameters,

@@ -36,12 +36,22 @@ struct Pending {
     limits: ActionLimits,
     received_at: u64,
     publish: bool,
+    /// `namespace/binding` when the action was reached through a binding.
+    binding: Option<String>,
 }
 
 impl Pending {
     /// Accepts the invoker's record, making sure it belongs to the caller's namespace; or, when
     /// the channel closed without a record, builds the internal-error record.
     fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
+        let mut rec = self.finish_record(result);
+        if let Some(b) = &self.binding {
+            rec.annotations.push(KeyValue::new("binding", b.as_str()));
+        }
+        rec
+    }
+
+    fn finish_record(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
         match result {
             Ok(mut rec) => {
                 if rec.namespace != self.subject.as_str() {
@@ -129,10 +139,12 @@ impl Controller {
     ) -> Result<InvokeOutcome, ControllerError> {
         let started = std::time::Instant::now();
         let request_params = parse_payload(payload)?;
-        let meta = self.get_action(fqn)?;
-        let mut params: Map<String, Value> =
-            meta.parameters.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
+        let resolved = self.resolve_action(caller, fqn)?;
+        let meta = resolved.action;
+        let mut params = resolved.params;
         params.extend(request_params);
+        // The action that runs: inside the package that holds it (a binding's target).
+        let fqn = &meta.fqn();
 
         let id = ActivationId::generate();
         tracing::Span::current().record("activation_id", tracing::field::display(id));
@@ -145,6 +157,7 @@ impl Controller {
             limits: meta.limits,
             received_at: now_millis(),
             publish: meta.publish,
+            binding: resolved.binding,
         };
         let msg = ActivationMessage {
             activation_id: id,
@@ -226,6 +239,7 @@ mod tests {
             limits: ActionLimits::default(),
             received_at: now_millis(),
             publish: false,
+            binding: Some("guest/bound".into()),
         };
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);
@@ -234,5 +248,6 @@ mod tests {
         assert_eq!(rec.status_code, 3);
         assert_eq!(rec.namespace, "guest");
         assert_eq!(rec.annotation("path").unwrap(), "guest/a");
+        assert_eq!(rec.annotation("binding").unwrap(), "guest/bound");
     }
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod invoke;
+mod packages;
 mod records;
 mod retention;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use error::ControllerError;
 pub use invoke::InvokeOutcome;
+pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 

@@ -75,6 +75,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = super::controller::open_store(&settings.data_dir)?;
     install_guest_key(&store, settings.listen)?;
+    crate::catalog::install(&store)?;
     let invoker = super::invoker::start_pool(
         store.clone(),
         &settings.state_dir,

@@ -8,6 +8,7 @@ mod hash;
 mod identity;
 mod limits;
 mod name;
+mod package;
 
 pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
@@ -19,3 +20,4 @@ pub use hash::fnv1a;
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};
 pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
+pub use package::{merge_parameters, Binding, PackageMeta, RESERVED_PACKAGE_NAMES};

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use heed::RwTxn;
 
-use super::codec::{decode, show_key};
+use super::codec::show_key;
 use super::error::lmdb;
-use super::feed::{decode_wire, ACTION_PREFIX, KEY_PREFIX, NAMESPACE_PREFIX};
+use super::feed::decode_wire;
 use super::{Store, StoreError};
-use crate::model::{ActionMeta, EntityName, FullyQualifiedName};
+use crate::model::FullyQualifiedName;
 
 const ENTITY_OFFSET: &[u8] = b"entity_offset";
 /// The mark (a fingerprint from the bus) of the record just before the resume offset: tells
@@ -119,108 +119,13 @@ impl Store {
                 return Ok(Applied::SkippedOwn);
             }
         }
-        let d = self.dbs();
-        if let Some(k) = key.strip_prefix(ACTION_PREFIX) {
-            let k = k.as_bytes();
-            match &wire {
-                Some(w) => {
-                    // Decoded also to refuse garbage before it reaches the hot path.
-                    let incoming: ActionMeta = decode("actions", k, w.record)?;
-                    // A copy of a revision deleted here (another controller re-publishing
-                    // what it held when the broker lost the deletion) stays deleted.
-                    if self.floor_in(wtxn, &show_key(k))?.is_some_and(|f| f >= incoming.revision) {
-                        return Ok(Applied::Superseded);
-                    }
-                    if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
-                        let same = held == w.record;
-                        let held: ActionMeta = decode("actions", k, held)?;
-                        if held.revision > incoming.revision {
-                            return Ok(Applied::Superseded);
-                        }
-                        if same {
-                            return Ok(Applied::Unchanged);
-                        }
-                    }
-                    d.actions.put(wtxn, k, w.record).map_err(lmdb("put", "actions"))?;
-                    d.code.put(wtxn, k, w.code).map_err(lmdb("put", "code"))?;
-                }
-                None => {
-                    let held = match d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
-                        Some(held) => Some(decode::<ActionMeta>("actions", k, held)?.revision),
-                        None => None,
-                    };
-                    // A deletion of revision R does not delete a re-creation above R.
-                    if let (Some(held), Some(deleted)) = (held, deleted_revision) {
-                        if held > deleted {
-                            return Ok(Applied::Superseded);
-                        }
-                    }
-                    if let Some(floor) = held.max(deleted_revision) {
-                        self.raise_floor_in(wtxn, &show_key(k), floor)?;
-                    }
-                    d.actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
-                    d.code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
-                }
+        match super::feed::kind_of(key) {
+            Some((kind, k)) => kind.apply(self, wtxn, k, wire.as_ref(), deleted_revision),
+            None => {
+                tracing::warn!(key = %show_key(key.as_bytes()), "unknown entity kind on the topic: skipped");
+                Ok(Applied::Unknown)
             }
-        } else if let Some(ns) = key.strip_prefix(NAMESPACE_PREFIX) {
-            let name = EntityName::parse(ns).map_err(|e| StoreError::Corrupt {
-                db: "entity topic",
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-            match &wire {
-                Some(w) => {
-                    let _: super::NamespaceRecord = decode("namespaces", ns.as_bytes(), w.record)?;
-                    let held =
-                        d.namespaces.get(wtxn, ns.as_bytes()).map_err(lmdb("get", "namespaces"))?;
-                    if held == Some(w.record) {
-                        return Ok(Applied::Unchanged);
-                    }
-                    d.namespaces
-                        .put(wtxn, ns.as_bytes(), w.record)
-                        .map_err(lmdb("put", "namespaces"))?;
-                }
-                None => {
-                    // As the local delete: everything the namespace owns goes with it.
-                    d.namespaces
-                        .delete(wtxn, ns.as_bytes())
-                        .map_err(lmdb("delete", "namespaces"))?;
-                    self.delete_keys_of_in(wtxn, &name)?;
-                    self.delete_actions_of_in(wtxn, &name)?;
-                    self.delete_activations_of_in(wtxn, &name)?;
-                }
-            }
-            self.bump_keys_generation(wtxn)?;
-        } else if let Some(u) = key.strip_prefix(KEY_PREFIX) {
-            let uuid = uuid::Uuid::parse_str(u).map_err(|e| StoreError::Corrupt {
-                db: "entity topic",
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-            let k = uuid.as_bytes();
-            match &wire {
-                Some(w) => {
-                    let _: super::KeyRecord = decode("keys", k, w.record)?;
-                    // A copy of a revoked key stays revoked (see `note_revoked_in`).
-                    if self.is_revoked_in(wtxn, &uuid)? {
-                        return Ok(Applied::Superseded);
-                    }
-                    if d.keys.get(wtxn, k).map_err(lmdb("get", "keys"))? == Some(w.record) {
-                        return Ok(Applied::Unchanged);
-                    }
-                    d.keys.put(wtxn, k, w.record).map_err(lmdb("put", "keys"))?;
-                }
-                None => {
-                    d.keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
-                    self.note_revoked_in(wtxn, &uuid)?;
-                }
-            }
-            self.bump_keys_generation(wtxn)?;
-        } else {
-            tracing::warn!(key = %show_key(key.as_bytes()), "unknown entity kind on the topic: skipped");
-            return Ok(Applied::Unknown);
         }
-        Ok(Applied::Changed)
     }
 
     /// The stored revision of `action`, `None` when it does not exist.
@@ -278,6 +183,72 @@ impl Store {
     }
 }
 
+/// Where a kind with revisions (actions, packages) keeps its records: the highest revision
+/// wins on every host, and its deletions leave floors (`actions.rs`).
+pub(crate) struct Revisioned<'a> {
+    pub db: &'a super::Db,
+    pub name: &'static str,
+    /// The meta key prefix of this kind's floors.
+    pub floors: &'static str,
+    /// A database for what travels beside the record (an action's code), by the same key.
+    pub payload: Option<(&'a super::Db, &'static str)>,
+    /// The revision of a record (decoding it also refuses garbage before the hot path).
+    pub revision: fn(&[u8], &[u8]) -> Result<u64, StoreError>,
+}
+
+/// Applies a record or tombstone of a kind with revisions. A copy of a revision deleted here
+/// (another controller re-publishing what it held when the broker lost the deletion) stays
+/// deleted, a lower revision than the one held loses, the same bytes change nothing; a
+/// deletion of revision R does not delete a re-creation above R, and raises the floor so
+/// stale copies stay deleted.
+pub(crate) fn apply_revisioned(
+    s: &Store,
+    wtxn: &mut RwTxn,
+    r: &Revisioned,
+    key: &str,
+    wire: Option<&super::feed::WireValue>,
+    deleted_revision: Option<u64>,
+) -> Result<Applied, StoreError> {
+    let k = key.as_bytes();
+    let held = match r.db.get(wtxn, k).map_err(lmdb("get", r.name))? {
+        Some(v) => Some((v.to_vec(), (r.revision)(k, v)?)),
+        None => None,
+    };
+    match wire {
+        Some(w) => {
+            let incoming = (r.revision)(k, w.record)?;
+            if s.floor_in(wtxn, r.floors, key)?.is_some_and(|f| f >= incoming) {
+                return Ok(Applied::Superseded);
+            }
+            match &held {
+                Some((_, rev)) if *rev > incoming => return Ok(Applied::Superseded),
+                Some((bytes, _)) if bytes == w.record => return Ok(Applied::Unchanged),
+                _ => {}
+            }
+            r.db.put(wtxn, k, w.record).map_err(lmdb("put", r.name))?;
+            if let Some((db, name)) = r.payload {
+                db.put(wtxn, k, w.code).map_err(lmdb("put", name))?;
+            }
+        }
+        None => {
+            let held = held.map(|(_, rev)| rev);
+            if let (Some(held), Some(deleted)) = (held, deleted_revision) {
+                if held > deleted {
+                    return Ok(Applied::Superseded);
+                }
+            }
+            if let Some(floor) = held.max(deleted_revision) {
+                s.raise_floor_in(wtxn, r.floors, key, floor)?;
+            }
+            r.db.delete(wtxn, k).map_err(lmdb("delete", r.name))?;
+            if let Some((db, name)) = r.payload {
+                db.delete(wtxn, k).map_err(lmdb("delete", name))?;
+            }
+        }
+    }
+    Ok(Applied::Changed)
+}
+
 #[cfg(feature = "kafka")]
 impl crate::bus::kafka::EntitySink for Store {
     fn position(&self) -> Option<crate::bus::kafka::Position> {
@@ -316,7 +287,8 @@ impl crate::bus::kafka::EntitySink for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{revision, Kind};
+    use crate::model::{revision, ActionMeta, EntityName, Kind};
+    use crate::store::feed::KEY_PREFIX;
     use crate::store::test_util::temp_store;
     use crate::store::{ActionUpdate, ExecUpdate, FeedEntry};
 
