@@ -459,6 +459,51 @@ async fn packages_crud_and_actions_inside() {
     s.stop().await;
 }
 
+/// What OpenWhisk clients rely on in a PUT answer: the whole stored entity with its code;
+/// `binary` inferred when left out (a zip sent as base64); `:default` kinds stored as the
+/// concrete kind.
+#[tokio::test]
+async fn put_answers_the_stored_entity_as_openwhisk_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let code = "function main(p) { return p; }";
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/js",
+        json!({"exec": {"kind": "nodejs:default", "code": code}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["exec"], json!({"kind": "nodejs:20", "binary": false, "code": code}));
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/py",
+        json!({"exec": {"kind": "python:default", "code": "def main(a): return a"}}),
+    )
+    .await;
+    assert_eq!(r.body["exec"]["kind"], "python:3");
+    // A zip as base64, `binary` left out: taken as a zip and answered as it was sent.
+    let zip = base64::engine::general_purpose::STANDARD.encode(b"PK\x03\x04 not really a zip!");
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/zipped",
+        json!({"exec": {"kind": "nodejs:20", "code": zip}}),
+    )
+    .await;
+    assert_eq!(
+        (r.body["exec"]["binary"].clone(), r.body["exec"]["code"].clone()),
+        (json!(true), json!(zip))
+    );
+    // An update without code answers with the code it kept.
+    let r =
+        put(&s, "/api/v1/namespaces/_/actions/js?overwrite=true", json!({"parameters": []})).await;
+    assert_eq!(
+        (r.body["exec"]["code"].clone(), r.body["version"].clone()),
+        (json!(code), json!("0.0.2"))
+    );
+    s.stop().await;
+}
+
 /// Bindings: parameters merge package < binding < action < request (each layer tested),
 /// actions are read and run through a binding and never written; the record carries the
 /// resolved `path` and the `binding` annotation. Sharing: another namespace reads and runs a

@@ -150,7 +150,20 @@ fn tenancy_secrets_and_brute_force() {
     }
     let r = other.req("GET", "/api/v1/namespaces/_/activations", b"");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!([]), "another namespace's records listed");
+    // Only its own run of the shared action: a record belongs to the caller, never to the
+    // package's owner, and none of guest's records shows.
+    let listed = r.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "another namespace's records listed: {listed:?}");
+    assert_eq!(
+        (listed[0]["namespace"].clone(), listed[0]["name"].clone()),
+        (json!("other"), json!("a"))
+    );
+    assert!(listed[0]["activationId"] != json!(guest_id));
+    let theirs = listed[0]["activationId"].clone();
+    let r = guest.req("GET", "/api/v1/namespaces/_/activations", b"");
+    let owner_sees = r.json().as_array().unwrap().iter().any(|a| a["activationId"] == theirs);
+    assert!(!owner_sees, "the package's owner sees another namespace's run of its action");
     let r = other.req("GET", "/api/v1/namespaces", b"");
     assert_eq!(r.json(), json!(["other"]));
     // Nothing was changed by the refused writes.

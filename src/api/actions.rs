@@ -118,6 +118,16 @@ fn size_of_json(v: &[KeyValue]) -> usize {
     serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
 }
 
+/// OpenWhisk's inference of `binary` when a client leaves it out (`Exec.isBinaryCode`): the
+/// trimmed code is non-empty, a multiple of 4 long and nothing but base64 with its padding.
+/// So a zip sent as base64 by a client that does not say `binary` is still taken as a zip.
+fn is_binary_code(code: &str) -> bool {
+    let t = code.trim().as_bytes();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    let body = t.strip_suffix(b"==").or_else(|| t.strip_suffix(b"=")).unwrap_or(t);
+    !t.is_empty() && t.len() % 4 == 0 && body.iter().all(alphabet)
+}
+
 /// Parameters and annotations are each held to the payload limit (413 naming it).
 pub(super) fn check_sizes(lists: &[(&str, &Option<Vec<KeyValue>>)]) -> Result<(), ApiError> {
     for (what, list) in lists {
@@ -145,7 +155,7 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
         Some(e) => {
             let kind = Kind::parse(&e.kind).map_err(|k| ApiError::bad_request(k.to_string()))?;
             let text = e.code.ok_or_else(|| ApiError::bad_request("exec.code is required"))?;
-            let binary = e.binary.unwrap_or(false);
+            let binary = e.binary.unwrap_or_else(|| is_binary_code(&text));
             let code = if binary {
                 base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|err| {
                     ApiError::bad_request(format!("exec.code is not valid base64: {err}"))
@@ -186,7 +196,12 @@ pub async fn put(
     let overwrite = q.bool("overwrite", false)?;
     let update = parse_update(&body)?;
     let meta = c.put_action(fqn, update, overwrite).await?;
-    Ok(json(StatusCode::OK, &action_json(&meta, None)))
+    // The whole stored entity, code included, as OpenWhisk answers a PUT (clients read it).
+    let code = match c.get_action_with_code(&meta.fqn()) {
+        Ok((_, code)) => Some(code),
+        Err(_) => None,
+    };
+    Ok(json(StatusCode::OK, &action_json(&meta, code.as_deref())))
 }
 
 pub async fn delete(c: &Controller, fqn: FullyQualifiedName) -> Result<Response<Body>, ApiError> {
@@ -235,6 +250,25 @@ pub async fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_is_inferred_as_openwhisk_infers_it() {
+        for yes in ["UEsDBA==", "UEsDBAo=", " UEsD ", "abcd"] {
+            assert!(is_binary_code(yes), "{yes:?}");
+        }
+        for no in ["", "x", "def main(a): return a", "UEsDB", "UE==sD", "a=bc"] {
+            assert!(!is_binary_code(no), "{no:?}");
+        }
+        let zip = parse_update(br#"{"exec":{"kind":"nodejs:default","code":"UEsDBA=="}}"#).unwrap();
+        let e = zip.exec.unwrap();
+        assert_eq!(
+            (e.binary, e.code.as_slice(), e.kind.as_str()),
+            (true, &b"PK\x03\x04"[..], "nodejs:20")
+        );
+        let text =
+            parse_update(br#"{"exec":{"kind":"python:3","code":"abcd","binary":false}}"#).unwrap();
+        assert!(!text.exec.unwrap().binary, "an explicit binary wins");
+    }
 
     #[test]
     fn put_body_validation() {
