@@ -178,23 +178,13 @@ pub enum PackageCommand {
         /// Package name, or /namespace/name
         name: String,
         #[command(flatten)]
-        params: ParamArgs,
-        #[command(flatten)]
-        annotations: AnnotationArgs,
-        /// Share the package with every namespace (yes or no)
-        #[arg(long, value_name = "yes|no")]
-        shared: Option<String>,
+        spec: PackageSpec,
     },
     /// Update a package (or create it); omitted settings keep their values
     Update {
         name: String,
         #[command(flatten)]
-        params: ParamArgs,
-        #[command(flatten)]
-        annotations: AnnotationArgs,
-        /// Share the package with every namespace (yes or no)
-        #[arg(long, value_name = "yes|no")]
-        shared: Option<String>,
+        spec: PackageSpec,
     },
     /// Bind a package: a package of yours that reaches another's actions with your parameters
     Bind {
@@ -223,6 +213,18 @@ pub enum PackageCommand {
     },
     /// Delete a package (it must hold no actions)
     Delete { name: String },
+}
+
+/// Settings of a package for create and update.
+#[derive(Debug, Args, Default)]
+pub struct PackageSpec {
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    pub annotations: AnnotationArgs,
+    /// Share the package with every namespace (yes or no)
+    #[arg(long, value_name = "yes|no")]
+    pub shared: Option<String>,
 }
 
 /// `-a KEY VALUE` and `-A file`, for packages.
@@ -501,14 +503,12 @@ mod tests {
         let cli =
             parse(&["package", "create", "p", "-p", "a", "1", "-a", "d", "x", "--shared", "yes"])
                 .unwrap();
-        let Resource::Package {
-            command: PackageCommand::Create { name, params, annotations, shared },
-        } = cli.command
+        let Resource::Package { command: PackageCommand::Create { name, spec } } = cli.command
         else {
             panic!("not package create");
         };
-        assert_eq!((name.as_str(), shared.as_deref()), ("p", Some("yes")));
-        assert_eq!((params.param.len(), annotations.annotation.len()), (2, 2));
+        assert_eq!((name.as_str(), spec.shared.as_deref()), ("p", Some("yes")));
+        assert_eq!((spec.params.param.len(), spec.annotations.annotation.len()), (2, 2));
         let cli = parse(&["package", "bind", "/whisk.system/utils", "mine", "-p", "k", "v"]);
         assert!(matches!(
             cli.unwrap().command,

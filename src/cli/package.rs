@@ -88,14 +88,14 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
-        PackageCommand::Create { name, params, annotations, shared } => {
-            let shared = shared.as_deref().map(parse_shared).transpose()?;
-            let body = package_body(&params, &annotations, shared, None)?;
+        PackageCommand::Create { name, spec } => {
+            let shared = spec.shared.as_deref().map(parse_shared).transpose()?;
+            let body = package_body(&spec.params, &spec.annotations, shared, None)?;
             put(client, output, &name, &body, false, "created package", out)
         }
-        PackageCommand::Update { name, params, annotations, shared } => {
-            let shared = shared.as_deref().map(parse_shared).transpose()?;
-            let body = package_body(&params, &annotations, shared, None)?;
+        PackageCommand::Update { name, spec } => {
+            let shared = spec.shared.as_deref().map(parse_shared).transpose()?;
+            let body = package_body(&spec.params, &spec.annotations, shared, None)?;
             put(client, output, &name, &body, true, "updated package", out)
         }
         PackageCommand::Bind { package, name, params, annotations } => {
