@@ -320,6 +320,85 @@ mod tests {
         }
     }
 
+    /// Packages travel as actions do: a package, an action inside it and a binding reach
+    /// another host; an update wins by revision; a deletion leaves a floor that refuses a
+    /// stale copy and is re-published after a topic reset.
+    #[test]
+    fn packages_and_their_actions_replicate_with_revisions_floors_and_resets() {
+        use crate::model::Binding;
+        use crate::store::PackageUpdate;
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        let tools = EntityName::parse("tools").unwrap();
+        a.create_namespace(&ns).unwrap();
+        let p = PackageUpdate { parameters: Some(vec![]), ..Default::default() };
+        a.put_package(&ns, &tools, p, false).unwrap();
+        let inner = FullyQualifiedName::in_package(
+            ns.clone(),
+            tools.clone(),
+            EntityName::parse("x").unwrap(),
+        );
+        a.put_action(&inner, up("INNER"), false).unwrap();
+        let bind = PackageUpdate {
+            binding: Some(Binding { namespace: ns.clone(), name: tools.clone() }),
+            ..Default::default()
+        };
+        a.put_package(&ns, &EntityName::parse("mine").unwrap(), bind, false).unwrap();
+        let mut off = 0;
+        ship(&a, &b, &mut off);
+        let through = FullyQualifiedName::in_package(
+            ns.clone(),
+            EntityName::parse("mine").unwrap(),
+            inner.name.clone(),
+        );
+        let r = b.resolve_action(&through).unwrap();
+        assert_eq!(r.action.unwrap().fqn().key(), "team/tools/x", "resolved on the other host");
+        assert_eq!(b.get_action_with_code(&inner).unwrap().unwrap().1, b"INNER");
+        // An update wins; the stale record of the first revision is superseded.
+        let first = a.get_package(&ns, &tools).unwrap().unwrap();
+        let published = |s: &Store| s.feed_pending(100).unwrap();
+        let up2 = PackageUpdate { publish: Some(true), ..Default::default() };
+        a.put_package(&ns, &tools, up2, true).unwrap();
+        let second = published(&a);
+        ship(&a, &b, &mut off);
+        assert!(b.get_package(&ns, &tools).unwrap().unwrap().publish);
+        let stale = encode_wire_for_test(&first);
+        let key = "package/team/tools".to_owned();
+        assert_eq!(b.apply_entity(&key, Some(&stale), None, off, 0).unwrap(), Applied::Superseded);
+        off += 1;
+        assert!(second.iter().any(|e| e.key == key));
+        // Deleted with force (its action too): tombstones carry the revisions; b deletes both.
+        a.delete_package(&ns, &EntityName::parse("mine").unwrap(), false).unwrap();
+        a.delete_package(&ns, &tools, true).unwrap();
+        let deletions = published(&a);
+        let gone = deletions.iter().find(|e| e.key == key).unwrap();
+        assert_eq!((gone.value.as_ref(), gone.deleted_revision.is_some()), (None, true));
+        ship(&a, &b, &mut off);
+        assert!(b.get_package(&ns, &tools).unwrap().is_none());
+        assert!(b.get_action(&inner).unwrap().is_none());
+        // A re-published copy of the deleted package stays deleted on a; a reset
+        // re-publishes the deletion.
+        let republished =
+            encode_wire_for_test(&b.get_package(&ns, &tools).unwrap().unwrap_or(first));
+        assert_eq!(
+            a.apply_entity(&key, Some(&republished), None, 0, 0).unwrap(),
+            Applied::Superseded
+        );
+        a.republish_entities().unwrap();
+        assert!(published(&a).iter().any(|e| e.key == key && e.value.is_none()));
+    }
+
+    /// A package record as another controller would publish it.
+    fn encode_wire_for_test(p: &crate::model::PackageMeta) -> Vec<u8> {
+        super::super::feed::encode_wire(
+            &super::super::feed::WireHeader { origin: "c2".into(), seq: 1 },
+            &serde_json::to_vec(p).unwrap(),
+            &[],
+        )
+    }
+
     #[test]
     fn another_host_materialises_namespaces_keys_and_actions_and_resumes() {
         let (_da, a) = temp_store();
