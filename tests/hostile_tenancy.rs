@@ -136,6 +136,29 @@ fn tenancy_secrets_and_brute_force() {
         let r = other.req(method, path, b"{}");
         assert_eq!(r.status, 200, "other -> {method} {path}: {}", r.text());
     }
+    // The whisk.system catalog: every caller runs it, nobody (but an administrator on the
+    // data dir) changes it.
+    let r = other.json(
+        "POST",
+        "/api/v1/namespaces/whisk.system/actions/utils/echo?blocking=true&result=true",
+        json!({"payload": "x"}),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"payload": "x"})), "{}", r.text());
+    for (method, path) in [
+        ("PUT", "/api/v1/namespaces/whisk.system/actions/utils/echo?overwrite=true"),
+        ("DELETE", "/api/v1/namespaces/whisk.system/actions/utils/echo"),
+        ("PUT", "/api/v1/namespaces/whisk.system/packages/utils?overwrite=true"),
+        ("DELETE", "/api/v1/namespaces/whisk.system/packages/utils"),
+        ("PUT", "/api/v1/namespaces/whisk.system/packages/mine"),
+    ] {
+        for who in [&guest, &other] {
+            let r = who.req(method, path, body.as_bytes());
+            assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        }
+    }
+    let r = other.req("GET", "/api/v1/namespaces/whisk.system/actions/utils/echo", b"");
+    assert!(r.json()["exec"]["code"].as_str().unwrap().contains("function main"), "unchanged");
+
     // Ids and names of another namespace read as absent through the caller's own namespace.
     for path in [
         format!("/api/v1/namespaces/_/activations/{guest_id}"),
@@ -150,17 +173,19 @@ fn tenancy_secrets_and_brute_force() {
     }
     let r = other.req("GET", "/api/v1/namespaces/_/activations", b"");
     assert_eq!(r.status, 200);
-    // Only its own run of the shared action: a record belongs to the caller, never to the
-    // package's owner, and none of guest's records shows.
+    // Only its own runs (of guest's shared action, of the catalog): a record belongs to the
+    // caller, never to the package's owner, and none of guest's records shows.
     let listed = r.json();
     let listed = listed.as_array().unwrap();
-    assert_eq!(listed.len(), 1, "another namespace's records listed: {listed:?}");
-    assert_eq!(
-        (listed[0]["namespace"].clone(), listed[0]["name"].clone()),
-        (json!("other"), json!("a"))
-    );
-    assert!(listed[0]["activationId"] != json!(guest_id));
-    let theirs = listed[0]["activationId"].clone();
+    let paths: Vec<_> = listed.iter().map(|a| annotation(a, "path").cloned()).collect();
+    assert_eq!(listed.len(), 2, "another namespace's records listed: {listed:?}");
+    assert!(listed
+        .iter()
+        .all(|a| a["namespace"] == "other" && a["activationId"] != json!(guest_id)));
+    assert!(paths.contains(&Some(json!("guest/pub/a"))), "{paths:?}");
+    let theirs =
+        listed.iter().find(|a| annotation(a, "path") == Some(&json!("guest/pub/a"))).unwrap();
+    let theirs = theirs["activationId"].clone();
     let r = guest.req("GET", "/api/v1/namespaces/_/activations", b"");
     let owner_sees = r.json().as_array().unwrap().iter().any(|a| a["activationId"] == theirs);
     assert!(!owner_sees, "the package's owner sees another namespace's run of its action");

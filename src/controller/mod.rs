@@ -144,20 +144,6 @@ impl Controller {
         Ok(self.store.authenticate(header)?)
     }
 
-    /// The namespace a path names: `_` is the caller's own; any other namespace is refused
-    /// with the same answer whether or not it exists.
-    pub fn resolve_namespace(
-        &self,
-        caller: &Identity,
-        path_ns: &str,
-    ) -> Result<EntityName, ControllerError> {
-        if path_ns == "_" || path_ns == caller.namespace.as_str() {
-            Ok(caller.namespace.clone())
-        } else {
-            Err(ControllerError::Forbidden(path_ns.chars().take(256).collect()))
-        }
-    }
-
     /// The namespaces a caller sees: its own.
     pub fn namespaces(&self, caller: &Identity) -> Vec<EntityName> {
         vec![caller.namespace.clone()]

@@ -245,28 +245,22 @@ impl Controller {
         if !readable(caller, &package) {
             return Err(forbidden(&fqn.namespace));
         }
-        let (params, binding) = match (&package.binding, &bound) {
-            (Some(b), Some(target)) => {
-                if !readable(caller, target) {
-                    return Err(forbidden(&b.namespace));
-                }
-                let action = action.as_ref().ok_or_else(not_found)?;
-                let params = merge_parameters(&[
-                    &target.parameters,
-                    &package.parameters,
-                    &action.parameters,
-                ]);
-                (params, Some(package.key()))
-            }
+        // Through a binding, the bound package must still be readable (it may have been
+        // unpublished or deleted since the binding was made).
+        let target = match (&package.binding, &bound) {
+            (Some(_), Some(t)) if !readable(caller, t) => return Err(forbidden(&t.namespace)),
+            (Some(_), Some(t)) => Some(t),
             (Some(b), None) => {
                 return Err(self.bound_package(caller, b).err().unwrap_or_else(not_found))
             }
-            (None, _) => {
-                let action = action.as_ref().ok_or_else(not_found)?;
-                (merge_parameters(&[&package.parameters, &action.parameters]), None)
-            }
+            (None, _) => None,
         };
         let action = action.ok_or_else(not_found)?;
+        let params = match target {
+            Some(t) => merge_parameters(&[&t.parameters, &package.parameters, &action.parameters]),
+            None => merge_parameters(&[&package.parameters, &action.parameters]),
+        };
+        let binding = target.map(|_| package.key());
         Ok(ResolvedAction { action, params, binding })
     }
 }
