@@ -283,7 +283,7 @@ async fn route(
             (Method::GET, [_]) => Err(ApiError::not_found()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                format!("{kind} are not supported by hearth; only actions and activations are."),
+                format!("{kind} are not supported by hearth; only actions, packages and activations are."),
             )),
         },
         _ => Err(ApiError::not_found()),
