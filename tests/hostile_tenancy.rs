@@ -2,8 +2,9 @@
 //! namespaces (existing or not, with the same answer), records and actions of one namespace
 //! are invisible to another; packages: a private package and a binding answer as missing
 //! ones on every route, a shared package is read and run but never written, and the
-//! whisk.system catalog is run by everyone and changed by no caller; secrets never reach the data dir or the logs in clear, and
-//! brute-force attempts are throttled (429) per client address and per key uuid.
+//! whisk.system catalog is run by everyone and changed by no caller; secrets never reach the
+//! data dir or the logs in clear, and brute-force attempts are throttled (429) per client
+//! address and per key uuid.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
