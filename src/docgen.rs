@@ -220,10 +220,18 @@ mod tests {
         let pages = names(&pages);
         assert!(pages.contains(&"hearth.1".to_owned()), "{pages:?}");
         assert!(pages.contains(&"hearth-action-invoke.1".to_owned()), "{pages:?}");
+        for p in ["create", "update", "get", "delete", "list", "bind"] {
+            let page = format!("hearth-package-{p}.1");
+            assert!(pages.contains(&page), "{page} missing: {pages:?}");
+        }
         let comps = write_completions(&dir.path().join("comp"), &[crate::cli::command()]).unwrap();
         assert_eq!(comps.len(), 3);
         let bash = fs::read_to_string(dir.path().join("comp/bash/hearth")).unwrap();
         assert!(bash.contains("invoke"), "bash completion lacks `action invoke`");
+        assert!(
+            bash.contains("package") && bash.contains("bind"),
+            "bash completion lacks `package bind`"
+        );
     }
 
     #[test]

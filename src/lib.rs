@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod balancer;
 pub mod bus;
+pub mod catalog;
 pub mod cli;
 pub mod container;
 pub mod controller;

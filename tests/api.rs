@@ -230,9 +230,9 @@ async fn auth_and_namespace_isolation() {
         call(s.addr, Method::DELETE, "/api/v1/namespaces/_/actions", Some(&guest()), None).await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers.get("allow").unwrap(), "GET");
-    // Packages, triggers and rules: none exist (listed empty, each one absent, as OpenWhisk
-    // answers them for a namespace without any), and none can be written.
-    for kind in ["packages", "triggers", "rules"] {
+    // Triggers and rules: none exist (listed empty, each one absent, as OpenWhisk answers
+    // them for a namespace without any), and none can be written.
+    for kind in ["triggers", "rules"] {
         let r = get(&s, &format!("/api/v1/namespaces/_/{kind}")).await;
         assert_eq!((r.status, r.body), (StatusCode::OK, json!([])), "{kind}");
         assert_error(
@@ -245,6 +245,352 @@ async fn auth_and_namespace_isolation() {
     }
     let summary = get(&s, "/api/v1/namespaces/_").await;
     assert_eq!(summary.body["actions"][0]["name"], "mine");
+    s.stop().await;
+}
+
+async fn call_as(s: &Server, key: &str, method: Method, path: &str, body: Option<Value>) -> Resp {
+    let body = body.map(|b| b.to_string().into_bytes());
+    call(s.addr, method, path, Some(&basic(key)), body).await
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Packages over HTTP: create, update (version bump, overwrite rule), get with its actions,
+/// list (limit, skip, count), delete (refused while it holds actions), actions inside it for
+/// every action route, and the records' `path`.
+#[tokio::test]
+async fn packages_crud_and_actions_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let base = "/api/v1/namespaces/_/packages";
+    let r =
+        put(&s, &format!("{base}/utils"), json!({"parameters": [{"key": "p", "value": 1}]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["version"].clone(), r.body["binding"].clone(), r.body["namespace"].clone()),
+        (json!("0.0.1"), json!({}), json!("guest"))
+    );
+    assert_error(&put(&s, &format!("{base}/utils"), json!({})).await, StatusCode::CONFLICT);
+    let r = put(&s, &format!("{base}/utils?overwrite=true"), json!({"publish": true})).await;
+    assert_eq!(
+        (r.body["version"].clone(), r.body["publish"].clone()),
+        (json!("0.0.2"), json!(true))
+    );
+    assert_eq!(r.body["parameters"], json!([{"key": "p", "value": 1}]), "kept on update");
+    let r = put(&s, &format!("{base}/default"), json!({})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "Package name 'default' is reserved.");
+
+    // Actions inside: create, get, list in the package, invoke, delete.
+    let code = json!({"exec": {"kind": "python:3", "code": "def main(a): return a"}});
+    let r = put(&s, "/api/v1/namespaces/_/actions/utils/echo", code.clone()).await;
+    assert_eq!((r.status, r.body["namespace"].clone()), (StatusCode::OK, json!("guest/utils")));
+    assert_error(
+        &put(&s, "/api/v1/namespaces/_/actions/nopkg/echo", code.clone()).await,
+        StatusCode::NOT_FOUND,
+    );
+    create_echo(&s, "top").await;
+    let r = get(&s, "/api/v1/namespaces/_/actions/utils/echo").await;
+    assert_eq!(r.body["exec"]["code"], "def main(a): return a");
+    assert_eq!(r.body["parameters"], json!([{"key": "p", "value": 1}]), "the package's merged");
+    let r = get(&s, "/api/v1/namespaces/_/actions/utils/").await;
+    assert_eq!(names(&r.body), ["echo"], "{}", r.body);
+    let r = get(&s, "/api/v1/namespaces/_/actions/utils/?count=true").await;
+    assert_eq!(r.body, json!({"actions": 1}));
+    let r = get(&s, "/api/v1/namespaces/_/actions").await;
+    assert_eq!(names(&r.body), ["top", "echo"], "the namespace lists packaged actions too");
+    let r = get(&s, &format!("{base}/utils")).await;
+    assert_eq!(r.body["actions"], json!([{"name": "echo", "version": "0.0.1", "annotations": []}]));
+    assert_eq!(r.body["feeds"], json!([]));
+    let r =
+        post(&s, "/api/v1/namespaces/_/actions/utils/echo?blocking=true", json!({"q": 2})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["response"]["result"], json!({"p": 1, "q": 2}));
+    let path = r.body["annotations"].as_array().unwrap().iter().find(|a| a["key"] == "path");
+    assert_eq!(path.unwrap()["value"], "guest/utils/echo");
+    assert_eq!(r.body["name"], "echo");
+    let seen = s.invoker.seen().last().unwrap().action.key();
+    assert_eq!(seen, "guest/utils/echo");
+
+    // A package that holds actions is not deleted: OpenWhisk's 409 and message.
+    let r = call(s.addr, Method::DELETE, &format!("{base}/utils"), Some(&guest()), None).await;
+    assert_error(&r, StatusCode::CONFLICT);
+    assert_eq!(
+        r.body["error"],
+        "Package not empty (contains 1 entity). Set force param or delete package contents."
+    );
+    // An action and a package never share a name.
+    assert_error(&put(&s, &format!("{base}/top"), json!({})).await, StatusCode::CONFLICT);
+    let r = call(
+        s.addr,
+        Method::DELETE,
+        "/api/v1/namespaces/_/actions/utils/echo",
+        Some(&guest()),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(s.addr, Method::DELETE, &format!("{base}/utils"), Some(&guest()), None).await;
+    assert_eq!((r.status, r.body["name"].clone()), (StatusCode::OK, json!("utils")));
+    assert_error(&get(&s, &format!("{base}/utils")).await, StatusCode::NOT_FOUND);
+
+    // Listing: limit, skip, count.
+    for i in 0..5 {
+        assert_eq!(put(&s, &format!("{base}/p{i}"), json!({})).await.status, StatusCode::OK);
+    }
+    let r = get(&s, &format!("{base}?limit=2&skip=1")).await;
+    assert_eq!(names(&r.body), ["p1", "p2"]);
+    assert_eq!(r.body[0]["binding"], json!(false), "OpenWhisk's list shape");
+    assert_eq!(get(&s, &format!("{base}?count=true")).await.body, json!({"packages": 5}));
+    let summary = get(&s, "/api/v1/namespaces/_").await;
+    assert_eq!(summary.body["packages"].as_array().unwrap().len(), 5);
+    s.stop().await;
+}
+
+/// What OpenWhisk clients rely on in a PUT answer: the whole stored entity with its code;
+/// `binary` inferred when left out (a zip sent as base64); `:default` kinds stored as the
+/// concrete kind.
+#[tokio::test]
+async fn put_answers_the_stored_entity_as_openwhisk_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let code = "function main(p) { return p; }";
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/js",
+        json!({"exec": {"kind": "nodejs:default", "code": code}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["exec"], json!({"kind": "nodejs:20", "binary": false, "code": code}));
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/py",
+        json!({"exec": {"kind": "python:default", "code": "def main(a): return a"}}),
+    )
+    .await;
+    assert_eq!(r.body["exec"]["kind"], "python:3");
+    // A zip as base64, `binary` left out: taken as a zip and answered as it was sent.
+    let zip = base64::engine::general_purpose::STANDARD.encode(b"PK\x03\x04 not really a zip!");
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/actions/zipped",
+        json!({"exec": {"kind": "nodejs:20", "code": zip}}),
+    )
+    .await;
+    assert_eq!(
+        (r.body["exec"]["binary"].clone(), r.body["exec"]["code"].clone()),
+        (json!(true), json!(zip))
+    );
+    // An update without code answers with the code it kept.
+    let r =
+        put(&s, "/api/v1/namespaces/_/actions/js?overwrite=true", json!({"parameters": []})).await;
+    assert_eq!(
+        (r.body["exec"]["code"].clone(), r.body["version"].clone()),
+        (json!(code), json!("0.0.2"))
+    );
+    s.stop().await;
+}
+
+/// Bindings: parameters merge package < binding < action < request (each layer tested),
+/// actions are read and run through a binding and never written; the record carries the
+/// resolved `path` and the `binding` annotation. Sharing: another namespace reads and runs a
+/// published package, never writes it, and gets the same 403 for an unpublished package as
+/// for a missing one.
+#[tokio::test]
+async fn bindings_merge_parameters_and_sharing_hides_private_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), fast_config()).await;
+    let other =
+        s.controller.store().create_namespace(&EntityName::parse("other").unwrap()).unwrap();
+    let other = other.to_string();
+    let kv = |pairs: &[(&str, &str)]| -> Value {
+        pairs.iter().map(|(k, v)| json!({"key": k, "value": v})).collect()
+    };
+    let pkg = kv(&[("a", "package"), ("b", "package"), ("c", "package"), ("d", "package")]);
+    let r = put(&s, "/api/v1/namespaces/_/packages/lib", json!({"parameters": pkg})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let action = json!({
+        "exec": {"kind": "python:3", "code": "def main(a): return a"},
+        "parameters": kv(&[("c", "action"), ("d", "action")]),
+    });
+    assert_eq!(
+        put(&s, "/api/v1/namespaces/_/actions/lib/show", action).await.status,
+        StatusCode::OK
+    );
+    let binding = json!({
+        "binding": {"namespace": "_", "name": "lib"},
+        "parameters": kv(&[("b", "binding"), ("c", "binding"), ("d", "binding")]),
+    });
+    let r = put(&s, "/api/v1/namespaces/_/packages/mine", binding).await;
+    assert_eq!(r.body["binding"], json!({"namespace": "guest", "name": "lib"}), "{}", r.body);
+    let ann = r.body["annotations"].as_array().unwrap();
+    assert!(ann.iter().any(|a| a["key"] == "binding"), "{}", r.body);
+
+    let r =
+        post(&s, "/api/v1/namespaces/_/actions/mine/show?blocking=true", json!({"d": "request"}))
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["response"]["result"],
+        json!({"a": "package", "b": "binding", "c": "action", "d": "request"})
+    );
+    let find = |key: &str| {
+        r.body["annotations"].as_array().unwrap().iter().find(|a| a["key"] == key).cloned()
+    };
+    assert_eq!(find("path").unwrap()["value"], "guest/lib/show");
+    assert_eq!(find("binding").unwrap()["value"], "guest/mine");
+    // Directly: no binding layer, no binding annotation.
+    let r = post(&s, "/api/v1/namespaces/_/actions/lib/show?blocking=true", json!({})).await;
+    assert_eq!(
+        r.body["response"]["result"],
+        json!({"a": "package", "b": "package", "c": "action", "d": "action"})
+    );
+    assert!(r.body["annotations"].as_array().unwrap().iter().all(|a| a["key"] != "binding"));
+    // GET through the binding: merged; the binding shows the bound package's actions and
+    // its parameters under its own.
+    let r = get(&s, "/api/v1/namespaces/_/actions/mine/show").await;
+    assert_eq!(r.body["namespace"], "guest/lib");
+    let got: Vec<_> = r.body["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["key"].clone(), p["value"].clone()))
+        .collect();
+    assert!(
+        got.contains(&(json!("b"), json!("binding")))
+            && got.contains(&(json!("c"), json!("action"))),
+        "{got:?}"
+    );
+    let r = get(&s, "/api/v1/namespaces/_/packages/mine").await;
+    assert_eq!(names(&r.body["actions"]), ["show"]);
+    assert!(r.body["parameters"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"key": "a", "value": "package"})));
+    assert_eq!(names(&get(&s, "/api/v1/namespaces/_/actions/mine/").await.body), ["show"]);
+    // Never written through a binding; a package never becomes one; no binding of a binding.
+    let code = json!({"exec": {"kind": "python:3", "code": "x"}});
+    let r = put(&s, "/api/v1/namespaces/_/actions/mine/new", code.clone()).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "Operation not permitted on package binding.");
+    let r = call(
+        s.addr,
+        Method::DELETE,
+        "/api/v1/namespaces/_/actions/mine/show",
+        Some(&guest()),
+        None,
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    let r = put(
+        &s,
+        "/api/v1/namespaces/_/packages/lib?overwrite=true",
+        json!({"binding": {"namespace": "guest", "name": "mine"}}),
+    )
+    .await;
+    assert_error(&r, StatusCode::CONFLICT);
+    assert_eq!(r.body["error"], "Resource is a package and cannot be converted into a binding.");
+    let r = put(&s, "/api/v1/namespaces/_/packages/b2", json!({"binding": {"name": "mine"}})).await;
+    assert_eq!(r.body["error"], "Cannot bind to another package binding.");
+    let r =
+        put(&s, "/api/v1/namespaces/_/packages/b3", json!({"binding": {"name": "nothing"}})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "Binding references a package that does not exist.");
+
+    // Sharing. Unpublished: `other` gets the answer of a missing package, on every route.
+    let hidden = |r: &Resp| {
+        assert_error(r, StatusCode::FORBIDDEN);
+        r.body["error"].as_str().unwrap().to_owned()
+    };
+    let mut answers = Vec::new();
+    for pkg in ["lib", "nosuch"] {
+        for (m, path) in [
+            (Method::GET, format!("/api/v1/namespaces/guest/packages/{pkg}")),
+            (Method::GET, format!("/api/v1/namespaces/guest/actions/{pkg}/show")),
+            (Method::GET, format!("/api/v1/namespaces/guest/actions/{pkg}/")),
+            (Method::POST, format!("/api/v1/namespaces/guest/actions/{pkg}/show")),
+        ] {
+            answers.push(hidden(&call_as(&s, &other, m, &path, None).await));
+        }
+    }
+    assert_eq!(answers[..4], answers[4..], "an unpublished package reads as a missing one");
+    let r = call_as(&s, &other, Method::GET, "/api/v1/namespaces/guest/packages", None).await;
+    assert_eq!(r.body, json!([]));
+    let r = call_as(
+        &s,
+        &other,
+        Method::PUT,
+        "/api/v1/namespaces/_/packages/b",
+        Some(json!({"binding": {"namespace": "guest", "name": "lib"}})),
+    )
+    .await;
+    assert_eq!(hidden(&r), answers[0], "no binding to a private package either");
+
+    // Published: readable and runnable by `other`, never writable.
+    assert_eq!(
+        put(&s, "/api/v1/namespaces/_/packages/lib?overwrite=true", json!({"publish": true}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = call_as(&s, &other, Method::GET, "/api/v1/namespaces/guest/packages/lib", None).await;
+    assert_eq!((r.status, names(&r.body["actions"])), (StatusCode::OK, vec!["show".to_owned()]));
+    let r = call_as(&s, &other, Method::GET, "/api/v1/namespaces/guest/packages", None).await;
+    assert_eq!(names(&r.body), ["lib"], "the shared packages only, not the binding");
+    let r =
+        call_as(&s, &other, Method::GET, "/api/v1/namespaces/_/packages?public=true", None).await;
+    assert_eq!(names(&r.body), ["lib"]);
+    let r = call_as(
+        &s,
+        &other,
+        Method::POST,
+        "/api/v1/namespaces/guest/actions/lib/show?blocking=true",
+        Some(json!({"x": 1})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["namespace"], "other", "the record belongs to the caller");
+    for (m, path, body) in [
+        (
+            Method::PUT,
+            "/api/v1/namespaces/guest/actions/lib/show?overwrite=true",
+            Some(code.clone()),
+        ),
+        (Method::DELETE, "/api/v1/namespaces/guest/actions/lib/show", None),
+        (Method::PUT, "/api/v1/namespaces/guest/packages/lib?overwrite=true", Some(json!({}))),
+        (Method::DELETE, "/api/v1/namespaces/guest/packages/lib", None),
+        (Method::GET, "/api/v1/namespaces/guest/actions/mine/show", None),
+        (Method::GET, "/api/v1/namespaces/guest/packages/mine", None),
+    ] {
+        let r = call_as(&s, &other, m.clone(), path, body).await;
+        assert_eq!(hidden(&r), answers[0], "{m} {path}");
+    }
+    // `other` binds the shared package and runs through its own binding.
+    let r = call_as(&s, &other, Method::PUT, "/api/v1/namespaces/_/packages/theirs", Some(json!({"binding": {"namespace": "guest", "name": "lib"}, "parameters": kv(&[("a", "other")])}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call_as(
+        &s,
+        &other,
+        Method::POST,
+        "/api/v1/namespaces/_/actions/theirs/show?blocking=true&result=true",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(r.body, json!({"a": "other", "b": "package", "c": "action", "d": "action"}));
+    // Unpublished again: the binding no longer reaches it.
+    put(&s, "/api/v1/namespaces/_/packages/lib?overwrite=true", json!({"publish": false})).await;
+    let r = call_as(
+        &s,
+        &other,
+        Method::POST,
+        "/api/v1/namespaces/_/actions/theirs/show?blocking=true",
+        Some(json!({})),
+    )
+    .await;
+    assert_error(&r, StatusCode::FORBIDDEN);
     s.stop().await;
 }
 

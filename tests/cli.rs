@@ -219,6 +219,7 @@ fn hearth_env(env: &[(&str, &str)], args: &[&str]) -> Output {
         .env_remove("HEARTH_APIHOST")
         .env_remove("HEARTH_AUTH")
         .env_remove("HEARTH_CONFIG")
+        .env_remove("WSK_CONFIG_FILE")
         .env("HOME", home.path());
     for (k, v) in env {
         cmd.env(k, v);
@@ -441,9 +442,9 @@ fn action_delete_and_names_are_encoded() {
         (r.method.as_str(), r.path.as_str()),
         ("DELETE", "/api/v1/namespaces/_/actions/my action")
     );
-    let o = hearth(&server, &["action", "delete", "pkg/x"]);
+    let o = hearth(&server, &["action", "delete", "pkg/x/y"]);
     assert_eq!(code(&o), 64);
-    assert!(stderr(&o).contains("packages are not supported"));
+    assert!(stderr(&o).contains("at most one package"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------- invoke
@@ -640,6 +641,95 @@ fn namespace_list() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o), "NAMESPACE\nguest\n");
     assert_eq!(server.only_request().path, "/api/v1/namespaces");
+}
+
+/// A user coming from OpenWhisk keeps their wsk properties file: read when no hearth config
+/// exists (`WSK_CONFIG_FILE`, as wsk reads it), ignored once `HEARTH_CONFIG` names one.
+#[test]
+fn wskprops_is_read_when_no_hearth_config_is_set() {
+    let by_wsk = FakeWhisk::start(|_, _| reply(200, json!(["wsk"])));
+    let by_hearth = FakeWhisk::start(|_, _| reply(200, json!(["hearth"])));
+    let key_wsk = "44444444-4444-4444-8444-444444444444:wsksecret";
+    let s = Scratch::new();
+    let props = s.file(
+        "wskprops",
+        format!("APIHOST={}\nAUTH={key_wsk}\nNAMESPACE=guest\n", by_wsk.apihost()).as_bytes(),
+    );
+    let props = props.to_str().unwrap();
+    let o = hearth_env(&[("WSK_CONFIG_FILE", props)], &["namespace", "list"]);
+    assert_eq!(stdout(&o), "NAMESPACE\nwsk\n", "{}", stderr(&o));
+    assert_eq!(by_wsk.only_request().basic_auth(), key_wsk);
+    let cfg = s.file("config", format!("APIHOST={}\n", by_hearth.apihost()).as_bytes());
+    let env = [("WSK_CONFIG_FILE", props), ("HEARTH_CONFIG", cfg.to_str().unwrap())];
+    let o = hearth_env(&env, &["namespace", "list", "-u", key_wsk]);
+    assert_eq!(stdout(&o), "NAMESPACE\nhearth\n", "{}", stderr(&o));
+}
+
+/// Packages through the CLI: each command's request as OpenWhisk's API expects it.
+#[test]
+fn package_commands_send_openwhisk_requests() {
+    let server = FakeWhisk::start(|r, _| {
+        if r.path.ends_with("/packages") && r.method == "GET" {
+            reply(
+                200,
+                json!([{"namespace": "whisk.system", "name": "utils", "publish": true, "binding": false, "version": "0.0.1"}]),
+            )
+        } else if r.path.ends_with("/actions/utils/") {
+            reply(200, json!([action_json("echo", "0.0.1")]))
+        } else if r.method == "POST" {
+            invoke_reply(200, json!({"payload": "hi"}))
+        } else {
+            reply(
+                200,
+                json!({"namespace": "guest", "name": "p", "version": "0.0.1", "actions": [{"name": "echo"}]}),
+            )
+        }
+    });
+    let run = |args: &[&str]| {
+        let o = hearth(&server, args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert_eq!(
+        run(&["package", "create", "p", "-p", "a", "1", "--shared", "yes"]),
+        "ok: created package p\n"
+    );
+    assert_eq!(run(&["package", "update", "p", "--shared", "no"]), "ok: updated package p\n");
+    assert_eq!(
+        run(&["package", "bind", "/whisk.system/utils", "mine", "-p", "k", "v"]),
+        "ok: created binding mine\n"
+    );
+    let listed = run(&["package", "list", "/whisk.system"]);
+    assert!(listed.contains("/whisk.system/utils") && listed.contains("shared"), "{listed}");
+    assert!(run(&["package", "get", "p", "--summary"]).contains("action /guest/p/echo"));
+    assert!(run(&["action", "list", "utils"]).contains("echo"));
+    assert!(run(&["action", "invoke", "/whisk.system/utils/echo", "-r", "-p", "payload", "hi"])
+        .contains("hi"));
+    assert_eq!(run(&["package", "delete", "p"]), "ok: deleted package p\n");
+    let requests = server.requests();
+    let seen: Vec<(String, String, Option<Value>)> = requests
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone(), (!r.body.is_empty()).then(|| r.json())))
+        .collect();
+    let expect = |i: usize, method: &str, path: &str| {
+        assert_eq!((seen[i].0.as_str(), seen[i].1.as_str()), (method, path), "{seen:?}");
+    };
+    expect(0, "PUT", "/api/v1/namespaces/_/packages/p");
+    assert_eq!(seen[0].2, Some(json!({"parameters": [{"key": "a", "value": 1}], "publish": true})));
+    expect(1, "PUT", "/api/v1/namespaces/_/packages/p");
+    expect(2, "PUT", "/api/v1/namespaces/_/packages/mine");
+    assert_eq!(
+        seen[2].2.as_ref().unwrap()["binding"],
+        json!({"namespace": "whisk.system", "name": "utils"})
+    );
+    expect(3, "GET", "/api/v1/namespaces/whisk.system/packages");
+    expect(4, "GET", "/api/v1/namespaces/_/packages/p");
+    expect(5, "GET", "/api/v1/namespaces/_/actions/utils/");
+    expect(6, "POST", "/api/v1/namespaces/whisk.system/actions/utils/echo");
+    expect(7, "DELETE", "/api/v1/namespaces/_/packages/p");
+    let q = |i: usize, k: &str| requests[i].q(k).map(str::to_owned);
+    assert_eq!((q(0, "overwrite"), q(1, "overwrite")), (Some("false".into()), Some("true".into())));
+    assert_eq!(q(6, "result").as_deref(), Some("true"));
 }
 
 #[test]

@@ -278,6 +278,63 @@ fn phase_invokers_up(cl: &Cluster) {
     }
 }
 
+/// Packages travel in the entity topic as actions do: a package, an action in it and a
+/// binding made on controller 1 are read and run through controller 2, with the merged
+/// parameters and the record's path; the whisk.system catalog runs there too.
+fn phase_packages(cl: &Cluster) {
+    let created = [
+        (
+            "/api/v1/namespaces/_/packages/tools",
+            json!({"parameters": [{"key": "n", "value": "package"}, {"key": "p", "value": 1}]}),
+        ),
+        (
+            "/api/v1/namespaces/_/actions/tools/echo",
+            json!({"exec": {"kind": "python:3", "code": "def main(a):\n    return a\n"}, "limits": {"memory": 128}}),
+        ),
+        (
+            "/api/v1/namespaces/_/packages/bound",
+            json!({"binding": {"namespace": "team", "name": "tools"}, "parameters": [{"key": "n", "value": "binding"}]}),
+        ),
+    ];
+    for (path, body) in created {
+        let r = cl.k1.json("PUT", path, body);
+        assert_eq!(r.status, 200, "{path} on controller 1: {}", r.text());
+    }
+    wait("the binding visible on controller 2", Duration::from_secs(10), || {
+        let r = cl.k2.get("/api/v1/namespaces/_/packages/bound");
+        (r.status == 200 && r.json()["actions"][0]["name"] == "echo").then_some(())
+    });
+    let r = cl.k2.json(
+        "POST",
+        "/api/v1/namespaces/_/actions/tools/echo?blocking=true",
+        json!({"q": 1}),
+    );
+    assert_eq!(r.status, 200, "tools/echo through controller 2: {}", r.text());
+    assert_eq!(r.json()["response"]["result"], json!({"n": "package", "p": 1, "q": 1}));
+    assert_eq!(annotation(&r.json(), "path"), Some(&json!("team/tools/echo")));
+    let r = cl.k2.json("POST", "/api/v1/namespaces/_/actions/bound/echo?blocking=true", json!({}));
+    assert_eq!(r.json()["response"]["result"], json!({"n": "binding", "p": 1}), "{}", r.text());
+    assert_eq!(annotation(&r.json(), "binding"), Some(&json!("team/bound")));
+    let r = cl.k2.json(
+        "POST",
+        "/api/v1/namespaces/whisk.system/actions/utils/echo?blocking=true&result=true",
+        json!({"payload": "hi"}),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"payload": "hi"})), "{}", r.text());
+    // Deleted on controller 2, gone on controller 1.
+    for path in [
+        "/api/v1/namespaces/_/packages/bound",
+        "/api/v1/namespaces/_/actions/tools/echo",
+        "/api/v1/namespaces/_/packages/tools",
+    ] {
+        assert_eq!(cl.k2.req("DELETE", path, b"").status, 200, "{path}");
+    }
+    wait("the package deleted on controller 1", Duration::from_secs(10), || {
+        (cl.k1.get("/api/v1/namespaces/_/packages/tools").status == 404).then_some(())
+    });
+    println!("packages: created on controller 1, run and deleted through controller 2");
+}
+
 fn phase_spread_and_home(cl: &Cluster) {
     // Spread and home: each action's invokes stay on one invoker; together they use several.
     let mut homes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -585,6 +642,7 @@ fn two_controllers_three_invokers_over_kafka() {
     let mut cl = Cluster::start();
     let visible = phase_entities(&cl);
     phase_invokers_up(&cl);
+    phase_packages(&cl);
     phase_spread_and_home(&cl);
     phase_latency(&cl, visible);
     phase_concurrent_updates(&cl);

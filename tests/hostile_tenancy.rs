@@ -1,7 +1,10 @@
 //! Authentication and tenancy against a real `hearthd standalone`: every route refuses other
 //! namespaces (existing or not, with the same answer), records and actions of one namespace
-//! are invisible to another, secrets never reach the data dir or the logs in clear, and
-//! brute-force attempts are throttled (429) per client address and per key uuid.
+//! are invisible to another; packages: a private package and a binding answer as missing
+//! ones on every route, a shared package is read and run but never written, and the
+//! whisk.system catalog is run by everyone and changed by no caller; secrets never reach the
+//! data dir or the logs in clear, and brute-force attempts are throttled (429) per client
+//! address and per key uuid.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
@@ -42,6 +45,20 @@ fn tenancy_secrets_and_brute_force() {
     let other = Client::new(s.addr, &other_key);
 
     guest.put_action("mine", "python:3", "def main(a):\n    return {'secret': 42}\n", None);
+    // A private package with an action, a binding to it, and a shared package.
+    for (path, body) in [
+        ("/packages/priv", json!({"parameters": [{"key": "secret", "value": 42}]})),
+        ("/packages/bnd", json!({"binding": {"namespace": "guest", "name": "priv"}})),
+        ("/packages/pub", json!({"publish": true})),
+    ] {
+        let r = guest.json("PUT", &format!("/api/v1/namespaces/_{path}"), body);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for pkg in ["priv", "pub"] {
+        let code = json!({"exec": {"kind": "python:3", "code": "def main(a):\n    return a\n"}});
+        let r = guest.json("PUT", &format!("/api/v1/namespaces/_/actions/{pkg}/a"), code);
+        assert_eq!(r.status, 200, "{pkg}: {}", r.text());
+    }
     let r = guest.invoke("mine", json!({}));
     assert_eq!(r.status, 200, "{}", r.text());
     let guest_id = r.json()["activationId"].as_str().unwrap().to_owned();
@@ -59,11 +76,37 @@ fn tenancy_secrets_and_brute_force() {
         ("GET", format!("/activations/{guest_id}")),
         ("GET", format!("/activations/{guest_id}/logs")),
         ("GET", format!("/activations/{guest_id}/result")),
-        ("GET", "/packages".into()),
         ("PUT", "/triggers/t".into()),
         ("GET", "/rules".into()),
         ("PATCH", "/actions/mine".into()),
+        // Packages: the private one and the binding answer as missing ones on every route;
+        // the shared one is never written.
+        ("PUT", "/packages/newpkg".into()),
+        ("PATCH", "/packages/pub".into()),
+        ("PUT", "/packages/pub?overwrite=true".into()),
+        ("DELETE", "/packages/pub".into()),
+        ("PUT", "/actions/pub/a?overwrite=true".into()),
+        ("DELETE", "/actions/pub/a".into()),
+        ("PUT", "/actions/pub/new".into()),
+        ("GET", "/actions/pub".into()),
+        ("POST", "/actions/pub/".into()),
     ];
+    let mut private_routes = routes.clone();
+    for pkg in ["priv", "bnd"] {
+        for (m, rest) in [
+            ("GET", format!("/packages/{pkg}")),
+            ("PUT", format!("/packages/{pkg}?overwrite=true")),
+            ("DELETE", format!("/packages/{pkg}")),
+            ("GET", format!("/actions/{pkg}/")),
+            ("GET", format!("/actions/{pkg}/a")),
+            ("PUT", format!("/actions/{pkg}/a?overwrite=true")),
+            ("DELETE", format!("/actions/{pkg}/a")),
+            ("POST", format!("/actions/{pkg}/a?blocking=true")),
+        ] {
+            private_routes.push((m, rest));
+        }
+    }
+    let routes = private_routes;
     let body =
         json!({"exec": {"kind": "python:3", "code": "def main(a):\n    return {'pwned': 1}\n"}})
             .to_string();
@@ -81,11 +124,51 @@ fn tenancy_secrets_and_brute_force() {
             "{method} {rest}: the answer tells whether a namespace exists"
         );
     }
+    // The shared package: read and run by the other namespace; listed alone.
+    let r = other.req("GET", "/api/v1/namespaces/guest/packages", b"");
+    assert_eq!((r.status, r.json()[0]["name"].clone()), (200, json!("pub")), "{}", r.text());
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "only the shared package is listed");
+    let r = other.req("GET", "/api/v1/namespaces/nosuchns/packages", b"");
+    assert_eq!((r.status, r.json()), (200, json!([])));
+    for (method, path) in [
+        ("GET", "/api/v1/namespaces/guest/packages/pub"),
+        ("GET", "/api/v1/namespaces/guest/actions/pub/"),
+        ("GET", "/api/v1/namespaces/guest/actions/pub/a"),
+        ("POST", "/api/v1/namespaces/guest/actions/pub/a?blocking=true"),
+    ] {
+        let r = other.req(method, path, b"{}");
+        assert_eq!(r.status, 200, "other -> {method} {path}: {}", r.text());
+    }
+    // The whisk.system catalog: every caller runs it, nobody (but an administrator on the
+    // data dir) changes it.
+    let r = other.json(
+        "POST",
+        "/api/v1/namespaces/whisk.system/actions/utils/echo?blocking=true&result=true",
+        json!({"payload": "x"}),
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"payload": "x"})), "{}", r.text());
+    for (method, path) in [
+        ("PUT", "/api/v1/namespaces/whisk.system/actions/utils/echo?overwrite=true"),
+        ("DELETE", "/api/v1/namespaces/whisk.system/actions/utils/echo"),
+        ("PUT", "/api/v1/namespaces/whisk.system/packages/utils?overwrite=true"),
+        ("DELETE", "/api/v1/namespaces/whisk.system/packages/utils"),
+        ("PUT", "/api/v1/namespaces/whisk.system/packages/mine"),
+    ] {
+        for who in [&guest, &other] {
+            let r = who.req(method, path, body.as_bytes());
+            assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        }
+    }
+    let r = other.req("GET", "/api/v1/namespaces/whisk.system/actions/utils/echo", b"");
+    assert!(r.json()["exec"]["code"].as_str().unwrap().contains("function main"), "unchanged");
+
     // Ids and names of another namespace read as absent through the caller's own namespace.
     for path in [
         format!("/api/v1/namespaces/_/activations/{guest_id}"),
         format!("/api/v1/namespaces/_/activations/{guest_id}/result"),
         "/api/v1/namespaces/_/actions/mine".to_owned(),
+        "/api/v1/namespaces/_/packages/priv".to_owned(),
+        "/api/v1/namespaces/_/actions/priv/a".to_owned(),
     ] {
         let r = other.req("GET", &path, b"");
         assert_eq!(r.status, 404, "other -> {path}: {}", r.text());
@@ -93,12 +176,34 @@ fn tenancy_secrets_and_brute_force() {
     }
     let r = other.req("GET", "/api/v1/namespaces/_/activations", b"");
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!([]), "another namespace's records listed");
+    // Only its own runs (of guest's shared action, of the catalog): a record belongs to the
+    // caller, never to the package's owner, and none of guest's records shows.
+    let listed = r.json();
+    let listed = listed.as_array().unwrap();
+    let paths: Vec<_> = listed.iter().map(|a| annotation(a, "path").cloned()).collect();
+    assert_eq!(listed.len(), 2, "another namespace's records listed: {listed:?}");
+    assert!(listed
+        .iter()
+        .all(|a| a["namespace"] == "other" && a["activationId"] != json!(guest_id)));
+    assert!(paths.contains(&Some(json!("guest/pub/a"))), "{paths:?}");
+    let theirs =
+        listed.iter().find(|a| annotation(a, "path") == Some(&json!("guest/pub/a"))).unwrap();
+    let theirs = theirs["activationId"].clone();
+    let r = guest.req("GET", "/api/v1/namespaces/_/activations", b"");
+    let owner_sees = r.json().as_array().unwrap().iter().any(|a| a["activationId"] == theirs);
+    assert!(!owner_sees, "the package's owner sees another namespace's run of its action");
     let r = other.req("GET", "/api/v1/namespaces", b"");
     assert_eq!(r.json(), json!(["other"]));
     // Nothing was changed by the refused writes.
     let r = guest.req("GET", "/api/v1/namespaces/_/actions/mine", b"");
     assert!(r.json()["exec"]["code"].as_str().unwrap().contains("'secret'"), "{}", r.text());
+    let r = guest.req("GET", "/api/v1/namespaces/_/packages/pub", b"");
+    assert_eq!(
+        (r.json()["version"].clone(), r.json()["actions"][0]["name"].clone()),
+        (json!("0.0.1"), json!("a"))
+    );
+    let r = guest.req("GET", "/api/v1/namespaces/_/packages", b"");
+    assert_eq!(r.json().as_array().unwrap().len(), 3, "no package created by the other");
     println!("tenancy: {refused} cross-namespace requests refused over {} routes", routes.len());
 
     // Secrets are stored as salted hashes only and never logged: neither the raw secret nor

@@ -12,7 +12,7 @@ mod harness;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use harness::*;
@@ -217,28 +217,6 @@ fn stem_cell_ids(s: &Standalone, runtime: &str) -> Vec<String> {
         .collect()
 }
 
-/// Idle stem cells in the pool, as /metrics counts them.
-fn stem_cells(s: &Standalone) -> u64 {
-    let text = Client::anonymous(s.addr).get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("hearth_containers{state=\"prewarmed\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits until `n` stem cells are idle in the pool; panics with the log past the bound.
-fn wait_stem_cells(s: &Standalone, n: u64) {
-    let deadline = Instant::now() + PREWARM_WAIT;
-    while stem_cells(s) < n {
-        assert!(
-            Instant::now() < deadline,
-            "no {n} stem cells after {PREWARM_WAIT:?}:\n{}",
-            s.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The memory limits (bytes) of the live containers, read on the host from their cgroups.
 fn container_memory_limits(s: &Standalone) -> Vec<u64> {
     container_cgroups(&s.state_dir())
@@ -379,7 +357,7 @@ fn native_actions_cold_prewarm_warm_isolated() {
     eprintln!("the C action is linked {how}");
     let c_zip = zip_of(&[("exec", &std::fs::read(&exe).unwrap(), 0o755)]);
     put_ok(&c, "c-prog", zip_exec("blackbox", &c_zip), 128);
-    wait_stem_cells(&s, 1);
+    s.wait_stem_cells(1, PREWARM_WAIT);
     let stem = stem_cell_ids(&s, "native");
     let act = invoke_ok(&c, "c-prog", json!({"name": "C"}), true);
     let r = &act["response"]["result"];
@@ -565,7 +543,7 @@ fn python_virtualenv_and_node_modules_cold_prewarm_warm() {
     };
 
     // Both stem cells (python and node, 128 MB) idle in the pool.
-    wait_stem_cells(&s, 2);
+    s.wait_stem_cells(2, PREWARM_WAIT);
     for (runtime, prefix) in [("python", "py"), ("nodejs", "js")] {
         let check = |act: &Value, name: &str| {
             if prefix == "py" {

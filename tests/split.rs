@@ -48,6 +48,22 @@ fn controller_and_invoker_as_two_processes() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v, json!({"split": x + 1}));
     }
+    // An action in a package and through a binding: the invoker finds the code under the
+    // packaged key (`team/tools/a`) in the shared data dir.
+    for args in [
+        &["package", "create", "tools", "-p", "x", "10"][..],
+        &["action", "create", "tools/a", py.to_str().unwrap()],
+        &["package", "bind", "tools", "mine", "-p", "x", "20"],
+    ] {
+        let out = hearth(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for (name, want) in [("tools/a", 11), ("mine/a", 21)] {
+        let out = hearth(&["action", "invoke", name, "-r"]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v, json!({"split": want}), "{name}");
+    }
     // Invoker restarts: the controller reconnects by itself.
     invoker.stop();
     let mut invoker = split.start_invoker();

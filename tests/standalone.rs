@@ -387,6 +387,48 @@ fn cli_and_openwhisk_client() {
     let (code, _, err) = hearth(&["action", "get", "missing"]);
     assert_ne!(code, Some(0));
     assert!(err.contains("not found"), "{err}");
+    // Packages through the CLI against the real server: the catalog, a package, a binding.
+    let (code, out, err) = hearth(&["package", "list", "/whisk.system"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("/whisk.system/utils") && out.contains("shared"), "{out}");
+    let (code, out, err) = hearth(&[
+        "action",
+        "invoke",
+        "/whisk.system/utils/split",
+        "-p",
+        "payload",
+        "a,b",
+        "-p",
+        "separator",
+        ",",
+        "--result",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["lines"],
+        serde_json::json!(["a", "b"])
+    );
+    for args in [
+        &["package", "create", "tools", "-p", "hi", "package"][..],
+        &["action", "create", "tools/hello", py.to_str().unwrap()],
+        &["package", "bind", "tools", "mytools", "-p", "name", "Binding"],
+    ] {
+        let (code, out, err) = hearth(args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+    }
+    let (code, out, _) = hearth(&["action", "list", "tools"]);
+    assert!(code == Some(0) && out.contains("/guest/tools/hello"), "{out}");
+    let (code, out, err) = hearth(&["action", "invoke", "mytools/hello", "--result"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["hi"], "Binding");
+    for args in [
+        &["package", "delete", "mytools"][..],
+        &["action", "delete", "tools/hello"],
+        &["package", "delete", "tools"],
+    ] {
+        let (code, out, err) = hearth(args);
+        assert_eq!(code, Some(0), "{args:?}: {out}{err}");
+    }
 
     // OpenWhisk's JavaScript client library, unchanged.
     harness::openwhisk_client("openwhisk-client.js", &s.url(), GUEST);
@@ -444,8 +486,8 @@ fn stem_cells_take_the_memory_limit_of_the_action() {
             let fresh: Vec<String> =
                 runc_containers(&state).into_iter().filter(|id| !known.contains(id)).collect();
             if fresh.len() == 1 {
-                // Started, not only created: the prewarm filler logs it ready.
-                std::thread::sleep(Duration::from_millis(300));
+                // Started, not only created: idle in the pool.
+                s.wait_stem_cells(1, Duration::from_secs(60));
                 return fresh[0].clone();
             }
             assert!(Instant::now() < deadline, "no new stem cell: {fresh:?}");

@@ -52,6 +52,20 @@ pub async fn put_action(
     Ok(())
 }
 
+/// PUT a package or binding (overwriting).
+pub async fn put_package(
+    c: &mut Client,
+    name: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let path = format!("/api/v1/namespaces/_/packages/{name}?overwrite=true");
+    let (status, resp, _) = c.request("PUT", &path, body.to_string().as_bytes()).await?;
+    if status != 200 {
+        bail!("PUT package {name}: {status} {}", String::from_utf8_lossy(&resp));
+    }
+    Ok(())
+}
+
 /// A blocking invoke with result=true; only a 200 counts.
 pub async fn invoke(c: &mut Client, name: &str) -> anyhow::Result<Duration> {
     let path = format!("/api/v1/namespaces/_/actions/{name}?blocking=true&result=true");

@@ -16,6 +16,7 @@
 
 mod activation;
 mod api;
+mod binding;
 #[cfg(feature = "kafka")]
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
@@ -236,6 +237,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             rows.extend(r);
             warm_p50.push(p50);
         }
+        progress.phase("warm invoke through a binding");
+        rows.extend(binding::run(addr_a, &plan, &progress).await?);
         rows.extend(
             throughput::run(
                 &direct,

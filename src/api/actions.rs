@@ -68,7 +68,7 @@ pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
         };
     }
     json!({
-        "namespace": a.namespace,
+        "namespace": a.fqn().path(),
         "name": a.name,
         "version": a.version,
         "exec": exec,
@@ -92,20 +92,63 @@ pub fn list(c: &Controller, ns: &EntityName, q: &Query) -> Result<Response<Body>
 
 pub fn get(
     c: &Controller,
+    caller: &Identity,
     fqn: &FullyQualifiedName,
     q: &Query,
 ) -> Result<Response<Body>, ApiError> {
-    let body = if q.bool("code", true)? {
-        let (meta, code) = c.get_action_with_code(fqn)?;
-        action_json(&meta, Some(&code))
-    } else {
-        action_json(&c.get_action(fqn)?, None)
-    };
-    Ok(json(StatusCode::OK, &body))
+    let (meta, code) = c.read_action(caller, fqn, q.bool("code", true)?)?;
+    Ok(json(StatusCode::OK, &action_json(&meta, code.as_deref())))
+}
+
+/// `GET .../actions/{package}/`: the actions of a package (through a binding, of the bound
+/// package), OpenWhisk's list shape.
+pub fn list_in_package(
+    c: &Controller,
+    caller: &Identity,
+    ns: &EntityName,
+    pkg: &EntityName,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    if q.bool("count", false)? {
+        let n = c.list_package_actions(caller, ns, pkg, q.skip()?, usize::MAX)?.len();
+        return Ok(json(StatusCode::OK, &json!({ "actions": n })));
+    }
+    let limit = q.limit(LIST_DEFAULT, LIST_MAX)?;
+    let list = c.list_package_actions(caller, ns, pkg, q.skip()?, limit)?;
+    let list: Vec<Value> = list.iter().map(|a| action_json(a, None)).collect();
+    Ok(json(StatusCode::OK, &list))
 }
 
 fn size_of_json(v: &[KeyValue]) -> usize {
     serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// OpenWhisk's inference of `binary` when a client leaves it out (`Exec.isBinaryCode`): the
+/// trimmed code is non-empty, a multiple of 4 long and nothing but base64 with its padding.
+/// So a zip sent as base64 by a client that does not say `binary` is still taken as a zip.
+fn is_binary_code(code: &str) -> bool {
+    let t = code.trim().as_bytes();
+    let alphabet = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    let body = t.strip_suffix(b"==").or_else(|| t.strip_suffix(b"=")).unwrap_or(t);
+    !t.is_empty() && t.len() % 4 == 0 && body.iter().all(alphabet)
+}
+
+/// Parameters and annotations are each held to the payload limit (413 naming it).
+pub(super) fn check_sizes(lists: &[(&str, &Option<Vec<KeyValue>>)]) -> Result<(), ApiError> {
+    for (what, list) in lists {
+        if let Some(l) = list {
+            let n = size_of_json(l);
+            if n > MAX_PAYLOAD_BYTES {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "The {what} of {n} bytes exceed the maximum of {MAX_PAYLOAD_BYTES} bytes."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns the PUT body into a store update, validating everything the store does not.
@@ -119,7 +162,7 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
             check_image(&kind, e.image.as_deref())
                 .map_err(|err| ApiError::bad_request(err.to_string()))?;
             let text = e.code.ok_or_else(|| ApiError::bad_request("exec.code is required"))?;
-            let binary = e.binary.unwrap_or(false);
+            let binary = e.binary.unwrap_or_else(|| is_binary_code(&text));
             let code = if binary {
                 base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|err| {
                     ApiError::bad_request(format!("exec.code is not valid base64: {err}"))
@@ -141,19 +184,7 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
             Some(ExecUpdate { kind, main: e.main, binary, code })
         }
     };
-    for (what, list) in [("parameters", &b.parameters), ("annotations", &b.annotations)] {
-        if let Some(l) = list {
-            let n = size_of_json(l);
-            if n > MAX_PAYLOAD_BYTES {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "The {what} of {n} bytes exceed the maximum of {MAX_PAYLOAD_BYTES} bytes."
-                    ),
-                ));
-            }
-        }
-    }
+    check_sizes(&[("parameters", &b.parameters), ("annotations", &b.annotations)])?;
     Ok(ActionUpdate {
         exec,
         parameters: b.parameters,
@@ -172,7 +203,12 @@ pub async fn put(
     let overwrite = q.bool("overwrite", false)?;
     let update = parse_update(&body)?;
     let meta = c.put_action(fqn, update, overwrite).await?;
-    Ok(json(StatusCode::OK, &action_json(&meta, None)))
+    // The whole stored entity, code included, as OpenWhisk answers a PUT (clients read it).
+    let code = match c.get_action_with_code(&meta.fqn()) {
+        Ok((_, code)) => Some(code),
+        Err(_) => None,
+    };
+    Ok(json(StatusCode::OK, &action_json(&meta, code.as_deref())))
 }
 
 pub async fn delete(c: &Controller, fqn: FullyQualifiedName) -> Result<Response<Body>, ApiError> {
@@ -221,6 +257,25 @@ pub async fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_is_inferred_as_openwhisk_infers_it() {
+        for yes in ["UEsDBA==", "UEsDBAo=", " UEsD ", "abcd"] {
+            assert!(is_binary_code(yes), "{yes:?}");
+        }
+        for no in ["", "x", "def main(a): return a", "UEsDB", "UE==sD", "a=bc"] {
+            assert!(!is_binary_code(no), "{no:?}");
+        }
+        let zip = parse_update(br#"{"exec":{"kind":"nodejs:default","code":"UEsDBA=="}}"#).unwrap();
+        let e = zip.exec.unwrap();
+        assert_eq!(
+            (e.binary, e.code.as_slice(), e.kind.as_str()),
+            (true, &b"PK\x03\x04"[..], "nodejs:20")
+        );
+        let text =
+            parse_update(br#"{"exec":{"kind":"python:3","code":"abcd","binary":false}}"#).unwrap();
+        assert!(!text.exec.unwrap().binary, "an explicit binary wins");
+    }
 
     #[test]
     fn put_body_validation() {

@@ -11,6 +11,7 @@ mod body;
 mod info;
 mod invokers;
 mod namespaces;
+mod packages;
 mod peer;
 mod query;
 mod response;

@@ -6,6 +6,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::actions::action_json;
+use super::packages::package_json;
 use super::response::{json, ApiError, Body};
 use crate::controller::Controller;
 use crate::model::{
@@ -24,9 +25,16 @@ pub fn list(c: &Controller, caller: &Identity) -> Response<Body> {
 pub fn summary(c: &Controller, ns: &EntityName) -> Result<Response<Body>, ApiError> {
     let actions: Vec<_> =
         c.list_actions(ns, 0, SUMMARY_ACTIONS)?.iter().map(|a| action_json(a, None)).collect();
+    let packages: Vec<_> = c
+        .store()
+        .list_packages(ns, 0, SUMMARY_ACTIONS)
+        .map_err(crate::controller::ControllerError::from)?
+        .iter()
+        .map(package_json)
+        .collect();
     Ok(json(
         StatusCode::OK,
-        &json!({ "actions": actions, "packages": [], "triggers": [], "rules": [] }),
+        &json!({ "actions": actions, "packages": packages, "triggers": [], "rules": [] }),
     ))
 }
 

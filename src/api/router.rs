@@ -14,13 +14,51 @@ use super::body;
 use super::query::{decode, Query};
 use super::response::{ApiError, Body};
 use super::throttle::{AuthThrottle, Subject};
-use super::{actions, activations, info, invokers, namespaces};
-use crate::controller::Controller;
+use super::{actions, activations, info, invokers, namespaces, packages};
+use crate::controller::{Controller, ControllerError};
 use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
 
 /// The invoke body limit: the payload limit plus slack for whitespace, so that a payload just
 /// over 1 MB is refused by the controller's exact check with the limit named.
 const MAX_INVOKE_BODY: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+
+/// The routes a caller may take into another namespace: reading a package (a shared one, or
+/// the list of shared ones), listing and reading its actions, running them. Whether the
+/// package is shared is the controller's check.
+fn shared_route(method: &Method, rest: &[&str], trailing_slash: bool) -> bool {
+    match (method, rest) {
+        (&Method::GET, ["packages"] | ["packages", _] | ["actions", _, _]) => true,
+        (&Method::GET, ["actions", _]) => trailing_slash,
+        (&Method::POST, ["actions", _, _]) => true,
+        _ => false,
+    }
+}
+
+/// One action, in the namespace's default package or inside a package: get, create or
+/// update, delete, invoke.
+async fn action_route(
+    req: Request<Incoming>,
+    c: &Controller,
+    caller: &Identity,
+    fqn: FullyQualifiedName,
+    q: &Query,
+) -> Result<Response<Body>, ApiError> {
+    match req.method().clone() {
+        Method::GET => actions::get(c, caller, &fqn, q),
+        Method::PUT => {
+            let (parts, b) = req.into_parts();
+            let bytes = body::read(&parts.headers, b, actions::MAX_PUT_BODY, "an action").await?;
+            actions::put(c, fqn, q, bytes).await
+        }
+        Method::DELETE => actions::delete(c, fqn).await,
+        Method::POST => {
+            let (parts, b) = req.into_parts();
+            let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "an invoke").await?;
+            actions::invoke(c, caller, &fqn, q, bytes).await
+        }
+        _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE, POST")),
+    }
+}
 
 /// Handles one request; never fails (errors become OpenWhisk error bodies).
 pub async fn handle(
@@ -201,7 +239,13 @@ async fn route(
             _ => Err(ApiError::method_not_allowed("GET")),
         };
     };
-    let ns = c.resolve_namespace(&caller, ns_seg)?;
+    let (ns, own) = c.path_namespace(&caller, ns_seg)?;
+    let trailing_slash = raw_path.ends_with('/');
+    // Another namespace: only what a shared package lets anyone read or run; the rest is
+    // refused with the answer a missing namespace gets.
+    if !own && !shared_route(&method, rest, trailing_slash) {
+        return Err(ControllerError::Forbidden(ns_seg.chars().take(256).collect()).into());
+    }
 
     match rest {
         [] => match method {
@@ -216,29 +260,36 @@ async fn route(
             Method::GET => actions::list(c, &ns, &q),
             _ => Err(ApiError::method_not_allowed("GET")),
         },
+        // `GET .../actions/{package}/`: the package's actions (wsk action list pkg).
+        ["actions", package] if trailing_slash && method == Method::GET => {
+            actions::list_in_package(c, &caller, &ns, &name(package)?, &q)
+        }
         ["actions", action] => {
             let fqn = FullyQualifiedName::new(ns, name(action)?);
+            action_route(req, c, &caller, fqn, &q).await
+        }
+        ["actions", package, action] => {
+            let fqn = FullyQualifiedName::in_package(ns, name(package)?, name(action)?);
+            action_route(req, c, &caller, fqn, &q).await
+        }
+        ["packages"] => match method {
+            Method::GET => packages::list(c, &caller, &ns, &q),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["packages", package] => {
+            let package = name(package)?;
             match method {
-                Method::GET => actions::get(c, &fqn, &q),
+                Method::GET => packages::get(c, &caller, &ns, &package),
                 Method::PUT => {
                     let (parts, b) = req.into_parts();
                     let bytes =
-                        body::read(&parts.headers, b, actions::MAX_PUT_BODY, "an action").await?;
-                    actions::put(c, fqn, &q, bytes).await
+                        body::read(&parts.headers, b, packages::MAX_PUT_BODY, "a package").await?;
+                    packages::put(c, &caller, package, &q, bytes).await
                 }
-                Method::DELETE => actions::delete(c, fqn).await,
-                Method::POST => {
-                    let (parts, b) = req.into_parts();
-                    let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "an invoke").await?;
-                    actions::invoke(c, &caller, &fqn, &q, bytes).await
-                }
-                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE, POST")),
+                Method::DELETE => packages::delete(c, ns, package, &q).await,
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE")),
             }
         }
-        ["actions", _package, _action, ..] => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "Actions inside packages are not supported by hearth.",
-        )),
         ["activations"] => match method {
             Method::GET => activations::list(c, &ns, &q).await,
             _ => Err(ApiError::method_not_allowed("GET")),
@@ -252,14 +303,14 @@ async fn route(
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         // None can exist (they cannot be created), so reading answers the truth: no entities,
-        // as OpenWhisk lists an empty collection (`wsk list`, `wsk package list` and the
-        // clients' list calls work); writing one says it is not supported.
-        [kind @ ("packages" | "triggers" | "rules"), rest @ ..] => match (method, rest) {
+        // as OpenWhisk lists an empty collection (`wsk list` and the clients' list calls
+        // work); writing one says it is not supported.
+        [kind @ ("triggers" | "rules"), rest @ ..] => match (method, rest) {
             (Method::GET, []) => Ok(super::response::json(StatusCode::OK, &serde_json::json!([]))),
             (Method::GET, [_]) => Err(ApiError::not_found()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                format!("{kind} are not supported by hearth; only actions and activations are."),
+                format!("{kind} are not supported by hearth; only actions, packages and activations are."),
             )),
         },
         _ => Err(ApiError::not_found()),

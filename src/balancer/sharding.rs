@@ -89,9 +89,12 @@ pub fn shard_mb(capacity_mb: u64, controllers: usize) -> u64 {
 
 /// The 64-bit FNV-1a hash of `namespace/action`.
 pub fn action_hash(action: &FullyQualifiedName) -> u64 {
+    // The bytes of the key, `ns/name` or `ns/pkg/name`, without building it: actions outside
+    // packages keep the home they always had.
     let ns = action.namespace.as_str().bytes();
+    let pkg = action.package.iter().flat_map(|p| p.as_str().bytes().chain(std::iter::once(b'/')));
     let name = action.name.as_str().bytes();
-    crate::model::fnv1a(ns.chain(std::iter::once(b'/')).chain(name))
+    crate::model::fnv1a(ns.chain(std::iter::once(b'/')).chain(pkg).chain(name))
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -304,6 +307,11 @@ mod tests {
     fn the_hash_is_fixed_across_releases() {
         // FNV-1a of "guest/hello" (computed independently): a change here would move every action's home invoker.
         assert_eq!(action_hash(&fqn("guest", "hello")), 0x164c_5b87_fd87_3964);
+        // An action in a package hashes its whole key, so two packages' `echo` differ.
+        let n = |s: &str| crate::model::EntityName::parse(s).unwrap();
+        let inner = FullyQualifiedName::in_package(n("guest"), n("utils"), n("hello"));
+        assert_eq!(action_hash(&inner), crate::model::fnv1a("guest/utils/hello".bytes()));
+        assert_ne!(action_hash(&inner), action_hash(&fqn("guest", "hello")));
     }
 
     #[test]

@@ -174,6 +174,28 @@ pub fn list_rows(entries: &[Value]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// What `action list` lists: nothing (the caller's namespace), `package`, `/namespace` or
+/// `/namespace/package`.
+pub fn list_scope(scope: Option<&str>) -> Result<(String, Option<String>), CliError> {
+    let Some(s) = scope else { return Ok(("_".into(), None)) };
+    let bad = || {
+        CliError::Usage(format!(
+            "invalid list scope {s:?}: package, /namespace or /namespace/package"
+        ))
+    };
+    let parts: Vec<&str> = s.trim_end_matches('/').split('/').collect();
+    let (ns, pkg) = match parts.as_slice() {
+        [pkg] => ("_", Some(*pkg)),
+        ["", ns] => (*ns, None),
+        ["", ns, pkg] => (*ns, Some(*pkg)),
+        _ => return Err(bad()),
+    };
+    for n in std::iter::once(ns).chain(pkg).filter(|n| *n != "_") {
+        crate::model::EntityName::parse(n).map_err(|_| bad())?;
+    }
+    Ok((ns.to_owned(), pkg.map(str::to_owned)))
+}
+
 /// Runs one action command.
 pub fn run(
     client: &Client,
@@ -189,7 +211,7 @@ pub fn run(
             put(client, output, &name, file.as_deref(), &spec, true, out)
         }
         ActionCommand::Get { name, code } => get(client, output, &name, code, out),
-        ActionCommand::List(page) => list(client, output, page, out),
+        ActionCommand::List { scope, page } => list(client, output, scope.as_deref(), page, out),
         ActionCommand::Delete { name } => delete(client, output, &name, out),
         ActionCommand::Invoke(args) => invoke(client, output, &args, out),
     }
@@ -199,8 +221,8 @@ fn subject(r: &EntityRef) -> Subject<'_> {
     Subject { kind: "action", name: r.name.as_str() }
 }
 
-fn segments(r: &EntityRef) -> [&str; 4] {
-    ["namespaces", r.namespace.as_str(), "actions", r.name.as_str()]
+fn segments(r: &EntityRef) -> Vec<&str> {
+    r.segments("actions")
 }
 
 fn put(
@@ -240,7 +262,7 @@ fn put(
         return Ok(output.raw(out, &resp.text())?);
     }
     let verb = if overwrite { "updated" } else { "created" };
-    Ok(output.ok(out, &format!("{verb} action {}", r.name))?)
+    Ok(output.ok(out, &format!("{verb} action {}", r.short()))?)
 }
 
 fn get(
@@ -259,18 +281,27 @@ fn get(
         return Ok(output.raw(out, &resp.text())?);
     }
     let v = resp.json("action get")?;
-    output.ok(out, &format!("got action {}", r.name))?;
+    output.ok(out, &format!("got action {}", r.short()))?;
     Ok(output.pretty(out, &v)?)
 }
 
+/// `hearth action list [package|/namespace[/package]]`: a namespace's actions, or a
+/// package's (`GET .../actions/{package}/`, the trailing slash as wsk sends it).
 fn list(
     client: &Client,
     output: Output,
+    scope: Option<&str>,
     page: PageArgs,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let query = [("limit", page.limit.to_string()), ("skip", page.skip.to_string())];
-    let resp = client.request(Method::GET, &["namespaces", "_", "actions"], &query, None)?;
+    let (namespace, package) = list_scope(scope)?;
+    let mut segs = vec!["namespaces", namespace.as_str(), "actions"];
+    if let Some(p) = &package {
+        // An empty last segment makes the trailing slash.
+        segs.extend([p.as_str(), ""]);
+    }
+    let resp = client.request(Method::GET, &segs, &query, None)?;
     if !resp.is_success() {
         return Err(resp.error(None));
     }
@@ -303,7 +334,7 @@ fn delete(
     if output.json {
         return Ok(output.raw(out, &resp.text())?);
     }
-    Ok(output.ok(out, &format!("deleted action {}", r.name))?)
+    Ok(output.ok(out, &format!("deleted action {}", r.short()))?)
 }
 
 /// The activation id of an invoke answer: the header OpenWhisk always sets, else the body.

@@ -21,6 +21,8 @@ pub const ENV_APIHOST: &str = "HEARTH_APIHOST";
 pub const ENV_AUTH: &str = "HEARTH_AUTH";
 /// Environment variable naming the config file (instead of `~/.hearth/config`).
 pub const ENV_CONFIG: &str = "HEARTH_CONFIG";
+/// OpenWhisk's variable naming the wsk properties file (instead of `~/.wskprops`).
+pub const ENV_WSK_CONFIG: &str = "WSK_CONFIG_FILE";
 
 /// A configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +190,27 @@ pub fn file_path(env_config: Option<&str>, home: Option<&str>) -> Option<PathBuf
     }
 }
 
+/// The files tried in order: `$HEARTH_CONFIG` alone when set; else `~/.hearth/config`, then
+/// OpenWhisk's `$WSK_CONFIG_FILE` or `~/.wskprops`, so a user coming from OpenWhisk keeps
+/// the properties file they have (the same `APIHOST=`/`AUTH=` lines) until they write a
+/// hearth config.
+pub fn file_paths(
+    env_config: Option<&str>,
+    env_wsk: Option<&str>,
+    home: Option<&str>,
+) -> Vec<PathBuf> {
+    if let Some(p) = env_config.filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let home = home.filter(|h| !h.is_empty()).map(Path::new);
+    let mut out: Vec<PathBuf> = file_path(None, home.and_then(Path::to_str)).into_iter().collect();
+    match env_wsk.filter(|p| !p.is_empty()) {
+        Some(p) => out.push(PathBuf::from(p)),
+        None => out.extend(home.map(|h| h.join(".wskprops"))),
+    }
+    out
+}
+
 /// Reads the config file if it exists. A missing file is normal (like a missing .wskprops);
 /// one that exists but cannot be read is an error, so a typo in permissions is not silently
 /// replaced by defaults.
@@ -216,11 +239,18 @@ impl Inputs {
         flag_auth: Option<String>,
     ) -> Result<Self, ConfigError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let path = file_path(var(ENV_CONFIG).as_deref(), var("HOME").as_deref());
-        let file = match path {
-            Some(p) => read_file(&p)?,
-            None => None,
-        };
+        let mut file = None;
+        let paths = file_paths(
+            var(ENV_CONFIG).as_deref(),
+            var(ENV_WSK_CONFIG).as_deref(),
+            var("HOME").as_deref(),
+        );
+        for p in paths {
+            if let Some(found) = read_file(&p)? {
+                file = Some(found);
+                break;
+            }
+        }
         Ok(Self {
             flag_apihost,
             flag_auth,
@@ -416,6 +446,17 @@ mod tests {
         assert_eq!(file_path(Some("/etc/h"), Some("/root")), Some(PathBuf::from("/etc/h")));
         assert_eq!(file_path(None, Some("/root")), Some(PathBuf::from("/root/.hearth/config")));
         assert_eq!(file_path(None, None), None);
+        let wsk = |c, w, h| file_paths(c, w, h);
+        assert_eq!(wsk(Some("/etc/h"), Some("/w"), Some("/root")), [PathBuf::from("/etc/h")]);
+        assert_eq!(
+            wsk(None, None, Some("/root")),
+            [PathBuf::from("/root/.hearth/config"), PathBuf::from("/root/.wskprops")]
+        );
+        assert_eq!(
+            wsk(None, Some("/w/props"), Some("/root")),
+            [PathBuf::from("/root/.hearth/config"), PathBuf::from("/w/props")]
+        );
+        assert_eq!(wsk(None, Some("/w/props"), None), [PathBuf::from("/w/props")]);
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_file(&dir.path().join("absent")).unwrap(), None);
         let p = dir.path().join("config");

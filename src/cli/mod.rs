@@ -1,4 +1,5 @@
-//! The `hearth` command-line client, wsk-like: actions, activations, namespaces, properties.
+//! The `hearth` command-line client, wsk-like: actions, packages, activations, namespaces,
+//! properties.
 //!
 //! This file owns the command tree (clap derive) and the one place where errors become a
 //! line on stderr and an exit code ([`run`]); the exit codes are documented in [`error`].
@@ -13,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod namespace;
 pub mod output;
+pub mod package;
 pub mod params;
 pub mod poll;
 pub mod property;
@@ -37,7 +39,7 @@ use output::Output;
     name = "hearth",
     version,
     about = "Command-line client for hearth, a serverless function platform in the OpenWhisk model",
-    after_help = "Configuration: --apihost/--auth, else HEARTH_APIHOST/HEARTH_AUTH, else APIHOST=/AUTH= lines in $HEARTH_CONFIG or ~/.hearth/config, else http://127.0.0.1:3233 with the standalone guest key.\n\nExit codes: 0 ok, 1 error (local or 4xx), 2 action failed, 3 server unreachable, 4 server error (5xx), 5 blocking invoke still running, 64 usage."
+    after_help = "Configuration: --apihost/--auth, else HEARTH_APIHOST/HEARTH_AUTH, else APIHOST=/AUTH= lines in $HEARTH_CONFIG or ~/.hearth/config (or OpenWhisk's $WSK_CONFIG_FILE or ~/.wskprops when neither exists), else http://127.0.0.1:3233 with the standalone guest key.\n\nExit codes: 0 ok, 1 error (local or 4xx), 2 action failed, 3 server unreachable, 4 server error (5xx), 5 blocking invoke still running, 64 usage."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -76,6 +78,11 @@ pub enum Resource {
         #[command(subcommand)]
         command: ActionCommand,
     },
+    /// Work with packages: sets of actions with shared parameters, bindings, shared packages
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
     /// Work with activations
     Activation {
         #[command(subcommand)]
@@ -97,7 +104,7 @@ pub enum Resource {
 pub enum ActionCommand {
     /// Create an action from a .py, .js or .zip file
     Create {
-        /// Action name, or /namespace/name
+        /// Action name: name, package/name, or /namespace/[package/]name
         name: String,
         /// The code: .py (python:3), .js (nodejs:20), or .zip (needs --kind)
         file: PathBuf,
@@ -119,8 +126,13 @@ pub enum ActionCommand {
         #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
         code: bool,
     },
-    /// List actions
-    List(PageArgs),
+    /// List actions: the namespace's, or a package's
+    List {
+        /// A package (package, /namespace/package), or /namespace
+        scope: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Delete an action
     Delete { name: String },
     /// Invoke an action
@@ -161,6 +173,74 @@ pub struct SpecArgs {
     /// Accepted for wsk compatibility and ignored: hearth has no web actions
     #[arg(long, value_name = "BOOL")]
     pub web: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Create a package
+    Create {
+        /// Package name, or /namespace/name
+        name: String,
+        #[command(flatten)]
+        spec: PackageSpec,
+    },
+    /// Update a package (or create it); omitted settings keep their values
+    Update {
+        name: String,
+        #[command(flatten)]
+        spec: PackageSpec,
+    },
+    /// Bind a package: a package of yours that reaches another's actions with your parameters
+    Bind {
+        /// The package to bind: name, or /namespace/name of a shared package
+        package: String,
+        /// The binding's name
+        name: String,
+        #[command(flatten)]
+        params: ParamArgs,
+        #[command(flatten)]
+        annotations: AnnotationArgs,
+    },
+    /// Show a package and the actions it holds
+    Get {
+        name: String,
+        /// Only the package's name and its actions
+        #[arg(short = 's', long)]
+        summary: bool,
+    },
+    /// List packages: your namespace's, or another namespace's shared ones (/whisk.system)
+    List {
+        /// A namespace: /name (default: yours)
+        namespace: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Delete a package (it must hold no actions)
+    Delete { name: String },
+}
+
+/// Settings of a package for create and update.
+#[derive(Debug, Args, Default)]
+pub struct PackageSpec {
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    pub annotations: AnnotationArgs,
+    /// Share the package with every namespace (yes or no)
+    #[arg(long, value_name = "yes|no")]
+    pub shared: Option<String>,
+}
+
+/// `-a KEY VALUE` and `-A file`, for packages.
+#[derive(Debug, Args, Default)]
+pub struct AnnotationArgs {
+    /// Annotation (the value is JSON if it parses, else a string)
+    #[arg(short = 'a', long = "annotation", num_args = 2, value_names = ["KEY", "VALUE"],
+          action = ArgAction::Append, allow_hyphen_values = true)]
+    pub annotation: Vec<String>,
+    /// Annotations from a JSON object file
+    #[arg(short = 'A', long = "annotation-file", value_name = "FILE")]
+    pub annotation_file: Option<PathBuf>,
 }
 
 /// `-p KEY VALUE` and `-P file`, shared by create, update and invoke.
@@ -304,6 +384,7 @@ pub fn execute(cli: Cli, output: Output, out: &mut dyn Write) -> Result<(), CliE
     let client = http::Client::new(&config, Duration::from_secs(cli.global.request_timeout))?;
     match cli.command {
         Resource::Action { command } => action::run(&client, output, command, out),
+        Resource::Package { command } => package::run(&client, output, command, out),
         Resource::Activation { command } => activation::run(&client, output, command, out),
         Resource::Namespace { command: NamespaceCommand::List } => {
             namespace::list(&client, output, out)
@@ -406,12 +487,45 @@ mod tests {
             Resource::Action { command: ActionCommand::Get { code: false, .. } }
         ));
         let cli = parse(&["action", "list", "--limit", "5", "--skip", "10"]).unwrap();
-        let Resource::Action { command: ActionCommand::List(p) } = cli.command else {
+        let Resource::Action { command: ActionCommand::List { scope: None, page: p } } =
+            cli.command
+        else {
             panic!("not list");
         };
         assert_eq!((p.limit, p.skip), (5, 10));
+        let cli = parse(&["action", "list", "utils"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Resource::Action { command: ActionCommand::List { scope: Some(_), .. } }
+        ));
         assert!(parse(&["action", "list", "--limit", "201"]).is_err());
         assert!(parse(&["action", "list", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn package_commands() {
+        let cli =
+            parse(&["package", "create", "p", "-p", "a", "1", "-a", "d", "x", "--shared", "yes"])
+                .unwrap();
+        let Resource::Package { command: PackageCommand::Create { name, spec } } = cli.command
+        else {
+            panic!("not package create");
+        };
+        assert_eq!((name.as_str(), spec.shared.as_deref()), ("p", Some("yes")));
+        assert_eq!((spec.params.param.len(), spec.annotations.annotation.len()), (2, 2));
+        let cli = parse(&["package", "bind", "/whisk.system/utils", "mine", "-p", "k", "v"]);
+        assert!(matches!(
+            cli.unwrap().command,
+            Resource::Package { command: PackageCommand::Bind { .. } }
+        ));
+        let cli = parse(&["package", "list", "/whisk.system", "-l", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Resource::Package { command: PackageCommand::List { namespace: Some(_), .. } }
+        ));
+        for sub in [&["get", "p"][..], &["delete", "p"], &["update", "p"], &["get", "p", "-s"]] {
+            assert!(parse(&[&["package"][..], sub].concat()).is_ok(), "{sub:?}");
+        }
     }
 
     #[test]

@@ -74,38 +74,76 @@ pub fn to_object(kvs: Vec<KeyValue>) -> Value {
     Value::Object(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
 }
 
-/// An action as named on the command line: `name` (the caller's namespace, `_`) or
-/// `/namespace/name`. hearth has no packages, so `pkg/name` is refused early with a clear
-/// message instead of a confusing 404.
+/// An entity as named on the command line, as wsk names it: `name` or `package/name` (in the
+/// caller's namespace, `_`), `/namespace/name` or `/namespace/package/name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityRef {
     pub namespace: String,
+    pub package: Option<EntityName>,
     pub name: EntityName,
 }
 
 impl EntityRef {
     pub fn parse(s: &str) -> Result<Self, CliError> {
-        let bad = |why: String| CliError::Usage(format!("invalid action name {s:?}: {why}"));
-        let (namespace, name) = match s.strip_prefix('/') {
+        let bad = |why: String| CliError::Usage(format!("invalid name {s:?}: {why}"));
+        let (namespace, rest) = match s.strip_prefix('/') {
             Some(rest) => match rest.split_once('/') {
-                Some((ns, name)) => (ns.to_owned(), name),
-                None => return Err(bad("a fully qualified name is /namespace/name".into())),
+                Some((ns, rest)) => (ns.to_owned(), rest),
+                None => {
+                    return Err(bad("a fully qualified name is /namespace/[package/]name".into()))
+                }
             },
             None => ("_".to_owned(), s),
         };
+        let (package, name) = match rest.split_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, rest),
+        };
         if name.contains('/') {
-            return Err(bad("packages are not supported; use name or /namespace/name".into()));
+            return Err(bad("at most one package: [/namespace/][package/]name".into()));
         }
         if namespace != "_" {
             EntityName::parse(&namespace).map_err(|e| bad(e.to_string()))?;
         }
+        let package = package.map(EntityName::parse).transpose().map_err(|e| bad(e.to_string()))?;
         let name = EntityName::parse(name).map_err(|e| bad(e.to_string()))?;
-        Ok(Self { namespace, name })
+        Ok(Self { namespace, package, name })
     }
 
-    /// `/namespace/name`, as wsk prints it.
+    /// A package (or any entity that cannot sit inside a package): `name` or
+    /// `/namespace/name`.
+    pub fn parse_top(s: &str) -> Result<Self, CliError> {
+        let r = Self::parse(s)?;
+        if r.package.is_some() {
+            return Err(CliError::Usage(format!(
+                "invalid name {s:?}: a package name is name or /namespace/name"
+            )));
+        }
+        Ok(r)
+    }
+
+    /// `/namespace/[package/]name`, as wsk prints it.
     pub fn path(&self) -> String {
-        format!("/{}/{}", self.namespace, self.name)
+        match &self.package {
+            Some(p) => format!("/{}/{p}/{}", self.namespace, self.name),
+            None => format!("/{}/{}", self.namespace, self.name),
+        }
+    }
+
+    /// `[package/]name`.
+    pub fn short(&self) -> String {
+        match &self.package {
+            Some(p) => format!("{p}/{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// The API path segments of this entity in `collection` (`actions`, `packages`).
+    pub fn segments<'a>(&'a self, collection: &'a str) -> Vec<&'a str> {
+        let mut out = vec!["namespaces", self.namespace.as_str(), collection];
+        out.extend(self.package.as_ref().map(EntityName::as_str));
+        out.push(self.name.as_str());
+        out
     }
 }
 
@@ -204,9 +242,16 @@ mod tests {
         );
         let r = EntityRef::parse("/guest/hello").unwrap();
         assert_eq!(r.namespace, "guest");
-        for bad in ["pkg/hello", "/guest", "/gu est!/x", "../x", "", "/guest/a/b"] {
+        let r = EntityRef::parse("utils/echo").unwrap();
+        assert_eq!((r.path(), r.short()), ("/_/utils/echo".into(), "utils/echo".into()));
+        assert_eq!(r.segments("actions"), ["namespaces", "_", "actions", "utils", "echo"]);
+        let r = EntityRef::parse("/whisk.system/utils/echo").unwrap();
+        assert_eq!((r.namespace.as_str(), r.package.unwrap().as_str()), ("whisk.system", "utils"));
+        for bad in ["/guest", "/gu est!/x", "../x", "", "/guest/a/b/c", "a/b/c", "p/../x"] {
             assert!(matches!(EntityRef::parse(bad), Err(CliError::Usage(_))), "{bad:?}");
         }
+        assert!(EntityRef::parse_top("p/x").is_err());
+        assert_eq!(EntityRef::parse_top("/whisk.system/utils").unwrap().name.as_str(), "utils");
     }
 
     #[test]

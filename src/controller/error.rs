@@ -41,12 +41,16 @@ impl From<StoreError> for ControllerError {
     /// Expected store outcomes become client errors; the rest stay internal.
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ActionExists(_) | StoreError::NamespaceExists(_) => {
-                Self::Conflict(e.to_string())
-            }
-            StoreError::ActionNotFound(_) | StoreError::KeyNotFound(_) => {
-                Self::NotFound(e.to_string())
-            }
+            StoreError::ActionExists(_)
+            | StoreError::NamespaceExists(_)
+            | StoreError::PackageExists(_)
+            | StoreError::PackageCannotBecomeBinding(_)
+            | StoreError::PackageNotEmpty { .. }
+            | StoreError::Conformance(_) => Self::Conflict(e.to_string()),
+            StoreError::ActionNotFound(_)
+            | StoreError::KeyNotFound(_)
+            | StoreError::PackageNotFound(_) => Self::NotFound(e.to_string()),
+            StoreError::NotAllowedOnBinding(_) => Self::Invalid(e.to_string()),
             StoreError::NamespaceNotFound(ns) => Self::Forbidden(ns),
             // Stored here, not yet on the other hosts (the broker is down): retryable.
             StoreError::NotReplicated { .. } => Self::Unavailable(e.to_string()),

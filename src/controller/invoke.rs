@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::{Controller, ControllerError, RecordWriter};
 use crate::dispatch::{ActivationMessage, Completion, DispatchError, Timing};
 use crate::model::{
-    now_millis, Activation, ActivationId, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES,
+    now_millis, Activation, ActivationId, FullyQualifiedName, Identity, KeyValue, MAX_PAYLOAD_BYTES,
 };
 
 /// How an invoke ended for the caller.
@@ -26,14 +26,32 @@ pub enum InvokeOutcome {
 }
 
 /// What the controller needs to write a record itself if the invoker never sends one: the
-/// activation's message without its parameters (a record never carries them).
-struct Pending(ActivationMessage);
+/// activation's message without its parameters (a record never carries them), and the
+/// binding it was reached through, which the record names.
+struct Pending {
+    msg: ActivationMessage,
+    /// `namespace/binding` when the action was reached through a binding.
+    binding: Option<String>,
+}
 
 impl Pending {
+    /// The activation's record: the invoker's, or its lost record; with the `binding`
+    /// annotation when it was reached through one.
+    fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
+        self.annotated(self.finish_record(result))
+    }
+
+    fn annotated(&self, mut rec: Activation) -> Activation {
+        if let Some(b) = &self.binding {
+            rec.annotations.push(KeyValue::new("binding", b.as_str()));
+        }
+        rec
+    }
+
     /// Accepts the invoker's record, making sure it belongs to the caller's namespace; or, when
     /// the channel closed without a record, builds the lost record.
-    fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
-        let msg = &self.0;
+    fn finish_record(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
+        let msg = &self.msg;
         match result {
             Ok(mut rec) => {
                 if rec.namespace != msg.subject.as_str() {
@@ -44,14 +62,18 @@ impl Pending {
             }
             Err(_) => {
                 tracing::error!(activation_id = %msg.activation_id, action = %msg.action, "completion channel closed without a record");
-                self.lost("The invoker stopped before the activation completed.")
+                self.lost_record("The invoker stopped before the activation completed.")
             }
         }
     }
 
     /// The lost record of this activation, with `message`.
     fn lost(&self, message: &str) -> Activation {
-        self.0.lost_record(message, Timing::since_accepted(&self.0))
+        self.annotated(self.lost_record(message))
+    }
+
+    fn lost_record(&self, message: &str) -> Activation {
+        self.msg.lost_record(message, Timing::since_accepted(&self.msg))
     }
 }
 
@@ -105,13 +127,15 @@ impl Controller {
     ) -> Result<InvokeOutcome, ControllerError> {
         let started = std::time::Instant::now();
         let request_params = parse_payload(payload)?;
-        let meta = self.get_action(fqn)?;
+        let resolved = self.resolve_action(caller, fqn)?;
+        let meta = resolved.action;
+        let mut params = resolved.params;
+        params.extend(request_params);
         let limits = self.namespace_limits(&caller.namespace)?;
         let ticket =
             self.admission.admit(&caller.namespace, &limits, self.dispatcher.controllers())?;
-        let mut params: Map<String, Value> =
-            meta.parameters.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
-        params.extend(request_params);
+        // The action that runs: inside the package that holds it (a binding's target).
+        let fqn = &meta.fqn();
 
         let id = ActivationId::generate();
         tracing::Span::current().record("activation_id", tracing::field::display(id));
@@ -127,7 +151,7 @@ impl Controller {
             received_at_ms: now_millis(),
             publish: meta.publish,
         };
-        let pending = Pending(msg.clone());
+        let pending = Pending { msg: msg.clone(), binding: resolved.binding };
         let msg = ActivationMessage { params, ..msg };
         let mut completion: Completion =
             self.dispatcher.dispatch(msg).await.map_err(|e| match e {
@@ -188,7 +212,10 @@ mod tests {
 
     #[test]
     fn closed_channel_yields_internal_error_record() {
-        let p = Pending(crate::testing::message("guest", "a", 1));
+        let p = Pending {
+            msg: crate::testing::message("guest", "a", 1),
+            binding: Some("guest/bound".into()),
+        };
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);
         let rec = p.finish(rx.blocking_recv());
@@ -196,5 +223,6 @@ mod tests {
         assert_eq!(rec.status_code, 3);
         assert_eq!(rec.namespace, "guest");
         assert_eq!(rec.annotation("path").unwrap(), "guest/a");
+        assert_eq!(rec.annotation("binding").unwrap(), "guest/bound");
     }
 }

@@ -10,6 +10,7 @@
 mod admission;
 mod error;
 mod invoke;
+mod packages;
 mod records;
 mod retention;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use error::ControllerError;
 pub use invoke::InvokeOutcome;
+pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 
@@ -148,20 +150,6 @@ impl Controller {
     /// key.
     pub fn authenticate(&self, header: &str) -> Result<Option<Identity>, ControllerError> {
         Ok(self.store.authenticate(header)?)
-    }
-
-    /// The namespace a path names: `_` is the caller's own; any other namespace is refused
-    /// with the same answer whether or not it exists.
-    pub fn resolve_namespace(
-        &self,
-        caller: &Identity,
-        path_ns: &str,
-    ) -> Result<EntityName, ControllerError> {
-        if path_ns == "_" || path_ns == caller.namespace.as_str() {
-            Ok(caller.namespace.clone())
-        } else {
-            Err(ControllerError::Forbidden(path_ns.chars().take(256).collect()))
-        }
     }
 
     /// The limits that hold for namespace `ns` now: the operator's override for it over the

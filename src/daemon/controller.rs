@@ -121,6 +121,10 @@ pub async fn run(
         }
         Some(c) => join_cluster(&store, c, &shutdown).await?,
     };
+    let catalog = store.clone();
+    tokio::task::spawn_blocking(move || crate::catalog::install(&catalog))
+        .await
+        .context("installing the whisk.system catalog")??;
     let controller = Controller::new(store.clone(), bus, settings.config.clone())
         .context("starting the controller")?;
     tokio::spawn(crate::controller::run_retention(

@@ -73,6 +73,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = super::open_store(&settings.data_dir)?;
     install_guest_key(&store, settings.listen)?;
+    crate::catalog::install(&store)?;
     super::invoker::require_root()?;
     let runc = super::invoker::runc_config(&settings.state_dir, settings.runc.clone());
     let factory = RuncFactory::new(runc).context("setting up runc")?;

@@ -31,6 +31,10 @@ pub trait FdKeeper: Send + Sync + 'static {
 pub struct WarmRecord {
     pub container: String,
     pub namespace: String,
+    /// The package of the action (absent for one outside any package, and in records kept
+    /// before packages existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     pub name: String,
     pub revision: u64,
     pub runtime: Runtime,
@@ -42,6 +46,7 @@ impl WarmRecord {
         Self {
             container: container.to_owned(),
             namespace: key.action.namespace.to_string(),
+            package: key.action.package.as_ref().map(ToString::to_string),
             name: key.action.name.to_string(),
             revision: key.revision,
             runtime,
@@ -52,7 +57,11 @@ impl WarmRecord {
     pub fn key(&self) -> Option<WarmKey> {
         let namespace = EntityName::parse(&self.namespace).ok()?;
         let name = EntityName::parse(&self.name).ok()?;
-        Some(WarmKey { action: FullyQualifiedName::new(namespace, name), revision: self.revision })
+        let action = match &self.package {
+            Some(p) => FullyQualifiedName::in_package(namespace, EntityName::parse(p).ok()?, name),
+            None => FullyQualifiedName::new(namespace, name),
+        };
+        Some(WarmKey { action, revision: self.revision })
     }
 }
 
@@ -198,5 +207,20 @@ mod tests {
         assert!(!dir.path().join("hearth-9.json").exists());
         lr.forget("hearth-1");
         assert!(!dir.path().join("hearth-1.json").exists());
+    }
+
+    #[test]
+    fn a_packaged_action_keeps_its_package_across_a_restore() {
+        let n = |s: &str| EntityName::parse(s).unwrap();
+        let action = FullyQualifiedName::in_package(n("guest"), n("utils"), n("echo"));
+        let key = WarmKey { action, revision: 7 };
+        let r = WarmRecord::new("hearth-1", &key, Runtime::Python, 256);
+        let back: WarmRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.key(), Some(key));
+        let old: WarmRecord = serde_json::from_str(
+            r#"{"container":"c","namespace":"guest","name":"a","revision":1,"runtime":"python","memory_mb":256}"#,
+        )
+        .unwrap();
+        assert_eq!(old.key().unwrap().action.key(), "guest/a", "records before packages");
     }
 }

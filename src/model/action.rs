@@ -23,6 +23,9 @@ impl KeyValue {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionMeta {
     pub namespace: EntityName,
+    /// The package holding the action (`None`: the namespace's default package).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<EntityName>,
     pub name: EntityName,
     /// OpenWhisk's semantic version, `0.0.<counter>` (the update counter of the revision,
     /// see [`revision`]).
@@ -46,7 +49,11 @@ pub struct ActionMeta {
 
 impl ActionMeta {
     pub fn fqn(&self) -> FullyQualifiedName {
-        FullyQualifiedName::new(self.namespace.clone(), self.name.clone())
+        FullyQualifiedName {
+            namespace: self.namespace.clone(),
+            package: self.package.clone(),
+            name: self.name.clone(),
+        }
     }
 
     /// The version string for a revision: its update counter, so a cluster revision (which

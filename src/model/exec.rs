@@ -40,8 +40,15 @@ pub struct Kind {
 }
 
 impl Kind {
-    /// Resolves a kind string to a runtime.
+    /// Resolves a kind string to a runtime. `python:default` and `nodejs:default` become the
+    /// concrete kind they stand for (`python:3`, `nodejs:20`), as OpenWhisk stores them, so an
+    /// action reads back with the kind it really runs.
     pub fn parse(s: &str) -> Result<Self, KindError> {
+        let s = match s {
+            "python:default" => "python:3",
+            "nodejs:default" => "nodejs:20",
+            other => other,
+        };
         let runtime = match s {
             "python" | "python:3" | "python:default" | "python:3.11" => Runtime::Python,
             "nodejs" | "nodejs:default" | "nodejs:20" | "nodejs:18" | "nodejs:22" => {
@@ -154,6 +161,8 @@ mod tests {
         assert_eq!(Kind::parse("nodejs:default").unwrap().runtime(), Runtime::Nodejs);
         assert!(Kind::parse("java:8").is_err());
         assert_eq!(Kind::parse("nodejs").unwrap().as_str(), "nodejs");
+        assert_eq!(Kind::parse("nodejs:default").unwrap().as_str(), "nodejs:20");
+        assert_eq!(Kind::parse("python:default").unwrap().as_str(), "python:3");
     }
 
     #[test]

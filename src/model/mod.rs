@@ -9,6 +9,7 @@ mod identity;
 mod limits;
 mod name;
 mod namespace_limits;
+mod package;
 
 pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
@@ -23,3 +24,4 @@ pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SEC
 pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
 pub use namespace_limits::{NamespaceLimits, SEQUENCE_MAX_LENGTH_DEFAULT};
+pub use package::{merge_parameters, Binding, PackageMeta, RESERVED_PACKAGE_NAMES};

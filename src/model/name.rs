@@ -69,28 +69,50 @@ impl fmt::Display for EntityName {
     }
 }
 
-/// `namespace/name`: an action's full name, unique in a store. Used as the LMDB key of the
-/// action, as the journal's `HEARTH_ACTION` field and as the activation's `path` annotation.
+/// `namespace/name` or `namespace/package/name`: an action's full name, unique in a store.
+/// Used as the LMDB key of the action, as the journal's `HEARTH_ACTION` field and as the
+/// activation's `path` annotation. The package is optional so that an action outside any
+/// package keeps the key (and the wire form) it always had; a '/' never occurs inside a
+/// name, so the two forms cannot collide.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FullyQualifiedName {
     pub namespace: EntityName,
+    /// The package holding the action; `None`: the namespace's default package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<EntityName>,
     pub name: EntityName,
 }
 
 impl FullyQualifiedName {
     pub fn new(namespace: EntityName, name: EntityName) -> Self {
-        Self { namespace, name }
+        Self { namespace, package: None, name }
     }
 
-    /// The store key: `namespace/name` (a '/' never occurs inside a name).
+    /// An action inside `package` of `namespace`.
+    pub fn in_package(namespace: EntityName, package: EntityName, name: EntityName) -> Self {
+        Self { namespace, package: Some(package), name }
+    }
+
+    /// The store key: `namespace/name`, or `namespace/package/name` inside a package.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        self.to_string()
+    }
+
+    /// OpenWhisk's `namespace` field of the entity: `namespace` or `namespace/package`.
+    pub fn path(&self) -> String {
+        match &self.package {
+            Some(p) => format!("{}/{p}", self.namespace),
+            None => self.namespace.to_string(),
+        }
     }
 }
 
 impl fmt::Display for FullyQualifiedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        match &self.package {
+            Some(p) => write!(f, "{}/{p}/{}", self.namespace, self.name),
+            None => write!(f, "{}/{}", self.namespace, self.name),
+        }
     }
 }
 
@@ -112,6 +134,22 @@ mod tests {
         }
         assert_eq!(EntityName::parse(&"a".repeat(257)), Err(NameError::TooLong));
         assert!(EntityName::parse(&"a".repeat(256)).is_ok());
+    }
+
+    #[test]
+    fn packaged_names_key_with_the_package_and_keep_the_old_wire_form_without() {
+        let n = |s: &str| EntityName::parse(s).unwrap();
+        let plain = FullyQualifiedName::new(n("guest"), n("a"));
+        assert_eq!((plain.key(), plain.path()), ("guest/a".into(), "guest".into()));
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"namespace":"guest","name":"a"}"#);
+        let old: FullyQualifiedName =
+            serde_json::from_str(r#"{"namespace":"guest","name":"a"}"#).unwrap();
+        assert_eq!(old, plain);
+        let inner = FullyQualifiedName::in_package(n("guest"), n("utils"), n("a"));
+        assert_eq!((inner.key(), inner.path()), ("guest/utils/a".into(), "guest/utils".into()));
+        let back: FullyQualifiedName =
+            serde_json::from_str(&serde_json::to_string(&inner).unwrap()).unwrap();
+        assert_eq!(back, inner);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use heed::{RoTxn, RwTxn};
 
-use super::codec::{be_u64, decode, encode, show_key};
+use super::codec::{be_u64, decode, encode, scan, show_key};
 use super::error::lmdb;
-use super::feed::ACTION_PREFIX;
+use super::feed::{EntityKind, ACTION_PREFIX};
+use super::replica::Revisioned;
 use super::{Store, StoreError};
 use crate::model::{
     now_millis, revision, ActionLimits, ActionMeta, EntityName, ExecMeta, FullyQualifiedName,
@@ -14,7 +15,10 @@ use crate::model::{
 };
 
 /// Meta key prefix of the revision floor of a deleted action (`revision_floor/ns/name`).
-const FLOOR_PREFIX: &str = "revision_floor/";
+pub(crate) const ACTION_FLOORS: &str = "revision_floor/";
+/// The same for packages (`package_floor/ns/name`): an action and a package may be deleted
+/// under one name, and each kind keeps its own floors.
+pub(crate) const PACKAGE_FLOORS: &str = "package_floor/";
 
 /// New code for an action.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,10 +48,7 @@ impl Store {
         rtxn: &RoTxn,
         key: &str,
     ) -> Result<Option<ActionMeta>, StoreError> {
-        match self.dbs().actions.get(rtxn, key.as_bytes()).map_err(lmdb("get", "actions"))? {
-            Some(v) => Ok(Some(decode("actions", key.as_bytes(), v)?)),
-            None => Ok(None),
-        }
+        super::codec::get(&self.dbs().actions, "actions", rtxn, key)
     }
 
     /// Creates or updates an action in one write transaction: meta and code change together
@@ -63,6 +64,20 @@ impl Store {
         let ns_key = fqn.namespace.as_str().as_bytes();
         if self.dbs().namespaces.get(&wtxn, ns_key).map_err(lmdb("get", "namespaces"))?.is_none() {
             return Err(StoreError::NamespaceNotFound(fqn.namespace.to_string()));
+        }
+        match &fqn.package {
+            // Actions are written into a package, never through a binding.
+            Some(pkg) => match self.package_in(&wtxn, &format!("{}/{pkg}", fqn.namespace))? {
+                None => {
+                    return Err(StoreError::PackageNotFound(format!("{}/{pkg}", fqn.namespace)))
+                }
+                Some(p) if p.binding.is_some() => return Err(StoreError::NotAllowedOnBinding(key)),
+                Some(_) => {}
+            },
+            None if self.package_in(&wtxn, &key)?.is_some() => {
+                return Err(StoreError::Conformance(key))
+            }
+            None => {}
         }
         let existing = self.action_in(&wtxn, &key)?;
         if existing.is_some() && !overwrite {
@@ -88,12 +103,13 @@ impl Store {
         let origin = self.origin_in(&wtxn)?;
         let previous = match &existing {
             Some(a) => Some(a.revision),
-            None if origin.is_some() => self.take_floor_in(&mut wtxn, &key)?,
+            None if origin.is_some() => self.take_floor_in(&mut wtxn, ACTION_FLOORS, &key)?,
             None => None,
         };
         let revision = revision::next(previous, origin.as_deref());
         let meta = ActionMeta {
             namespace: fqn.namespace.clone(),
+            package: fqn.package.clone(),
             name: fqn.name.clone(),
             version: ActionMeta::version_for(revision),
             revision,
@@ -193,8 +209,14 @@ impl Store {
     ) -> Result<Option<ActionMeta>, StoreError> {
         let key = fqn.key();
         let mut wtxn = self.write_txn()?;
+        if let Some(pkg) = &fqn.package {
+            let p = self.package_in(&wtxn, &format!("{}/{pkg}", fqn.namespace))?;
+            if p.is_some_and(|p| p.binding.is_some()) {
+                return Err(StoreError::NotAllowedOnBinding(key));
+            }
+        }
         let Some(meta) = self.action_in(&wtxn, &key)? else { return Ok(None) };
-        self.note_floor_in(&mut wtxn, &key, meta.revision)?;
+        self.note_floor_in(&mut wtxn, ACTION_FLOORS, &key, meta.revision)?;
         self.dbs().actions.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "actions"))?;
         self.dbs().code.delete(&mut wtxn, key.as_bytes()).map_err(lmdb("delete", "code"))?;
         let entity = format!("{ACTION_PREFIX}{key}");
@@ -210,27 +232,38 @@ impl Store {
         wtxn: &mut RwTxn,
         ns: &EntityName,
     ) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{ns}/");
-        let mut doomed = Vec::new();
-        for item in self
-            .dbs()
-            .actions
-            .prefix_iter(wtxn, prefix.as_bytes())
-            .map_err(lmdb("prefix_iter", "actions"))?
-        {
-            let (k, v) = item.map_err(lmdb("prefix_iter", "actions"))?;
+        let doomed = self.action_keys_in(wtxn, &format!("{ns}/"))?;
+        self.delete_action_keys_in(wtxn, &doomed)
+    }
+
+    /// The keys and revisions of the actions under `prefix` (a namespace's, a package's).
+    pub(crate) fn action_keys_in(
+        &self,
+        txn: &RoTxn,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in scan(&self.dbs().actions, txn, "actions", prefix)? {
+            let (k, v) = item.map_err(lmdb("iter", "actions"))?;
             let meta: ActionMeta = decode("actions", k, v)?;
-            doomed.push((k.to_vec(), meta.revision));
+            out.push((show_key(k), meta.revision));
         }
-        for (k, rev) in &doomed {
-            self.note_floor_in(wtxn, &show_key(k), *rev)?;
+        Ok(out)
+    }
+
+    /// Deletes the actions `doomed` (with their code, noting their floors); returns their
+    /// feed keys.
+    pub(crate) fn delete_action_keys_in(
+        &self,
+        wtxn: &mut RwTxn,
+        doomed: &[(String, u64)],
+    ) -> Result<Vec<String>, StoreError> {
+        for (k, rev) in doomed {
+            self.note_floor_in(wtxn, ACTION_FLOORS, k, *rev)?;
+            self.dbs().actions.delete(wtxn, k.as_bytes()).map_err(lmdb("delete", "actions"))?;
+            self.dbs().code.delete(wtxn, k.as_bytes()).map_err(lmdb("delete", "code"))?;
         }
-        let doomed: Vec<Vec<u8>> = doomed.into_iter().map(|(k, _)| k).collect();
-        for k in &doomed {
-            self.dbs().actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
-            self.dbs().code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
-        }
-        Ok(doomed.iter().map(|k| format!("{ACTION_PREFIX}{}", show_key(k))).collect())
+        Ok(doomed.iter().map(|(k, _)| format!("{ACTION_PREFIX}{k}")).collect())
     }
 }
 
@@ -244,13 +277,14 @@ impl Store {
     pub(crate) fn note_floor_in(
         &self,
         wtxn: &mut RwTxn,
+        floors: &str,
         key: &str,
         revision: u64,
     ) -> Result<(), StoreError> {
         if self.origin_in(wtxn)?.is_none() {
             return Ok(());
         }
-        self.raise_floor_in(wtxn, key, revision)
+        self.raise_floor_in(wtxn, floors, key, revision)
     }
 
     /// [`note_floor_in`](Self::note_floor_in) on any host: a replica (an invoker too)
@@ -258,50 +292,85 @@ impl Store {
     pub(crate) fn raise_floor_in(
         &self,
         wtxn: &mut RwTxn,
+        floors: &str,
         key: &str,
         revision: u64,
     ) -> Result<(), StoreError> {
-        let revision = self.floor_in(wtxn, key)?.map_or(revision, |f| f.max(revision));
-        let k = format!("{FLOOR_PREFIX}{key}");
+        let revision = self.floor_in(wtxn, floors, key)?.map_or(revision, |f| f.max(revision));
+        let k = format!("{floors}{key}");
         self.dbs()
             .meta
             .put(wtxn, k.as_bytes(), &revision.to_be_bytes())
             .map_err(lmdb("put", "meta"))
     }
 
-    /// The revision floor of action `key` (`ns/name`): the highest revision of it deleted here.
-    pub(crate) fn floor_in(&self, rtxn: &RoTxn, key: &str) -> Result<Option<u64>, StoreError> {
-        let k = format!("{FLOOR_PREFIX}{key}");
+    /// The revision floor of entity `key` (`ns/name`) of the kind whose floors are under
+    /// `floors`: the highest revision of it deleted here.
+    pub(crate) fn floor_in(
+        &self,
+        rtxn: &RoTxn,
+        floors: &str,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = format!("{floors}{key}");
         match self.dbs().meta.get(rtxn, k.as_bytes()).map_err(lmdb("get", "meta"))? {
             Some(b) => Ok(Some(be_u64("meta", k.as_bytes(), b)?)),
             None => Ok(None),
         }
     }
 
-    /// Every action deleted here and not created again: `(ns/name, floor)`.
-    pub(crate) fn floors_in(&self, rtxn: &RoTxn) -> Result<Vec<(String, u64)>, StoreError> {
+    /// Every entity of a kind deleted here and not created again: `(ns/name, floor)`.
+    pub(crate) fn floors_in(
+        &self,
+        rtxn: &RoTxn,
+        floors: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
         let d = self.dbs();
         let mut out = Vec::new();
-        for item in d
-            .meta
-            .prefix_iter(rtxn, FLOOR_PREFIX.as_bytes())
-            .map_err(lmdb("prefix_iter", "meta"))?
+        for item in
+            d.meta.prefix_iter(rtxn, floors.as_bytes()).map_err(lmdb("prefix_iter", "meta"))?
         {
             let (k, v) = item.map_err(lmdb("prefix_iter", "meta"))?;
-            let key = String::from_utf8_lossy(&k[FLOOR_PREFIX.len()..]).into_owned();
+            let key = String::from_utf8_lossy(&k[floors.len()..]).into_owned();
             out.push((key, be_u64("meta", k, v)?));
         }
         Ok(out)
     }
 
     /// The revision floor of `key` (see [`note_floor_in`](Self::note_floor_in)), removed.
-    fn take_floor_in(&self, wtxn: &mut RwTxn, key: &str) -> Result<Option<u64>, StoreError> {
-        let floor = self.floor_in(wtxn, key)?;
+    pub(crate) fn take_floor_in(
+        &self,
+        wtxn: &mut RwTxn,
+        floors: &str,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let floor = self.floor_in(wtxn, floors, key)?;
         if floor.is_some() {
-            let k = format!("{FLOOR_PREFIX}{key}");
+            let k = format!("{floors}{key}");
             self.dbs().meta.delete(wtxn, k.as_bytes()).map_err(lmdb("delete", "meta"))?;
         }
         Ok(floor)
+    }
+}
+
+/// Actions on the entity topic: meta and code travel together; the highest revision wins
+/// (`replica.rs`).
+#[derive(Debug)]
+pub(crate) struct ActionKind;
+
+impl EntityKind for ActionKind {
+    fn prefix(&self) -> &'static str {
+        ACTION_PREFIX
+    }
+
+    fn revisioned<'s>(&self, s: &'s Store) -> Option<Revisioned<'s>> {
+        Some(Revisioned {
+            db: &s.dbs().actions,
+            name: "actions",
+            floors: ACTION_FLOORS,
+            payload: Some((&s.dbs().code, "code")),
+            revision: |k, v| Ok(decode::<ActionMeta>("actions", k, v)?.revision),
+        })
     }
 }
 

@@ -28,6 +28,40 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// The record under `key` in `db`, decoded; `None` when there is none.
+pub(crate) fn get<T: DeserializeOwned>(
+    db: &super::Db,
+    name: &'static str,
+    txn: &heed::RoTxn,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match db.get(txn, key.as_bytes()).map_err(super::error::lmdb("get", name))? {
+        Some(v) => Ok(Some(decode(name, key.as_bytes(), v)?)),
+        None => Ok(None),
+    }
+}
+
+/// A cursor over `(key, value)` records, borrowing the transaction.
+pub(crate) type Records<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+
+/// The records of `db` whose key starts with `prefix` (all of them for an empty prefix, which
+/// LMDB's prefix cursor refuses).
+pub(crate) fn scan<'t>(
+    db: &super::Db,
+    txn: &'t heed::RoTxn,
+    name: &'static str,
+    prefix: &str,
+) -> Result<Records<'t>, StoreError> {
+    Ok(if prefix.is_empty() {
+        Box::new(db.iter(txn).map_err(super::error::lmdb("iter", name))?)
+    } else {
+        Box::new(
+            db.prefix_iter(txn, prefix.as_bytes())
+                .map_err(super::error::lmdb("prefix_iter", name))?,
+        )
+    })
+}
+
 /// Reads a big-endian u64 from the first 8 bytes of `bytes`.
 pub(crate) fn be_u64(db: &'static str, key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
     bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes).ok_or_else(

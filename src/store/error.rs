@@ -31,6 +31,22 @@ pub enum StoreError {
     MissingExec(String),
     #[error("action {action}: {source}")]
     InvalidLimits { action: String, source: LimitError },
+    #[error("package {0} already exists (use overwrite to update it)")]
+    PackageExists(String),
+    #[error("package {0} does not exist")]
+    PackageNotFound(String),
+    /// OpenWhisk's `packageCannotBecomeBinding`.
+    #[error("Resource is a package and cannot be converted into a binding.")]
+    PackageCannotBecomeBinding(String),
+    /// OpenWhisk's message for deleting a package that still holds actions.
+    #[error("Package not empty (contains {entities} {}). Set force param or delete package contents.", if *entities == 1 { "entity" } else { "entities" })]
+    PackageNotEmpty { package: String, entities: usize },
+    /// OpenWhisk's `notAllowedOnBinding`: actions are never written through a binding.
+    #[error("Operation not permitted on package binding.")]
+    NotAllowedOnBinding(String),
+    /// OpenWhisk's `conformanceMessage`: an action and a package share one name space.
+    #[error("Resource by this name exists but is not in this collection.")]
+    Conformance(String),
     #[error("starting the sync thread of {path}: {source}")]
     SyncThread { path: PathBuf, source: std::io::Error },
     /// Committed on this host (and queued for publication) but the message bus did not

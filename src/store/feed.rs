@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{be_u64, show_key};
 use super::error::lmdb;
+use super::replica::{apply_revisioned, Revisioned};
 use super::{Store, StoreError};
 
 const ORIGIN: &[u8] = b"entity_origin";
@@ -35,6 +36,101 @@ const FEED_SEQ: &[u8] = b"feed_seq";
 pub const ACTION_PREFIX: &str = "action/";
 pub const NAMESPACE_PREFIX: &str = "namespace/";
 pub const KEY_PREFIX: &str = "key/";
+pub const PACKAGE_PREFIX: &str = "package/";
+
+/// One kind of entity on the entity topic: how this store reads it for publication and
+/// applies it from the topic. Each kind is implemented beside its own store file; adding a
+/// kind is one implementation and one line in [`KINDS`]. Keys passed in and out are the
+/// entity's store key, without the topic prefix.
+pub(crate) trait EntityKind: Sync + std::fmt::Debug {
+    /// The key prefix on the topic (`action/`).
+    fn prefix(&self) -> &'static str;
+    /// For kinds with revisions (the highest wins, deletions leave floors): where they are
+    /// kept. Such a kind needs nothing else: every other method has its default from this.
+    fn revisioned<'s>(&self, _s: &'s Store) -> Option<Revisioned<'s>> {
+        None
+    }
+    /// Every entity of this kind held here, to publish when joining a cluster or after a
+    /// topic reset.
+    fn held(&self, s: &Store, txn: &RoTxn) -> Result<Vec<String>, StoreError> {
+        let Some(r) = self.revisioned(s) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for item in r.db.iter(txn).map_err(lmdb("iter", r.name))? {
+            out.push(show_key(item.map_err(lmdb("iter", r.name))?.0));
+        }
+        Ok(out)
+    }
+    /// Entities deleted here whose deletion must be published again after a topic reset.
+    fn deletions(&self, s: &Store, txn: &RoTxn) -> Result<Vec<String>, StoreError> {
+        let Some(r) = self.revisioned(s) else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for (key, _) in s.floors_in(txn, r.floors)? {
+            if r.db.get(txn, key.as_bytes()).map_err(lmdb("get", r.name))?.is_none() {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+    /// The revision a tombstone of `key` deletes, for kinds with revisions.
+    fn deleted_revision(
+        &self,
+        s: &Store,
+        txn: &RoTxn,
+        key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        match self.revisioned(s) {
+            Some(r) => s.floor_in(txn, r.floors, key),
+            None => Ok(None),
+        }
+    }
+    /// The current value of `key` in wire form; `None` when it does not exist here.
+    fn wire_value(
+        &self,
+        s: &Store,
+        txn: &RoTxn,
+        key: &str,
+        header: &WireHeader,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(r) = self.revisioned(s) else { return Ok(None) };
+        let k = key.as_bytes();
+        let Some(record) = r.db.get(txn, k).map_err(lmdb("get", r.name))? else {
+            return Ok(None);
+        };
+        let payload = match r.payload {
+            Some((db, name)) => db.get(txn, k).map_err(lmdb("get", name))?.unwrap_or(&[]),
+            None => &[],
+        };
+        Ok(Some(encode_wire(header, record, payload)))
+    }
+    /// Applies a record (`Some`) or a tombstone (`None`) of `key` from the topic.
+    fn apply(
+        &self,
+        s: &Store,
+        wtxn: &mut RwTxn,
+        key: &str,
+        wire: Option<&WireValue>,
+        deleted_revision: Option<u64>,
+    ) -> Result<super::Applied, StoreError> {
+        match self.revisioned(s) {
+            Some(r) => apply_revisioned(s, wtxn, &r, key, wire, deleted_revision),
+            None => Ok(super::Applied::Unknown),
+        }
+    }
+}
+
+/// Every entity kind, in the order a host replaying the topic needs them: a namespace before
+/// its keys, a package before its actions.
+pub(crate) const KINDS: &[&dyn EntityKind] = &[
+    &super::namespaces::NamespaceKind,
+    &super::keys::KeyKind,
+    &super::packages::PackageKind,
+    &super::actions::ActionKind,
+];
+
+/// The kind of a topic key and the key without its prefix.
+pub(crate) fn kind_of(key: &str) -> Option<(&'static dyn EntityKind, &str)> {
+    KINDS.iter().find_map(|k| key.strip_prefix(k.prefix()).map(|rest| (*k, rest)))
+}
 
 /// Waits until the feed entry `seq` is published (installed by the cluster wiring). Called on
 /// the writing thread after the commit (a blocking thread: the controller runs writes there).
@@ -136,42 +232,26 @@ impl Store {
         Ok(n)
     }
 
-    /// Appends every namespace, key and action to the feed (namespaces first, so a host
-    /// replaying the topic knows a namespace before its keys and actions).
+    /// Appends every entity to the feed (in [`KINDS`] order).
     fn queue_all_in(&self, wtxn: &mut RwTxn) -> Result<usize, StoreError> {
         let mut keys = Vec::new();
-        for item in self.dbs().namespaces.iter(wtxn).map_err(lmdb("iter", "namespaces"))? {
-            let (k, _) = item.map_err(lmdb("iter", "namespaces"))?;
-            keys.push(format!("{NAMESPACE_PREFIX}{}", show_key(k)));
-        }
-        for item in self.dbs().keys.iter(wtxn).map_err(lmdb("iter", "keys"))? {
-            let (k, _) = item.map_err(lmdb("iter", "keys"))?;
-            if let Ok(u) = uuid::Uuid::from_slice(k) {
-                keys.push(format!("{KEY_PREFIX}{u}"));
-            }
-        }
-        for item in self.dbs().actions.iter(wtxn).map_err(lmdb("iter", "actions"))? {
-            let (k, _) = item.map_err(lmdb("iter", "actions"))?;
-            keys.push(format!("{ACTION_PREFIX}{}", show_key(k)));
+        for kind in KINDS {
+            keys.extend(
+                kind.held(self, wtxn)?.into_iter().map(|k| format!("{}{k}", kind.prefix())),
+            );
         }
         self.feed_in(wtxn, &keys)?;
         Ok(keys.len())
     }
 
-    /// Appends the deletion of every action deleted here and not created again (a tombstone
-    /// with its revision: a deletion the broker lost reaches the hosts that missed it, and a
-    /// host holding a newer re-creation keeps that), and of every key revoked here.
+    /// Appends the deletion of every entity deleted here and not created again (a tombstone
+    /// with its revision for kinds that have one: a deletion the broker lost reaches the hosts
+    /// that missed it, and a host holding a newer re-creation keeps that).
     fn queue_deletions_in(&self, wtxn: &mut RwTxn) -> Result<usize, StoreError> {
         let mut keys = Vec::new();
-        for (action, _) in self.floors_in(wtxn)? {
-            let held =
-                self.dbs().actions.get(wtxn, action.as_bytes()).map_err(lmdb("get", "actions"))?;
-            if held.is_none() {
-                keys.push(format!("{ACTION_PREFIX}{action}"));
-            }
-        }
-        for uuid in self.revoked_in(wtxn)? {
-            keys.push(format!("{KEY_PREFIX}{uuid}"));
+        for kind in KINDS {
+            let gone = kind.deletions(self, wtxn)?;
+            keys.extend(gone.into_iter().map(|k| format!("{}{k}", kind.prefix())));
         }
         self.feed_in(wtxn, &keys)?;
         Ok(keys.len())
@@ -240,10 +320,22 @@ impl Store {
             let seq = be_u64("feed", k, k)?;
             let key = String::from_utf8_lossy(v).into_owned();
             let header = WireHeader { origin: origin.clone(), seq };
-            let value = self.wire_value_in(&rtxn, &key, &header)?;
-            let deleted_revision = match (&value, key.strip_prefix(ACTION_PREFIX)) {
-                (None, Some(action)) => self.floor_in(&rtxn, action)?,
-                _ => None,
+            let (value, deleted_revision) = match kind_of(&key) {
+                Some((kind, k)) => {
+                    let value = kind.wire_value(self, &rtxn, k, &header)?;
+                    let deleted = match value {
+                        None => kind.deleted_revision(self, &rtxn, k)?,
+                        Some(_) => None,
+                    };
+                    (value, deleted)
+                }
+                None => {
+                    tracing::warn!(
+                        key,
+                        "unknown entity kind in the feed; published as a tombstone"
+                    );
+                    (None, None)
+                }
             };
             out.push(FeedEntry { seq, key, value, deleted_revision });
         }
@@ -265,34 +357,6 @@ impl Store {
             self.dbs().feed.delete(&mut wtxn, k).map_err(lmdb("delete", "feed"))?;
         }
         wtxn.commit().map_err(lmdb("commit", "feed"))
-    }
-
-    /// The entity `key`'s current value in wire form; `None` when it does not exist.
-    fn wire_value_in(
-        &self,
-        rtxn: &RoTxn,
-        key: &str,
-        header: &WireHeader,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        let d = self.dbs();
-        if let Some(k) = key.strip_prefix(ACTION_PREFIX) {
-            let Some(meta) = d.actions.get(rtxn, k.as_bytes()).map_err(lmdb("get", "actions"))?
-            else {
-                return Ok(None);
-            };
-            let code = d.code.get(rtxn, k.as_bytes()).map_err(lmdb("get", "code"))?.unwrap_or(&[]);
-            return Ok(Some(encode_wire(header, meta, code)));
-        }
-        let (db, dbname, k) = if let Some(ns) = key.strip_prefix(NAMESPACE_PREFIX) {
-            (&d.namespaces, "namespaces", ns.as_bytes().to_vec())
-        } else if let Some(u) = key.strip_prefix(KEY_PREFIX) {
-            let Ok(u) = uuid::Uuid::parse_str(u) else { return Ok(None) };
-            (&d.keys, "keys", u.as_bytes().to_vec())
-        } else {
-            tracing::warn!(key, "unknown entity kind in the feed; published as a tombstone");
-            return Ok(None);
-        };
-        Ok(db.get(rtxn, &k).map_err(lmdb("get", dbname))?.map(|v| encode_wire(header, v, &[])))
     }
 
     /// The last local feed position that wrote `key` (0: none).

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::codec::{decode, encode};
 use super::error::lmdb;
-use super::feed::KEY_PREFIX;
+use super::feed::{encode_wire, EntityKind, WireHeader, WireValue, KEY_PREFIX};
+use super::replica::Applied;
 use super::{Store, StoreError};
 use crate::model::{now_millis, AuthKey, EntityName, SecretHash};
 
@@ -174,4 +175,81 @@ const REVOKED_PREFIX: &[u8] = b"revoked_key/";
 
 fn revoked_key(uuid: &Uuid) -> Vec<u8> {
     [REVOKED_PREFIX, uuid.as_bytes()].concat()
+}
+
+/// Keys on the entity topic: the topic's order decides; a revoked key never comes back.
+#[derive(Debug)]
+pub(crate) struct KeyKind;
+
+fn parse_uuid(u: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(u).map_err(|e| StoreError::Corrupt {
+        db: "entity topic",
+        key: format!("{KEY_PREFIX}{u}"),
+        message: e.to_string(),
+    })
+}
+
+impl EntityKind for KeyKind {
+    fn prefix(&self) -> &'static str {
+        KEY_PREFIX
+    }
+
+    fn held(&self, s: &Store, txn: &RoTxn) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in s.dbs().keys.iter(txn).map_err(lmdb("iter", "keys"))? {
+            let (k, _) = item.map_err(lmdb("iter", "keys"))?;
+            if let Ok(u) = Uuid::from_slice(k) {
+                out.push(u.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    fn deletions(&self, s: &Store, txn: &RoTxn) -> Result<Vec<String>, StoreError> {
+        Ok(s.revoked_in(txn)?.into_iter().map(|u| u.to_string()).collect())
+    }
+
+    fn wire_value(
+        &self,
+        s: &Store,
+        txn: &RoTxn,
+        key: &str,
+        header: &WireHeader,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Ok(u) = Uuid::parse_str(key) else { return Ok(None) };
+        let v = s.dbs().keys.get(txn, u.as_bytes()).map_err(lmdb("get", "keys"))?;
+        Ok(v.map(|v| encode_wire(header, v, &[])))
+    }
+
+    fn apply(
+        &self,
+        s: &Store,
+        wtxn: &mut RwTxn,
+        key: &str,
+        wire: Option<&WireValue>,
+        _deleted_revision: Option<u64>,
+    ) -> Result<Applied, StoreError> {
+        let uuid = parse_uuid(key)?;
+        let k = uuid.as_bytes();
+        let d = s.dbs();
+        match wire {
+            Some(w) => {
+                let _: KeyRecord = decode("keys", k, w.record)?;
+                // A copy of a revoked key stays revoked (see `note_revoked_in`).
+                if s.is_revoked_in(wtxn, &uuid)? {
+                    return Ok(Applied::Superseded);
+                }
+                if d.keys.get(wtxn, k).map_err(lmdb("get", "keys"))? == Some(w.record) {
+                    return Ok(Applied::Unchanged);
+                }
+                d.keys.put(wtxn, k, w.record).map_err(lmdb("put", "keys"))?;
+            }
+            None => {
+                d.keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
+                s.note_revoked_in(wtxn, &uuid)?;
+            }
+        }
+        s.bump_keys_generation(wtxn)?;
+        Ok(Applied::Changed)
+    }
 }

@@ -1,6 +1,6 @@
 //! The LMDB store: one heed environment holding every entity as a typed database.
 //!
-//! Owns: namespaces, keys (salted hashes only), actions (metadata and code in separate
+//! Owns: namespaces, keys (salted hashes only), packages, actions (metadata and code in separate
 //! databases so the hot lookup never touches the code), activation records with their listing
 //! and retention indexes, and the `keys_generation` counter that invalidates the in-memory auth
 //! cache across processes. LMDB's lock file makes the store safe to open from several
@@ -23,6 +23,7 @@ mod keys;
 mod meta;
 mod namespace_limits;
 mod namespaces;
+mod packages;
 mod pending;
 mod replica;
 
@@ -39,6 +40,7 @@ pub use error::StoreError;
 pub use feed::{FeedEntry, PublishWaiter};
 pub use keys::KeyRecord;
 pub use namespaces::NamespaceRecord;
+pub use packages::{PackageUpdate, Resolution, BINDING_ANNOTATION};
 pub use pending::STOPPED_MESSAGE;
 pub use replica::Applied;
 
@@ -93,6 +95,8 @@ pub(crate) struct Dbs {
     pub feed: Db,
     /// Entity key -> the last feed seq that wrote it here (`replica.rs` skips stale echoes).
     pub feed_last: Db,
+    /// Packages and bindings: `ns/name` -> record (`packages.rs`).
+    pub packages: Db,
 }
 
 struct Inner {
@@ -159,6 +163,7 @@ impl Store {
             pending: create("pending")?,
             feed: create("feed")?,
             feed_last: create("feed_last")?,
+            packages: create("packages")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {

@@ -3,9 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode, encode};
+use heed::{RoTxn, RwTxn};
+
+use super::codec::{decode, encode, show_key};
 use super::error::lmdb;
-use super::feed::{KEY_PREFIX, NAMESPACE_PREFIX};
+use super::feed::{encode_wire, EntityKind, WireHeader, WireValue, KEY_PREFIX, NAMESPACE_PREFIX};
+use super::replica::Applied;
 use super::{Store, StoreError};
 use crate::model::{now_millis, AuthKey, EntityName};
 
@@ -67,6 +70,22 @@ impl Store {
         Ok(())
     }
 
+    /// Makes sure `ns` exists, without creating a key for it (the `whisk.system` catalog:
+    /// nobody authenticates as it). Returns whether it was created.
+    pub fn ensure_namespace(&self, ns: &EntityName) -> Result<bool, StoreError> {
+        let mut wtxn = self.write_txn()?;
+        if self.namespace_exists_in(&wtxn, ns)? {
+            return Ok(false);
+        }
+        self.put_namespace_in(&mut wtxn, ns)?;
+        self.bump_keys_generation(&mut wtxn)?;
+        let entity = format!("{NAMESPACE_PREFIX}{ns}");
+        let seq = self.feed_in(&mut wtxn, std::slice::from_ref(&entity))?;
+        wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
+        self.await_published(&entity, seq)?;
+        Ok(true)
+    }
+
     /// Whether `ns` exists, inside a transaction that is about to change it or its keys.
     pub(crate) fn namespace_exists_in(
         &self,
@@ -122,6 +141,7 @@ impl Store {
         }
         let keys = self.delete_keys_of_in(&mut wtxn, ns)?;
         let actions = self.delete_actions_of_in(&mut wtxn, ns)?;
+        let packages = self.delete_packages_of_in(&mut wtxn, ns)?;
         let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
         let pending = self.delete_pending_of_in(&mut wtxn, ns)?;
         self.delete_namespace_limits_in(&mut wtxn, ns)?;
@@ -132,11 +152,81 @@ impl Store {
         let (n_keys, n_actions) = (keys.len(), actions.len());
         let mut fed = keys;
         fed.extend(actions);
+        fed.extend(packages);
         fed.push(entity.clone());
         let seq = self.feed_in(&mut wtxn, &fed)?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
         tracing::info!(namespace = %ns, keys = n_keys, actions = n_actions, activations, pending, "namespace deleted");
         self.await_published(&entity, seq)?;
         Ok(true)
+    }
+}
+
+/// Namespaces on the entity topic: the topic's order decides; a tombstone deletes everything
+/// the namespace owns, as the local delete does.
+#[derive(Debug)]
+pub(crate) struct NamespaceKind;
+
+impl EntityKind for NamespaceKind {
+    fn prefix(&self) -> &'static str {
+        NAMESPACE_PREFIX
+    }
+
+    fn held(&self, s: &Store, txn: &RoTxn) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for item in s.dbs().namespaces.iter(txn).map_err(lmdb("iter", "namespaces"))? {
+            out.push(show_key(item.map_err(lmdb("iter", "namespaces"))?.0));
+        }
+        Ok(out)
+    }
+
+    fn wire_value(
+        &self,
+        s: &Store,
+        txn: &RoTxn,
+        key: &str,
+        header: &WireHeader,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let v = s.dbs().namespaces.get(txn, key.as_bytes()).map_err(lmdb("get", "namespaces"))?;
+        Ok(v.map(|v| encode_wire(header, v, &[])))
+    }
+
+    fn apply(
+        &self,
+        s: &Store,
+        wtxn: &mut RwTxn,
+        ns: &str,
+        wire: Option<&WireValue>,
+        _deleted_revision: Option<u64>,
+    ) -> Result<Applied, StoreError> {
+        let name = EntityName::parse(ns).map_err(|e| StoreError::Corrupt {
+            db: "entity topic",
+            key: format!("{NAMESPACE_PREFIX}{ns}"),
+            message: e.to_string(),
+        })?;
+        let d = s.dbs();
+        match wire {
+            Some(w) => {
+                let _: NamespaceRecord = decode("namespaces", ns.as_bytes(), w.record)?;
+                let held =
+                    d.namespaces.get(wtxn, ns.as_bytes()).map_err(lmdb("get", "namespaces"))?;
+                if held == Some(w.record) {
+                    return Ok(Applied::Unchanged);
+                }
+                d.namespaces
+                    .put(wtxn, ns.as_bytes(), w.record)
+                    .map_err(lmdb("put", "namespaces"))?;
+            }
+            None => {
+                // As the local delete: everything the namespace owns goes with it.
+                d.namespaces.delete(wtxn, ns.as_bytes()).map_err(lmdb("delete", "namespaces"))?;
+                s.delete_keys_of_in(wtxn, &name)?;
+                s.delete_actions_of_in(wtxn, &name)?;
+                s.delete_packages_of_in(wtxn, &name)?;
+                s.delete_activations_of_in(wtxn, &name)?;
+            }
+        }
+        s.bump_keys_generation(wtxn)?;
+        Ok(Applied::Changed)
     }
 }

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use heed::RwTxn;
 
-use super::codec::{decode, show_key};
+use super::codec::show_key;
 use super::error::lmdb;
-use super::feed::{decode_wire, ACTION_PREFIX, KEY_PREFIX, NAMESPACE_PREFIX};
+use super::feed::decode_wire;
 use super::{Store, StoreError};
-use crate::model::{ActionMeta, EntityName, FullyQualifiedName};
+use crate::model::FullyQualifiedName;
 
 const ENTITY_OFFSET: &[u8] = b"entity_offset";
 /// The mark (a fingerprint from the bus) of the record just before the resume offset: tells
@@ -119,108 +119,13 @@ impl Store {
                 return Ok(Applied::SkippedOwn);
             }
         }
-        let d = self.dbs();
-        if let Some(k) = key.strip_prefix(ACTION_PREFIX) {
-            let k = k.as_bytes();
-            match &wire {
-                Some(w) => {
-                    // Decoded also to refuse garbage before it reaches the hot path.
-                    let incoming: ActionMeta = decode("actions", k, w.record)?;
-                    // A copy of a revision deleted here (another controller re-publishing
-                    // what it held when the broker lost the deletion) stays deleted.
-                    if self.floor_in(wtxn, &show_key(k))?.is_some_and(|f| f >= incoming.revision) {
-                        return Ok(Applied::Superseded);
-                    }
-                    if let Some(held) = d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
-                        let same = held == w.record;
-                        let held: ActionMeta = decode("actions", k, held)?;
-                        if held.revision > incoming.revision {
-                            return Ok(Applied::Superseded);
-                        }
-                        if same {
-                            return Ok(Applied::Unchanged);
-                        }
-                    }
-                    d.actions.put(wtxn, k, w.record).map_err(lmdb("put", "actions"))?;
-                    d.code.put(wtxn, k, w.code).map_err(lmdb("put", "code"))?;
-                }
-                None => {
-                    let held = match d.actions.get(wtxn, k).map_err(lmdb("get", "actions"))? {
-                        Some(held) => Some(decode::<ActionMeta>("actions", k, held)?.revision),
-                        None => None,
-                    };
-                    // A deletion of revision R does not delete a re-creation above R.
-                    if let (Some(held), Some(deleted)) = (held, deleted_revision) {
-                        if held > deleted {
-                            return Ok(Applied::Superseded);
-                        }
-                    }
-                    if let Some(floor) = held.max(deleted_revision) {
-                        self.raise_floor_in(wtxn, &show_key(k), floor)?;
-                    }
-                    d.actions.delete(wtxn, k).map_err(lmdb("delete", "actions"))?;
-                    d.code.delete(wtxn, k).map_err(lmdb("delete", "code"))?;
-                }
+        match super::feed::kind_of(key) {
+            Some((kind, k)) => kind.apply(self, wtxn, k, wire.as_ref(), deleted_revision),
+            None => {
+                tracing::warn!(key = %show_key(key.as_bytes()), "unknown entity kind on the topic: skipped");
+                Ok(Applied::Unknown)
             }
-        } else if let Some(ns) = key.strip_prefix(NAMESPACE_PREFIX) {
-            let name = EntityName::parse(ns).map_err(|e| StoreError::Corrupt {
-                db: "entity topic",
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-            match &wire {
-                Some(w) => {
-                    let _: super::NamespaceRecord = decode("namespaces", ns.as_bytes(), w.record)?;
-                    let held =
-                        d.namespaces.get(wtxn, ns.as_bytes()).map_err(lmdb("get", "namespaces"))?;
-                    if held == Some(w.record) {
-                        return Ok(Applied::Unchanged);
-                    }
-                    d.namespaces
-                        .put(wtxn, ns.as_bytes(), w.record)
-                        .map_err(lmdb("put", "namespaces"))?;
-                }
-                None => {
-                    // As the local delete: everything the namespace owns goes with it.
-                    d.namespaces
-                        .delete(wtxn, ns.as_bytes())
-                        .map_err(lmdb("delete", "namespaces"))?;
-                    self.delete_keys_of_in(wtxn, &name)?;
-                    self.delete_actions_of_in(wtxn, &name)?;
-                    self.delete_activations_of_in(wtxn, &name)?;
-                }
-            }
-            self.bump_keys_generation(wtxn)?;
-        } else if let Some(u) = key.strip_prefix(KEY_PREFIX) {
-            let uuid = uuid::Uuid::parse_str(u).map_err(|e| StoreError::Corrupt {
-                db: "entity topic",
-                key: key.to_owned(),
-                message: e.to_string(),
-            })?;
-            let k = uuid.as_bytes();
-            match &wire {
-                Some(w) => {
-                    let _: super::KeyRecord = decode("keys", k, w.record)?;
-                    // A copy of a revoked key stays revoked (see `note_revoked_in`).
-                    if self.is_revoked_in(wtxn, &uuid)? {
-                        return Ok(Applied::Superseded);
-                    }
-                    if d.keys.get(wtxn, k).map_err(lmdb("get", "keys"))? == Some(w.record) {
-                        return Ok(Applied::Unchanged);
-                    }
-                    d.keys.put(wtxn, k, w.record).map_err(lmdb("put", "keys"))?;
-                }
-                None => {
-                    d.keys.delete(wtxn, k).map_err(lmdb("delete", "keys"))?;
-                    self.note_revoked_in(wtxn, &uuid)?;
-                }
-            }
-            self.bump_keys_generation(wtxn)?;
-        } else {
-            tracing::warn!(key = %show_key(key.as_bytes()), "unknown entity kind on the topic: skipped");
-            return Ok(Applied::Unknown);
         }
-        Ok(Applied::Changed)
     }
 
     /// The stored revision of `action`, `None` when it does not exist.
@@ -278,6 +183,72 @@ impl Store {
     }
 }
 
+/// Where a kind with revisions (actions, packages) keeps its records: the highest revision
+/// wins on every host, and its deletions leave floors (`actions.rs`).
+pub(crate) struct Revisioned<'a> {
+    pub db: &'a super::Db,
+    pub name: &'static str,
+    /// The meta key prefix of this kind's floors.
+    pub floors: &'static str,
+    /// A database for what travels beside the record (an action's code), by the same key.
+    pub payload: Option<(&'a super::Db, &'static str)>,
+    /// The revision of a record (decoding it also refuses garbage before the hot path).
+    pub revision: fn(&[u8], &[u8]) -> Result<u64, StoreError>,
+}
+
+/// Applies a record or tombstone of a kind with revisions. A copy of a revision deleted here
+/// (another controller re-publishing what it held when the broker lost the deletion) stays
+/// deleted, a lower revision than the one held loses, the same bytes change nothing; a
+/// deletion of revision R does not delete a re-creation above R, and raises the floor so
+/// stale copies stay deleted.
+pub(crate) fn apply_revisioned(
+    s: &Store,
+    wtxn: &mut RwTxn,
+    r: &Revisioned,
+    key: &str,
+    wire: Option<&super::feed::WireValue>,
+    deleted_revision: Option<u64>,
+) -> Result<Applied, StoreError> {
+    let k = key.as_bytes();
+    let held = match r.db.get(wtxn, k).map_err(lmdb("get", r.name))? {
+        Some(v) => Some((v.to_vec(), (r.revision)(k, v)?)),
+        None => None,
+    };
+    match wire {
+        Some(w) => {
+            let incoming = (r.revision)(k, w.record)?;
+            if s.floor_in(wtxn, r.floors, key)?.is_some_and(|f| f >= incoming) {
+                return Ok(Applied::Superseded);
+            }
+            match &held {
+                Some((_, rev)) if *rev > incoming => return Ok(Applied::Superseded),
+                Some((bytes, _)) if bytes == w.record => return Ok(Applied::Unchanged),
+                _ => {}
+            }
+            r.db.put(wtxn, k, w.record).map_err(lmdb("put", r.name))?;
+            if let Some((db, name)) = r.payload {
+                db.put(wtxn, k, w.code).map_err(lmdb("put", name))?;
+            }
+        }
+        None => {
+            let held = held.map(|(_, rev)| rev);
+            if let (Some(held), Some(deleted)) = (held, deleted_revision) {
+                if held > deleted {
+                    return Ok(Applied::Superseded);
+                }
+            }
+            if let Some(floor) = held.max(deleted_revision) {
+                s.raise_floor_in(wtxn, r.floors, key, floor)?;
+            }
+            r.db.delete(wtxn, k).map_err(lmdb("delete", r.name))?;
+            if let Some((db, name)) = r.payload {
+                db.delete(wtxn, k).map_err(lmdb("delete", name))?;
+            }
+        }
+    }
+    Ok(Applied::Changed)
+}
+
 #[cfg(feature = "kafka")]
 impl crate::bus::kafka::EntitySink for Store {
     fn position(&self) -> Option<crate::bus::kafka::Position> {
@@ -316,7 +287,8 @@ impl crate::bus::kafka::EntitySink for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{revision, Kind};
+    use crate::model::{revision, ActionMeta, EntityName, Kind};
+    use crate::store::feed::KEY_PREFIX;
     use crate::store::test_util::temp_store;
     use crate::store::{ActionUpdate, ExecUpdate, FeedEntry};
 
@@ -346,6 +318,85 @@ mod tests {
         if let Some(last) = entries.last() {
             a.feed_done(last.seq).unwrap();
         }
+    }
+
+    /// Packages travel as actions do: a package, an action inside it and a binding reach
+    /// another host; an update wins by revision; a deletion leaves a floor that refuses a
+    /// stale copy and is re-published after a topic reset.
+    #[test]
+    fn packages_and_their_actions_replicate_with_revisions_floors_and_resets() {
+        use crate::model::Binding;
+        use crate::store::PackageUpdate;
+        let (_da, a) = temp_store();
+        let (_db, b) = temp_store();
+        a.enable_entity_feed("c1").unwrap();
+        let ns = EntityName::parse("team").unwrap();
+        let tools = EntityName::parse("tools").unwrap();
+        a.create_namespace(&ns).unwrap();
+        let p = PackageUpdate { parameters: Some(vec![]), ..Default::default() };
+        a.put_package(&ns, &tools, p, false).unwrap();
+        let inner = FullyQualifiedName::in_package(
+            ns.clone(),
+            tools.clone(),
+            EntityName::parse("x").unwrap(),
+        );
+        a.put_action(&inner, up("INNER"), false).unwrap();
+        let bind = PackageUpdate {
+            binding: Some(Binding { namespace: ns.clone(), name: tools.clone() }),
+            ..Default::default()
+        };
+        a.put_package(&ns, &EntityName::parse("mine").unwrap(), bind, false).unwrap();
+        let mut off = 0;
+        ship(&a, &b, &mut off);
+        let through = FullyQualifiedName::in_package(
+            ns.clone(),
+            EntityName::parse("mine").unwrap(),
+            inner.name.clone(),
+        );
+        let r = b.resolve_action(&through).unwrap();
+        assert_eq!(r.action.unwrap().fqn().key(), "team/tools/x", "resolved on the other host");
+        assert_eq!(b.get_action_with_code(&inner).unwrap().unwrap().1, b"INNER");
+        // An update wins; the stale record of the first revision is superseded.
+        let first = a.get_package(&ns, &tools).unwrap().unwrap();
+        let published = |s: &Store| s.feed_pending(100).unwrap();
+        let up2 = PackageUpdate { publish: Some(true), ..Default::default() };
+        a.put_package(&ns, &tools, up2, true).unwrap();
+        let second = published(&a);
+        ship(&a, &b, &mut off);
+        assert!(b.get_package(&ns, &tools).unwrap().unwrap().publish);
+        let stale = encode_wire_for_test(&first);
+        let key = "package/team/tools".to_owned();
+        assert_eq!(b.apply_entity(&key, Some(&stale), None, off, 0).unwrap(), Applied::Superseded);
+        off += 1;
+        assert!(second.iter().any(|e| e.key == key));
+        // Deleted with force (its action too): tombstones carry the revisions; b deletes both.
+        a.delete_package(&ns, &EntityName::parse("mine").unwrap(), false).unwrap();
+        a.delete_package(&ns, &tools, true).unwrap();
+        let deletions = published(&a);
+        let gone = deletions.iter().find(|e| e.key == key).unwrap();
+        assert_eq!((gone.value.as_ref(), gone.deleted_revision.is_some()), (None, true));
+        ship(&a, &b, &mut off);
+        assert!(b.get_package(&ns, &tools).unwrap().is_none());
+        assert!(b.get_action(&inner).unwrap().is_none());
+        // A re-published copy of the deleted package stays deleted on a; a reset
+        // re-publishes the deletion.
+        let republished =
+            encode_wire_for_test(&b.get_package(&ns, &tools).unwrap().unwrap_or(first));
+        assert_eq!(
+            a.apply_entity(&key, Some(&republished), None, 0, 0).unwrap(),
+            Applied::Superseded
+        );
+        a.republish_entities().unwrap();
+        assert!(published(&a).iter().any(|e| e.key == key && e.value.is_none()));
+    }
+
+    /// A package record as another controller would publish it.
+    fn encode_wire_for_test(p: &crate::model::PackageMeta) -> Vec<u8> {
+        super::super::feed::encode_wire(
+            &super::super::feed::WireHeader { origin: "c2".into(), seq: 1 },
+            &serde_json::to_vec(p).unwrap(),
+            &[],
+        )
     }
 
     #[test]

@@ -293,6 +293,29 @@ impl Standalone {
     }
 
     /// A client with the guest key (standalone creates the guest namespace).
+    /// Idle stem cells in the pool, as /metrics counts them.
+    pub fn stem_cells(&self) -> u64 {
+        let text = Client::anonymous(self.addr).get("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("hearth_containers{state=\"prewarmed\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` stem cells are idle (started, not only created) in the pool; panics
+    /// with the log after `within`.
+    pub fn wait_stem_cells(&self, n: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.stem_cells() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n} stem cells after {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::new(self.addr, GUEST)
     }
