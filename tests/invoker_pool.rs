@@ -91,6 +91,7 @@ fn message(name: &str, revision: u64, params: Value) -> ActivationMessage {
         params,
         received_at_ms: now_millis(),
         publish: false,
+        cause: None,
     }
 }
 

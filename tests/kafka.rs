@@ -40,6 +40,7 @@ fn message(name: &str, n: u64) -> ActivationMessage {
         params: serde_json::json!({ "n": n }).as_object().unwrap().clone(),
         received_at_ms: hearth::model::now_millis(),
         publish: false,
+        cause: None,
     }
 }
 

@@ -25,13 +25,32 @@ pub enum InvokeOutcome {
     Accepted(ActivationId),
 }
 
+/// How an activation is started, beyond its action and parameters. The API's invoke is
+/// `InvokeOptions::blocking(b)`; triggers, sequences and web actions say more.
+#[derive(Debug, Clone, Default)]
+pub struct InvokeOptions {
+    /// Wait for the record (up to the blocking wait), or answer with the id at once.
+    pub blocking: bool,
+    /// The activation that caused this one: its record's `cause`.
+    pub cause: Option<ActivationId>,
+    /// Annotations added to the record (OpenWhisk's `causedBy`, for one).
+    pub annotations: Vec<KeyValue>,
+}
+
+impl InvokeOptions {
+    pub fn blocking(blocking: bool) -> Self {
+        Self { blocking, ..Self::default() }
+    }
+}
+
 /// What the controller needs to write a record itself if the invoker never sends one: the
 /// activation's message without its parameters (a record never carries them), and the
-/// binding it was reached through, which the record names.
+/// annotations the controller adds to whichever record comes.
 struct Pending {
     msg: ActivationMessage,
-    /// `namespace/binding` when the action was reached through a binding.
-    binding: Option<String>,
+    /// `binding` (`namespace/binding`) when the action was reached through a binding, and the
+    /// caller's own ([`InvokeOptions::annotations`]).
+    annotations: Vec<KeyValue>,
 }
 
 impl Pending {
@@ -42,9 +61,7 @@ impl Pending {
     }
 
     fn annotated(&self, mut rec: Activation) -> Activation {
-        if let Some(b) = &self.binding {
-            rec.annotations.push(KeyValue::new("binding", b.as_str()));
-        }
+        rec.annotations.extend(self.annotations.iter().cloned());
         rec
     }
 
@@ -91,7 +108,7 @@ impl Drop for InFlight {
 }
 
 /// Parses the request body: empty means `{}`; anything else must be a JSON object.
-fn parse_payload(payload: &[u8]) -> Result<Map<String, Value>, ControllerError> {
+pub(crate) fn parse_payload(payload: &[u8]) -> Result<Map<String, Value>, ControllerError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(ControllerError::TooLarge(format!(
             "The request content of {} bytes exceeds the maximum payload of {MAX_PAYLOAD_BYTES} bytes.",
@@ -117,7 +134,6 @@ async fn record(records: &RecordWriter, rec: Activation) {
 
 impl Controller {
     /// Invokes `fqn` as `caller` with the raw request body.
-    #[tracing::instrument(skip_all, fields(action = %fqn, blocking, activation_id))]
     pub async fn invoke(
         &self,
         caller: &Identity,
@@ -125,8 +141,22 @@ impl Controller {
         payload: &[u8],
         blocking: bool,
     ) -> Result<InvokeOutcome, ControllerError> {
-        let started = std::time::Instant::now();
         let request_params = parse_payload(payload)?;
+        self.invoke_with(caller, fqn, request_params, InvokeOptions::blocking(blocking)).await
+    }
+
+    /// Invokes `fqn` as `caller` with `request_params` over the action's own, as `options`
+    /// say. Every way an activation starts comes through here.
+    #[tracing::instrument(skip_all, fields(action = %fqn, blocking = options.blocking, activation_id))]
+    pub async fn invoke_with(
+        &self,
+        caller: &Identity,
+        fqn: &FullyQualifiedName,
+        request_params: Map<String, Value>,
+        options: InvokeOptions,
+    ) -> Result<InvokeOutcome, ControllerError> {
+        let started = std::time::Instant::now();
+        let InvokeOptions { blocking, cause, annotations: extra } = options;
         let resolved = self.resolve_action(caller, fqn)?;
         let meta = resolved.action;
         let mut params = resolved.params;
@@ -150,8 +180,14 @@ impl Controller {
             params: Map::new(),
             received_at_ms: now_millis(),
             publish: meta.publish,
+            cause,
         };
-        let pending = Pending { msg: msg.clone(), binding: resolved.binding };
+        let mut annotations = Vec::with_capacity(extra.len() + 1);
+        if let Some(b) = resolved.binding {
+            annotations.push(KeyValue::new("binding", b));
+        }
+        annotations.extend(extra);
+        let pending = Pending { msg: msg.clone(), annotations };
         let msg = ActivationMessage { params, ..msg };
         let mut completion: Completion =
             self.dispatcher.dispatch(msg).await.map_err(|e| match e {
@@ -214,7 +250,7 @@ mod tests {
     fn closed_channel_yields_internal_error_record() {
         let p = Pending {
             msg: crate::testing::message("guest", "a", 1),
-            binding: Some("guest/bound".into()),
+            annotations: vec![KeyValue::new("binding", "guest/bound")],
         };
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);

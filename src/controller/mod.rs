@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ControllerError;
-pub use invoke::InvokeOutcome;
+pub use invoke::{InvokeOptions, InvokeOutcome};
 pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;

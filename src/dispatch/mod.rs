@@ -40,6 +40,9 @@ pub struct ActivationMessage {
     /// Milliseconds since the epoch when the controller accepted the request (for `waitTime`).
     pub received_at_ms: u64,
     pub publish: bool,
+    /// The activation that caused this one (a trigger's or a sequence's); its record carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ActivationId>,
 }
 
 /// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.

@@ -81,6 +81,7 @@ impl ActivationMessage {
             annotations,
             version: self.version.clone(),
             publish: self.publish,
+            cause: self.cause,
         }
     }
 

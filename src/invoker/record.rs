@@ -123,6 +123,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_cause_travels_from_message_to_record_and_json() {
+        let cause = crate::model::ActivationId::generate();
+        let msg = ActivationMessage { cause: Some(cause), ..message("ruled", 1) };
+        let a =
+            msg.record(ActivationResponse::success(json!({})), vec![], Timing::instant(5), false);
+        assert_eq!(a.cause, Some(cause));
+        let lost = msg.lost_record("gone", Timing::instant(5));
+        assert_eq!(lost.cause, Some(cause));
+        let wire = serde_json::to_value(&a).unwrap();
+        assert_eq!(wire["cause"], json!(cause.to_string()));
+        let plain = message("plain", 1).record(
+            ActivationResponse::success(json!({})),
+            vec![],
+            Timing::instant(5),
+            false,
+        );
+        assert!(serde_json::to_value(&plain).unwrap().get("cause").is_none());
+    }
+
+    #[test]
     fn a_record_has_openwhisk_fields() {
         let msg = message("hello", 3);
         let a = msg.record(

@@ -155,6 +155,10 @@ pub struct Activation {
     pub version: String,
     #[serde(default)]
     pub publish: bool,
+    /// The activation that caused this one: a trigger's activation for the actions its rules
+    /// ran, a sequence's for its components (OpenWhisk's `cause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ActivationId>,
 }
 
 /// The annotation marking the failure record of an activation that was not run because its

@@ -57,6 +57,7 @@ pub fn message(namespace: &str, action: &str, revision: u64) -> ActivationMessag
         params: Map::new(),
         received_at_ms: now_millis(),
         publish: false,
+        cause: None,
     }
 }
 
