@@ -13,7 +13,9 @@
 //! with -9 under load with a record for every accepted activation; a broker restart survived,
 //! and a controller and an invoker started afterwards (from empty data dirs) learning the
 //! entities written before it (the controllers re-publish them); the controllers counting
-//! each other (each schedules 1/n of every invoker's memory).
+//! each other (each schedules 1/n of every invoker's memory); activation records readable and
+//! listed alike through both controllers, also after one was replaced by a fresh one with an
+//! empty data dir.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -51,6 +53,11 @@ fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) 
     let host = std::net::Ipv4Addr::new(127, 0, 0, 10 + n);
     let port = std::net::TcpListener::bind((host, 0)).unwrap().local_addr().unwrap().port();
     let addr = SocketAddr::from((host, port));
+    (start_controller_at(root, brokers, id, addr), addr)
+}
+
+/// Controller `id` on `addr`, its data in `<root>/<id>-data`.
+fn start_controller_at(root: &Path, brokers: &str, id: &str, addr: SocketAddr) -> Host {
     let conf = root.join(format!("{id}-conf"));
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::write(
@@ -72,7 +79,7 @@ fn start_controller(root: &Path, brokers: &str, id: &str) -> (Host, SocketAddr) 
         &conf,
     ];
     let daemon = Daemon::spawn(args, &root.join(format!("{id}.log")), listening(addr));
-    (Host { daemon, state: None }, addr)
+    Host { daemon, state: None }
 }
 
 fn start_invoker(root: &Path, brokers: &str, n: u32) -> Host {
@@ -154,30 +161,44 @@ fn name_with_home(prefix: &str, home: u64, slots: u64) -> String {
         .unwrap()
 }
 
-/// Every (revision, code) the entity topic holds for `key`, read from its beginning with a
-/// plain consumer: what each host was told, in topic order.
-fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
+/// Reads `topic` from its beginning to where it ends now with a plain consumer, handing each
+/// message to `f`: what every host was told, in topic order.
+fn read_topic(brokers: &str, topic: &str, mut f: impl FnMut(&rdkafka::message::BorrowedMessage)) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    let topic = hearth::bus::kafka::ENTITY_TOPIC;
     let c: BaseConsumer = hearth::bus::kafka::consumer_settings(
         brokers,
-        "hearth.test.entities",
+        "hearth.test.reader",
         false,
         hearth::bus::kafka::Fetch::Background,
     )
+    .set("fetch.message.max.bytes", "60000000")
     .create()
     .unwrap();
     let (_, high) = c.fetch_watermarks(topic, 0, Duration::from_secs(5)).unwrap();
+    if high == 0 {
+        return;
+    }
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).unwrap();
     c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(Instant::now() < deadline, "the entity topic was not read to {high}");
+        assert!(Instant::now() < deadline, "{topic} was not read to {high}");
         let Some(m) = c.poll(Duration::from_millis(200)) else { continue };
         let m = m.unwrap();
+        f(&m);
+        if m.offset() + 1 >= high {
+            return;
+        }
+    }
+}
+
+/// Every (revision, code) the entity topic holds for `key`, in topic order.
+fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
+    use rdkafka::message::Message;
+    let mut out = Vec::new();
+    read_topic(brokers, hearth::bus::kafka::ENTITY_TOPIC, |m| {
         if m.key() == Some(key.as_bytes()) {
             // [u32 len][header][u32 len][record][code] (src/store/feed.rs)
             let v = m.payload().unwrap();
@@ -190,10 +211,8 @@ fn topic_revisions(brokers: &str, key: &str) -> Vec<(u64, String)> {
             let meta: serde_json::Value = serde_json::from_slice(&record).unwrap();
             out.push((meta["revision"].as_u64().unwrap(), String::from_utf8(code).unwrap()));
         }
-        if m.offset() + 1 >= high {
-            return out;
-        }
-    }
+    });
+    out
 }
 
 /// Where `needle` occurs last in `text` (0: nowhere).
@@ -373,6 +392,114 @@ fn phase_latency(cl: &Cluster, visible: Duration) {
         "MEASURED warm invoke over Kafka p50 {warm50:?}; broker produce->consume p50 {rtt50:?}; \
          target <= {:?}; entities visible on controller 2 {visible:?} after the creates",
         rtt50 * 2 + Duration::from_millis(1)
+    );
+}
+
+/// An action that logs a line naming its argument.
+const LOGS: &str = "def main(a):\n    print('line', a.get('n'))\n    return {'n': a.get('n')}\n";
+
+/// Activations read through the controller that did not accept them: 200 of them spread over
+/// both controllers (every other one non-blocking) are read with their logs and results
+/// through both, and lists agree; then controller 1 is killed with -9 and a fresh one (an
+/// empty data dir, the same id and address) takes its place, catching up from the records
+/// topic before it listens: again every record through both, lists identical.
+fn phase_records(cl: &mut Cluster) {
+    const N: usize = 200;
+    cl.k1.put_action("rec", "python:3", LOGS, Some(json!({"memory": 128})));
+    wait("rec invoked through controller 2", Duration::from_secs(20), || {
+        (cl.k2.invoke("rec", json!({"n": -1})).status == 200).then_some(())
+    });
+    let t_load = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (k1, k2) = (Client::new(cl.a1, &cl.key), Client::new(cl.a2, &cl.key));
+            std::thread::spawn(move || {
+                (t..N)
+                    .step_by(4)
+                    .map(|i| {
+                        let client = if i % 2 == 0 { &k1 } else { &k2 };
+                        let blocking = (i / 2) % 2 == 0;
+                        let path = format!("/api/v1/namespaces/_/actions/rec?blocking={blocking}");
+                        let r = client.json("POST", &path, json!({"n": i}));
+                        assert_eq!(r.status, if blocking { 200 } else { 202 }, "{}", r.text());
+                        (i, r.json()["activationId"].as_str().unwrap().to_owned())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: Vec<(usize, String)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let accepted = t_load.elapsed();
+    let read_all = |who: &str, k: &Client| {
+        for (i, id) in &ids {
+            let rec = k
+                .record(id, Duration::from_secs(30))
+                .unwrap_or_else(|| panic!("activation {id} ({i}) not readable through {who}"));
+            assert_eq!(rec["response"]["result"], json!({"n": i}), "through {who}: {rec}");
+            let logs = rec["logs"].as_array().unwrap();
+            let line = format!("line {i}");
+            assert!(logs.iter().any(|l| l.as_str().unwrap().ends_with(&line)), "{who}: {rec}");
+        }
+        // The logs and result routes, on a sample.
+        for (i, id) in ids.iter().step_by(20) {
+            let logs = k.get(&format!("/api/v1/namespaces/_/activations/{id}/logs")).json();
+            assert!(logs["logs"][0].as_str().unwrap().ends_with(&format!("line {i}")), "{logs}");
+            let result = k.get(&format!("/api/v1/namespaces/_/activations/{id}/result")).json();
+            assert_eq!(result["result"], json!({"n": i}), "{who}: {result}");
+        }
+    };
+    read_all("controller 2", &cl.k2);
+    read_all("controller 1", &cl.k1);
+    let everywhere = t_load.elapsed();
+    let lists = |k: &Client| {
+        let ids_of = |path: &str| -> Vec<String> {
+            let v = k.get(path).json();
+            v.as_array()
+                .unwrap_or_else(|| panic!("{path}: {v}"))
+                .iter()
+                .map(|a| a["activationId"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let all = ids_of(&format!("/api/v1/namespaces/_/activations?name=rec&limit={N}"));
+        let page = ids_of("/api/v1/namespaces/_/activations?name=rec&limit=30&skip=20");
+        let count = k.get("/api/v1/namespaces/_/activations?name=rec&count=true").json();
+        (all, page, count)
+    };
+    let (l1, l2) = (lists(&cl.k1), lists(&cl.k2));
+    assert_eq!(l1, l2, "lists through controller 1 and controller 2 differ");
+    let want: BTreeSet<&String> = ids.iter().map(|(_, id)| id).collect();
+    assert_eq!(l1.0.iter().collect::<BTreeSet<_>>(), want, "the newest {N} are this phase's");
+    let counted = l1.2["activations"].as_u64().unwrap_or_else(|| panic!("count: {}", l1.2));
+    assert!(counted > N as u64, "{counted} counted: this phase's and the first invoke's");
+
+    // Controller 1, which accepted half of them, is lost; a fresh one takes its place.
+    cl.c1.daemon.kill9();
+    std::fs::remove_dir_all(cl.root().join("c1-data")).unwrap();
+    let t_fresh = Instant::now();
+    cl.c1 = start_controller_at(cl.root(), &cl.brokers, "c1", cl.a1);
+    let ready = t_fresh.elapsed();
+    read_all("the fresh controller 1", &cl.k1);
+    let fresh_read = t_fresh.elapsed();
+    assert_eq!(lists(&cl.k1), l2, "lists through the fresh controller 1 differ");
+
+    // What a record costs: on the topic, and in a controller's store (the fresh one holds
+    // only what it materialised, beside the few entities).
+    let (mut count, mut bytes) = (0u64, 0u64);
+    read_topic(&cl.brokers, hearth::bus::kafka::RECORD_TOPIC, |m| {
+        use rdkafka::message::Message;
+        count += 1;
+        bytes += m.payload().map_or(0, |p| p.len() as u64);
+    });
+    let mdb = std::fs::metadata(cl.root().join("c1-data").join("data.mdb")).unwrap().len();
+    println!(
+        "MEASURED records: {N} accepted through both controllers in {accepted:?}, all readable \
+         through both {everywhere:?} after the load began; a fresh controller 1 (empty data dir) \
+         listened {ready:?} after its start and had read all {N} {fresh_read:?} after it; records \
+         topic {count} records, {} bytes per record; the fresh controller's data.mdb {} KB \
+         ({} bytes per record held, entities included)",
+        bytes / count.max(1),
+        mdb / 1024,
+        mdb / count.max(1)
     );
 }
 
@@ -645,6 +772,7 @@ fn two_controllers_three_invokers_over_kafka() {
     phase_packages(&cl);
     phase_spread_and_home(&cl);
     phase_latency(&cl, visible);
+    phase_records(&mut cl);
     phase_concurrent_updates(&cl);
     // Before the broker loses everything: an action whose home will be a new invoker 3.
     let pre = name_with_home("pre", 3, 4);

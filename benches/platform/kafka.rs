@@ -22,7 +22,7 @@ use anyhow::Context;
 use hearth::bus::kafka::probe::Probe;
 
 use crate::broker::Broker;
-use crate::daemon::{self, HEARTHD};
+use crate::daemon::{self, Daemon, HEARTHD};
 use crate::report::Row;
 use crate::stats::Samples;
 use crate::workspace::Workspace;
@@ -49,50 +49,11 @@ pub async fn run(
     // Blocks for the few hundred ms the broker takes to listen; nothing else runs yet.
     let broker = Broker::start();
     let bus = format!("kafka://{}", broker.addr());
-    let port = daemon::free_port()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listen = addr.to_string();
-    let ctl_args: Vec<&OsStr> = vec![
-        "controller".as_ref(),
-        "--listen".as_ref(),
-        listen.as_ref(),
-        "--bus".as_ref(),
-        bus.as_ref(),
-        "--id".as_ref(),
-        "bench".as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_os_str(),
-        "--config-dir".as_ref(),
-        config_dir.as_os_str(),
-    ];
-    let state = ws.run_path("state-kafka");
-    ws.track_runc_root(&state.join("runc"), "hearth", false);
-    let invoker_data = ws.path("data-kafka-invoker");
-    let inv_args: Vec<&OsStr> = vec![
-        "invoker".as_ref(),
-        "--bus".as_ref(),
-        bus.as_ref(),
-        "--id".as_ref(),
-        "0".as_ref(),
-        "--data-dir".as_ref(),
-        invoker_data.as_os_str(),
-        "--state-dir".as_ref(),
-        state.as_os_str(),
-        "--config-dir".as_ref(),
-        config_dir.as_os_str(),
-    ];
+    let addr = SocketAddr::from(([127, 0, 0, 1], daemon::free_port()?));
     progress.phase("kafka: starting hearthd controller and invoker");
-    let notify = ws.path("notify-kafka-controller.sock");
-    let mut ctl = daemon::spawn(
-        ws,
-        "hearthd controller (kafka)",
-        Path::new(HEARTHD),
-        &ctl_args,
-        Some(&notify),
-    )?;
-    let notify = ws.path("notify-kafka-invoker.sock");
-    let inv =
-        daemon::spawn(ws, "hearthd invoker (kafka)", Path::new(HEARTHD), &inv_args, Some(&notify));
+    let mut ctl = spawn_controller(ws, &bus, "bench", addr, data_dir, config_dir)?;
+    let state = ws.run_path("state-kafka");
+    let inv = spawn_invoker(ws, &bus, "kafka", &state, config_dir);
     let result = match inv {
         Ok(mut inv) => {
             let r = async {
@@ -114,6 +75,64 @@ pub async fn run(
     stop_ctl?;
     rows.push(stop_inv);
     Ok(rows)
+}
+
+/// Starts `hearthd controller --bus BUS --id ID` listening on `addr` with its data in
+/// `data_dir`; its notify socket tells when it is ready.
+pub(crate) fn spawn_controller(
+    ws: &Arc<Workspace>,
+    bus: &str,
+    id: &str,
+    addr: SocketAddr,
+    data_dir: &Path,
+    config_dir: &Path,
+) -> anyhow::Result<Daemon> {
+    let listen = addr.to_string();
+    let args: Vec<&OsStr> = vec![
+        "controller".as_ref(),
+        "--listen".as_ref(),
+        listen.as_ref(),
+        "--bus".as_ref(),
+        bus.as_ref(),
+        "--id".as_ref(),
+        id.as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+        "--config-dir".as_ref(),
+        config_dir.as_os_str(),
+    ];
+    let notify = ws.path(&format!("notify-controller-{id}.sock"));
+    let name = format!("hearthd controller {id} (kafka)");
+    daemon::spawn(ws, &name, Path::new(HEARTHD), &args, Some(&notify))
+}
+
+/// Starts `hearthd invoker --bus BUS --id 0` with its state in `state` (whose runc root the
+/// workspace sweeps) and a data dir of its own named after `tag`.
+pub(crate) fn spawn_invoker(
+    ws: &Arc<Workspace>,
+    bus: &str,
+    tag: &str,
+    state: &Path,
+    config_dir: &Path,
+) -> anyhow::Result<Daemon> {
+    ws.track_runc_root(&state.join("runc"), "hearth", false);
+    let data = ws.path(&format!("data-{tag}-invoker"));
+    let args: Vec<&OsStr> = vec![
+        "invoker".as_ref(),
+        "--bus".as_ref(),
+        bus.as_ref(),
+        "--id".as_ref(),
+        "0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--config-dir".as_ref(),
+        config_dir.as_os_str(),
+    ];
+    let notify = ws.path(&format!("notify-{tag}-invoker.sock"));
+    let name = format!("hearthd invoker ({tag})");
+    daemon::spawn(ws, &name, Path::new(HEARTHD), &args, Some(&notify))
 }
 
 async fn measure(
@@ -184,7 +203,7 @@ async fn measure(
 /// leave right after the previous sample's last fetch returned, always at the same phase.
 /// Pausing a spread amount before every sample samples every phase alike, as requests
 /// arriving from users do.
-fn think_time(i: usize) -> Duration {
+pub(crate) fn think_time(i: usize) -> Duration {
     const GOLDEN: f64 = 0.618_033_988_749_895;
     MAX_THINK.mul_f64((i as f64 * GOLDEN).fract())
 }

@@ -29,6 +29,8 @@ mod kafka;
 mod memory;
 mod procfs;
 mod progress;
+#[cfg(feature = "kafka")]
+mod records;
 mod report;
 mod scale;
 mod selftest;
@@ -135,27 +137,34 @@ struct Args {
     /// Set by `cargo bench`; without it the binary runs as a test (see [`selftest`]).
     bench: bool,
     json: PathBuf,
+    /// `--only records`: just the cluster's records row (issue 19), with its own broker and
+    /// daemons.
+    only: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut quick = false;
     let mut bench = false;
     let mut json = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/latest.json"));
+    let mut only = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
+            "--only" => match it.next().as_deref() {
+                Some("records") => only = Some("records".to_owned()),
+                _ => return Err("--only takes: records".to_owned()),
+            },
             "--bench" => bench = true,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: cargo bench --bench platform -- [--quick] [--json PATH]".to_owned()
-                )
-            }
+            "-h" | "--help" => return Err(
+                "usage: cargo bench --bench platform -- [--quick] [--json PATH] [--only records]"
+                    .to_owned(),
+            ),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(Args { quick, bench, json })
+    Ok(Args { quick, bench, json, only })
 }
 
 fn main() -> ExitCode {
@@ -211,7 +220,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let plan = Plan::new(args.quick);
-    let mut machine = Machine::probe();
+    let machine = Machine::probe();
     let progress = Progress::new();
     progress.phase(&format!(
         "hearth bench ({}) with {HEARTHD}; load {}",
@@ -219,6 +228,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         machine.load_before
     ));
     let ws = Arc::new(Workspace::new()?);
+    #[cfg(feature = "kafka")]
+    if args.only.is_some() {
+        let rows = records::run(&ws, &plan, &progress).await?;
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
     let direct = direct::Direct::new(&ws)?;
     let trivial = http::trivial_server().await?;
     let data_dir = ws.path("data");
@@ -362,6 +376,18 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     #[cfg(not(feature = "kafka"))]
     progress.phase("no Kafka rows: the harness was built without `--features kafka`");
 
+    print_report(args, &plan, machine, (started, started_unix), rows, &progress)
+}
+
+/// Prints the table and writes the JSON of `rows`.
+fn print_report(
+    args: &Args,
+    plan: &Plan,
+    mut machine: Machine,
+    (started, started_unix): (Instant, u64),
+    rows: Vec<Row>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     progress.done();
     machine.load_after = report::loadavg();
     let report = Report {

@@ -8,6 +8,10 @@
 //!   drains the store's entity feed (the outbox filled in the same transaction as each write)
 //!   to the topic, and is the store's `PublishWaiter`, so an entity write is answered after
 //!   the local commit **and** the broker's acknowledgement.
+//! - A controller also publishes every activation record it commits to the records topic
+//!   (the same [`Publisher`](crate::bus::kafka::Publisher), draining the store's records
+//!   outbox) and materialises the topic into its store, so every controller answers for every
+//!   activation of the cluster.
 //! - An invoker puts the Kafka bus's [`RevisionGate`](crate::bus::kafka::RevisionGate) in
 //!   front of its pool (the store answers its revision questions): an activation for a
 //!   revision not materialised yet waits for it, else ends with a lost record.
@@ -20,7 +24,9 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::bus::kafka::{follow_entities, EntityLog, EntitySink};
+use crate::bus::kafka::{
+    follow_entities, follow_records, EntityLog, EntitySink, Publisher, RecordLog, RecordSink,
+};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -66,6 +72,32 @@ pub fn spawn_follower(log: Arc<EntityLog>, group: String, store: Store, shutdown
             }
         }
         .instrument(tracing::info_span!("entity_follower")),
+    );
+}
+
+/// How long the broker may take to acknowledge a batch of records before the publisher
+/// retries it (nobody waits on it: the record is committed and answered already).
+const RECORD_DELIVERY: Duration = Duration::from_secs(10);
+
+/// The records topic of `brokers`, kept for `retention` (the controller's record retention).
+pub fn record_log(brokers: &str, retention: Duration) -> anyhow::Result<Arc<RecordLog>> {
+    Ok(Arc::new(RecordLog::new(brokers, RECORD_DELIVERY, retention, 1)?))
+}
+
+/// Publishes the records `store` commits (from now on, and what its outbox kept from a
+/// previous run) and materialises the other controllers' into it, until `shutdown`.
+pub fn spawn_records(log: Arc<RecordLog>, group: String, store: Store, shutdown: Shutdown) {
+    let outbox = Arc::new(crate::store::RecordOutbox(store.clone()));
+    let wake = store.record_feed_wake();
+    Publisher::start_with(outbox, log.clone(), "record", wake, shutdown.clone());
+    let sink: Arc<dyn RecordSink> = Arc::new(store);
+    tokio::spawn(
+        async move {
+            if let Err(e) = follow_records(&log, &group, sink, shutdown).await {
+                tracing::error!(error = %e, "cannot follow the records topic: records of other controllers will not be readable here");
+            }
+        }
+        .instrument(tracing::info_span!("record_follower")),
     );
 }
 

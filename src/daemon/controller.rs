@@ -119,7 +119,7 @@ pub async fn run(
             }
             bus
         }
-        Some(c) => join_cluster(&store, c, &shutdown).await?,
+        Some(c) => join_cluster(&store, c, settings.config.retention, &shutdown).await?,
     };
     let catalog = store.clone();
     tokio::task::spawn_blocking(move || crate::catalog::install(&catalog))
@@ -204,17 +204,20 @@ async fn exit_when_idle(
     }
 }
 
-/// Joins the cluster: entity feed on (this controller's writes are published, answered after
-/// the broker's acknowledgement), other hosts' entities followed into the store, and the Kafka
-/// bus as the dispatcher.
-/// How long a starting controller in a cluster waits to have read the entity topic.
+/// How long a starting controller in a cluster waits to have read the entity topic (and,
+/// after it, the records topic).
 #[cfg(feature = "kafka")]
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Joins the cluster: entity feed on (this controller's writes are published, answered after
+/// the broker's acknowledgement), other hosts' entities followed into the store, activation
+/// records published and materialised both ways (the records topic kept for `retention`),
+/// and the Kafka bus as the dispatcher.
 #[cfg(feature = "kafka")]
 async fn join_cluster(
     store: &Store,
     c: &ClusterSettings,
+    retention: Duration,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<dyn Dispatcher>> {
     use crate::bus::kafka::{KafkaBus, KafkaConfig};
@@ -229,12 +232,22 @@ async fn join_cluster(
     let publisher =
         crate::bus::kafka::Publisher::start(Arc::new(store.clone()), log, shutdown.clone());
     store.set_publish_waiter(publisher);
+    // Records: fed from before the first record this run writes (the placeholders of its
+    // restart included), materialised from the beginning of retention on a fresh data dir.
+    let records = super::cluster::record_log(&c.brokers, retention)?;
+    if let Err(e) = records.ensure_topic().await {
+        tracing::warn!(error = %e, "the records topic is not created yet; retrying in the background");
+    }
+    store.enable_record_feed().context("enabling the records feed")?;
+    let records_group = format!("hearth.records.controller.{}", c.id);
+    let records_end = records.end_offset(&records_group).await;
+    super::cluster::spawn_records(records, records_group, store.clone(), shutdown.clone());
     let mut config = KafkaConfig::new(c.brokers.clone(), c.id.clone());
     if let Some(d) = c.offline_after {
         config.balancer.offline_after = d;
     }
     let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
-    bus.on_unclaimed(unclaimed_records(store));
+    bus.on_unclaimed(late_records(store));
     // Ready only once caught up: the entities written elsewhere before this start (keys
     // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
     // behind a slow broker still starts, and catches up while it serves.
@@ -246,6 +259,14 @@ async fn join_cluster(
             Err(e) => tracing::error!(error = %e, "reading the entity offset failed"),
         }
     }
+    if let Some(end) = records_end.filter(|&e| e > 0) {
+        let left = CATCH_UP.saturating_sub(t.elapsed());
+        match store.wait_for_record_offset(end, left).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(end, "the records topic was not read to its end in time: serving while catching up (records of other controllers may read 404 meanwhile)"),
+            Err(e) => tracing::error!(error = %e, "reading the records offset failed"),
+        }
+    }
     bus.health_read().await;
     tracing::info!(took_ms = t.elapsed().as_millis() as u64, "caught up with the cluster");
     Ok(Arc::new(bus))
@@ -255,18 +276,36 @@ async fn join_cluster(
 async fn join_cluster(
     _store: &Store,
     _c: &ClusterSettings,
+    _retention: Duration,
     _shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<dyn Dispatcher>> {
     anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`): --bus cannot be used")
 }
 
+/// Where a cluster controller's unclaimed records go: as [`unclaimed_records`], and also
+/// when nothing is held under the id (`Store::record_late`): this controller may have
+/// replaced a lost one with an empty data dir, and reads the completion topic of the id it
+/// took over; the records there are its own.
+#[cfg(feature = "kafka")]
+fn late_records(store: &Store) -> crate::bus::Unclaimed {
+    record_with(store, Store::record_late)
+}
+
 /// Where unclaimed records go (activations acknowledged before a restart of this controller,
 /// ended afterwards): over their pending stubs, or the placeholders the restart made of them.
 fn unclaimed_records(store: &Store) -> crate::bus::Unclaimed {
+    record_with(store, Store::record_unclaimed)
+}
+
+/// An unclaimed sink that writes each record with `write` on a blocking thread.
+fn record_with(
+    store: &Store,
+    write: fn(&Store, &crate::model::Activation) -> Result<bool, crate::store::StoreError>,
+) -> crate::bus::Unclaimed {
     let store = store.clone();
     Arc::new(move |record: crate::model::Activation| {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || match store.record_unclaimed(&record) {
+        tokio::task::spawn_blocking(move || match write(&store, &record) {
             Ok(true) => tracing::info!(
                 activation = %record.activation_id,
                 status = record.response.status.as_str(),

@@ -110,11 +110,27 @@ impl Store {
             self.put_activation_in(&mut wtxn, a)?;
         }
         wtxn.commit().map_err(lmdb("commit", "activations"))?;
+        if !records.is_empty() {
+            self.record_feed_committed();
+        }
         Ok(())
     }
 
-    /// A finished record, its index entries, and the removal of its pending stub.
+    /// A finished record written here (by this controller's record writer, its restart's
+    /// placeholders, an unclaimed record): [`write_activation_in`](Self::write_activation_in),
+    /// and in a cluster its entry in the records outbox, in the same transaction.
     pub(crate) fn put_activation_in(
+        &self,
+        wtxn: &mut RwTxn,
+        a: &Activation,
+    ) -> Result<(), StoreError> {
+        self.write_activation_in(wtxn, a)?;
+        self.feed_record_in(wtxn, &a.activation_id)
+    }
+
+    /// A finished record, its index entries, and the removal of its pending stub; never fed
+    /// to the records topic (records materialised from it are written here).
+    pub(crate) fn write_activation_in(
         &self,
         wtxn: &mut RwTxn,
         a: &Activation,

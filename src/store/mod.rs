@@ -25,6 +25,7 @@ mod namespace_limits;
 mod namespaces;
 mod packages;
 mod pending;
+mod record_feed;
 mod replica;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,9 @@ pub use keys::KeyRecord;
 pub use namespaces::NamespaceRecord;
 pub use packages::{PackageUpdate, Resolution, BINDING_ANNOTATION};
 pub use pending::STOPPED_MESSAGE;
+#[cfg(feature = "kafka")]
+pub use record_feed::RecordOutbox;
+pub use record_feed::{Materialised, RecordFeedEntry};
 pub use replica::Applied;
 
 use auth_cache::AuthCache;
@@ -97,6 +101,9 @@ pub(crate) struct Dbs {
     pub feed_last: Db,
     /// Packages and bindings: `ns/name` -> record (`packages.rs`).
     pub packages: Db,
+    /// Committed activation records not yet on the records topic: seq (u64 BE) -> activation
+    /// id (`record_feed.rs`; cluster controllers only).
+    pub record_feed: Db,
 }
 
 struct Inner {
@@ -110,6 +117,8 @@ struct Inner {
     publish_waiter: std::sync::OnceLock<Arc<dyn PublishWaiter>>,
     /// Woken after each applied entity record (invokers waiting for a revision).
     applied: tokio::sync::Notify,
+    /// Whether committed activation records are fed to the records topic (`record_feed.rs`).
+    record_feed: record_feed::RecordFeed,
 }
 
 /// A handle on the store; clones share one environment. Send + Sync.
@@ -164,6 +173,7 @@ impl Store {
             feed: create("feed")?,
             feed_last: create("feed_last")?,
             packages: create("packages")?,
+            record_feed: create("record_feed")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {
@@ -183,6 +193,7 @@ impl Store {
                 path: dir.to_owned(),
                 publish_waiter: std::sync::OnceLock::new(),
                 applied: tokio::sync::Notify::new(),
+                record_feed: record_feed::RecordFeed::default(),
             }),
         })
     }

@@ -139,7 +139,7 @@ impl Store {
 }
 
 /// The record [`Store::replace_pending_with_placeholders`] makes of a stub.
-fn is_placeholder(a: &Activation) -> bool {
+pub(crate) fn is_placeholder(a: &Activation) -> bool {
     a.response.status == ActivationStatus::InternalError
         && a.response.result.get("error").and_then(|e| e.as_str()) == Some(STOPPED_MESSAGE)
 }

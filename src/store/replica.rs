@@ -142,9 +142,20 @@ impl Store {
         offset: i64,
         bound: Duration,
     ) -> Result<bool, StoreError> {
+        self.wait_for_offset(Store::entity_offset, offset, bound).await
+    }
+
+    /// Waits until `read` (a follower's stored resume offset) reaches `offset`; `false` when
+    /// `bound` passes first.
+    pub(crate) async fn wait_for_offset(
+        &self,
+        read: fn(&Store) -> Result<Option<i64>, StoreError>,
+        offset: i64,
+        bound: Duration,
+    ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + bound;
         loop {
-            if self.entity_offset()?.is_some_and(|o| o >= offset) {
+            if read(self)?.is_some_and(|o| o >= offset) {
                 return Ok(true);
             }
             if Instant::now() >= deadline {

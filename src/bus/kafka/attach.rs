@@ -210,6 +210,30 @@ impl Attachment {
         }
     }
 
+    /// The consumer a follower reads with next: the one it `held` (kept after its last
+    /// message), else a new one [`connect`](Self::connect)ed; `None` once `shutdown` fires.
+    pub async fn held_or_connect<C, M, F, Fut>(
+        &mut self,
+        held: Option<Assigned<C>>,
+        make: M,
+        ensure: F,
+        shutdown: &mut crate::shutdown::Shutdown,
+    ) -> Option<Assigned<C>>
+    where
+        C: ConsumerContext + 'static,
+        M: Fn() -> Result<StreamConsumer<C>, KafkaError>,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), KafkaError>>,
+    {
+        if held.is_some() {
+            return held;
+        }
+        tokio::select! {
+            _ = shutdown.wait() => None,
+            c = self.connect(make, ensure) => Some(c),
+        }
+    }
+
     /// A broker with memory storage comes back with empty topics, and it answers a fetch
     /// beyond the end by waiting for data rather than with "offset out of range": resuming at
     /// the old position would skip every message until the new topic grows past it. So when

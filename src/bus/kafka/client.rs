@@ -94,6 +94,54 @@ pub fn consumer_settings(brokers: &str, group: &str, commit: bool, fetch: Fetch)
     c
 }
 
+/// The consumer settings of [`consumer_settings`] for a topic whose records reach
+/// `max_bytes` (entities with their code, activation records with their logs): a fetch may
+/// carry two of the largest, and librdkafka wants its receive buffer above a whole fetch.
+pub fn large_consumer_settings(
+    brokers: &str,
+    group: &str,
+    fetch: Fetch,
+    max_bytes: usize,
+) -> ClientConfig {
+    let mut c = consumer_settings(brokers, group, false, fetch);
+    let fetch_max = 2 * max_bytes;
+    c.set("fetch.message.max.bytes", max_bytes.to_string())
+        .set("fetch.max.bytes", fetch_max.to_string())
+        .set("receive.message.max.bytes", (fetch_max + 1024 * 1024).to_string());
+    c
+}
+
+/// A follower's consumer of a topic whose records reach `max_bytes`
+/// ([`large_consumer_settings`]), tagged `role` in the logs.
+pub(crate) fn follower(
+    brokers: &str,
+    group: &str,
+    fetch: Fetch,
+    max_bytes: usize,
+    role: &'static str,
+) -> Result<rdkafka::consumer::StreamConsumer<TracingContext>, super::KafkaError> {
+    create(&large_consumer_settings(brokers, group, fetch, max_bytes), brokers, role)
+}
+
+/// A producer for records up to `max_bytes`, acknowledged within `delivery_timeout`, and an
+/// admin client to create their topic, tagged `roles` in the logs.
+pub(crate) fn producer_and_admin(
+    brokers: &str,
+    delivery_timeout: std::time::Duration,
+    max_bytes: usize,
+    roles: (&'static str, &'static str),
+) -> Result<
+    (
+        rdkafka::producer::FutureProducer<TracingContext>,
+        rdkafka::admin::AdminClient<TracingContext>,
+    ),
+    super::KafkaError,
+> {
+    let mut settings = producer_settings(brokers, delivery_timeout.as_millis() as u64);
+    settings.set("message.max.bytes", max_bytes.to_string());
+    Ok((create(&settings, brokers, roles.0)?, create(&settings, brokers, roles.1)?))
+}
+
 /// Creates a client from `settings` whose librdkafka logs are tagged with `role`; a failure is a
 /// [`KafkaError::Client`](super::KafkaError::Client) naming the role and the brokers.
 pub(crate) fn create<C: FromClientConfigAndContext<TracingContext>>(

@@ -15,15 +15,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 
 use super::attach::Attachment;
-use super::client::{consumer_settings, create, producer_settings, Fetch, TracingContext};
+use super::client::{follower, producer_and_admin, Fetch, TracingContext};
 use super::error::{is_unknown_topic, KafkaError};
 use crate::shutdown::Shutdown;
 
@@ -120,11 +118,12 @@ impl EntityLog {
         delivery_timeout: Duration,
         replication: i32,
     ) -> Result<Self, KafkaError> {
-        let ms = delivery_timeout.as_millis() as u64;
-        let mut settings = producer_settings(brokers, ms);
-        settings.set("message.max.bytes", MAX_ENTITY_BYTES.to_string());
-        let producer = create(&settings, brokers, "entity producer")?;
-        let admin = create(&settings, brokers, "entity admin")?;
+        let (producer, admin) = producer_and_admin(
+            brokers,
+            delivery_timeout,
+            MAX_ENTITY_BYTES,
+            ("entity producer", "entity admin"),
+        )?;
         Ok(Self { brokers: brokers.to_string(), producer, admin, delivery_timeout, replication })
     }
 
@@ -134,21 +133,7 @@ impl EntityLog {
         let topic = NewTopic::new(ENTITY_TOPIC, 1, TopicReplication::Fixed(self.replication))
             .set("cleanup.policy", "compact")
             .set("max.message.bytes", &max);
-        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-        let err = |reason: String| KafkaError::CreateTopic {
-            topic: ENTITY_TOPIC.to_string(),
-            brokers: self.brokers.clone(),
-            reason,
-        };
-        let results =
-            self.admin.create_topics([&topic], &opts).await.map_err(|e| err(e.to_string()))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(err(code.to_string())),
-            }
-        }
-        Ok(())
+        super::topics::ensure_configured(&self.admin, &self.brokers, &topic).await
     }
 
     /// Where the entity topic ends now (the offset after its last record); `None` when the
@@ -204,6 +189,34 @@ impl EntityLog {
     }
 }
 
+/// The entity feed's topic: one record at a time, each acknowledged before the next is sent,
+/// because the topic's order decides between writes of one key (namespaces and keys) and a
+/// retried send could otherwise overtake the next.
+impl super::publisher::FeedTopic for EntityLog {
+    fn publish_batch<'a>(
+        &'a self,
+        entries: &'a [super::OutboxEntry],
+    ) -> super::publisher::PublishBatch<'a> {
+        Box::pin(async move {
+            let mut out = super::publisher::Published::default();
+            for e in entries {
+                let t = std::time::Instant::now();
+                match self.publish(&e.key, e.value.as_deref(), e.deleted_revision).await {
+                    Ok(offset) => {
+                        tracing::debug!(key = %e.key, seq = e.seq, offset, took_us = t.elapsed().as_micros() as u64, "entity published");
+                        out.done = Some(e.seq);
+                    }
+                    Err(err) => {
+                        out.error = Some(err);
+                        break;
+                    }
+                }
+            }
+            out
+        })
+    }
+}
+
 /// Follows the entity topic into `sink` from its resume offset until `shutdown`, creating the
 /// topic through `log` when missing. A broker outage is waited out. Errors only when the
 /// consumer cannot be created.
@@ -214,20 +227,7 @@ pub async fn follow_entities(
     mut shutdown: Shutdown,
 ) -> Result<(), KafkaError> {
     let brokers = log.brokers.as_str();
-    let make = || {
-        let mut settings = consumer_settings(brokers, group, false, Fetch::Background);
-        settings.set("fetch.message.max.bytes", MAX_ENTITY_BYTES.to_string());
-        settings.set("receive.message.max.bytes", (MAX_ENTITY_BYTES + 1024 * 1024).to_string());
-        settings
-            .create_with_context::<_, StreamConsumer<TracingContext>>(TracingContext {
-                role: "entity follower",
-            })
-            .map_err(|source| KafkaError::Client {
-                role: "entity follower",
-                brokers: brokers.to_string(),
-                source: Box::new(source),
-            })
-    };
+    let make = || follower(brokers, group, Fetch::Background, MAX_ENTITY_BYTES, "entity follower");
     // Fails now if the settings can never work, rather than retrying forever.
     drop(make()?);
     let position = sink.position();
@@ -237,12 +237,10 @@ pub async fn follow_entities(
     let mut at = Attachment::new(ENTITY_TOPIC, start).checking_previous();
     let mut consumer = None;
     loop {
-        let c = match consumer.take() {
-            Some(c) => c,
-            None => tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                c = at.connect(make, || log.ensure_topic()) => c,
-            },
+        let held = consumer.take();
+        let Some(c) = at.held_or_connect(held, make, || log.ensure_topic(), &mut shutdown).await
+        else {
+            return Ok(());
         };
         if at.take_reset() {
             sink.topic_reset();

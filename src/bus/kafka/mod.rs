@@ -13,6 +13,8 @@
 //! invoker N    --Activation----------> hearth.completed.<C>  (one per controller)
 //! invoker N    --Ping (every 1 s)----> hearth.health         (every controller reads all)
 //! controller   --entity or tombstone-> hearth.entities       (compacted; every host follows)
+//! controller   --activation record---> hearth.records        (time retention; every
+//!                                                              controller follows)
 //! ```
 //!
 //! Admission is the broker's acknowledgement of the activation (acks=1). See docs/KAFKA.md for
@@ -30,6 +32,7 @@ mod gate;
 mod invoker;
 pub mod probe;
 mod publisher;
+mod records;
 mod topics;
 mod wire;
 
@@ -42,6 +45,11 @@ pub use entities::{
 pub use error::KafkaError;
 pub use gate::{RevisionGate, RevisionWait, Revisions, REVISION_WAIT};
 pub use invoker::{serve_invoker, KafkaInvokerConfig};
-pub use publisher::{Outbox, OutboxEntry, Publisher, PUBLISH_WAIT};
+pub use publisher::{
+    FeedTopic, Outbox, OutboxEntry, PublishBatch, Published, Publisher, PUBLISH_WAIT,
+};
+pub use records::{
+    follow_records, RecordLog, RecordMessage, RecordSink, MAX_RECORD_BYTES, RECORD_TOPIC,
+};
 pub use topics::{completion_topic, ensure_topics, invoker_topic, valid_client_id, HEALTH_TOPIC};
 pub use wire::ActivationEnvelope;

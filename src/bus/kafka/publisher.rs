@@ -1,15 +1,19 @@
-//! The controller's side of entity replication: the [`Publisher`] drains the local store's
-//! outbox of entity writes to the entity topic, and tells each waiting write when the broker
-//! has taken it (an entity write is answered after the local commit and the broker's
-//! acknowledgement). The store answers through [`Outbox`], so the bus never depends on it.
+//! A controller's outboxes drained to their topics: the [`Publisher`] drains a local store's
+//! outbox (entity writes to the entity topic; committed activation records to the records
+//! topic, `records.rs`), removes what the broker took, and tells each waiting write when the
+//! broker has taken it (an entity write is answered after the local commit and the broker's
+//! acknowledgement). The store answers through [`Outbox`] and the topic through [`FeedTopic`],
+//! so the bus never depends on the store and one drain loop serves both outboxes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use super::EntityLog;
+use super::KafkaError;
 use crate::shutdown::Shutdown;
 
 /// How long an entity write waits for the broker to take its publication. The producer's own
@@ -24,7 +28,8 @@ const FEED_POLL: Duration = Duration::from_millis(250);
 /// Pause after a failed publication before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// Entries taken from the feed at once.
+/// Entries taken from the entity feed at once (the records' publisher takes more: see
+/// [`FeedTopic::batch`]).
 const FEED_BATCH: usize = 32;
 
 /// One entry of the outbox, ready for the wire.
@@ -47,15 +52,39 @@ pub trait Outbox: Send + Sync + 'static {
     fn done(&self, seq: u64) -> Result<(), String>;
 }
 
-/// Drains the store's entity feed to the entity topic, and tells waiting writes when theirs
-/// is published.
+/// What a batch's publication achieved: the feed seq of the last entry of the acknowledged
+/// prefix (`None`: none of it), and the error that stopped the rest.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub done: Option<u64>,
+    pub error: Option<KafkaError>,
+}
+
+/// The future of one batch's publication.
+pub type PublishBatch<'a> = Pin<Box<dyn Future<Output = Published> + Send + 'a>>;
+
+/// A topic an outbox drains to.
+pub trait FeedTopic: Send + Sync + std::fmt::Debug + 'static {
+    /// Publishes `entries` (oldest first); entries after the first failure may have been sent
+    /// too: an outbox is idempotent, so they are sent again.
+    fn publish_batch<'a>(&'a self, entries: &'a [OutboxEntry]) -> PublishBatch<'a>;
+
+    /// Entries taken from the outbox at once.
+    fn batch(&self) -> usize {
+        FEED_BATCH
+    }
+}
+
+/// Drains a store's outbox to its topic, and tells waiting writes when theirs is published.
 pub struct Publisher {
     outbox: Arc<dyn Outbox>,
-    log: Arc<EntityLog>,
+    log: Arc<dyn FeedTopic>,
+    /// What is drained, for the logs ("entity", "record").
+    what: &'static str,
     /// Highest feed seq the broker acknowledged (this process's run).
     published: Mutex<u64>,
     cond: Condvar,
-    wake: Notify,
+    wake: Arc<Notify>,
     /// Why the last publication failed, for the writers' error.
     last_error: Mutex<Option<String>>,
 }
@@ -94,28 +123,49 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// Creates the publisher and starts draining `outbox`; the caller installs it as the
-    /// store's publish waiter.
-    pub fn start(outbox: Arc<dyn Outbox>, log: Arc<EntityLog>, shutdown: Shutdown) -> Arc<Self> {
+    /// Creates the publisher of the entity feed and starts draining `outbox`; the caller
+    /// installs it as the store's publish waiter.
+    pub fn start(
+        outbox: Arc<dyn Outbox>,
+        log: Arc<super::EntityLog>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
+        Self::start_with(outbox, log, "entity", Arc::new(Notify::new()), shutdown)
+    }
+
+    /// Creates a publisher of `what` draining `outbox` to `log`, woken by `wake` (the store
+    /// notifies it after each commit that fed the outbox) or by [`wait_published`].
+    ///
+    /// [`wait_published`]: Self::wait_published
+    pub fn start_with(
+        outbox: Arc<dyn Outbox>,
+        log: Arc<dyn FeedTopic>,
+        what: &'static str,
+        wake: Arc<Notify>,
+        shutdown: Shutdown,
+    ) -> Arc<Self> {
         let p = Arc::new(Self {
             outbox,
             log,
+            what,
             published: Mutex::new(0),
             cond: Condvar::new(),
-            wake: Notify::new(),
+            wake,
             last_error: Mutex::new(None),
         });
-        tokio::spawn(p.clone().run(shutdown).instrument(tracing::info_span!("entity_publisher")));
+        let span = tracing::info_span!("publisher", what);
+        tokio::spawn(p.clone().run(shutdown).instrument(span));
         p
     }
 
     async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let what = self.what;
         let mut failing = false;
         loop {
-            let entries = match self.outbox.pending(FEED_BATCH) {
+            let entries = match self.outbox.pending(self.log.batch()) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the entity feed failed");
+                    tracing::error!(error = %e, what, "reading the outbox failed");
                     Vec::new()
                 }
             };
@@ -127,35 +177,39 @@ impl Publisher {
                 }
                 continue;
             }
-            for e in entries {
-                let t = Instant::now();
-                match self.log.publish(&e.key, e.value.as_deref(), e.deleted_revision).await {
-                    Ok(offset) => {
-                        if failing {
-                            tracing::info!("the message bus takes entity records again");
-                            failing = false;
-                        }
-                        tracing::debug!(key = %e.key, seq = e.seq, offset, took_us = t.elapsed().as_micros() as u64, "entity published");
-                        if let Err(err) = self.outbox.done(e.seq) {
-                            tracing::error!(error = %err, "removing a published feed entry failed (it will be published again)");
-                        }
-                        let mut done =
-                            self.published.lock().unwrap_or_else(PoisonError::into_inner);
-                        *done = (*done).max(e.seq);
-                        self.cond.notify_all();
+            let t = Instant::now();
+            let Published { done, error } = self.log.publish_batch(&entries).await;
+            if let Some(seq) = done {
+                tracing::debug!(
+                    what,
+                    seq,
+                    entries = entries.len(),
+                    took_us = t.elapsed().as_micros() as u64,
+                    "published"
+                );
+                if let Err(err) = self.outbox.done(seq) {
+                    tracing::error!(error = %err, what, "removing published outbox entries failed (they will be published again)");
+                }
+                let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+                *published = (*published).max(seq);
+                self.cond.notify_all();
+            }
+            match error {
+                None if failing => {
+                    tracing::info!(what, "the message bus takes these records again");
+                    failing = false;
+                }
+                None => {}
+                Some(err) => {
+                    if !failing {
+                        tracing::error!(error = %err, what, "publishing failed: the message bus is unavailable; retrying");
+                        failing = true;
                     }
-                    Err(err) => {
-                        if !failing {
-                            tracing::error!(error = %err, key = %e.key, "publishing an entity failed: the message bus is unavailable; retrying");
-                            failing = true;
-                        }
-                        *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(err.to_string());
-                        tokio::select! {
-                            _ = shutdown.wait() => return,
-                            _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                        }
-                        break;
+                    *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(err.to_string());
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
                     }
                 }
             }

@@ -66,6 +66,29 @@ pub async fn ensure_topics<C: ClientContext>(
     Ok(())
 }
 
+/// Creates one topic with its own settings (compaction, retention, record size) unless it
+/// exists.
+pub(crate) async fn ensure_configured<C: ClientContext>(
+    admin: &AdminClient<C>,
+    brokers: &str,
+    topic: &NewTopic<'_>,
+) -> Result<(), KafkaError> {
+    let opts = AdminOptions::new().request_timeout(Some(CREATE_TIMEOUT));
+    let err = |reason: String| KafkaError::CreateTopic {
+        topic: topic.name.to_string(),
+        brokers: brokers.to_string(),
+        reason,
+    };
+    let results = admin.create_topics([topic], &opts).await.map_err(|e| err(e.to_string()))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(err(code.to_string())),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
