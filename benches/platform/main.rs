@@ -32,6 +32,7 @@ mod progress;
 mod report;
 mod scale;
 mod selftest;
+mod sequence;
 mod starts;
 mod stats;
 mod throughput;
@@ -129,9 +130,15 @@ fn invoker_toml_cold(budget_mb: u64) -> String {
     format!("memory_budget_mb = {budget_mb}\nqueue_limit = 1024\nprewarm = []\n")
 }
 
+/// The one group `--only` runs.
+const ONLY_SEQUENCE: &str = "sequence";
+
 #[derive(Debug)]
 struct Args {
     quick: bool,
+    /// `--only GROUP`: one group of rows on instance A alone (today: `sequence`), for a look
+    /// at one row without the whole run on a shared machine.
+    only: Option<String>,
     /// Set by `cargo bench`; without it the binary runs as a test (see [`selftest`]).
     bench: bool,
     json: PathBuf,
@@ -139,6 +146,7 @@ struct Args {
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut quick = false;
+    let mut only = None;
     let mut bench = false;
     let mut json = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/latest.json"));
     let mut it = args.into_iter();
@@ -146,16 +154,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
+            "--only" => match it.next().as_deref() {
+                Some(ONLY_SEQUENCE) => only = Some(ONLY_SEQUENCE.to_owned()),
+                other => return Err(format!("--only takes {ONLY_SEQUENCE:?}, not {other:?}")),
+            },
             "--bench" => bench = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: cargo bench --bench platform -- [--quick] [--json PATH]".to_owned()
+                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}] [--json PATH]")
                 )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(Args { quick, bench, json })
+    Ok(Args { quick, only, bench, json })
 }
 
 fn main() -> ExitCode {
@@ -211,7 +223,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let plan = Plan::new(args.quick);
-    let mut machine = Machine::probe();
+    let machine = Machine::probe();
     let progress = Progress::new();
     progress.phase(&format!(
         "hearth bench ({}) with {HEARTHD}; load {}",
@@ -227,6 +239,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // Instance A: the default pool (2 GB budget) for warm invokes and throughput.
     let cfg_a = daemon::config_dir(&ws, "config-default", &invoker_toml(2048))?;
     let (a, addr_a, state_a) = start_standalone(&ws, "a", &data_dir, &cfg_a, &progress).await?;
+    if args.only.is_some() {
+        progress.phase("warm invoke of a 3-action sequence");
+        let only = sequence::run(addr_a, &plan, &progress).await;
+        let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
+        rows.extend(only?);
+        rows.push(stop_a);
+        return report(args, &plan, machine, started, started_unix, rows, &progress);
+    }
     let phase_a = async {
         let idle_rss = procfs::rss_mb(a.pid)?;
         let mut rows = Vec::new();
@@ -239,6 +259,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         progress.phase("warm invoke through a binding");
         rows.extend(binding::run(addr_a, &plan, &progress).await?);
+        progress.phase("warm invoke of a 3-action sequence");
+        rows.extend(sequence::run(addr_a, &plan, &progress).await?);
         rows.extend(
             throughput::run(
                 &direct,
@@ -362,6 +384,19 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     #[cfg(not(feature = "kafka"))]
     progress.phase("no Kafka rows: the harness was built without `--features kafka`");
 
+    report(args, &plan, machine, started, started_unix, rows, &progress)
+}
+
+/// Prints the table of `rows` and writes the JSON report.
+fn report(
+    args: &Args,
+    plan: &Plan,
+    mut machine: Machine,
+    started: Instant,
+    started_unix: u64,
+    rows: Vec<Row>,
+    progress: &Progress,
+) -> anyhow::Result<()> {
     progress.done();
     machine.load_after = report::loadavg();
     let report = Report {

@@ -311,6 +311,7 @@ impl Controller {
 
     /// Runs one component and accounts for it; the next component's input, or `None` when
     /// the sequence ends here (a failure, or a result with an `error` field).
+    #[tracing::instrument(level = "debug", skip_all, fields(sequence = %run.id))]
     async fn run_component(
         &self,
         caller: &Identity,
