@@ -76,6 +76,10 @@ fn args_are_parsed() {
     assert_eq!(a.json, std::path::PathBuf::from("/tmp/x.json"));
     assert!(parse_args(["--bogus".to_owned()]).is_err());
     assert!(!parse_args(Vec::<String>::new()).expect("no arguments").bench);
+    let only = parse_args(["--only", "sequence"].map(String::from)).expect("--only sequence");
+    assert_eq!(only.only.as_deref(), Some("sequence"));
+    assert!(parse_args(["--only", "everything"].map(String::from)).is_err());
+    assert!(parse_args(["--only".to_owned()]).is_err());
 }
 
 async fn client_round_trip() -> anyhow::Result<()> {
