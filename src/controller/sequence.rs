@@ -652,4 +652,23 @@ mod tests {
         assert_eq!(failed.logs.len(), 1);
         assert_eq!(f.invoker.seen().len(), 4, "b never ran");
     }
+
+    /// The atomic count is enforced while running too: a component sequence that grew after
+    /// the outer one was created ends the run at the limit, with OpenWhisk's message.
+    #[tokio::test]
+    async fn the_limit_holds_at_run_time() {
+        let f = fixture();
+        f.code("/guest/a").await;
+        f.sequence("guest", "/guest/s", &["/_/a", "/_/a"]).await.unwrap();
+        f.sequence("guest", "/guest/outer", &vec!["/_/s"; 25]).await.unwrap();
+        f.sequence("guest", "/guest/s", &["/_/a", "/_/a", "/_/a"]).await.unwrap();
+        let rec = f.invoke("guest", "/guest/outer", json!({})).await;
+        assert_eq!(rec.response.status, ActivationStatus::ApplicationError);
+        assert_eq!(rec.response.result, json!({"error": TOO_LONG}));
+        assert_eq!(f.invoker.seen().len(), 50, "exactly the limit's worth of actions ran");
+        assert_eq!(rec.logs.len(), 17, "16 whole inner sequences and the one cut short");
+        let cut = f.record(&rec.logs[16]).await;
+        assert_eq!(cut.response.result, json!({"error": TOO_LONG}));
+        assert_eq!(cut.logs.len(), 2);
+    }
 }
