@@ -671,4 +671,35 @@ mod tests {
         assert_eq!(cut.response.result, json!({"error": TOO_LONG}));
         assert_eq!(cut.logs.len(), 2);
     }
+
+    /// A component that never answers: the blocking invoke gets its 202 at the blocking
+    /// wait, and the sequence ends at the component's timeout plus the grace with
+    /// OpenWhisk's whisk error naming the component, whose id is in the logs.
+    #[tokio::test(start_paused = true)]
+    async fn a_component_that_never_answers_ends_the_sequence() {
+        let f = fixture();
+        f.code("/guest/a").await;
+        f.sequence("guest", "/guest/s", &["/_/a", "/_/a"]).await.unwrap();
+        let Value::Object(params) = json!({"hold": true}) else { unreachable!() };
+        let options = InvokeOptions::blocking(true);
+        let (who, path) = (caller("guest"), fqn("/guest/s"));
+        let InvokeOutcome::Accepted(id) =
+            f.c.invoke_with(&who, &path, params, options).await.unwrap()
+        else {
+            panic!("a held component outlasts the blocking wait")
+        };
+        // The pending stub is not readable: the first record read is the sequence's own.
+        let rec = loop {
+            if let Ok(rec) = f.c.get_activation(&n("guest"), &id).await {
+                break rec;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        assert_eq!(f.invoker.held(), 1, "the second component never started");
+        let held = f.invoker.seen()[0].activation_id;
+        assert_eq!(rec.logs, [held.to_string()]);
+        assert_eq!(rec.response.status, ActivationStatus::InternalError);
+        assert_eq!(rec.response.result, json!({"error": timed_out(held)}));
+        assert_eq!(rec.annotation("kind"), Some(&json!("sequence")));
+    }
 }
