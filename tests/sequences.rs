@@ -4,8 +4,8 @@
 //! summed `duration`, `limits`; each component's `cause` and `causedBy`), nested sequences,
 //! blocking / result-only / non-blocking invokes and a blocking wait that runs out (202, the
 //! record later), authorisation at create and at invoke for the invoking namespace (shared
-//! packages), one admission charge per sequence invoke, the CLI's `--sequence`, and OpenWhisk's
-//! JavaScript client.
+//! packages), one admission charge per sequence invoke, the CLI's `--sequence`, OpenWhisk's
+//! JavaScript client, and a server killed while a sequence runs (its placeholder record).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
@@ -63,7 +63,26 @@ fn sequences_over_http_the_cli_and_the_openwhisk_client() {
     // OpenWhisk's JavaScript client library, unchanged, on the actions made above.
     let out = harness::openwhisk_client("sequences.js", &s.url(), GUEST);
     assert!(out.contains("sequences ok"), "{out}");
+    killed_mid_sequence(&mut s);
     s.stop();
+}
+
+/// An acknowledged sequence ends with a record even when the server is killed while it runs:
+/// its pending stub becomes the placeholder at the next start.
+fn killed_mid_sequence(s: &mut Standalone) {
+    let guest = s.client();
+    let r = guest.json("POST", "/api/v1/namespaces/_/actions/long", json!({}));
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["activationId"].clone();
+    std::thread::sleep(Duration::from_millis(500));
+    s.daemon().kill9();
+    s.launch();
+    let placeholder = record(&s.client(), &id);
+    assert_eq!(placeholder["response"]["status"], "whisk internal error", "{placeholder}");
+    let error = placeholder["response"]["result"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("server stopped"), "{placeholder}");
+    assert_eq!(annotation(&placeholder, "kind"), Some(&json!("sequence")));
+    assert_eq!(annotation(&placeholder, "topmost"), Some(&json!(true)));
 }
 
 /// OpenWhisk's checks and messages on create and update; GET shows the sequence as
