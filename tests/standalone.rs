@@ -359,19 +359,8 @@ fn cli_and_openwhisk_client() {
     let py = dir.path().join("hello.py");
     std::fs::write(&py, "def main(a):\n    print('cli log')\n    return {'hi': a.get('name')}\n")
         .unwrap();
-    let hearth = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-            .args(args)
-            .env("HEARTH_APIHOST", s.url())
-            .env("HEARTH_CONFIG", dir.path().join("none"))
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let url = s.url();
+    let hearth = |args: &[&str]| hearth_cli(&url, args);
     let (code, out, err) = hearth(&["action", "create", "hello", py.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = hearth(&["action", "invoke", "hello", "-p", "name", "Ada", "--result"]);

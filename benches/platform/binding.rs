@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 
-use anyhow::bail;
 use hearth::model::Runtime;
 use serde_json::json;
 
@@ -52,14 +51,13 @@ pub async fn run(
         }
     }
     let (direct, bound) = (direct.summary(), bound.summary());
-    if direct.n == 0 {
-        bail!("no direct samples");
-    }
-    let main = Row::latency("warm invoke python through a binding", &bound)
-        .floor("the same action invoked directly", direct.p50_us / 1000.0);
-    let ratio = main.ratio;
-    Ok(vec![
-        main.target(format!("<= {BOUND}x direct"), ratio <= BOUND),
-        Row::latency("  the same action, direct (pkg/action)", &direct),
-    ])
+    Row::against(
+        "warm invoke python through a binding",
+        &bound,
+        "the same action invoked directly",
+        &direct,
+        "  the same action, direct (pkg/action)",
+        BOUND,
+        "direct",
+    )
 }

@@ -34,6 +34,7 @@ mod records;
 mod report;
 mod scale;
 mod selftest;
+mod sequence;
 mod starts;
 mod stats;
 mod throughput;
@@ -131,40 +132,50 @@ fn invoker_toml_cold(budget_mb: u64) -> String {
     format!("memory_budget_mb = {budget_mb}\nqueue_limit = 1024\nprewarm = []\n")
 }
 
+/// The groups `--only` runs alone: the sequence row on instance A, or the cluster's records
+/// row with its own broker and daemons (issue 19).
+const ONLY_SEQUENCE: &str = "sequence";
+const ONLY_RECORDS: &str = "records";
+
 #[derive(Debug)]
 struct Args {
     quick: bool,
+    /// `--only GROUP`: one group of rows alone (`sequence` or `records`), for a look at one
+    /// row without the whole run on a shared machine.
+    only: Option<String>,
     /// Set by `cargo bench`; without it the binary runs as a test (see [`selftest`]).
     bench: bool,
     json: PathBuf,
-    /// `--only records`: just the cluster's records row (issue 19), with its own broker and
-    /// daemons.
-    only: Option<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut quick = false;
+    let mut only = None;
     let mut bench = false;
     let mut json = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/latest.json"));
-    let mut only = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
             "--only" => match it.next().as_deref() {
-                Some("records") => only = Some("records".to_owned()),
-                _ => return Err("--only takes: records".to_owned()),
+                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS)) => only = Some(g.to_owned()),
+                other => {
+                    return Err(format!(
+                        "--only takes {ONLY_SEQUENCE:?} or {ONLY_RECORDS:?}, not {other:?}"
+                    ))
+                }
             },
             "--bench" => bench = true,
-            "-h" | "--help" => return Err(
-                "usage: cargo bench --bench platform -- [--quick] [--json PATH] [--only records]"
-                    .to_owned(),
-            ),
+            "-h" | "--help" => {
+                return Err(
+                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}] [--json PATH]")
+                )
+            }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(Args { quick, bench, json, only })
+    Ok(Args { quick, only, bench, json })
 }
 
 fn main() -> ExitCode {
@@ -229,7 +240,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     ));
     let ws = Arc::new(Workspace::new()?);
     #[cfg(feature = "kafka")]
-    if args.only.is_some() {
+    if args.only.as_deref() == Some(ONLY_RECORDS) {
         let rows = records::run(&ws, &plan, &progress).await?;
         return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
     }
@@ -241,6 +252,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // Instance A: the default pool (2 GB budget) for warm invokes and throughput.
     let cfg_a = daemon::config_dir(&ws, "config-default", &invoker_toml(2048))?;
     let (a, addr_a, state_a) = start_standalone(&ws, "a", &data_dir, &cfg_a, &progress).await?;
+    if args.only.as_deref() == Some(ONLY_SEQUENCE) {
+        progress.phase("warm invoke of a 3-action sequence");
+        let only = sequence::run(addr_a, &plan, &progress).await;
+        let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
+        rows.extend(only?);
+        rows.push(stop_a);
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
     let phase_a = async {
         let idle_rss = procfs::rss_mb(a.pid)?;
         let mut rows = Vec::new();
@@ -253,6 +272,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         progress.phase("warm invoke through a binding");
         rows.extend(binding::run(addr_a, &plan, &progress).await?);
+        progress.phase("warm invoke of a 3-action sequence");
+        rows.extend(sequence::run(addr_a, &plan, &progress).await?);
         rows.extend(
             throughput::run(
                 &direct,

@@ -55,6 +55,28 @@ pub struct Row {
 }
 
 impl Row {
+    /// `metric` against another path of the same run (`floor`, interleaved with it), held to
+    /// `bound` times the floor's p50, with the floor's own row under it.
+    pub fn against(
+        metric: &str,
+        platform: &Summary,
+        floor_label: &str,
+        floor: &Summary,
+        floor_metric: &str,
+        bound: f64,
+        bound_text: &str,
+    ) -> anyhow::Result<Vec<Row>> {
+        if floor.n == 0 {
+            anyhow::bail!("{metric}: no samples of {floor_label}");
+        }
+        let main = Row::latency(metric, platform).floor(floor_label, floor.p50_us / 1000.0);
+        let ratio = main.ratio;
+        Ok(vec![
+            main.target(format!("<= {bound}x {bound_text}"), ratio <= bound),
+            Row::latency(floor_metric, floor),
+        ])
+    }
+
     /// A latency row (samples in µs from [`Summary`], shown in ms).
     pub fn latency(metric: impl Into<String>, s: &Summary) -> Self {
         Self {

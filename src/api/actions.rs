@@ -11,8 +11,9 @@ use super::query::Query;
 use super::response::{json, ApiError, Body};
 use crate::controller::{Controller, InvokeOutcome};
 use crate::model::{
-    check_image, ActionMeta, ActivationStatus, EntityName, FullyQualifiedName, Identity, KeyValue,
-    Kind, LimitsPatch, Runtime, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, NATIVE_IMAGE,
+    check_image, ActionExec, ActionMeta, ActivationStatus, EntityName, FullyQualifiedName,
+    Identity, KeyValue, Kind, LimitsPatch, Runtime, SequenceExec, MAX_CODE_BYTES,
+    MAX_PAYLOAD_BYTES, NATIVE_IMAGE, SEQUENCE,
 };
 use crate::store::{ActionUpdate, ExecUpdate};
 
@@ -44,6 +45,8 @@ struct PutBody {
 #[derive(Debug, Deserialize)]
 struct ExecBody {
     kind: String,
+    /// A sequence's action paths (kind `sequence`).
+    components: Option<Value>,
     code: Option<String>,
     binary: Option<bool>,
     main: Option<String>,
@@ -53,20 +56,31 @@ struct ExecBody {
 
 /// The action as OpenWhisk returns it; `code` is included when given.
 pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
-    let mut exec = json!({ "kind": a.exec.kind.as_str(), "binary": a.exec.binary });
-    if a.exec.kind.runtime() == Runtime::Native {
+    let e = match &a.exec {
+        ActionExec::Code(e) => e,
+        ActionExec::Sequence(seq) => {
+            return entity_json(a, json!({ "kind": SEQUENCE, "components": seq.paths() }))
+        }
+    };
+    let mut exec = json!({ "kind": e.kind.as_str(), "binary": e.binary });
+    if e.kind.runtime() == Runtime::Native {
         exec["image"] = json!(NATIVE_IMAGE);
     }
-    if let Some(main) = &a.exec.main {
+    if let Some(main) = &e.main {
         exec["main"] = json!(main);
     }
     if let Some(code) = code {
-        exec["code"] = if a.exec.binary {
+        exec["code"] = if e.binary {
             json!(base64::engine::general_purpose::STANDARD.encode(code))
         } else {
             json!(String::from_utf8_lossy(code))
         };
     }
+    entity_json(a, exec)
+}
+
+/// The action around its `exec`.
+fn entity_json(a: &ActionMeta, exec: Value) -> Value {
     json!({
         "namespace": a.fqn().path(),
         "name": a.name,
@@ -151,12 +165,38 @@ pub(super) fn check_sizes(lists: &[(&str, &Option<Vec<KeyValue>>)]) -> Result<()
     Ok(())
 }
 
-/// Turns the PUT body into a store update, validating everything the store does not.
-fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
+/// The components of a sequence's exec, OpenWhisk's messages when they are malformed; `_`
+/// is `ns`, the creator's namespace.
+fn parse_sequence(components: Option<Value>, ns: &EntityName) -> Result<SequenceExec, ApiError> {
+    let malformed =
+        |m: &str| ApiError::bad_request(format!("The request content was malformed: {m}"));
+    let list = match components {
+        None => return Err(malformed("'components' must be defined for sequence kind")),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(malformed("'components' must be an array")),
+    };
+    let paths = list
+        .into_iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(malformed("fully qualified name malformed")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    SequenceExec::parse(&paths, ns).map_err(|m| malformed(&m))
+}
+
+/// Turns the PUT body into a store update, validating everything the store does not; `ns`
+/// is the creator's namespace (a sequence's `_`).
+fn parse_update(body: &[u8], ns: &EntityName) -> Result<ActionUpdate, ApiError> {
     let b: PutBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("The request content was malformed: {e}")))?;
+    let mut sequence = None;
     let exec = match b.exec {
         None => None,
+        Some(e) if e.kind.trim().eq_ignore_ascii_case(SEQUENCE) => {
+            sequence = Some(parse_sequence(e.components, ns)?);
+            None
+        }
         Some(e) => {
             let kind = Kind::parse(&e.kind).map_err(|k| ApiError::bad_request(k.to_string()))?;
             check_image(&kind, e.image.as_deref())
@@ -187,6 +227,7 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
     check_sizes(&[("parameters", &b.parameters), ("annotations", &b.annotations)])?;
     Ok(ActionUpdate {
         exec,
+        sequence,
         parameters: b.parameters,
         annotations: b.annotations,
         limits: b.limits,
@@ -196,12 +237,14 @@ fn parse_update(body: &[u8]) -> Result<ActionUpdate, ApiError> {
 
 pub async fn put(
     c: &Controller,
+    caller: &Identity,
     fqn: FullyQualifiedName,
     q: &Query,
     body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let overwrite = q.bool("overwrite", false)?;
-    let update = parse_update(&body)?;
+    let mut update = parse_update(&body, &fqn.namespace)?;
+    c.prepare_action_update(caller, &fqn, &mut update).await?;
     let meta = c.put_action(fqn, update, overwrite).await?;
     // The whole stored entity, code included, as OpenWhisk answers a PUT (clients read it).
     let code = match c.get_action_with_code(&meta.fqn()) {
@@ -258,6 +301,39 @@ pub async fn invoke(
 mod tests {
     use super::*;
 
+    fn parse_update_guest(body: &[u8]) -> Result<ActionUpdate, ApiError> {
+        parse_update(body, &EntityName::parse("guest").unwrap())
+    }
+
+    #[test]
+    fn sequence_bodies_follow_openwhisk() {
+        let u = parse_update_guest(
+            br#"{"exec":{"kind":"sequence","components":["/_/a","/whisk.system/utils/echo"]}}"#,
+        )
+        .unwrap();
+        assert!(u.exec.is_none());
+        assert_eq!(u.sequence.unwrap().paths(), ["/guest/a", "/whisk.system/utils/echo"]);
+        for (bad, message) in [
+            (
+                &br#"{"exec":{"kind":"sequence"}}"#[..],
+                "'components' must be defined for sequence kind",
+            ),
+            (
+                br#"{"exec":{"kind":"sequence","components":"/_/a"}}"#,
+                "'components' must be an array",
+            ),
+            (
+                br#"{"exec":{"kind":"sequence","components":["a"]}}"#,
+                crate::model::MALFORMED_COMPONENT,
+            ),
+            (br#"{"exec":{"kind":"sequence","components":[1]}}"#, "fully qualified name malformed"),
+        ] {
+            let e = parse_update_guest(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(message), "{}: {}", String::from_utf8_lossy(bad), e.message);
+        }
+    }
+
     #[test]
     fn binary_is_inferred_as_openwhisk_infers_it() {
         for yes in ["UEsDBA==", "UEsDBAo=", " UEsD ", "abcd"] {
@@ -266,23 +342,26 @@ mod tests {
         for no in ["", "x", "def main(a): return a", "UEsDB", "UE==sD", "a=bc"] {
             assert!(!is_binary_code(no), "{no:?}");
         }
-        let zip = parse_update(br#"{"exec":{"kind":"nodejs:default","code":"UEsDBA=="}}"#).unwrap();
+        let zip =
+            parse_update_guest(br#"{"exec":{"kind":"nodejs:default","code":"UEsDBA=="}}"#).unwrap();
         let e = zip.exec.unwrap();
         assert_eq!(
             (e.binary, e.code.as_slice(), e.kind.as_str()),
             (true, &b"PK\x03\x04"[..], "nodejs:20")
         );
         let text =
-            parse_update(br#"{"exec":{"kind":"python:3","code":"abcd","binary":false}}"#).unwrap();
+            parse_update_guest(br#"{"exec":{"kind":"python:3","code":"abcd","binary":false}}"#)
+                .unwrap();
         assert!(!text.exec.unwrap().binary, "an explicit binary wins");
     }
 
     #[test]
     fn put_body_validation() {
-        let ok = parse_update(br#"{"namespace":"_","name":"x","exec":{"kind":"python:3","code":"def main(a): return a"}}"#).unwrap();
+        let ok = parse_update_guest(br#"{"namespace":"_","name":"x","exec":{"kind":"python:3","code":"def main(a): return a"}}"#).unwrap();
         assert_eq!(ok.exec.unwrap().code, b"def main(a): return a");
-        let bin = parse_update(br#"{"exec":{"kind":"nodejs:20","code":"UEsDBA==","binary":true}}"#)
-            .unwrap();
+        let bin =
+            parse_update_guest(br#"{"exec":{"kind":"nodejs:20","code":"UEsDBA==","binary":true}}"#)
+                .unwrap();
         assert_eq!(bin.exec.unwrap().code, b"PK\x03\x04");
         for bad in [
             &br#"{"exec":{"kind":"java:8","code":"x"}}"#[..],
@@ -292,7 +371,7 @@ mod tests {
             br#"{"#,
             br#"[]"#,
         ] {
-            let e = parse_update(bad).unwrap_err();
+            let e = parse_update_guest(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -48,7 +48,7 @@ async fn action_route(
         Method::PUT => {
             let (parts, b) = req.into_parts();
             let bytes = body::read(&parts.headers, b, actions::MAX_PUT_BODY, "an action").await?;
-            actions::put(c, fqn, q, bytes).await
+            actions::put(c, caller, fqn, q, bytes).await
         }
         Method::DELETE => actions::delete(c, fqn).await,
         Method::POST => {

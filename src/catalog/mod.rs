@@ -147,7 +147,9 @@ pub fn install(store: &Store) -> Result<Installed, CatalogError> {
         let fqn = FullyQualifiedName::in_package(ns.clone(), utils.clone(), name(a.name)?);
         let ann = annotations(a);
         let same = store.get_action_with_code(&fqn)?.is_some_and(|(m, code)| {
-            code == a.code.as_bytes() && m.annotations == ann && m.exec.kind == kind
+            code == a.code.as_bytes()
+                && m.annotations == ann
+                && m.exec.code().is_some_and(|e| e.kind == kind)
         });
         if same {
             continue;
@@ -159,6 +161,7 @@ pub fn install(store: &Store) -> Result<Installed, CatalogError> {
                 binary: false,
                 code: a.code.as_bytes().to_vec(),
             }),
+            sequence: None,
             parameters: Some(Vec::new()),
             annotations: Some(ann),
             limits: None,

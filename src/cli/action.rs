@@ -105,6 +105,16 @@ fn zip_as_exec(bytes: &[u8]) -> zip::result::ZipResult<Vec<u8>> {
     Ok(w.finish()?.into_inner())
 }
 
+/// The `exec` of `--sequence a,b,c`: each component fully qualified as wsk sends it
+/// (`/_/a`, `/_/pkg/b`, `/ns/c`; the server resolves `_` to the creator's namespace).
+pub fn sequence_exec(components: &[String]) -> Result<Value, CliError> {
+    let paths = components
+        .iter()
+        .map(|c| EntityRef::parse(c.trim()).map(|r| r.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(json!({ "kind": "sequence", "components": paths }))
+}
+
 /// The PUT body. Only what was given is sent, so an update keeps every omitted setting
 /// (the server merges, as OpenWhisk does).
 pub fn action_body(exec: Option<Value>, spec: &SpecArgs) -> Result<Value, CliError> {
@@ -205,7 +215,7 @@ pub fn run(
 ) -> Result<(), CliError> {
     match command {
         ActionCommand::Create { name, file, spec } => {
-            put(client, output, &name, Some(&file), &spec, false, out)
+            put(client, output, &name, file.as_deref(), &spec, false, out)
         }
         ActionCommand::Update { name, file, spec } => {
             put(client, output, &name, file.as_deref(), &spec, true, out)
@@ -239,6 +249,7 @@ fn put(
         eprintln!("warning: hearth has no web actions; --web is ignored");
     }
     let exec = match file {
+        None if !spec.sequence.is_empty() => Some(sequence_exec(&spec.sequence)?),
         Some(f) if spec.native => Some(native_exec_from_file(f)?),
         Some(f) => Some(exec_from_file(f, spec.kind.as_deref(), spec.main.as_deref())?),
         None if spec.kind.is_some() || spec.main.is_some() || spec.native => {
@@ -409,6 +420,16 @@ fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_components_are_sent_fully_qualified() {
+        let names = ["a", "pkg/b", "/other/c", "/whisk.system/utils/echo"].map(String::from);
+        assert_eq!(
+            sequence_exec(&names).unwrap(),
+            json!({"kind":"sequence","components":["/_/a","/_/pkg/b","/other/c","/whisk.system/utils/echo"]})
+        );
+        assert!(matches!(sequence_exec(&["/x".to_owned()]), Err(CliError::Usage(_))));
+    }
     use crate::cli::ParamArgs;
     use std::path::PathBuf;
 

@@ -106,8 +106,9 @@ pub enum ActionCommand {
     Create {
         /// Action name: name, package/name, or /namespace/[package/]name
         name: String,
-        /// The code: .py (python:3), .js (nodejs:20), or .zip (needs --kind)
-        file: PathBuf,
+        /// The code: .py (python:3), .js (nodejs:20), or .zip (needs --kind); none with --sequence
+        #[arg(required_unless_present = "sequence", conflicts_with = "sequence")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         spec: SpecArgs,
     },
@@ -170,6 +171,10 @@ pub struct SpecArgs {
     /// Annotations from a JSON object file
     #[arg(short = 'A', long = "annotation-file", value_name = "FILE")]
     pub annotation_file: Option<PathBuf>,
+    /// Make it a sequence of these actions, run in order (comma-separated; each name,
+    /// package/name or /namespace/[package/]name)
+    #[arg(long, value_name = "ACTIONS", value_delimiter = ',', conflicts_with_all = ["kind", "native", "main"])]
+    pub sequence: Vec<String>,
     /// Accepted for wsk compatibility and ignored: hearth has no web actions
     #[arg(long, value_name = "BOOL")]
     pub web: Option<String>,
@@ -444,7 +449,7 @@ mod tests {
         else {
             panic!("not action create");
         };
-        assert_eq!((name.as_str(), file), ("hello", PathBuf::from("hello.py")));
+        assert_eq!((name.as_str(), file), ("hello", Some(PathBuf::from("hello.py"))));
         assert_eq!(spec.kind.as_deref(), Some("python:3"));
         assert_eq!(spec.main.as_deref(), Some("run"));
         assert_eq!((spec.memory, spec.timeout, spec.logsize), (Some(128), Some(5000), Some(1)));

@@ -1,18 +1,23 @@
 //! Invoke orchestration: validate the payload, look up the action (metadata only), merge
-//! parameters, dispatch, then wait (blocking) or return at once (non-blocking). Every accepted
+//! parameters, dispatch, then wait (blocking) or return at once (non-blocking). The steps are
+//! methods of their own (admit, dispatch, await the record, answer, acknowledge) because a
+//! sequence (controller/sequence.rs) composes them differently: it dispatches each component
+//! and waits for it up to the component's own timeout, never answering with a 202. Every accepted
 //! activation ends with exactly one record: the invoker's, or an internal-error record written
 //! here when the completion channel closes without one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
-use super::{Controller, ControllerError, RecordWriter};
+use super::{Controller, ControllerError, RecordWriter, ResolvedAction};
 use crate::dispatch::{ActivationMessage, Completion, DispatchError, Timing};
 use crate::model::{
-    now_millis, Activation, ActivationId, FullyQualifiedName, Identity, KeyValue, MAX_PAYLOAD_BYTES,
+    now_millis, ActionExec, Activation, ActivationId, FullyQualifiedName, Identity, KeyValue,
+    MAX_PAYLOAD_BYTES,
 };
 
 /// How an invoke ended for the caller.
@@ -43,23 +48,41 @@ impl InvokeOptions {
     }
 }
 
+/// How an activation that the controller waits for ends when no record comes the normal
+/// way: the invoker's record (or the sequence runner's) is accepted as it is, a closed channel
+/// becomes the lost record, and an id acknowledged without a record gets a pending stub. One
+/// trait so that the blocking wait, the 202 and the stub are the same code for an action and
+/// for a sequence (controller/sequence.rs).
+pub(super) trait Finish: Send + 'static {
+    /// The activation's record from what its channel gave.
+    fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation;
+    /// The lost record of this activation, with `message` (also its pending stub).
+    fn lost(&self, message: &str) -> Activation;
+}
+
 /// What the controller needs to write a record itself if the invoker never sends one: the
 /// activation's message without its parameters (a record never carries them), and the
 /// annotations the controller adds to whichever record comes.
-struct Pending {
+pub(super) struct Pending {
     msg: ActivationMessage,
     /// `binding` (`namespace/binding`) when the action was reached through a binding, and the
     /// caller's own ([`InvokeOptions::annotations`]).
     annotations: Vec<KeyValue>,
 }
 
-impl Pending {
+impl Finish for Pending {
     /// The activation's record: the invoker's, or its lost record; with the `binding`
     /// annotation when it was reached through one.
     fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
         self.annotated(self.finish_record(result))
     }
 
+    fn lost(&self, message: &str) -> Activation {
+        self.annotated(self.lost_record(message))
+    }
+}
+
+impl Pending {
     fn annotated(&self, mut rec: Activation) -> Activation {
         rec.annotations.extend(self.annotations.iter().cloned());
         rec
@@ -84,21 +107,28 @@ impl Pending {
         }
     }
 
-    /// The lost record of this activation, with `message`.
-    fn lost(&self, message: &str) -> Activation {
-        self.annotated(self.lost_record(message))
-    }
-
     fn lost_record(&self, message: &str) -> Activation {
         self.msg.lost_record(message, Timing::since_accepted(&self.msg))
     }
 }
 
+/// An accepted activation whose record has not come yet: everything needed to wait for it,
+/// or to acknowledge its id and see that its record is written later.
+pub(super) struct Accepted<F: Finish> {
+    pub(super) id: ActivationId,
+    pub(super) finish: F,
+    pub(super) completion: Completion,
+    pub(super) guard: InFlight,
+    /// When the controller took the request (for the end-to-end metric).
+    pub(super) started: Instant,
+}
+
 /// Decrements the in-flight count when the record is handed to the writer (or the task dies),
-/// and frees the namespace's concurrency slot with its ticket.
-struct InFlight {
+/// and frees the namespace's concurrency slot with its ticket. A sequence's components carry
+/// no ticket: the sequence holds the one its invoke was admitted with (controller/sequence.rs).
+pub(super) struct InFlight {
     count: Arc<AtomicUsize>,
-    _ticket: super::admission::Ticket,
+    _ticket: Option<super::admission::Ticket>,
 }
 
 impl Drop for InFlight {
@@ -146,7 +176,8 @@ impl Controller {
     }
 
     /// Invokes `fqn` as `caller` with `request_params` over the action's own, as `options`
-    /// say. Every way an activation starts comes through here.
+    /// say. Every way an activation starts comes through here; a sequence is run by the
+    /// controller itself ([`Controller::invoke_sequence`]).
     #[tracing::instrument(skip_all, fields(action = %fqn, blocking = options.blocking, activation_id))]
     pub async fn invoke_with(
         &self,
@@ -155,26 +186,69 @@ impl Controller {
         request_params: Map<String, Value>,
         options: InvokeOptions,
     ) -> Result<InvokeOutcome, ControllerError> {
-        let started = std::time::Instant::now();
-        let InvokeOptions { blocking, cause, annotations: extra } = options;
+        let started = Instant::now();
         let resolved = self.resolve_action(caller, fqn)?;
+        if let ActionExec::Sequence(_) = &resolved.action.exec {
+            return self.invoke_sequence(caller, resolved, request_params, options, started).await;
+        }
+        let ticket = self.admit(caller)?;
+        let timeout = resolved.action.limits.timeout();
+        let InvokeOptions { blocking, cause, annotations } = options;
+        let mut accepted = self
+            .dispatch_action(caller, resolved, request_params, cause, annotations, Some(ticket))
+            .await?;
+        accepted.started = started;
+        tracing::Span::current().record("activation_id", tracing::field::display(accepted.id));
+        let wait = self.config.max_blocking_wait.min(timeout + self.config.wait_margin);
+        self.answer(accepted, blocking, wait).await
+    }
+
+    /// Charges one invoke to the caller's namespace (controller/admission.rs); the ticket is
+    /// its concurrency slot until the record is written.
+    pub(super) fn admit(
+        &self,
+        caller: &Identity,
+    ) -> Result<super::admission::Ticket, ControllerError> {
+        let limits = self.namespace_limits(&caller.namespace)?;
+        self.admission.admit(&caller.namespace, &limits, self.dispatcher.controllers())
+    }
+
+    /// Counts an accepted activation in flight until its guard drops.
+    pub(super) fn in_flight_guard(&self, ticket: Option<super::admission::Ticket>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { count: self.in_flight.clone(), _ticket: ticket }
+    }
+
+    /// Hands a resolved code action to an invoker with `request_params` over its own: the
+    /// lower half of every invoke, shared by [`invoke_with`](Self::invoke_with) and the
+    /// sequence runner, which waits for each component up to its own timeout instead.
+    pub(super) async fn dispatch_action(
+        &self,
+        caller: &Identity,
+        resolved: ResolvedAction,
+        request_params: Map<String, Value>,
+        cause: Option<ActivationId>,
+        extra: Vec<KeyValue>,
+        ticket: Option<super::admission::Ticket>,
+    ) -> Result<Accepted<Pending>, ControllerError> {
+        let started = Instant::now();
         let meta = resolved.action;
+        let ActionExec::Code(exec) = &meta.exec else {
+            return Err(ControllerError::Internal(format!(
+                "{} is a sequence, not an action an invoker runs",
+                meta.fqn()
+            )));
+        };
         let mut params = resolved.params;
         params.extend(request_params);
-        let limits = self.namespace_limits(&caller.namespace)?;
-        let ticket =
-            self.admission.admit(&caller.namespace, &limits, self.dispatcher.controllers())?;
-        // The action that runs: inside the package that holds it (a binding's target).
-        let fqn = &meta.fqn();
-
         let id = ActivationId::generate();
-        tracing::Span::current().record("activation_id", tracing::field::display(id));
         let msg = ActivationMessage {
             activation_id: id,
-            action: fqn.clone(),
+            // The action that runs: inside the package that holds it (a binding's target).
+            action: meta.fqn(),
             revision: meta.revision,
             version: meta.version.clone(),
-            exec: meta.exec.clone(),
+            exec: exec.clone(),
             limits: meta.limits,
             subject: caller.namespace.clone(),
             params: Map::new(),
@@ -187,46 +261,90 @@ impl Controller {
             annotations.push(KeyValue::new("binding", b));
         }
         annotations.extend(extra);
-        let pending = Pending { msg: msg.clone(), annotations };
+        let finish = Pending { msg: msg.clone(), annotations };
         let msg = ActivationMessage { params, ..msg };
-        let mut completion: Completion =
-            self.dispatcher.dispatch(msg).await.map_err(|e| match e {
-                DispatchError::Overloaded(m) => ControllerError::Overloaded(m),
-                DispatchError::Unavailable(m) => ControllerError::Unavailable(m),
-            })?;
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight { count: self.in_flight.clone(), _ticket: ticket };
+        let completion: Completion = self.dispatcher.dispatch(msg).await.map_err(|e| match e {
+            DispatchError::Overloaded(m) => ControllerError::Overloaded(m),
+            DispatchError::Unavailable(m) => ControllerError::Unavailable(m),
+        })?;
+        let guard = self.in_flight_guard(ticket);
+        Ok(Accepted { id, finish, completion, guard, started })
+    }
 
-        if blocking {
-            let wait =
-                self.config.max_blocking_wait.min(meta.limits.timeout() + self.config.wait_margin);
-            if let Ok(result) = tokio::time::timeout(wait, &mut completion).await {
-                let rec = pending.finish(result);
-                self.metrics.observe(&rec, started.elapsed());
-                // Committed before the response: an id the client sees always has a record.
-                let alone = self.in_flight.load(Ordering::Relaxed) <= 1;
-                let committed = self.records.commit_returning(rec, alone).await;
-                drop(guard);
-                let rec = committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
-                return Ok(InvokeOutcome::Completed(Box::new(rec)));
+    /// Waits up to `wait` for the record of `accepted`: the record (not yet written) and the
+    /// guard that counts it in flight, or the activation back when the wait ran out.
+    pub(super) async fn await_record<F: Finish>(
+        &self,
+        mut accepted: Accepted<F>,
+        wait: Duration,
+    ) -> Result<(Activation, InFlight), Accepted<F>> {
+        match tokio::time::timeout(wait, &mut accepted.completion).await {
+            Ok(result) => {
+                let rec = accepted.finish.finish(result);
+                self.metrics.observe(&rec, accepted.started.elapsed());
+                Ok((rec, accepted.guard))
             }
-            tracing::debug!(?wait, "blocking wait ran out; answering 202");
+            Err(_) => Err(accepted),
         }
-        // The id is about to be acknowledged without a record: commit the stub it ends with if
-        // this process dies first. The completion, sent or not, is awaited either way so the
-        // activation is recorded even when the stub could not be.
-        let stub = pending.lost(crate::store::STOPPED_MESSAGE);
+    }
+
+    /// The caller's answer: blocking, the record committed before it is returned (an id the
+    /// client sees always has a record); else, or when the wait ran out, the id (see
+    /// [`acknowledge`](Self::acknowledge)).
+    pub(super) async fn answer<F: Finish>(
+        &self,
+        accepted: Accepted<F>,
+        blocking: bool,
+        wait: Duration,
+    ) -> Result<InvokeOutcome, ControllerError> {
+        let accepted = if blocking {
+            match self.await_record(accepted, wait).await {
+                Ok((rec, guard)) => {
+                    let alone = self.in_flight.load(Ordering::Relaxed) <= 1;
+                    let committed = self.records.commit_returning(rec, alone).await;
+                    drop(guard);
+                    let rec = committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
+                    return Ok(InvokeOutcome::Completed(Box::new(rec)));
+                }
+                Err(accepted) => {
+                    tracing::debug!(?wait, "blocking wait ran out; answering 202");
+                    accepted
+                }
+            }
+        } else {
+            accepted
+        };
+        let id = accepted.id;
+        self.acknowledge(accepted).await?;
+        Ok(InvokeOutcome::Accepted(id))
+    }
+
+    /// The id is about to be acknowledged without a record: commits the stub it ends with if
+    /// this process dies first, then lets a task write the record when it comes. The
+    /// completion, sent or not, is awaited either way so the activation is recorded even when
+    /// the stub could not be.
+    pub(super) async fn acknowledge<F: Finish>(
+        &self,
+        accepted: Accepted<F>,
+    ) -> Result<(), ControllerError> {
+        let Accepted { finish, completion, guard, started, .. } = accepted;
+        let stub = finish.lost(crate::store::STOPPED_MESSAGE);
         let stub_committed = self.records.commit_pending(stub).await;
         let records = self.records.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            let rec = pending.finish(completion.await);
+            let result = completion.await;
+            let rec = finish.finish(result);
             metrics.observe(&rec, started.elapsed());
             record(&records, rec).await;
             drop(guard);
         });
-        stub_committed.map_err(|e| ControllerError::Internal(e.to_string()))?;
-        Ok(InvokeOutcome::Accepted(id))
+        stub_committed.map_err(|e| ControllerError::Internal(e.to_string()))
+    }
+
+    /// Queues a finished record for the writer (batched; nothing waits for the commit).
+    pub(super) async fn submit_record(&self, rec: Activation) {
+        record(&self.records, rec).await;
     }
 }
 

@@ -13,6 +13,7 @@ mod invoke;
 mod packages;
 mod records;
 mod retention;
+mod sequence;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Controller {
     in_flight: Arc<AtomicUsize>,
     admission: admission::Admission,
     metrics: Arc<crate::metrics::Metrics>,
+    /// This controller, for a sequence's run, which outlives the request that started it.
+    me: std::sync::Weak<Controller>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -112,7 +115,8 @@ impl Controller {
         }
         let records = RecordWriter::start(store.clone())
             .map_err(|e| ControllerError::Internal(format!("starting the record writer: {e}")))?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             store,
             dispatcher,
             config,

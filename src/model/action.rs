@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ActionLimits, EntityName, ExecMeta, FullyQualifiedName};
+use super::{ActionExec, ActionLimits, EntityName, FullyQualifiedName};
 
 /// One `{"key": ..., "value": ...}` pair: OpenWhisk's shape for parameters and annotations.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,8 @@ pub struct ActionMeta {
     /// Bumped on every update; warm containers are reused only for the same revision. Unique
     /// across the controllers of a cluster (see [`revision`]).
     pub revision: u64,
-    pub exec: ExecMeta,
+    /// Code in a runtime, or a sequence's components.
+    pub exec: ActionExec,
     pub limits: ActionLimits,
     #[serde(default)]
     pub parameters: Vec<KeyValue>,

@@ -1,8 +1,10 @@
-//! What an action runs: its kind (runtime) and how to enter it.
+//! What an action runs: its kind (runtime) and how to enter it, or the actions of a sequence.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use super::{EntityName, FullyQualifiedName, KeyValue};
 
 /// A runtime family hearth ships a launcher for. Aliases (`python:3`, `python:default`,
 /// `nodejs:20`, `nodejs:default`) all resolve to the host's interpreter of that family;
@@ -151,6 +153,138 @@ impl ExecMeta {
     }
 }
 
+/// OpenWhisk's kind of a sequence action (`Exec.SEQUENCE`).
+pub const SEQUENCE: &str = "sequence";
+
+/// OpenWhisk's message for a component path that names no namespace
+/// (`Messages.malformedFullyQualifiedEntityName`).
+pub const MALFORMED_COMPONENT: &str = "The fully qualified name of the entity must contain at least the namespace and the name of the entity.";
+
+/// A sequence's components, each a fully qualified action path. Stored and shown as OpenWhisk
+/// writes them (`/ns/name`, `/ns/pkg/name`); a component may name a binding, which is resolved
+/// when the sequence runs, as any invoke through a binding is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceExec {
+    pub components: Vec<FullyQualifiedName>,
+}
+
+impl SequenceExec {
+    /// Reads the `components` of a create or update as OpenWhisk's `EntityPath` does: `/`
+    /// separated, empty segments ignored (so the leading slash is optional), two or three
+    /// segments (namespace, optional package, name), each a valid entity name; `_` as the
+    /// namespace is the creator's (`caller`), as OpenWhisk resolves it before storing.
+    pub fn parse(components: &[String], caller: &EntityName) -> Result<Self, String> {
+        let components =
+            components.iter().map(|c| parse_component(c, caller)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { components })
+    }
+
+    /// The components as OpenWhisk shows them: with a leading slash.
+    pub fn paths(&self) -> Vec<String> {
+        self.components.iter().map(|c| format!("/{c}")).collect()
+    }
+}
+
+fn parse_component(path: &str, caller: &EntityName) -> Result<FullyQualifiedName, String> {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let names = parts
+        .iter()
+        .map(|p| EntityName::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("path contains invalid parts {path:?}"))?;
+    let resolve = |ns: &EntityName| if ns.as_str() == "_" { caller.clone() } else { ns.clone() };
+    match names.as_slice() {
+        [ns, name] => Ok(FullyQualifiedName::new(resolve(ns), name.clone())),
+        [ns, pkg, name] => {
+            Ok(FullyQualifiedName::in_package(resolve(ns), pkg.clone(), name.clone()))
+        }
+        _ => Err(MALFORMED_COMPONENT.to_owned()),
+    }
+}
+
+/// What a stored action runs: code in a runtime (what the invoker gets, [`ExecMeta`]) or a
+/// sequence of other actions, which never reaches an invoker: the controller runs it
+/// (controller/sequence.rs). Stored in the JSON shape OpenWhisk gives each (`kind`, `main`,
+/// `binary`; `kind: sequence` with `components`), so actions stored before sequences existed
+/// read back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionExec {
+    Code(ExecMeta),
+    Sequence(SequenceExec),
+}
+
+impl ActionExec {
+    /// The kind as OpenWhisk names it (`sequence` for a sequence).
+    pub fn kind(&self) -> &str {
+        match self {
+            ActionExec::Code(e) => e.kind.as_str(),
+            ActionExec::Sequence(_) => SEQUENCE,
+        }
+    }
+
+    /// The code exec, if this action runs code.
+    pub fn code(&self) -> Option<&ExecMeta> {
+        match self {
+            ActionExec::Code(e) => Some(e),
+            ActionExec::Sequence(_) => None,
+        }
+    }
+}
+
+/// The stored and wire shape of [`ActionExec`].
+#[derive(Serialize, Deserialize)]
+struct RawExec {
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    main: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    binary: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    components: Option<Vec<String>>,
+}
+
+impl Serialize for ActionExec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ActionExec::Code(e) => e.serialize(s),
+            ActionExec::Sequence(seq) => RawExec {
+                kind: SEQUENCE.to_owned(),
+                main: None,
+                binary: None,
+                components: Some(seq.paths()),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ActionExec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawExec::deserialize(d)?;
+        if raw.kind == SEQUENCE {
+            let components = raw.components.unwrap_or_default();
+            // Stored components are fully qualified: no `_` to resolve.
+            let none = EntityName::parse("_").map_err(serde::de::Error::custom)?;
+            let seq = SequenceExec::parse(&components, &none).map_err(serde::de::Error::custom)?;
+            return Ok(ActionExec::Sequence(seq));
+        }
+        let kind = Kind::parse(&raw.kind).map_err(serde::de::Error::custom)?;
+        Ok(ActionExec::Code(ExecMeta { kind, main: raw.main, binary: raw.binary.unwrap_or(false) }))
+    }
+}
+
+/// Sets OpenWhisk's `exec` annotation of a sequence (`exec: sequence`, over any value the
+/// creator gave), and drops it from an action that stopped being one. Code actions keep
+/// hearth's annotations as they were written (OpenWhisk's annotation of their kind is not
+/// added: the catalog compares stored annotations, and clients read `exec.kind`).
+pub fn amend_exec_annotation(annotations: &mut Vec<KeyValue>, exec: &ActionExec) {
+    annotations.retain(|kv| !(kv.key == "exec" && kv.value == SEQUENCE));
+    if matches!(exec, ActionExec::Sequence(_)) {
+        annotations.retain(|kv| kv.key != "exec");
+        annotations.push(KeyValue::new("exec", SEQUENCE));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +319,57 @@ mod tests {
         let py = Kind::parse("python:3").unwrap();
         assert_eq!(check_image(&py, Some("openwhisk/python3action")), Ok(()));
         assert_eq!(check_image(&py, None), Ok(()));
+    }
+
+    #[test]
+    fn components_parse_as_openwhisk_paths() {
+        let guest = EntityName::parse("guest").unwrap();
+        let paths = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let seq =
+            SequenceExec::parse(&paths(&["/_/a", "/whisk.system/utils/echo", "other/b"]), &guest)
+                .unwrap();
+        assert_eq!(seq.paths(), ["/guest/a", "/whisk.system/utils/echo", "/other/b"]);
+        assert_eq!(SequenceExec::parse(&paths(&["a"]), &guest).unwrap_err(), MALFORMED_COMPONENT);
+        assert_eq!(SequenceExec::parse(&paths(&["/a"]), &guest).unwrap_err(), MALFORMED_COMPONENT);
+        assert_eq!(
+            SequenceExec::parse(&paths(&["/a/b/c/d"]), &guest).unwrap_err(),
+            MALFORMED_COMPONENT
+        );
+        let bad = SequenceExec::parse(&paths(&["/guest/-x"]), &guest).unwrap_err();
+        assert!(bad.contains("invalid parts"), "{bad}");
+        assert!(SequenceExec::parse(&[], &guest).unwrap().components.is_empty());
+    }
+
+    #[test]
+    fn exec_round_trips_in_openwhisks_shapes() {
+        let code: ActionExec =
+            serde_json::from_str(r#"{"kind":"python:3","binary":false}"#).unwrap();
+        assert_eq!(code.kind(), "python:3");
+        assert_eq!(serde_json::to_string(&code).unwrap(), r#"{"kind":"python:3","binary":false}"#);
+        let seq: ActionExec =
+            serde_json::from_str(r#"{"kind":"sequence","components":["/guest/p/a","/guest/b"]}"#)
+                .unwrap();
+        assert_eq!(seq.kind(), SEQUENCE);
+        assert!(seq.code().is_none());
+        let v = serde_json::to_value(&seq).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"kind":"sequence","components":["/guest/p/a","/guest/b"]})
+        );
+    }
+
+    #[test]
+    fn the_exec_annotation_follows_the_kind() {
+        let seq = ActionExec::Sequence(SequenceExec { components: vec![] });
+        let mut ann = vec![KeyValue::new("exec", "nodejs"), KeyValue::new("x", 1)];
+        amend_exec_annotation(&mut ann, &seq);
+        assert_eq!(ann, [KeyValue::new("x", 1), KeyValue::new("exec", SEQUENCE)]);
+        let code = ActionExec::Code(ExecMeta {
+            kind: Kind::parse("python:3").unwrap(),
+            main: None,
+            binary: false,
+        });
+        amend_exec_annotation(&mut ann, &code);
+        assert_eq!(ann, [KeyValue::new("x", 1)]);
     }
 }

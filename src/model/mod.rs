@@ -17,7 +17,8 @@ pub use activation::{
     SUPERSEDED,
 };
 pub use exec::{
-    check_image, ExecMeta, ImageError, Kind, KindError, Runtime, BLACKBOX, NATIVE_IMAGE,
+    amend_exec_annotation, check_image, ActionExec, ExecMeta, ImageError, Kind, KindError, Runtime,
+    SequenceExec, BLACKBOX, MALFORMED_COMPONENT, NATIVE_IMAGE, SEQUENCE,
 };
 pub use hash::fnv1a;
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};

@@ -10,8 +10,8 @@ use super::feed::{EntityKind, ACTION_PREFIX};
 use super::replica::Revisioned;
 use super::{Store, StoreError};
 use crate::model::{
-    now_millis, revision, ActionLimits, ActionMeta, EntityName, ExecMeta, FullyQualifiedName,
-    KeyValue, Kind, LimitsPatch,
+    amend_exec_annotation, now_millis, revision, ActionExec, ActionLimits, ActionMeta, EntityName,
+    ExecMeta, FullyQualifiedName, KeyValue, Kind, LimitsPatch, SequenceExec,
 };
 
 /// Meta key prefix of the revision floor of a deleted action (`revision_floor/ns/name`).
@@ -35,7 +35,12 @@ pub struct ExecUpdate {
 /// field.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ActionUpdate {
+    /// New code (a code action from now on).
     pub exec: Option<ExecUpdate>,
+    /// New components (a sequence from now on). The API sets at most one of `exec` and
+    /// `sequence`; given both, the sequence wins. Kept apart from [`ExecUpdate`] so that the
+    /// many writers of code updates stay as they are.
+    pub sequence: Option<SequenceExec>,
     pub parameters: Option<Vec<KeyValue>>,
     pub annotations: Option<Vec<KeyValue>>,
     pub limits: Option<LimitsPatch>,
@@ -83,13 +88,16 @@ impl Store {
         if existing.is_some() && !overwrite {
             return Err(StoreError::ActionExists(key));
         }
-        let (exec, code_size, code) = match (update.exec, &existing) {
-            (Some(e), _) => {
+        let (exec, code_size, code) = match (update.sequence, update.exec, &existing) {
+            // A sequence has no code: an empty entry, so every action has one.
+            (Some(seq), _, _) => (ActionExec::Sequence(seq), 0, Some(Vec::new())),
+            (None, Some(e), _) => {
                 let size = e.code.len() as u64;
-                (ExecMeta { kind: e.kind, main: e.main, binary: e.binary }, size, Some(e.code))
+                let exec = ExecMeta { kind: e.kind, main: e.main, binary: e.binary };
+                (ActionExec::Code(exec), size, Some(e.code))
             }
-            (None, Some(old)) => (old.exec.clone(), old.code_size, None),
-            (None, None) => return Err(StoreError::MissingExec(key)),
+            (None, None, Some(old)) => (old.exec.clone(), old.code_size, None),
+            (None, None, None) => return Err(StoreError::MissingExec(key)),
         };
         let base_limits = existing.as_ref().map(|a| a.limits).unwrap_or_default();
         let limits: ActionLimits = update.limits.unwrap_or_default().apply(base_limits);
@@ -107,6 +115,10 @@ impl Store {
             None => None,
         };
         let revision = revision::next(previous, origin.as_deref());
+        let mut annotations = update.annotations.unwrap_or_else(|| {
+            existing.as_ref().map(|a| a.annotations.clone()).unwrap_or_default()
+        });
+        amend_exec_annotation(&mut annotations, &exec);
         let meta = ActionMeta {
             namespace: fqn.namespace.clone(),
             package: fqn.package.clone(),
@@ -118,9 +130,7 @@ impl Store {
             parameters: update.parameters.unwrap_or_else(|| {
                 existing.as_ref().map(|a| a.parameters.clone()).unwrap_or_default()
             }),
-            annotations: update.annotations.unwrap_or_else(|| {
-                existing.as_ref().map(|a| a.annotations.clone()).unwrap_or_default()
-            }),
+            annotations,
             publish: update.publish.unwrap_or_else(|| existing.as_ref().is_some_and(|a| a.publish)),
             updated: now_millis(),
             code_size,

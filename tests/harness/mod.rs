@@ -586,6 +586,22 @@ pub fn parse(out: &[u8]) -> std::io::Result<Resp> {
     Ok(Resp { status, body: out[split + 4..].to_vec(), headers })
 }
 
+/// Runs the `hearth` CLI against `url` (no config file: the guest key): its exit code,
+/// stdout and stderr.
+pub fn hearth_cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .env("HEARTH_APIHOST", url)
+        .env("HEARTH_CONFIG", "/nonexistent/hearth-test-config")
+        .output()
+        .unwrap_or_else(|e| panic!("running hearth {args:?}: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// The value of annotation `key` of an activation.
 /// Runs OpenWhisk's own JavaScript client script `script` (in tests/clients) against `url`
 /// with `auth`, and returns its stdout; panics with its output when it fails. The client's
