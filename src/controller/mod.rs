@@ -13,6 +13,8 @@ mod invoke;
 mod packages;
 mod records;
 mod retention;
+mod rules;
+mod triggers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ pub use invoke::{InvokeOptions, InvokeOutcome};
 pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
+pub use triggers::FireOutcome;
 
 use crate::dispatch::Dispatcher;
 use crate::model::{
@@ -71,6 +74,8 @@ pub struct Controller {
     records: Arc<RecordWriter>,
     in_flight: Arc<AtomicUsize>,
     admission: admission::Admission,
+    /// Trigger fires per minute, counted apart from invocations (`triggers.rs`).
+    fires: admission::Admission,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -119,6 +124,7 @@ impl Controller {
             records: Arc::new(records),
             in_flight: Arc::default(),
             admission: admission::Admission::default(),
+            fires: admission::Admission::default(),
             metrics: Arc::default(),
         }))
     }

@@ -11,6 +11,7 @@
 
 mod actions;
 mod activations;
+mod alarms;
 mod auth_cache;
 mod code_source;
 mod codec;
@@ -21,11 +22,14 @@ mod flusher;
 mod kafka;
 mod keys;
 mod meta;
+mod named;
 mod namespace_limits;
 mod namespaces;
 mod packages;
 mod pending;
 mod replica;
+mod rules;
+mod triggers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +47,8 @@ pub use namespaces::NamespaceRecord;
 pub use packages::{PackageUpdate, Resolution, BINDING_ANNOTATION};
 pub use pending::STOPPED_MESSAGE;
 pub use replica::Applied;
+pub use rules::{RuleUpdate, StatusChange};
+pub use triggers::TriggerUpdate;
 
 use auth_cache::AuthCache;
 use error::lmdb;
@@ -77,7 +83,7 @@ impl Default for StoreOptions {
 }
 
 /// The named databases; adding one means bumping [`MAX_DBS`].
-const MAX_DBS: u32 = 16;
+const MAX_DBS: u32 = 20;
 
 pub(crate) struct Dbs {
     pub namespaces: Db,
@@ -97,6 +103,10 @@ pub(crate) struct Dbs {
     pub feed_last: Db,
     /// Packages and bindings: `ns/name` -> record (`packages.rs`).
     pub packages: Db,
+    /// Triggers, rules and alarm schedules: `ns/name` -> record (`named.rs`).
+    pub triggers: Db,
+    pub rules: Db,
+    pub alarms: Db,
 }
 
 struct Inner {
@@ -164,6 +174,9 @@ impl Store {
             feed: create("feed")?,
             feed_last: create("feed_last")?,
             packages: create("packages")?,
+            triggers: create("triggers")?,
+            rules: create("rules")?,
+            alarms: create("alarms")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {
