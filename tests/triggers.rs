@@ -28,9 +28,7 @@ fn triggers_rules_and_alarms() {
     }
     routes(&c);
     fire_many(&s, &c);
-    if std::env::var_os("HEARTH_SKIP_NPM").is_none() {
-        openwhisk_client("triggers-client.js", &s.url(), GUEST);
-    }
+    openwhisk_client("triggers-client.js", &s.url(), GUEST);
     alarms(&mut s);
 }
 
@@ -376,5 +374,163 @@ fn fire_many(s: &Standalone, c: &Client) {
     c.req("DELETE", &path("triggers", "many"), b"");
 }
 
-/// Placeholder until the alarms land.
-fn alarms(_s: &mut Standalone) {}
+/// Invokes the alarms feed `feed` with `params`, blocking; the response.
+fn feed(c: &Client, feed: &str, params: Value) -> Resp {
+    c.json(
+        "POST",
+        &format!("/api/v1/namespaces/whisk.system/actions/alarms/{feed}?blocking=true"),
+        params,
+    )
+}
+
+/// The ticks the server's log says it fired for `alarm` (`guest/name`), in order.
+fn fired_ticks(s: &Standalone, alarm: &str) -> Vec<u64> {
+    s.log_text()
+        .lines()
+        .filter(|l| l.contains("alarm fired") && l.contains(&format!("alarm={alarm} ")))
+        .filter_map(|l| {
+            l.split("tick=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The built-in alarms: the feed lifecycle with the provider's answers, a 2-second cron that
+/// fires on time, a once alarm, and a schedule that survives a restart without a tick fired
+/// twice.
+fn alarms(s: &mut Standalone) {
+    let c = s.client();
+    // The catalog shows the feeds.
+    let p = c.get("/api/v1/namespaces/whisk.system/packages/alarms").json();
+    let feeds: Vec<&str> =
+        p["feeds"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(feeds.len(), 3, "{p}");
+    // As `trigger create --feed`: the trigger, then the feed's CREATE.
+    let ann = json!({"annotations": [{"key": "feed", "value": "/whisk.system/alarms/alarm"}]});
+    assert_eq!(c.json("PUT", &path("triggers", "tick"), ann).status, 200);
+    c.json("PUT", &path("rules", "tick-r"), json!({"trigger": "tick", "action": "noop1"}));
+    let base = json!({"triggerName": "/_/tick", "authKey": GUEST});
+    let with = |extra: Value| {
+        let mut p = base.clone();
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let r = feed(&c, "alarm", with(json!({"lifecycleEvent": "CREATE", "cron": "nope"})));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["response"]["result"]["error"], "cron pattern 'nope' is not valid");
+    let r = feed(
+        &c,
+        "alarm",
+        json!({"lifecycleEvent": "CREATE", "triggerName": "/_/nosuch", "cron": "* * * * *"}),
+    );
+    assert_eq!(r.json()["response"]["result"]["error"], "Trigger authentication request failed.");
+    let r = feed(&c, "alarm", with(json!({"lifecycleEvent": "BOGUS"})));
+    assert_eq!(r.json()["response"]["result"]["error"], "unsupported lifecycleEvent");
+    let created = std::time::SystemTime::now();
+    let r = feed(
+        &c,
+        "alarm",
+        with(
+            json!({"lifecycleEvent": "CREATE", "cron": "*/2 * * * * *", "trigger_payload": {"k": "v"}}),
+        ),
+    );
+    assert_eq!(
+        (r.status, &r.json()["response"]["result"]),
+        (200, &json!({"status": "success"})),
+        "{}",
+        r.text()
+    );
+    let r = feed(&c, "alarm", with(json!({"lifecycleEvent": "READ"}))).json();
+    let cfg = &r["response"]["result"]["config"];
+    assert_eq!(
+        (cfg["cron"].as_str(), &cfg["payload"]),
+        (Some("*/2 * * * * *"), &json!({"k": "v"})),
+        "{r}"
+    );
+    assert_eq!(r["response"]["result"]["status"]["active"], true);
+
+    // It fires every 2 seconds with its payload.
+    std::thread::sleep(Duration::from_secs(9));
+    let fired = fired_ticks(s, "guest/tick");
+    assert!((3..=5).contains(&fired.len()), "about 4 ticks in 9 s: {fired:?}");
+    assert!(fired.windows(2).all(|w| w[1] - w[0] == 2000), "{fired:?}");
+    let recs = records_named(&c, "tick", 100);
+    assert!(recs.len() >= 3, "{}", recs.len());
+    assert_eq!(recs[0]["response"]["result"], json!({"k": "v"}));
+
+    // PAUSE stops it, UNPAUSE resumes it; UPDATE changes the payload.
+    assert_eq!(feed(&c, "alarm", with(json!({"lifecycleEvent": "PAUSE"}))).status, 200);
+    let paused_at = fired_ticks(s, "guest/tick").len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(fired_ticks(s, "guest/tick").len() <= paused_at + 1, "a paused alarm does not fire");
+    assert_eq!(feed(&c, "alarm", with(json!({"lifecycleEvent": "UNPAUSE"}))).status, 200);
+    let r =
+        feed(&c, "alarm", with(json!({"lifecycleEvent": "UPDATE", "trigger_payload": {"k": "w"}})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        feed(&c, "alarm", with(json!({"lifecycleEvent": "UPDATE"}))).json()["response"]["result"]
+            ["error"],
+        "no updatable parameters were specified"
+    );
+
+    // Restart: the schedule goes on, and no tick is ever fired twice.
+    std::thread::sleep(Duration::from_secs(3));
+    s.restart();
+    std::thread::sleep(Duration::from_secs(7));
+    let all = fired_ticks(s, "guest/tick");
+    let distinct: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a tick fired twice across the restart: {all:?}");
+    let since = created.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let after_restart = all.iter().filter(|t| **t > since + 15_000).count();
+    assert!(after_restart >= 2, "the schedule survived the restart: {all:?}");
+    let c = s.client();
+    let r = feed(&c, "alarm", with(json!({"lifecycleEvent": "DELETE"})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = feed(&c, "alarm", with(json!({"lifecycleEvent": "DELETE"})));
+    assert_eq!(
+        r.json()["response"]["result"]["error"],
+        "could not find the trigger in the database"
+    );
+    let n = fired_ticks(s, "guest/tick").len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(fired_ticks(s, "guest/tick").len(), n, "a deleted alarm does not fire");
+
+    // once: fires once at its date, then reads as inactive; deleteAfterFire true removes
+    // the trigger.
+    c.json("PUT", &path("triggers", "once"), json!({}));
+    c.json("PUT", &path("rules", "once-r"), json!({"trigger": "once", "action": "noop2"}));
+    let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+        as u64
+        + 2_000;
+    let r = feed(
+        &c,
+        "once",
+        json!({"lifecycleEvent": "CREATE", "triggerName": "/guest/once", "date": at, "deleteAfterFire": "true"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        "the once alarm's fire",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || (c.get(&path("triggers", "once")).status == 404).then_some(()),
+    );
+    assert_eq!(fired_ticks(s, "guest/once"), vec![at]);
+    // The trigger's one record (the feed action's own record is named `once` too).
+    let fires = records_named(&c, "once", 10);
+    assert_eq!(fires.iter().filter(|r| r["response"]["result"] == json!({})).count(), 1);
+    // interval: checked, stored, read (its ticks are minutes apart).
+    c.json("PUT", &path("triggers", "every"), json!({}));
+    let r = feed(
+        &c,
+        "interval",
+        json!({"lifecycleEvent": "CREATE", "triggerName": "every", "minutes": "x"}),
+    );
+    assert_eq!(r.json()["response"]["result"]["error"], "the minutes parameter must be an integer");
+    let r = feed(
+        &c,
+        "interval",
+        json!({"lifecycleEvent": "CREATE", "triggerName": "every", "minutes": 5}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = feed(&c, "interval", json!({"lifecycleEvent": "READ", "triggerName": "every"})).json();
+    assert_eq!(r["response"]["result"]["config"]["minutes"], 5, "{r}");
+}

@@ -268,6 +268,14 @@ async fn route(
             let fqn = FullyQualifiedName::new(ns, name(action)?);
             action_route(req, c, &caller, fqn, &q).await
         }
+        // The built-in alarms feeds run in the controller (`crate::alarms`).
+        ["actions", package, action]
+            if method == Method::POST && crate::alarms::feed_of(&ns, package, action).is_some() =>
+        {
+            let (parts, b) = req.into_parts();
+            let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "an invoke").await?;
+            triggers::invoke_feed(c, &caller, &ns, package, action, &q, bytes).await
+        }
         ["actions", package, action] => {
             let fqn = FullyQualifiedName::in_package(ns, name(package)?, name(action)?);
             action_route(req, c, &caller, fqn, &q).await

@@ -139,3 +139,34 @@ pub async fn fire(
         }
     }
 }
+
+/// `POST /namespaces/whisk.system/actions/alarms/{feed}`: the feed action, answered as an
+/// invoke of it would be (200 with the record or its result, 502 when it refused, 202 with
+/// the id when not blocking).
+pub async fn invoke_feed(
+    c: &Controller,
+    caller: &Identity,
+    ns: &EntityName,
+    package: &str,
+    action: &str,
+    q: &Query,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let Some(feed) = crate::alarms::feed_of(ns, package, action) else {
+        return Err(ApiError::not_found());
+    };
+    let params: Map<String, Value> = object_body(&body)?;
+    let record = crate::alarms::invoke_feed(c, caller, feed, &params).await?;
+    let status = if record.response.success { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
+    let mut resp = if !q.bool("blocking", false)? {
+        json(StatusCode::ACCEPTED, &json!({ "activationId": record.activation_id }))
+    } else if q.bool("result", false)? {
+        json(status, &record.response.result)
+    } else {
+        json(status, &record)
+    };
+    if let Ok(v) = HeaderValue::from_str(&record.activation_id.to_string()) {
+        resp.headers_mut().insert("x-openwhisk-activation-id", v);
+    }
+    Ok(resp)
+}

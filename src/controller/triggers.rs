@@ -142,6 +142,16 @@ impl Controller {
         Ok(FireOutcome::Fired(id))
     }
 
+    /// Commits a record made outside the invoke path (a built-in feed action's), before
+    /// anyone is told its id.
+    pub async fn record_activation(&self, record: Activation) -> Result<(), ControllerError> {
+        let id = record.activation_id;
+        self.records
+            .commit(record)
+            .await
+            .map_err(|e| ControllerError::Internal(format!("recording activation {id}: {e}")))
+    }
+
     /// Starts one rule's action; its activation id, or the failure as OpenWhisk's rule log
     /// reports it.
     async fn start_rule(

@@ -22,6 +22,7 @@
 //! [`ActivationMessage`]: crate::dispatch::ActivationMessage
 
 mod attach;
+mod claims;
 mod client;
 mod controller;
 mod entities;
@@ -33,6 +34,7 @@ mod publisher;
 mod topics;
 mod wire;
 
+pub use claims::{ClaimLog, CLAIMS_TOPIC};
 pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
 pub use entities::{
