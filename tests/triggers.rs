@@ -29,6 +29,7 @@ fn triggers_rules_and_alarms() {
     routes(&c);
     fire_many(&s, &c);
     openwhisk_client("triggers-client.js", &s.url(), GUEST);
+    cli(&s);
     alarms(&mut s);
 }
 
@@ -372,6 +373,82 @@ fn fire_many(s: &Standalone, c: &Client) {
         c.req("DELETE", &path("rules", &format!("many{i}")), b"");
     }
     c.req("DELETE", &path("triggers", "many"), b"");
+}
+
+/// `hearth ARGS` against the server; its stdout (asserting success).
+fn hearth_cli(s: &Standalone, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .env("HEARTH_CONFIG", "/nonexistent")
+        .args(["--apihost", &s.url(), "--auth", GUEST])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hearth {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The `hearth trigger` and `hearth rule` commands, `--feed` included.
+fn cli(s: &Standalone) {
+    let c = s.client();
+    hearth_cli(s, &["trigger", "create", "cli-t", "-p", "from", "cli"]);
+    hearth_cli(s, &["rule", "create", "cli-r", "cli-t", "noop1"]);
+    assert!(hearth_cli(s, &["rule", "status", "cli-r"]).contains("active"));
+    hearth_cli(s, &["rule", "disable", "cli-r"]);
+    assert!(hearth_cli(s, &["rule", "status", "cli-r"]).contains("inactive"));
+    assert!(hearth_cli(s, &["trigger", "fire", "cli-t"]).contains("no active rule"));
+    hearth_cli(s, &["rule", "enable", "cli-r"]);
+    let fired = hearth_cli(s, &["trigger", "fire", "cli-t", "-p", "x", "1"]);
+    let id = fired.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(c.record(&id, Duration::from_secs(10)).is_some(), "{fired}");
+    assert!(hearth_cli(s, &["rule", "list"]).contains("/guest/cli-r"));
+    assert!(hearth_cli(s, &["trigger", "list"]).contains("/guest/cli-t"));
+    assert!(hearth_cli(s, &["trigger", "get", "cli-t"]).contains("guest/cli-r"));
+    hearth_cli(s, &["rule", "update", "cli-r", "cli-t", "noop2"]);
+    hearth_cli(s, &["rule", "delete", "cli-r"]);
+    hearth_cli(s, &["trigger", "update", "cli-t", "-p", "from", "update"]);
+    hearth_cli(s, &["trigger", "delete", "cli-t"]);
+    // --feed: the trigger and its schedule; a refused feed leaves no trigger; delete stops it.
+    hearth_cli(
+        s,
+        &[
+            "trigger",
+            "create",
+            "cli-alarm",
+            "--feed",
+            "/whisk.system/alarms/alarm",
+            "-p",
+            "cron",
+            "0 0 1 1 *",
+        ],
+    );
+    let r = feed(&c, "alarm", json!({"lifecycleEvent": "READ", "triggerName": "cli-alarm"}));
+    assert_eq!(r.json()["response"]["result"]["config"]["cron"], "0 0 1 1 *", "{}", r.text());
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .env("HEARTH_CONFIG", "/nonexistent")
+        .args(["--apihost", &s.url(), "--auth", GUEST])
+        .args([
+            "trigger",
+            "create",
+            "cli-bad",
+            "--feed",
+            "/whisk.system/alarms/alarm",
+            "-p",
+            "cron",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cron pattern 'nope' is not valid"));
+    assert_eq!(c.get(&path("triggers", "cli-bad")).status, 404);
+    hearth_cli(s, &["trigger", "delete", "cli-alarm"]);
+    let r = feed(&c, "alarm", json!({"lifecycleEvent": "READ", "triggerName": "cli-alarm"}));
+    assert_eq!(r.status, 502, "the schedule went with the trigger: {}", r.text());
 }
 
 /// Invokes the alarms feed `feed` with `params`, blocking; the response.
