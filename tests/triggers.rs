@@ -276,6 +276,19 @@ fn records_named(c: &Client, name: &str, expect: usize) -> Vec<Value> {
 /// records, each action record's `cause` its trigger's activation.
 fn fire_many(s: &Standalone, c: &Client) {
     const FIRES: usize = 1000;
+    // A fire is charged to the namespace's fires per minute, with OpenWhisk's 429 (the
+    // routes above fired more than one this minute, or the next one is the second).
+    c.json("PUT", &path("triggers", "many"), json!({}));
+    admin(s, &["limits", "set", "guest", "--fires-per-minute", "1"]);
+    let refused =
+        (0..2).map(|_| c.json("POST", &path("triggers", "many"), json!({}))).last().unwrap();
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let msg = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        msg.starts_with("Too many requests in the last minute (count: ")
+            && msg.ends_with("allowed: 1)."),
+        "{msg}"
+    );
     admin(
         s,
         &[
@@ -288,7 +301,7 @@ fn fire_many(s: &Standalone, c: &Client) {
             "100000",
         ],
     );
-    c.json("PUT", &path("triggers", "many"), json!({}));
+
     for (i, a) in ["noop1", "noop2", "noop3"].iter().enumerate() {
         let r = c.json(
             "PUT",
