@@ -280,8 +280,8 @@ fn fire_many(s: &Standalone, c: &Client) {
     // routes above fired more than one this minute, or the next one is the second).
     c.json("PUT", &path("triggers", "many"), json!({}));
     admin(s, &["limits", "set", "guest", "--fires-per-minute", "1"]);
-    let refused =
-        (0..2).map(|_| c.json("POST", &path("triggers", "many"), json!({}))).last().unwrap();
+    c.json("POST", &path("triggers", "many"), json!({}));
+    let refused = c.json("POST", &path("triggers", "many"), json!({}));
     assert_eq!(refused.status, 429, "{}", refused.text());
     let msg = refused.json()["error"].as_str().unwrap().to_owned();
     assert!(
