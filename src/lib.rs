@@ -9,6 +9,7 @@
 //! the `hearth` client.
 
 pub mod admin;
+pub mod alarms;
 pub mod api;
 pub mod balancer;
 pub mod bus;

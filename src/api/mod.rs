@@ -16,7 +16,9 @@ mod peer;
 mod query;
 mod response;
 mod router;
+mod rules;
 mod throttle;
+mod triggers;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -32,9 +32,19 @@ pub fn summary(c: &Controller, ns: &EntityName) -> Result<Response<Body>, ApiErr
         .iter()
         .map(package_json)
         .collect();
+    let triggers: Vec<_> = c
+        .list_triggers(ns, 0, SUMMARY_ACTIONS)?
+        .iter()
+        .map(super::triggers::trigger_json)
+        .collect();
+    let rules: Vec<_> = c
+        .list_rules(ns, 0, SUMMARY_ACTIONS)?
+        .iter()
+        .map(|(r, s)| super::rules::rule_json(r, *s))
+        .collect();
     Ok(json(
         StatusCode::OK,
-        &json!({ "actions": actions, "packages": packages, "triggers": [], "rules": [] }),
+        &json!({ "actions": actions, "packages": packages, "triggers": triggers, "rules": rules }),
     ))
 }
 

@@ -14,7 +14,7 @@ use super::body;
 use super::query::{decode, Query};
 use super::response::{ApiError, Body};
 use super::throttle::{AuthThrottle, Subject};
-use super::{actions, activations, info, invokers, namespaces, packages};
+use super::{actions, activations, info, invokers, namespaces, packages, rules, triggers};
 use crate::controller::{Controller, ControllerError};
 use crate::model::{EntityName, FullyQualifiedName, Identity, MAX_PAYLOAD_BYTES};
 
@@ -268,6 +268,14 @@ async fn route(
             let fqn = FullyQualifiedName::new(ns, name(action)?);
             action_route(req, c, &caller, fqn, &q).await
         }
+        // The built-in alarms feeds run in the controller (`crate::alarms`).
+        ["actions", package, action]
+            if method == Method::POST && crate::alarms::feed_of(&ns, package, action).is_some() =>
+        {
+            let (parts, b) = req.into_parts();
+            let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "an invoke").await?;
+            triggers::invoke_feed(c, &caller, &ns, package, action, &q, bytes).await
+        }
         ["actions", package, action] => {
             let fqn = FullyQualifiedName::in_package(ns, name(package)?, name(action)?);
             action_route(req, c, &caller, fqn, &q).await
@@ -302,17 +310,52 @@ async fn route(
             Method::GET => activations::get(c, &ns, id, Some(part)).await,
             _ => Err(ApiError::method_not_allowed("GET")),
         },
-        // None can exist (they cannot be created), so reading answers the truth: no entities,
-        // as OpenWhisk lists an empty collection (`wsk list` and the clients' list calls
-        // work); writing one says it is not supported.
-        [kind @ ("triggers" | "rules"), rest @ ..] => match (method, rest) {
-            (Method::GET, []) => Ok(super::response::json(StatusCode::OK, &serde_json::json!([]))),
-            (Method::GET, [_]) => Err(ApiError::not_found()),
-            _ => Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("{kind} are not supported by hearth; only actions, packages and activations are."),
-            )),
+        ["triggers"] => match method {
+            Method::GET => triggers::list(c, &ns, &q),
+            _ => Err(ApiError::method_not_allowed("GET")),
         },
+        ["triggers", trigger] => {
+            let trigger = name(trigger)?;
+            match method {
+                Method::GET => triggers::get(c, &ns, &trigger),
+                Method::PUT => {
+                    let (parts, b) = req.into_parts();
+                    let bytes =
+                        body::read(&parts.headers, b, triggers::MAX_PUT_BODY, "a trigger").await?;
+                    triggers::put(c, &caller, trigger, &q, bytes).await
+                }
+                Method::DELETE => triggers::delete(c, ns, trigger).await,
+                Method::POST => {
+                    let (parts, b) = req.into_parts();
+                    let bytes = body::read(&parts.headers, b, MAX_INVOKE_BODY, "a fire").await?;
+                    triggers::fire(c, &caller, &trigger, bytes).await
+                }
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE, POST")),
+            }
+        }
+        ["rules"] => match method {
+            Method::GET => rules::list(c, &ns, &q),
+            _ => Err(ApiError::method_not_allowed("GET")),
+        },
+        ["rules", rule] => {
+            let rule = name(rule)?;
+            match method {
+                Method::GET => rules::get(c, &ns, &rule),
+                Method::PUT | Method::POST => {
+                    let put = method == Method::PUT;
+                    let (parts, b) = req.into_parts();
+                    let bytes =
+                        body::read(&parts.headers, b, rules::MAX_PUT_BODY, "a rule").await?;
+                    if put {
+                        rules::put(c, &caller, rule, &q, bytes).await
+                    } else {
+                        rules::set_status(c, ns, rule, bytes).await
+                    }
+                }
+                Method::DELETE => rules::delete(c, ns, rule).await,
+                _ => Err(ApiError::method_not_allowed("GET, PUT, DELETE, POST")),
+            }
+        }
         _ => Err(ApiError::not_found()),
     }
 }

@@ -80,6 +80,52 @@ const UTILS: &[CatalogAction] = &[
     },
 ];
 
+/// `whisk.system/alarms`: OpenWhisk's alarm feeds. Their invocations are answered by the
+/// controller itself (`crate::alarms`, which owns the schedules); the stored actions carry
+/// the `feed` annotation and the parameters that `package get` and the clients show, and a
+/// body that says where the work happens if it is ever run as code.
+const ALARMS: &[CatalogAction] = &[
+    CatalogAction {
+        name: "alarm",
+        code: include_str!("alarms/feed.js"),
+        description: "Fire trigger when alarm occurs",
+        parameters: &[
+            ("cron", true, "A cron pattern (5 fields, or 6 with seconds first), in UTC"),
+            ("trigger_payload", false, "What each fire posts"),
+            ("startDate", false, "No fire before this date"),
+            ("stopDate", false, "No fire from this date on"),
+            ("maxTriggers", false, "Fires before the alarm stops (default: no limit)"),
+        ],
+    },
+    CatalogAction {
+        name: "once",
+        code: include_str!("alarms/feed.js"),
+        description: "Fire trigger once when alarm occurs",
+        parameters: &[
+            ("date", true, "When to fire"),
+            ("trigger_payload", false, "What the fire posts"),
+            ("deleteAfterFire", false, "false, true (delete the trigger) or rules (its rules too)"),
+        ],
+    },
+    CatalogAction {
+        name: "interval",
+        code: include_str!("alarms/feed.js"),
+        description: "Fire trigger at specified interval",
+        parameters: &[
+            ("minutes", true, "Minutes between fires"),
+            ("trigger_payload", false, "What each fire posts"),
+            ("startDate", false, "The first fire (default: in 30 seconds)"),
+            ("stopDate", false, "No fire from this date on"),
+        ],
+    },
+];
+
+/// The catalog's packages: name, description, actions, and whether its actions are feeds.
+const PACKAGES: &[(&str, &str, &[CatalogAction], bool)] = &[
+    ("utils", "Building blocks that format and assemble data", UTILS, false),
+    ("alarms", "Alarms and periodic utility", ALARMS, true),
+];
+
 /// The kind the catalog's actions run as (the host's Node interpreter).
 const KIND: &str = "nodejs:20";
 
@@ -96,13 +142,18 @@ fn name(s: &'static str) -> Result<EntityName, CatalogError> {
     EntityName::parse(s).map_err(|e| CatalogError::Name(s, e))
 }
 
-fn annotations(a: &CatalogAction) -> Vec<KeyValue> {
+fn annotations(a: &CatalogAction, feed: bool) -> Vec<KeyValue> {
     let params: Vec<Value> = a
         .parameters
         .iter()
         .map(|(n, required, d)| json!({"name": n, "required": required, "description": d}))
         .collect();
-    vec![KeyValue::new("description", a.description), KeyValue::new("parameters", params)]
+    let mut out =
+        vec![KeyValue::new("description", a.description), KeyValue::new("parameters", params)];
+    if feed {
+        out.push(KeyValue::new("feed", true));
+    }
+    out
 }
 
 /// What the installation changed, for the start-up log.
@@ -112,19 +163,21 @@ pub struct Installed {
     pub removed: usize,
 }
 
-/// Brings `whisk.system` in `store` up to this build's catalog: creates what is missing,
-/// rewrites what differs, removes catalog actions this build no longer has. Users' entities
-/// are never read or written.
-pub fn install(store: &Store) -> Result<Installed, CatalogError> {
-    let ns = name(SYSTEM_NAMESPACE)?;
-    let utils = name("utils")?;
-    let mut out = Installed::default();
-    if store.ensure_namespace(&ns)? {
-        out.written += 1;
-    }
-    let pkg_annotations =
-        vec![KeyValue::new("description", "Building blocks that format and assemble data")];
-    let current = store.get_package(&ns, &utils)?;
+/// Brings one package of the catalog up to date (see [`install`]).
+#[allow(clippy::too_many_arguments)]
+fn install_package(
+    store: &Store,
+    ns: &EntityName,
+    package: &'static str,
+    description: &'static str,
+    actions: &[CatalogAction],
+    feeds: bool,
+    kind: &Kind,
+    out: &mut Installed,
+) -> Result<(), CatalogError> {
+    let pkg = name(package)?;
+    let pkg_annotations = vec![KeyValue::new("description", description)];
+    let current = store.get_package(ns, &pkg)?;
     let up_to_date = current
         .as_ref()
         .is_some_and(|p| p.shared() && p.annotations == pkg_annotations && p.parameters.is_empty());
@@ -135,21 +188,16 @@ pub fn install(store: &Store) -> Result<Installed, CatalogError> {
             annotations: Some(pkg_annotations),
             publish: Some(true),
         };
-        store.put_package(&ns, &utils, update, true)?;
+        store.put_package(ns, &pkg, update, true)?;
         out.written += 1;
     }
-    let kind = Kind::parse(KIND).map_err(|e| StoreError::Corrupt {
-        db: "catalog",
-        key: KIND.into(),
-        message: e.to_string(),
-    })?;
-    for a in UTILS {
-        let fqn = FullyQualifiedName::in_package(ns.clone(), utils.clone(), name(a.name)?);
-        let ann = annotations(a);
+    for a in actions {
+        let fqn = FullyQualifiedName::in_package(ns.clone(), pkg.clone(), name(a.name)?);
+        let ann = annotations(a, feeds);
         let same = store.get_action_with_code(&fqn)?.is_some_and(|(m, code)| {
             code == a.code.as_bytes()
                 && m.annotations == ann
-                && m.exec.code().is_some_and(|e| e.kind == kind)
+                && m.exec.code().is_some_and(|e| &e.kind == kind)
         });
         if same {
             continue;
@@ -170,11 +218,31 @@ pub fn install(store: &Store) -> Result<Installed, CatalogError> {
         store.put_action(&fqn, update, true)?;
         out.written += 1;
     }
-    for old in store.list_package_actions(&ns, &utils, 0, usize::MAX)? {
-        if !UTILS.iter().any(|a| a.name == old.name.as_str()) {
+    for old in store.list_package_actions(ns, &pkg, 0, usize::MAX)? {
+        if !actions.iter().any(|a| a.name == old.name.as_str()) {
             store.delete_action(&old.fqn())?;
             out.removed += 1;
         }
+    }
+    Ok(())
+}
+
+/// Brings `whisk.system` in `store` up to this build's catalog: creates what is missing,
+/// rewrites what differs, removes catalog actions this build no longer has. Users' entities
+/// are never read or written.
+pub fn install(store: &Store) -> Result<Installed, CatalogError> {
+    let ns = name(SYSTEM_NAMESPACE)?;
+    let mut out = Installed::default();
+    if store.ensure_namespace(&ns)? {
+        out.written += 1;
+    }
+    let kind = Kind::parse(KIND).map_err(|e| StoreError::Corrupt {
+        db: "catalog",
+        key: KIND.into(),
+        message: e.to_string(),
+    })?;
+    for (package, description, actions, feeds) in PACKAGES {
+        install_package(store, &ns, package, description, actions, *feeds, &kind, &mut out)?;
     }
     if out != Installed::default() {
         tracing::info!(
@@ -195,7 +263,7 @@ mod tests {
     fn installs_once_refreshes_changes_and_leaves_users_alone() {
         let (_d, s) = temp_store();
         let first = install(&s).unwrap();
-        assert_eq!(first.written, 2 + UTILS.len());
+        assert_eq!(first.written, 3 + UTILS.len() + ALARMS.len());
         assert_eq!(install(&s).unwrap(), Installed::default(), "a restart writes nothing");
         let ns = name(SYSTEM_NAMESPACE).unwrap();
         let utils = name("utils").unwrap();

@@ -18,6 +18,8 @@ pub mod package;
 pub mod params;
 pub mod poll;
 pub mod property;
+pub mod rule;
+pub mod trigger;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -82,6 +84,16 @@ pub enum Resource {
     Package {
         #[command(subcommand)]
         command: PackageCommand,
+    },
+    /// Work with triggers: named events that rules connect to actions; --feed for alarms
+    Trigger {
+        #[command(subcommand)]
+        command: trigger::TriggerCommand,
+    },
+    /// Work with rules: when a trigger fires, run an action
+    Rule {
+        #[command(subcommand)]
+        command: rule::RuleCommand,
     },
     /// Work with activations
     Activation {
@@ -390,6 +402,8 @@ pub fn execute(cli: Cli, output: Output, out: &mut dyn Write) -> Result<(), CliE
     match cli.command {
         Resource::Action { command } => action::run(&client, output, command, out),
         Resource::Package { command } => package::run(&client, output, command, out),
+        Resource::Trigger { command } => trigger::run(&client, output, command, out),
+        Resource::Rule { command } => rule::run(&client, output, command, out),
         Resource::Activation { command } => activation::run(&client, output, command, out),
         Resource::Namespace { command: NamespaceCommand::List } => {
             namespace::list(&client, output, out)

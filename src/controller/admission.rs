@@ -134,6 +134,28 @@ impl Admission {
         }
     }
 
+    /// Charges one trigger fire of `ns` against its fires per minute (OpenWhisk's trigger
+    /// throttle, with the same message as the invocation rate's); call on an `Admission`
+    /// that counts fires only.
+    pub fn admit_fire(
+        &self,
+        ns: &EntityName,
+        limits: &NamespaceLimits,
+        controllers: usize,
+    ) -> Result<(), ControllerError> {
+        let minute = now_millis() / 60_000;
+        let count = self.counters(ns, minute).charge(minute);
+        match limits.fires_per_minute.map(|l| share(l, controllers)) {
+            Some(allowed) if count > allowed => {
+                tracing::info!(namespace = %ns, count, allowed, "trigger fires per minute exceeded");
+                Err(ControllerError::Throttled(format!(
+                    "Too many requests in the last minute (count: {count}, allowed: {allowed})."
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Accepted activations of `ns` in flight at this controller.
     #[cfg(test)]
     fn in_flight(&self, ns: &EntityName) -> u32 {

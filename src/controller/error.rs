@@ -46,11 +46,16 @@ impl From<StoreError> for ControllerError {
             | StoreError::PackageExists(_)
             | StoreError::PackageCannotBecomeBinding(_)
             | StoreError::PackageNotEmpty { .. }
+            | StoreError::TriggerExists(_)
+            | StoreError::RuleExists(_)
             | StoreError::Conformance(_) => Self::Conflict(e.to_string()),
             StoreError::ActionNotFound(_)
             | StoreError::KeyNotFound(_)
             | StoreError::PackageNotFound(_) => Self::NotFound(e.to_string()),
-            StoreError::NotAllowedOnBinding(_) => Self::Invalid(e.to_string()),
+            StoreError::NotAllowedOnBinding(_)
+            | StoreError::TriggerNotFound(_)
+            | StoreError::RuleIncomplete(_) => Self::Invalid(e.to_string()),
+            StoreError::RuleTriggerMissing(_) => Self::NotFound(e.to_string()),
             StoreError::NamespaceNotFound(ns) => Self::Forbidden(ns),
             // Stored here, not yet on the other hosts (the broker is down): retryable.
             StoreError::NotReplicated { .. } => Self::Unavailable(e.to_string()),

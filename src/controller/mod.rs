@@ -13,7 +13,9 @@ mod invoke;
 mod packages;
 mod records;
 mod retention;
+mod rules;
 mod sequence;
+mod triggers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub use invoke::{InvokeOptions, InvokeOutcome};
 pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
+pub use triggers::FireOutcome;
 
 use crate::dispatch::Dispatcher;
 use crate::model::{
@@ -72,6 +75,8 @@ pub struct Controller {
     records: Arc<RecordWriter>,
     in_flight: Arc<AtomicUsize>,
     admission: admission::Admission,
+    /// Trigger fires per minute, counted apart from invocations (`triggers.rs`).
+    fires: admission::Admission,
     metrics: Arc<crate::metrics::Metrics>,
     /// This controller, for a sequence's run, which outlives the request that started it.
     me: std::sync::Weak<Controller>,
@@ -123,6 +128,7 @@ impl Controller {
             records: Arc::new(records),
             in_flight: Arc::default(),
             admission: admission::Admission::default(),
+            fires: admission::Admission::default(),
             metrics: Arc::default(),
         }))
     }

@@ -127,6 +127,8 @@ pub async fn run(
         .context("installing the whisk.system catalog")??;
     let controller = Controller::new(store.clone(), bus, settings.config.clone())
         .context("starting the controller")?;
+    let claims = alarm_claims(settings.cluster.as_ref(), &shutdown).await?;
+    tokio::spawn(crate::alarms::run(controller.clone(), claims, shutdown.clone()));
     tokio::spawn(crate::controller::run_retention(
         store,
         settings.config.retention,
@@ -173,6 +175,53 @@ pub async fn run(
         .context("serving the API")?;
     controller.close().await;
     Ok(())
+}
+
+/// Who may fire an alarm tick: this controller alone, or the first claimant in the cluster's
+/// claims topic (`crate::alarms`).
+async fn alarm_claims(
+    cluster: Option<&ClusterSettings>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn crate::alarms::Claims>> {
+    match cluster {
+        None => Ok(Arc::new(crate::alarms::LocalClaims)),
+        Some(c) => cluster_claims(c, shutdown).await,
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn cluster_claims(
+    c: &ClusterSettings,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn crate::alarms::Claims>> {
+    let log = crate::bus::kafka::ClaimLog::start(&c.brokers, &c.id, shutdown.clone())
+        .await
+        .context("starting the alarm claims")?;
+    Ok(Arc::new(ClusterClaims(log)))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn cluster_claims(
+    _c: &ClusterSettings,
+    _shutdown: &Shutdown,
+) -> anyhow::Result<Arc<dyn crate::alarms::Claims>> {
+    anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`)")
+}
+
+/// The Kafka claims log as the scheduler's [`crate::alarms::Claims`].
+#[cfg(feature = "kafka")]
+struct ClusterClaims(Arc<crate::bus::kafka::ClaimLog>);
+
+#[cfg(feature = "kafka")]
+impl crate::alarms::Claims for ClusterClaims {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        tick: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>
+    {
+        Box::pin(async move { self.0.claim(&format!("{key}@{tick}")).await })
+    }
 }
 
 /// Fires shutdown once no connection has been open and no activation has been in flight for

@@ -88,6 +88,11 @@ pub async fn run(
     let dispatcher: Arc<dyn Dispatcher> = invoker.clone();
     let controller = Controller::new(store.clone(), dispatcher, settings.controller.clone())
         .context("starting the controller")?;
+    tokio::spawn(crate::alarms::run(
+        controller.clone(),
+        Arc::new(crate::alarms::LocalClaims),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::controller::run_retention(
         store,
         settings.controller.retention,

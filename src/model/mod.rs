@@ -3,6 +3,7 @@
 
 mod action;
 mod activation;
+mod alarm;
 mod exec;
 mod hash;
 mod identity;
@@ -10,12 +11,15 @@ mod limits;
 mod name;
 mod namespace_limits;
 mod package;
+mod rule;
+mod trigger;
 
 pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
     now_millis, Activation, ActivationId, ActivationIdError, ActivationResponse, ActivationStatus,
     SUPERSEDED,
 };
+pub use alarm::{AlarmFeed, AlarmProgress, AlarmSpec};
 pub use exec::{
     amend_exec_annotation, check_image, ActionExec, ExecMeta, ImageError, Kind, KindError, Runtime,
     SequenceExec, BLACKBOX, MALFORMED_COMPONENT, NATIVE_IMAGE, SEQUENCE,
@@ -26,3 +30,5 @@ pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
 pub use namespace_limits::{NamespaceLimits, SEQUENCE_MAX_LENGTH_DEFAULT};
 pub use package::{merge_parameters, Binding, PackageMeta, RESERVED_PACKAGE_NAMES};
+pub use rule::{EntityPath, RuleMeta, RuleStatus};
+pub use trigger::{ReducedRule, TriggerMeta};

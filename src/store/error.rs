@@ -47,6 +47,19 @@ pub enum StoreError {
     /// OpenWhisk's `conformanceMessage`: an action and a package share one name space.
     #[error("Resource by this name exists but is not in this collection.")]
     Conformance(String),
+    #[error("trigger {0} already exists (use overwrite to update it)")]
+    TriggerExists(String),
+    /// OpenWhisk's message when a rule names a trigger that does not exist (`/ns/name`).
+    #[error("trigger {0} does not exist")]
+    TriggerNotFound(String),
+    #[error("rule {0} already exists (use overwrite to update it)")]
+    RuleExists(String),
+    /// OpenWhisk's message for a new rule without a trigger or an action.
+    #[error("rule requires a valid trigger and a valid action")]
+    RuleIncomplete(String),
+    /// OpenWhisk's message for enabling or disabling a rule whose trigger is gone.
+    #[error("Only rules with existing triggers can be activated")]
+    RuleTriggerMissing(String),
     #[error("starting the sync thread of {path}: {source}")]
     SyncThread { path: PathBuf, source: std::io::Error },
     /// Committed on this host (and queued for publication) but the message bus did not

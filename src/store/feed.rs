@@ -125,6 +125,9 @@ pub(crate) const KINDS: &[&dyn EntityKind] = &[
     &super::keys::KeyKind,
     &super::packages::PackageKind,
     &super::actions::ActionKind,
+    &super::named::TRIGGER_KIND,
+    &super::named::RULE_KIND,
+    &super::named::ALARM_KIND,
 ];
 
 /// The kind of a topic key and the key without its prefix.

@@ -11,6 +11,7 @@
 
 mod actions;
 mod activations;
+mod alarms;
 mod auth_cache;
 mod code_source;
 mod codec;
@@ -21,12 +22,15 @@ mod flusher;
 mod kafka;
 mod keys;
 mod meta;
+mod named;
 mod namespace_limits;
 mod namespaces;
 mod packages;
 mod pending;
 mod record_feed;
 mod replica;
+mod rules;
+mod triggers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +51,8 @@ pub use pending::STOPPED_MESSAGE;
 pub use record_feed::RecordOutbox;
 pub use record_feed::{Materialised, RecordFeedEntry};
 pub use replica::Applied;
+pub use rules::{RuleUpdate, StatusChange};
+pub use triggers::TriggerUpdate;
 
 use auth_cache::AuthCache;
 use error::lmdb;
@@ -81,7 +87,7 @@ impl Default for StoreOptions {
 }
 
 /// The named databases; adding one means bumping [`MAX_DBS`].
-const MAX_DBS: u32 = 16;
+const MAX_DBS: u32 = 20;
 
 pub(crate) struct Dbs {
     pub namespaces: Db,
@@ -104,6 +110,10 @@ pub(crate) struct Dbs {
     /// Committed activation records not yet on the records topic: seq (u64 BE) -> activation
     /// id (`record_feed.rs`; cluster controllers only).
     pub record_feed: Db,
+    /// Triggers, rules and alarm schedules: `ns/name` -> record (`named.rs`).
+    pub triggers: Db,
+    pub rules: Db,
+    pub alarms: Db,
 }
 
 struct Inner {
@@ -174,6 +184,9 @@ impl Store {
             feed_last: create("feed_last")?,
             packages: create("packages")?,
             record_feed: create("record_feed")?,
+            triggers: create("triggers")?,
+            rules: create("rules")?,
+            alarms: create("alarms")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {

@@ -142,6 +142,7 @@ impl Store {
         let keys = self.delete_keys_of_in(&mut wtxn, ns)?;
         let actions = self.delete_actions_of_in(&mut wtxn, ns)?;
         let packages = self.delete_packages_of_in(&mut wtxn, ns)?;
+        let events = self.delete_events_of_in(&mut wtxn, ns)?;
         let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
         let pending = self.delete_pending_of_in(&mut wtxn, ns)?;
         self.delete_namespace_limits_in(&mut wtxn, ns)?;
@@ -153,6 +154,7 @@ impl Store {
         let mut fed = keys;
         fed.extend(actions);
         fed.extend(packages);
+        fed.extend(events);
         fed.push(entity.clone());
         let seq = self.feed_in(&mut wtxn, &fed)?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
@@ -223,6 +225,7 @@ impl EntityKind for NamespaceKind {
                 s.delete_keys_of_in(wtxn, &name)?;
                 s.delete_actions_of_in(wtxn, &name)?;
                 s.delete_packages_of_in(wtxn, &name)?;
+                s.delete_events_of_in(wtxn, &name)?;
                 s.delete_activations_of_in(wtxn, &name)?;
             }
         }

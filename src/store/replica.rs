@@ -686,7 +686,10 @@ mod tests {
         assert!(s.apply_entity("action/team/x", Some(b"nonsense"), None, 0, 7).is_err());
         assert_eq!(s.entity_offset().unwrap(), None, "a failed apply stores no offset");
         assert_eq!(s.entity_mark().unwrap(), None, "nor a mark");
-        assert_eq!(s.apply_entity("trigger/team/t", None, None, 1, 42).unwrap(), Applied::Unknown);
+        assert_eq!(
+            s.apply_entity("no-such-kind/team/t", None, None, 1, 42).unwrap(),
+            Applied::Unknown
+        );
         assert_eq!(s.entity_offset().unwrap(), Some(2));
         assert_eq!(s.entity_mark().unwrap(), Some(42), "the mark goes with the offset");
     }

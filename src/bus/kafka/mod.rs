@@ -24,6 +24,7 @@
 //! [`ActivationMessage`]: crate::dispatch::ActivationMessage
 
 mod attach;
+mod claims;
 mod client;
 mod controller;
 mod entities;
@@ -36,6 +37,7 @@ mod records;
 mod topics;
 mod wire;
 
+pub use claims::{ClaimLog, CLAIMS_TOPIC};
 pub use client::{consumer_settings, producer_settings, Fetch};
 pub use controller::{KafkaBus, KafkaConfig};
 pub use entities::{
