@@ -17,6 +17,7 @@ mod query;
 mod response;
 mod router;
 mod throttle;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use tokio::sync::Semaphore;
 pub use actions::MAX_PUT_BODY;
 pub use peer::PeerAddr;
 pub use response::ApiError;
-pub use throttle::{AuthThrottle, Subject};
+pub use throttle::{AnonymousLimit, AuthThrottle, Subject};
 
 use crate::controller::Controller;
 use crate::shutdown::Shutdown;

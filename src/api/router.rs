@@ -136,7 +136,7 @@ fn presented_uuid(value: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::parse_str(cred.split_once(':')?.0).ok()
 }
 
-fn authenticate(
+pub(super) fn authenticate(
     c: &Controller,
     req: &Request<Incoming>,
     throttle: &AuthThrottle,
@@ -225,6 +225,11 @@ async fn route(
                 Method::GET => Ok(invokers::healthy_count(&c.invokers())),
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
+        }
+        // Web actions: no key needed (the web module throttles and authenticates itself).
+        ["api", "v1", "web", ..] => {
+            let rest = raw_path.strip_prefix("/api/v1/web").unwrap_or("");
+            return Ok(super::web::handle(req, c, throttle, peer, rest).await);
         }
         ["api", "v1", "namespaces", ..] => {}
         _ => return Err(ApiError::not_found()),

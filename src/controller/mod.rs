@@ -13,6 +13,7 @@ mod invoke;
 mod packages;
 mod records;
 mod retention;
+mod web;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use invoke::{InvokeOptions, InvokeOutcome};
 pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
+pub use web::{WebAction, WebAuth};
 
 use crate::dispatch::Dispatcher;
 use crate::model::{
