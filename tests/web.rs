@@ -413,6 +413,44 @@ fn payload_limit(env: &Env) {
     assert_eq!(r.header("connection"), Some("close"));
 }
 
+/// API routes through OpenWhisk's JavaScript client (tests/clients/openwhisk-routes.js: create,
+/// get, list, delete, a refused non-web action, a gateway URL fetched), then what is left served
+/// over HTTP: a path parameter reaches an `http` action as `__ow_path`, deleted operations are
+/// gone, a method without an operation is 404.
+fn routes_through_the_openwhisk_client(env: &Env) {
+    let c = &env.c;
+    let books = "def main(a):\n    return {'statusCode': 200, 'headers': {'content-type': 'application/json'}, 'body': {'path': a['__ow_path'], 'method': a['__ow_method'], 'q': a.get('q')}}\n";
+    action(c, "books", books, web(json!([])), json!([]));
+    action(
+        c,
+        "greet",
+        "def main(a):\n    return {'greeting': 'Hello ' + a.get('name', 'you')}\n",
+        web(json!([])),
+        json!([]),
+    );
+    action(c, "not-web", ECHO, json!([]), json!([]));
+    let out = openwhisk_client("openwhisk-routes.js", &env.s.url(), GUEST);
+    let urls: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let club = urls["club"].as_str().unwrap().to_owned();
+    assert_eq!(club, format!("{}/api/guest/club", env.s.url()));
+    let path = club.trim_start_matches(&env.s.url()).to_owned();
+    let r = get(env.s.addr, &format!("{path}/books/978-0596517748?q=1"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = r.json();
+    assert_eq!(p, json!({"path": "/club/books/978-0596517748", "method": "get", "q": "1"}));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    let r = send(env.s.addr, "OPTIONS", &format!("{path}/books/1"), &[], b"");
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (200, Some("*")));
+    assert_eq!(send(env.s.addr, "POST", &format!("{path}/books"), &[], b"").status, 404, "deleted");
+    assert_eq!(send(env.s.addr, "PUT", &format!("{path}/books/1"), &[], b"").status, 404);
+    assert_eq!(get(env.s.addr, "/api/guest/hello/world").status, 404, "deleted API");
+    assert_eq!(get(env.s.addr, "/api/guest/club/books").status, 404, "no such operation");
+    // The key-less URL is the owner's: its records are theirs.
+    let r = get(env.s.addr, &format!("{path}/books/1"));
+    let id = r.header("x-openwhisk-activation-id").unwrap().to_owned();
+    assert!(c.record(&id, Duration::from_secs(10)).is_some());
+}
+
 /// One address over its allowance is answered 429 with Retry-After; another address and the
 /// keyed API go on.
 fn anonymous_throttle(env: &Env) {
@@ -464,6 +502,7 @@ fn main_cases() -> Vec<Case> {
         ("options_and_head", options_and_head),
         ("records_belong_to_the_owner", records_belong_to_the_owner),
         ("payload_limit", payload_limit),
+        ("routes_through_the_openwhisk_client", routes_through_the_openwhisk_client),
         ("anonymous_throttle", anonymous_throttle),
     ]
 }

@@ -227,9 +227,12 @@ async fn route(
             };
         }
         // Web actions: no key needed (the web module throttles and authenticates itself).
+        // And API routes' URLs (`/api/{namespace}{basepath}{relpath}`).
         ["api", "v1", "web", ..] => {
-            let rest = raw_path.strip_prefix("/api/v1/web").unwrap_or("");
-            return Ok(super::web::handle(req, c, throttle, peer, rest).await);
+            return Ok(super::web::handle(req, c, throttle, peer, &raw_path).await);
+        }
+        ["api", ns, _, ..] if *ns != "v1" => {
+            return Ok(super::web::handle(req, c, throttle, peer, &raw_path).await);
         }
         ["api", "v1", "namespaces", ..] => {}
         _ => return Err(ApiError::not_found()),

@@ -147,6 +147,123 @@ impl Controller {
     }
 }
 
+/// API routes: the operations of a namespace's APIs, kept by the store and served by the API
+/// layer at `/api/{namespace}{basepath}{relpath}`.
+impl Controller {
+    /// Adds (or replaces) `op` in the API at `basepath` of `ns`, creating the API (named
+    /// `name`, or its base path) when it is new; a name given later renames it.
+    pub async fn add_api_operation(
+        &self,
+        ns: &EntityName,
+        basepath: String,
+        name: Option<String>,
+        op: crate::model::Operation,
+    ) -> Result<crate::model::ApiMeta, ControllerError> {
+        let store = self.store.clone();
+        let ns2 = ns.clone();
+        let api = super::blocking(move || {
+            store.update_api(&ns2, &basepath, |old| {
+                let mut api = old.unwrap_or_else(|| crate::model::ApiMeta {
+                    namespace: ns2.clone(),
+                    basepath: basepath.clone(),
+                    name: name.clone().unwrap_or_else(|| basepath.clone()),
+                    operations: Vec::new(),
+                    revision: 0,
+                    updated: 0,
+                });
+                if let Some(n) = name {
+                    api.name = n;
+                }
+                api.operations.retain(|o| !(o.relpath == op.relpath && o.verb == op.verb));
+                api.operations.push(op);
+                Some(api)
+            })
+        })
+        .await?;
+        api.ok_or_else(|| ControllerError::Internal("the API was not stored".into()))
+    }
+
+    /// The APIs of `ns`; with `which`, those whose base path or name it is.
+    pub fn apis(
+        &self,
+        ns: &EntityName,
+        which: Option<&str>,
+    ) -> Result<Vec<crate::model::ApiMeta>, ControllerError> {
+        let mut apis = self.store.list_apis(ns)?;
+        if let Some(w) = which {
+            apis.retain(|a| a.basepath == w || a.name == w);
+        }
+        Ok(apis)
+    }
+
+    /// Deletes the API `which` (base path or name) of `ns`, or only its operations on
+    /// `relpath` (and `verb`); an API left without operations goes. A message naming what
+    /// does not exist when nothing matched.
+    pub async fn delete_api(
+        &self,
+        ns: &EntityName,
+        which: &str,
+        relpath: Option<String>,
+        verb: Option<String>,
+    ) -> Result<(), ControllerError> {
+        let Some(api) = self.apis(ns, Some(which))?.into_iter().next() else {
+            return Err(ControllerError::NotFound(format!("API '{which}' does not exist.")));
+        };
+        let missing = match (&relpath, &verb) {
+            (None, _) => None,
+            (Some(r), None) => (!api.operations.iter().any(|o| &o.relpath == r))
+                .then(|| format!("path '{r}' does not exist in the API")),
+            (Some(r), Some(v)) => (!api.operations.iter().any(|o| &o.relpath == r && &o.verb == v))
+                .then(|| format!("path '{r}' with operation '{v}' does not exist in the API")),
+        };
+        if let Some(m) = missing {
+            return Err(ControllerError::NotFound(m));
+        }
+        let store = self.store.clone();
+        let ns = ns.clone();
+        super::blocking(move || {
+            store.update_api(&ns, &api.basepath.clone(), |old| {
+                let mut api = old?;
+                if let Some(r) = &relpath {
+                    api.operations.retain(|o| {
+                        !(&o.relpath == r && verb.as_ref().map_or(true, |v| &o.verb == v))
+                    });
+                } else {
+                    api.operations.clear();
+                }
+                (!api.operations.is_empty()).then_some(api)
+            })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The operation a gateway request `verb path` of namespace `ns` maps to (`path`: after
+    /// `/api/{ns}`, e.g. `/club/books/978`): the API with the longest base path that holds a
+    /// matching operation.
+    pub fn route(
+        &self,
+        ns: &str,
+        verb: &str,
+        path: &str,
+    ) -> Result<crate::model::Operation, ControllerError> {
+        let ns = EntityName::parse(ns).map_err(|_| not_found())?;
+        let mut apis = self.store.list_apis(&ns)?;
+        apis.sort_by_key(|a| std::cmp::Reverse(a.basepath.len()));
+        apis.iter()
+            .find_map(|a| {
+                let rel = if a.basepath == "/" {
+                    Some(path)
+                } else {
+                    path.strip_prefix(a.basepath.as_str())
+                        .filter(|r| r.is_empty() || r.starts_with('/'))
+                };
+                rel.and_then(|r| a.find(verb, r)).cloned()
+            })
+            .ok_or_else(not_found)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod limits;
 mod name;
 mod namespace_limits;
 mod package;
+mod route;
 
 pub use action::{revision, ActionMeta, KeyValue};
 pub use activation::{
@@ -25,3 +26,7 @@ pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
 pub use namespace_limits::{NamespaceLimits, SEQUENCE_MAX_LENGTH_DEFAULT};
 pub use package::{merge_parameters, Binding, PackageMeta, RESERVED_PACKAGE_NAMES};
+pub use route::{
+    normalize_path, normalize_verb, path_matches, path_parameters, ApiMeta, Operation, RouteAction,
+    RouteError,
+};

@@ -26,6 +26,7 @@ mod namespaces;
 mod packages;
 mod pending;
 mod replica;
+mod routes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,6 +98,8 @@ pub(crate) struct Dbs {
     pub feed_last: Db,
     /// Packages and bindings: `ns/name` -> record (`packages.rs`).
     pub packages: Db,
+    /// API routes: `ns{basepath}` -> record (`routes.rs`).
+    pub routes: Db,
 }
 
 struct Inner {
@@ -164,6 +167,7 @@ impl Store {
             feed: create("feed")?,
             feed_last: create("feed_last")?,
             packages: create("packages")?,
+            routes: create("routes")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {

@@ -31,12 +31,12 @@ use crate::model::{ActivationStatus, Identity, MAX_PAYLOAD_BYTES};
 pub use response::Extension;
 
 /// The header a `require-whisk-auth` secret travels in.
-const REQUIRE_WHISK_AUTH_HEADER: &str = "x-require-whisk-auth";
+pub(super) const REQUIRE_WHISK_AUTH_HEADER: &str = "x-require-whisk-auth";
 
 /// OpenWhisk's messages.
 const ERROR_PROCESSING: &str = "There was an error processing your request.";
 const RESPONSE_NOT_READY: &str = "Response not yet ready.";
-const UNAUTHORIZED: &str = "The supplied authentication is invalid";
+pub(super) const UNAUTHORIZED: &str = "The supplied authentication is invalid";
 
 /// The methods a web action answers (OpenWhisk's list).
 const ALLOWED: &str = "GET, DELETE, POST, PUT, HEAD, OPTIONS, PATCH";
@@ -95,22 +95,51 @@ pub(super) fn admit_anonymous(throttle: &AuthThrottle, caller: &Caller) -> Resul
     })
 }
 
-/// `/api/v1/web/...`: `rest` is the raw (still encoded) path after `/api/v1/web`.
+/// Who the request comes from, admitted: refused while its address or key is blocked for
+/// failed authentications, or (anonymous) over the address's allowance.
+fn admit(
+    c: &Controller,
+    req: &Request<Incoming>,
+    throttle: &AuthThrottle,
+    peer: Option<IpAddr>,
+) -> Result<Caller, Box<Response<Body>>> {
+    let identity =
+        optional_identity(c, req, throttle, peer).map_err(|e| Box::new(error_response(e)))?;
+    let caller = Caller { identity, peer };
+    admit_anonymous(throttle, &caller).map_err(|e| Box::new(throttled(e)))?;
+    Ok(caller)
+}
+
+/// Serves a key-less request: `/api/v1/web/...` (a web action, or API management) or
+/// `/api/{namespace}{path}` (an API route's URL). `path` is the raw (still encoded) path.
 pub async fn handle(
     req: Request<Incoming>,
     c: &Controller,
     throttle: &AuthThrottle,
     peer: Option<IpAddr>,
+    path: &str,
+) -> Response<Body> {
+    let caller = match admit(c, &req, throttle, peer) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
+    match path.strip_prefix("/api/v1/web") {
+        Some(rest) => web_action(req, c, &caller, rest).await,
+        None => {
+            let rest = path.strip_prefix("/api").unwrap_or(path).trim_start_matches('/');
+            let (ns, route) = rest.split_once('/').unwrap_or((rest, ""));
+            routes::gateway(req, c, &caller, ns, &format!("/{route}")).await
+        }
+    }
+}
+
+/// `/api/v1/web/{namespace}/{package}/{action}[.ext][/path]` (`rest`: after `/api/v1/web`).
+async fn web_action(
+    req: Request<Incoming>,
+    c: &Controller,
+    caller: &Caller,
     rest: &str,
 ) -> Response<Body> {
-    let identity = match optional_identity(c, &req, throttle, peer) {
-        Ok(i) => i,
-        Err(e) => return error_response(e),
-    };
-    let caller = Caller { identity, peer };
-    if let Err(e) = admit_anonymous(throttle, &caller) {
-        return throttled(e);
-    }
     let mut parts = rest.trim_start_matches('/').splitn(4, '/');
     let segs: Option<Vec<String>> = (0..3)
         .map(|_| parts.next().filter(|s| !s.is_empty()).and_then(|s| decode(s, false)))
@@ -120,7 +149,7 @@ pub async fn handle(
     };
     let tail = parts.next().map(|t| format!("/{t}")).unwrap_or_default();
     if ns == routes::SYSTEM_NAMESPACE && pkg == routes::APIMGMT_PACKAGE {
-        return routes::apimgmt(req, c, &caller, &action).await;
+        return routes::apimgmt(req, c, caller, &action).await;
     }
     let (name, ext) = Extension::split(&action);
     let package = (pkg != "default").then_some(pkg.as_str());
@@ -128,7 +157,7 @@ pub async fn handle(
         Ok(w) => w,
         Err(e) => return error_response(e.into()),
     };
-    run(req, c, &caller, &web, ext, tail).await
+    run(req, c, caller, &web, ext, tail).await
 }
 
 /// A 429 with `Retry-After`.

@@ -40,6 +40,11 @@ impl Extension {
             .find_map(|(suffix, e)| segment.strip_suffix(suffix).map(|base| (base, *e)))
             .unwrap_or((segment, Extension::Http))
     }
+
+    /// The extension by its name without the dot (`json`, `http`: an API's response type).
+    pub fn parse(name: &str) -> Option<Extension> {
+        Self::ALL.iter().find(|(s, _)| &s[1..] == name).map(|(_, e)| *e)
+    }
 }
 
 /// OpenWhisk's messages for results that do not fit the extension.
@@ -223,19 +228,8 @@ mod tests {
 
     fn body(r: &Response<Body>) -> Vec<u8> {
         use http_body_util::BodyExt;
-        let b = r.body().clone();
-        futures_lite(b.collect()).map(|c| c.to_bytes().to_vec()).unwrap_or_default()
-    }
-
-    /// The body is a `Full`: its future is ready at once.
-    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("a full body is always ready"),
-        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(r.body().clone().collect()).map(|c| c.to_bytes().to_vec()).unwrap_or_default()
     }
 
     fn ct(r: &Response<Body>) -> &str {
@@ -247,6 +241,8 @@ mod tests {
         assert_eq!(Extension::split("hello.json"), ("hello", Extension::Json));
         assert_eq!(Extension::split("hello"), ("hello", Extension::Http));
         assert_eq!(Extension::split("hello.txt"), ("hello.txt", Extension::Http));
+        assert_eq!(Extension::parse("svg"), Some(Extension::Svg));
+        assert_eq!(Extension::parse("xml"), None);
     }
 
     #[test]
