@@ -451,6 +451,46 @@ fn routes_through_the_openwhisk_client(env: &Env) {
     assert!(c.record(&id, Duration::from_secs(10)).is_some());
 }
 
+/// A real browser: headless Chromium opens an `.html` web action whose script fetches a
+/// `.json` web action and writes its result into the page; the rendered DOM shows it.
+fn browser(env: &Env) {
+    let c = &env.c;
+    action(
+        c,
+        "greet",
+        "def main(a):\n    return {'greeting': 'Hello ' + a.get('name', 'you')}\n",
+        web(json!([])),
+        json!([]),
+    );
+    let page = r#"<html><body><p id="out">waiting</p><script>
+fetch('/api/v1/web/guest/default/greet.json?name=Chromium')
+  .then((r) => r.json())
+  .then((j) => { document.getElementById('out').textContent = 'fetched: ' + j.greeting; })
+  .catch((e) => { document.getElementById('out').textContent = 'failed: ' + e; });
+</script></body></html>"#;
+    let code = format!("def main(a):\n    return {{'html': {page:?}}}\n");
+    action(c, "page", &code, web(json!([])), json!([]));
+    let url = format!("{}/api/v1/web/guest/default/page.html", env.s.url());
+    let profile = tempfile::tempdir().unwrap();
+    let mut dom = String::new();
+    // The virtual-time budget lets the page's fetch finish before the DOM is dumped; a busy
+    // machine may need a second look.
+    for _ in 0..3 {
+        let out = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=10000", "--dump-dom", &url])
+            .output()
+            .expect("chromium is needed for the browser test (scripts/install-deps.sh, HEARTH_DEPS=test)");
+        dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        if dom.contains("fetched: Hello Chromium") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the page did not show the fetched result: {dom}");
+}
+
 /// One address over its allowance is answered 429 with Retry-After; another address and the
 /// keyed API go on.
 fn anonymous_throttle(env: &Env) {
@@ -503,6 +543,7 @@ fn main_cases() -> Vec<Case> {
         ("records_belong_to_the_owner", records_belong_to_the_owner),
         ("payload_limit", payload_limit),
         ("routes_through_the_openwhisk_client", routes_through_the_openwhisk_client),
+        ("browser", browser),
         ("anonymous_throttle", anonymous_throttle),
     ]
 }
