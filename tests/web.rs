@@ -451,6 +451,56 @@ fn routes_through_the_openwhisk_client(env: &Env) {
     assert!(c.record(&id, Duration::from_secs(10)).is_some());
 }
 
+/// The CLI: `action create --web true`, `action get --url`, `--web raw` and `--web false` on
+/// update (other annotations kept), and `api create|get|list|delete`.
+fn cli(env: &Env) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hi.py");
+    std::fs::write(&file, "def main(a):\n    return {'hi': a.get('name', 'you')}\n").unwrap();
+    let hearth = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["--apihost", &env.s.url(), "--auth", GUEST])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hearth {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let f = file.to_str().unwrap();
+    hearth(&["action", "create", "cli-hi", f, "--web", "true", "-a", "keep", "me"]);
+    let url = hearth(&["action", "get", "cli-hi", "--url"]).trim().to_owned();
+    assert_eq!(url, format!("{}/api/v1/web/guest/default/cli-hi", env.s.url()));
+    let path = url.trim_start_matches(&env.s.url()).to_owned();
+    assert_eq!(get(env.s.addr, &format!("{path}.json?name=Ada")).json(), json!({"hi": "Ada"}));
+    hearth(&["action", "update", "cli-hi", "--web", "raw"]);
+    let act = env.c.get("/api/v1/namespaces/_/actions/cli-hi?code=false").json();
+    assert_eq!(
+        (annotation(&act, "raw-http"), annotation(&act, "final")),
+        (Some(&json!(true)), Some(&json!(true))),
+        "{act}"
+    );
+    assert_eq!(annotation(&act, "keep"), Some(&json!("me")), "{act}");
+    hearth(&["action", "update", "cli-hi", "--web", "true"]);
+
+    let created = hearth(&["api", "create", "/tour", "/hi", "get", "cli-hi", "--apiname", "Tour"]);
+    let api_url = created.lines().last().unwrap().trim().to_owned();
+    assert_eq!(api_url, format!("{}/api/guest/tour/hi", env.s.url()), "{created}");
+    assert_eq!(get(env.s.addr, "/api/guest/tour/hi?name=Bo").json(), json!({"hi": "Bo"}));
+    let doc: Value = serde_json::from_str(&hearth(&["api", "get", "/tour"])).unwrap();
+    assert_eq!(doc["info"]["title"], "Tour");
+    let list = hearth(&["api", "list", "Tour"]);
+    assert!(list.contains("/guest/cli-hi") && list.contains(&api_url), "{list}");
+    hearth(&["api", "delete", "/tour"]);
+    assert_eq!(get(env.s.addr, "/api/guest/tour/hi").status, 404);
+    hearth(&["action", "update", "cli-hi", "--web", "false"]);
+    assert_eq!(get(env.s.addr, &format!("{path}.json")).status, 404, "no longer exported");
+}
+
 /// A real browser: headless Chromium opens an `.html` web action whose script fetches a
 /// `.json` web action and writes its result into the page; the rendered DOM shows it.
 fn browser(env: &Env) {
@@ -543,6 +593,7 @@ fn main_cases() -> Vec<Case> {
         ("records_belong_to_the_owner", records_belong_to_the_owner),
         ("payload_limit", payload_limit),
         ("routes_through_the_openwhisk_client", routes_through_the_openwhisk_client),
+        ("cli", cli),
         ("browser", browser),
         ("anonymous_throttle", anonymous_throttle),
     ]

@@ -36,6 +36,7 @@ mod starts;
 mod stats;
 mod throughput;
 mod warm;
+mod web;
 mod workspace;
 
 use std::ffi::OsStr;
@@ -239,6 +240,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         }
         progress.phase("warm invoke through a binding");
         rows.extend(binding::run(addr_a, &plan, &progress).await?);
+        progress.phase("warm web action invoke");
+        rows.extend(web::run(addr_a, &plan, &progress).await?);
         rows.extend(
             throughput::run(
                 &direct,
