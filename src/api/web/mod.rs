@@ -315,3 +315,58 @@ fn complete(outcome: InvokeOutcome, ext: Extension) -> Response<Body> {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ActivationId, ActivationResponse};
+    use serde_json::json;
+
+    fn finished(status: ActivationStatus, result: Value) -> InvokeOutcome {
+        let mut rec = crate::testing::activation("guest", "a", 1);
+        rec.response = ActivationResponse::new(status, result);
+        InvokeOutcome::Completed(Box::new(rec))
+    }
+
+    #[test]
+    fn outcomes_as_openwhisk_answers_them() {
+        let id = ActivationId::generate();
+        let r = complete(InvokeOutcome::Accepted(id), Extension::Json);
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "a run that outlasts the wait");
+        assert_eq!(r.headers()["x-openwhisk-activation-id"], id.to_string());
+        let r = complete(
+            finished(ActivationStatus::DeveloperError, json!({"error": "x"})),
+            Extension::Http,
+        );
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = complete(finished(ActivationStatus::InternalError, json!({})), Extension::Json);
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = complete(
+            finished(ActivationStatus::ApplicationError, json!({"error": {"statusCode": 409}})),
+            Extension::Http,
+        );
+        assert_eq!(r.status(), StatusCode::CONFLICT, "the error property, as .http");
+        let r = complete(
+            finished(ActivationStatus::ApplicationError, json!({"nope": 1})),
+            Extension::Json,
+        );
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(r.headers().contains_key("x-openwhisk-activation-id"));
+    }
+
+    #[test]
+    fn default_cors_echoes_requested_headers() {
+        let mut req = HeaderMap::new();
+        assert_eq!(cors_headers(&req)["access-control-allow-headers"], ALLOW_HEADERS);
+        req.insert("access-control-request-headers", HeaderValue::from_static("x-a"));
+        let h = cors_headers(&req);
+        assert_eq!(
+            (
+                h["access-control-allow-headers"].to_str().unwrap(),
+                h["access-control-allow-origin"].to_str().unwrap()
+            ),
+            ("x-a", "*")
+        );
+        assert_eq!(h["access-control-allow-methods"], ALLOW_METHODS);
+    }
+}
