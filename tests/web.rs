@@ -620,3 +620,54 @@ fn web_actions_and_routes() {
     s.stop();
     assert!(failed.is_empty(), "failed cases: {failed:?}");
 }
+
+/// A web action that outlasts the blocking wait answers OpenWhisk's 202 "Response not yet
+/// ready." with the activation id (an in-process server with a 200 ms wait and the fake
+/// invoker, which holds an activation whose parameters say `"hold": true`).
+#[test]
+fn a_run_past_the_wait_is_202() {
+    use hearth::controller::{Controller, ControllerConfig};
+    use hearth::model::{AuthKey, EntityName, FullyQualifiedName, KeyValue, Kind};
+    use hearth::store::{ActionUpdate, ExecUpdate, Store, StoreOptions};
+    use hearth::testing::FakeInvoker;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (addr, trigger) = rt.block_on(async {
+        let store =
+            Store::open(dir.path(), StoreOptions { map_size: 64 << 20, ..Default::default() })
+                .unwrap();
+        let guest = EntityName::parse("guest").unwrap();
+        store.ensure_namespace_with_key(&guest, &AuthKey::parse(GUEST).unwrap()).unwrap();
+        let update = ActionUpdate {
+            exec: Some(ExecUpdate {
+                kind: Kind::parse("python:3").unwrap(),
+                main: None,
+                binary: false,
+                code: ECHO.as_bytes().to_vec(),
+            }),
+            annotations: Some(vec![KeyValue::new("web-export", true)]),
+            ..Default::default()
+        };
+        let fqn = FullyQualifiedName::new(guest, EntityName::parse("slow").unwrap());
+        store.put_action(&fqn, update, true).unwrap();
+        let config = ControllerConfig {
+            max_blocking_wait: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let controller = Controller::new(store, Arc::new(FakeInvoker::new()), config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, sd) = hearth::shutdown::channel();
+        tokio::spawn(async move { hearth::api::serve(listener, controller, sd).await });
+        (addr, trigger)
+    });
+    let r = post_json(addr, "/api/v1/web/guest/default/slow.json", json!({"hold": true}));
+    assert_error(&r, 202, "Response not yet ready.");
+    assert!(r.header("x-openwhisk-activation-id").is_some_and(|id| id.len() == 32));
+    let r = post_json(addr, "/api/v1/web/guest/default/slow.json", json!({"fast": 1}));
+    assert_eq!((r.status, r.json()["fast"].clone()), (200, json!(1)), "{}", r.text());
+    trigger.fire();
+}
