@@ -180,6 +180,7 @@ fn allowed(m: &Method) -> bool {
 /// Runs `web` for the request and answers with its result under `ext`. `ow_path` is the
 /// path after the action (`__ow_path`). Every answer carries the default CORS headers unless
 /// the action answers OPTIONS itself.
+#[tracing::instrument(skip_all, fields(action = %web.fqn, ext = ?ext, anonymous = caller.identity.is_none()))]
 pub(super) async fn run(
     req: Request<Incoming>,
     c: &Controller,
