@@ -445,6 +445,37 @@ fn routes_through_the_openwhisk_client(env: &Env) {
     assert_eq!(send(env.s.addr, "PUT", &format!("{path}/books/1"), &[], b"").status, 404);
     assert_eq!(get(env.s.addr, "/api/guest/hello/world").status, 404, "deleted API");
     assert_eq!(get(env.s.addr, "/api/guest/club/books").status, 404, "no such operation");
+    // A route to a secured action sends its secret on the caller's behalf (OpenWhisk's
+    // secureKey); without it the action's own rule holds. API management needs a key.
+    let create = |relpath: &str, secure: Option<&str>| {
+        let mut action = json!({"name": "secret", "namespace": "_"});
+        if let Some(k) = secure {
+            action["secureKey"] = json!(k);
+        }
+        let doc = json!({"apidoc": {"namespace": "_", "gatewayBasePath": "/sec", "gatewayPath": relpath, "gatewayMethod": "get", "action": action}});
+        let basic = basic(GUEST);
+        let headers = [("authorization", basic.as_str()), ("content-type", "application/json")];
+        send(
+            env.s.addr,
+            "POST",
+            "/api/v1/web/whisk.system/apimgmt/createApi.http?responsetype=json",
+            &headers,
+            doc.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(create("/with", Some("s3cret")).status, 200);
+    assert_eq!(create("/without", None).status, 200);
+    assert_eq!(get(env.s.addr, "/api/guest/sec/with").status, 200);
+    assert_eq!(get(env.s.addr, "/api/guest/sec/without").status, 401);
+    let r = send(
+        env.s.addr,
+        "POST",
+        "/api/v1/web/whisk.system/apimgmt/createApi.http",
+        &[("content-type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 401, "apimgmt without a key");
+
     // The key-less URL is the owner's: its records are theirs.
     let r = get(env.s.addr, &format!("{path}/books/1"));
     let id = r.header("x-openwhisk-activation-id").unwrap().to_owned();
