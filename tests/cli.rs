@@ -317,7 +317,11 @@ fn action_create_sends_put_with_exec_limits_params_and_guest_auth() {
                      "code": "def main(args):\n    return {'greeting': 'hi ' + args['name']}\n"},
             "limits": {"memory": 128, "timeout": 3000},
             "parameters": [{"key": "name", "value": "Ada"}, {"key": "n", "value": 5}],
-            "annotations": [{"key": "description", "value": "greets"}],
+            // `--web false` as wsk sends it: the three web annotations, off.
+            "annotations": [{"key": "description", "value": "greets"},
+                            {"key": "web-export", "value": false},
+                            {"key": "raw-http", "value": false},
+                            {"key": "final", "value": false}],
         })
     );
 }

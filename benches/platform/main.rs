@@ -39,6 +39,7 @@ mod starts;
 mod stats;
 mod throughput;
 mod warm;
+mod web;
 mod workspace;
 
 use std::ffi::OsStr;
@@ -274,6 +275,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         rows.extend(binding::run(addr_a, &plan, &progress).await?);
         progress.phase("warm invoke of a 3-action sequence");
         rows.extend(sequence::run(addr_a, &plan, &progress).await?);
+        progress.phase("warm web action invoke");
+        rows.extend(web::run(addr_a, &plan, &progress).await?);
         rows.extend(
             throughput::run(
                 &direct,

@@ -78,7 +78,7 @@ fn args_are_parsed() {
     assert!(!parse_args(Vec::<String>::new()).expect("no arguments").bench);
     let only = parse_args(["--only", "records"].map(String::from)).expect("--only records");
     assert_eq!(only.only.as_deref(), Some("records"));
-        let only = parse_args(["--only", "sequence"].map(String::from)).expect("--only sequence");
+    let only = parse_args(["--only", "sequence"].map(String::from)).expect("--only sequence");
     assert_eq!(only.only.as_deref(), Some("sequence"));
     assert!(parse_args(["--only", "everything"].map(String::from)).is_err());
     assert!(parse_args(["--only".to_owned()]).is_err());

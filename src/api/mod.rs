@@ -19,6 +19,7 @@ mod router;
 mod rules;
 mod throttle;
 mod triggers;
+mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tokio::sync::Semaphore;
 pub use actions::MAX_PUT_BODY;
 pub use peer::PeerAddr;
 pub use response::ApiError;
-pub use throttle::{AuthThrottle, Subject};
+pub use throttle::{AnonymousLimit, AuthThrottle, Subject};
 
 use crate::controller::Controller;
 use crate::shutdown::Shutdown;

@@ -136,7 +136,7 @@ fn presented_uuid(value: &str) -> Option<uuid::Uuid> {
     uuid::Uuid::parse_str(cred.split_once(':')?.0).ok()
 }
 
-fn authenticate(
+pub(super) fn authenticate(
     c: &Controller,
     req: &Request<Incoming>,
     throttle: &AuthThrottle,
@@ -225,6 +225,14 @@ async fn route(
                 Method::GET => Ok(invokers::healthy_count(&c.invokers())),
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
+        }
+        // Web actions: no key needed (the web module throttles and authenticates itself).
+        // And API routes' URLs (`/api/{namespace}{basepath}{relpath}`).
+        ["api", "v1", "web", ..] => {
+            return Ok(super::web::handle(req, c, throttle, peer, &raw_path).await);
+        }
+        ["api", ns, _, ..] if *ns != "v1" => {
+            return Ok(super::web::handle(req, c, throttle, peer, &raw_path).await);
         }
         ["api", "v1", "namespaces", ..] => {}
         _ => return Err(ApiError::not_found()),

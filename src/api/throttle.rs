@@ -12,6 +12,12 @@
 //!
 //! Must never: grow without bound (a table cap, expired entries pruned first), or take a lock
 //! on the hot path while no client is failing (an atomic count gates it).
+//!
+//! Anonymous traffic (web actions and API routes, served without a key) is throttled here too,
+//! per client address: a token bucket of [`ANONYMOUS_BURST`] requests refilled at
+//! [`ANONYMOUS_PER_SECOND`], so one flooder is answered 429 while every other address and
+//! every authenticated caller goes on. What the flooder's accepted requests cost their owner
+//! is then bounded by the namespace's own limits (admission), as for any invoke.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +34,13 @@ pub const COOLDOWN: Duration = Duration::from_secs(30);
 /// Subjects tracked at most: ~100 bytes each, so a few MB at worst even when a botnet of
 /// addresses is failing at once.
 const MAX_TRACKED: usize = 65_536;
+
+/// Anonymous requests one client address may make in a burst (a page and its assets, a
+/// client's retries), and the rate its allowance refills at: 100 a second is about a tenth of
+/// one core's worth of warm activations, so a handful of flooding addresses cannot starve the
+/// host while a page with dozens of calls never meets the limit.
+pub const ANONYMOUS_BURST: u32 = 3_000;
+pub const ANONYMOUS_PER_SECOND: u32 = 100;
 
 /// Who failed: a client address or a key uuid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +64,63 @@ pub struct AuthThrottle {
     cooldown: Duration,
     tracked: AtomicUsize,
     entries: Mutex<HashMap<Subject, Entry>>,
+    anonymous: AnonymousLimit,
+}
+
+/// A token bucket per client address for requests made without a key.
+#[derive(Debug)]
+pub struct AnonymousLimit {
+    burst: f64,
+    per_second: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl AnonymousLimit {
+    pub fn new(burst: u32, per_second: u32) -> Self {
+        Self {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_second.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `ip`'s allowance; `Err(wait)` when it is spent, with how long
+    /// until the next request is allowed. An unknown address (a Unix socket) is not limited.
+    pub fn take(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        let Some(ip) = ip else { return Ok(()) };
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            // A full bucket is the same as no entry: drop those first.
+            let full = |b: &Bucket| self.refilled(b, now) >= self.burst;
+            map.retain(|_, b| !full(b));
+            if map.len() >= MAX_TRACKED {
+                tracing::warn!(tracked = map.len(), "anonymous throttle table full; cleared");
+                map.clear();
+            }
+        }
+        let b = map.entry(ip).or_insert(Bucket { tokens: self.burst, at: now });
+        b.tokens = self.refilled(b, now);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = Duration::from_secs_f64((1.0 - b.tokens) / self.per_second);
+        tracing::debug!(%ip, "anonymous request over the address's allowance");
+        Err(wait)
+    }
+
+    fn refilled(&self, b: &Bucket, now: Instant) -> f64 {
+        let secs = now.duration_since(b.at).as_secs_f64();
+        (b.tokens + secs * self.per_second).min(self.burst)
+    }
 }
 
 impl Default for AuthThrottle {
@@ -67,7 +137,19 @@ impl AuthThrottle {
             cooldown,
             tracked: AtomicUsize::new(0),
             entries: Mutex::new(HashMap::new()),
+            anonymous: AnonymousLimit::new(ANONYMOUS_BURST, ANONYMOUS_PER_SECOND),
         }
+    }
+
+    /// The same throttle with another allowance for anonymous requests.
+    pub fn with_anonymous(mut self, limit: AnonymousLimit) -> Self {
+        self.anonymous = limit;
+        self
+    }
+
+    /// Takes one anonymous request from `ip`'s allowance (see [`AnonymousLimit::take`]).
+    pub fn anonymous(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.anonymous.take(ip)
     }
 
     /// How long the first blocked subject among `subjects` remains refused.
@@ -145,6 +227,22 @@ mod tests {
         assert!(t.blocked(&[ip, key]).is_none(), "cool-down over");
         t.failed(&[ip]);
         assert!(t.blocked(&[ip]).is_none(), "counting starts again after the cool-down");
+    }
+
+    #[test]
+    fn anonymous_allowance_per_address() {
+        let t = AnonymousLimit::new(3, 20);
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(t.take(a).is_ok());
+        }
+        let wait = t.take(a).unwrap_err();
+        assert!(wait <= Duration::from_millis(50), "{wait:?}");
+        assert!(t.take(b).is_ok(), "another address has its own allowance");
+        assert!(t.take(None).is_ok(), "no address, no limit");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(t.take(a).is_ok(), "refilled");
     }
 
     #[test]

@@ -220,7 +220,9 @@ pub fn run(
         ActionCommand::Update { name, file, spec } => {
             put(client, output, &name, file.as_deref(), &spec, true, out)
         }
-        ActionCommand::Get { name, code } => get(client, output, &name, code, out),
+        ActionCommand::Get { name, code, url } => {
+            get(client, output, &name, code && !url, url, out)
+        }
         ActionCommand::List { scope, page } => list(client, output, scope.as_deref(), page, out),
         ActionCommand::Delete { name } => delete(client, output, &name, out),
         ActionCommand::Invoke(args) => invoke(client, output, &args, out),
@@ -245,9 +247,6 @@ fn put(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let r = EntityRef::parse(name)?;
-    if spec.web.as_deref().is_some_and(|w| w != "false") {
-        eprintln!("warning: hearth has no web actions; --web is ignored");
-    }
     let exec = match file {
         None if !spec.sequence.is_empty() => Some(sequence_exec(&spec.sequence)?),
         Some(f) if spec.native => Some(native_exec_from_file(f)?),
@@ -259,7 +258,10 @@ fn put(
         }
         None => None,
     };
-    let body = action_body(exec, spec)?;
+    let mut body = action_body(exec, spec)?;
+    if let Some(w) = &spec.web {
+        super::api::apply_web(client, &segments(&r), w, overwrite, &mut body)?;
+    }
     let resp = client.request(
         Method::PUT,
         &segments(&r),
@@ -281,12 +283,16 @@ fn get(
     output: Output,
     name: &str,
     code: bool,
+    url: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let r = EntityRef::parse(name)?;
     let resp = client.request(Method::GET, &segments(&r), &[("code", code.to_string())], None)?;
     if !resp.is_success() {
         return Err(resp.error(Some(subject(&r))));
+    }
+    if url {
+        return Ok(writeln!(out, "{}", super::api::web_url(client, &resp.json("action get")?))?);
     }
     if output.json {
         return Ok(output.raw(out, &resp.text())?);

@@ -9,6 +9,7 @@
 
 pub mod action;
 pub mod activation;
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -80,6 +81,11 @@ pub enum Resource {
         #[command(subcommand)]
         command: ActionCommand,
     },
+    /// Work with API routes (wsk api)
+    Api {
+        #[command(subcommand)]
+        command: ApiCommand,
+    },
     /// Work with packages: sets of actions with shared parameters, bindings, shared packages
     Package {
         #[command(subcommand)]
@@ -138,6 +144,9 @@ pub enum ActionCommand {
         /// Include the code (`--code false` leaves it out)
         #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
         code: bool,
+        /// Print the action's web URL only
+        #[arg(long, short = 'r')]
+        url: bool,
     },
     /// List actions: the namespace's, or a package's
     List {
@@ -187,9 +196,33 @@ pub struct SpecArgs {
     /// package/name or /namespace/[package/]name)
     #[arg(long, value_name = "ACTIONS", value_delimiter = ',', conflicts_with_all = ["kind", "native", "main"])]
     pub sequence: Vec<String>,
-    /// Accepted for wsk compatibility and ignored: hearth has no web actions
-    #[arg(long, value_name = "BOOL")]
+    /// Make it a web action: true|yes, raw (raw HTTP), false|no (web-export, raw-http, final)
+    #[arg(long, value_name = "true|raw|false")]
     pub web: Option<String>,
+}
+
+/// `hearth api`: routes from a base path, relative path and verb to web actions.
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Map BASE_PATH API_PATH VERB to a web action
+    Create {
+        basepath: String,
+        relpath: String,
+        verb: String,
+        action: String,
+        /// The API's name (the base path when not given)
+        #[arg(short = 'n', long)]
+        apiname: Option<String>,
+        /// The web extension the action answers with: json, http, html, svg, text
+        #[arg(long, default_value = "json")]
+        response_type: String,
+    },
+    /// Show an API (by base path or name) as swagger
+    Get { api: String },
+    /// List APIs and their operations
+    List { api: Option<String>, relpath: Option<String>, verb: Option<String> },
+    /// Delete an API, a path of it, or one verb of a path
+    Delete { api: String, relpath: Option<String>, verb: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -405,6 +438,7 @@ pub fn execute(cli: Cli, output: Output, out: &mut dyn Write) -> Result<(), CliE
         Resource::Trigger { command } => trigger::run(&client, output, command, out),
         Resource::Rule { command } => rule::run(&client, output, command, out),
         Resource::Activation { command } => activation::run(&client, output, command, out),
+        Resource::Api { command } => api::run(&client, output, command, out),
         Resource::Namespace { command: NamespaceCommand::List } => {
             namespace::list(&client, output, out)
         }

@@ -16,6 +16,7 @@ mod retention;
 mod rules;
 mod sequence;
 mod triggers;
+mod web;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use packages::{PackageView, ResolvedAction};
 pub use records::{CommitError, RecordWriter, WriterStopped};
 pub use retention::run_retention;
 pub use triggers::FireOutcome;
+pub use web::{WebAction, WebAuth};
 
 use crate::dispatch::Dispatcher;
 use crate::model::{

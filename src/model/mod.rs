@@ -11,6 +11,7 @@ mod limits;
 mod name;
 mod namespace_limits;
 mod package;
+mod route;
 mod rule;
 mod trigger;
 
@@ -30,5 +31,9 @@ pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
 pub use namespace_limits::{NamespaceLimits, SEQUENCE_MAX_LENGTH_DEFAULT};
 pub use package::{merge_parameters, Binding, PackageMeta, RESERVED_PACKAGE_NAMES};
+pub use route::{
+    normalize_path, normalize_verb, path_matches, path_parameters, ApiMeta, Operation, RouteAction,
+    RouteError,
+};
 pub use rule::{EntityPath, RuleMeta, RuleStatus};
 pub use trigger::{ReducedRule, TriggerMeta};

@@ -37,6 +37,7 @@ pub const ACTION_PREFIX: &str = "action/";
 pub const NAMESPACE_PREFIX: &str = "namespace/";
 pub const KEY_PREFIX: &str = "key/";
 pub const PACKAGE_PREFIX: &str = "package/";
+pub const ROUTE_PREFIX: &str = "route/";
 
 /// One kind of entity on the entity topic: how this store reads it for publication and
 /// applies it from the topic. Each kind is implemented beside its own store file; adding a
@@ -128,6 +129,7 @@ pub(crate) const KINDS: &[&dyn EntityKind] = &[
     &super::named::TRIGGER_KIND,
     &super::named::RULE_KIND,
     &super::named::ALARM_KIND,
+    &super::routes::RouteKind,
 ];
 
 /// The kind of a topic key and the key without its prefix.

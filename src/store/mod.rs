@@ -29,6 +29,7 @@ mod packages;
 mod pending;
 mod record_feed;
 mod replica;
+mod routes;
 mod rules;
 mod triggers;
 
@@ -114,6 +115,8 @@ pub(crate) struct Dbs {
     pub triggers: Db,
     pub rules: Db,
     pub alarms: Db,
+    /// API routes: `ns{basepath}` -> record (`routes.rs`).
+    pub routes: Db,
 }
 
 struct Inner {
@@ -187,6 +190,7 @@ impl Store {
             triggers: create("triggers")?,
             rules: create("rules")?,
             alarms: create("alarms")?,
+            routes: create("routes")?,
         };
         wtxn.commit().map_err(open_err)?;
         let flusher = match opts.sync_interval {
