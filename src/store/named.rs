@@ -32,6 +32,14 @@ pub(crate) const RULES: Table =
     Table { name: "rules", prefix: "rule/", floors: "rule_floor/", db: |d| &d.rules };
 pub(crate) const ALARMS: Table =
     Table { name: "alarms", prefix: "alarm/", floors: "alarm_floor/", db: |d| &d.alarms };
+/// API routes (`routes.rs` writes them; `ns{basepath}` keys start with `ns/` too): listed
+/// here so that a namespace's deletion removes them with the rest.
+pub(crate) const ROUTES: Table = Table {
+    name: "routes",
+    prefix: super::feed::ROUTE_PREFIX,
+    floors: super::routes::ROUTE_FLOORS,
+    db: |d| &d.routes,
+};
 
 /// A kind of [`Table`] on the entity topic: the highest revision wins (`replica.rs`).
 #[derive(Debug)]
@@ -172,7 +180,7 @@ impl Store {
         Ok(fed)
     }
 
-    /// Every trigger, rule and schedule of `ns` (its namespace is being deleted).
+    /// Every trigger, rule, schedule and API of `ns` (its namespace is being deleted).
     pub(crate) fn delete_events_of_in(
         &self,
         wtxn: &mut RwTxn,
@@ -181,6 +189,7 @@ impl Store {
         let mut fed = self.delete_named_of_in(wtxn, &TRIGGERS, ns)?;
         fed.extend(self.delete_named_of_in(wtxn, &RULES, ns)?);
         fed.extend(self.delete_named_of_in(wtxn, &ALARMS, ns)?);
+        fed.extend(self.delete_named_of_in(wtxn, &ROUTES, ns)?);
         Ok(fed)
     }
 

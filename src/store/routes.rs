@@ -149,4 +149,21 @@ mod tests {
         let other = EntityName::parse("nobody").unwrap();
         assert!(s.update_api(&other, "/x", |_| Some(api(&other, "/x"))).is_err());
     }
+
+    /// A deleted namespace's APIs go with it: its gateway URLs must not come back if the
+    /// namespace is created again (this failed before: the routes outlived their namespace).
+    #[test]
+    fn a_namespace_delete_removes_its_apis() {
+        let (_d, s) = temp_store();
+        let ns = EntityName::parse("guest").unwrap();
+        let other = EntityName::parse("other").unwrap();
+        for n in [&ns, &other] {
+            s.ensure_namespace(n).unwrap();
+            s.update_api(n, "/hello", |_| Some(api(n, "/hello"))).unwrap();
+        }
+        assert!(s.delete_namespace(&ns).unwrap());
+        s.ensure_namespace(&ns).unwrap();
+        assert!(s.list_apis(&ns).unwrap().is_empty());
+        assert_eq!(s.list_apis(&other).unwrap().len(), 1);
+    }
 }
