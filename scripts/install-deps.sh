@@ -22,6 +22,11 @@ if [ "${HEARTH_DEPS:-run}" = "test" ]; then
   want curl curl
   want npm npm                           # the OpenWhisk JavaScript client, as an existing client
   want chromium chromium                 # tests/web.rs: a real browser loads a web action's page
+  # tests/images.rs: the test image is assembled with umoci, copied between formats and into
+  # a local registry with skopeo, and served by Debian's registry (distribution).
+  want umoci umoci
+  want skopeo skopeo
+  want docker-registry docker-registry
   # tests/runtimes.rs builds an action's virtualenv with the host's Python (venv, pip) and a
   # native action with gcc (already wanted above); checked by module, as they add no command.
   /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

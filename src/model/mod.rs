@@ -7,6 +7,7 @@ mod alarm;
 mod exec;
 mod hash;
 mod identity;
+mod image;
 mod limits;
 mod name;
 mod namespace_limits;
@@ -27,6 +28,7 @@ pub use exec::{
 };
 pub use hash::fnv1a;
 pub use identity::{AuthKey, Identity, KeyFormatError, SecretHash, GUEST_KEY, SECRET_LEN};
+pub use image::{ImageDigest, ImageDigestError};
 pub use limits::*;
 pub use name::{EntityName, FullyQualifiedName, NameError, MAX_NAME_LEN};
 pub use namespace_limits::{NamespaceLimits, SEQUENCE_MAX_LENGTH_DEFAULT};
