@@ -56,6 +56,7 @@ fn main() {
             kind: Kind::parse("python:3").unwrap(),
             main: None,
             binary: false,
+            image: None,
             // Realistic code size; it must not matter, as the lookup never touches it.
             code: vec![b'#'; 64 * 1024],
         }),

@@ -85,7 +85,12 @@ fn message(name: &str, revision: u64, params: Value) -> ActivationMessage {
         ),
         revision,
         version: format!("0.0.{revision}"),
-        exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
+        exec: ExecMeta {
+            kind: Kind::parse("python:3").unwrap(),
+            main: None,
+            binary: false,
+            image: None,
+        },
         limits: ActionLimits::default(),
         subject: EntityName::parse("guest").unwrap(),
         params,

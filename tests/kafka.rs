@@ -34,7 +34,12 @@ fn message(name: &str, n: u64) -> ActivationMessage {
         action: FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap()),
         revision: 1,
         version: "0.0.1".into(),
-        exec: ExecMeta { kind: Kind::parse("python:3").unwrap(), main: None, binary: false },
+        exec: ExecMeta {
+            kind: Kind::parse("python:3").unwrap(),
+            main: None,
+            binary: false,
+            image: None,
+        },
         limits: ActionLimits::default(),
         subject: ns,
         params: serde_json::json!({ "n": n }).as_object().unwrap().clone(),

@@ -677,6 +677,7 @@ fn a_run_past_the_wait_is_202() {
                 kind: Kind::parse("python:3").unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: ECHO.as_bytes().to_vec(),
             }),
             annotations: Some(vec![KeyValue::new("web-export", true)]),

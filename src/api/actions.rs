@@ -221,7 +221,7 @@ fn parse_update(body: &[u8], ns: &EntityName) -> Result<ActionUpdate, ApiError> 
                     return Err(ApiError::bad_request("exec.main must be 1 to 256 characters"));
                 }
             }
-            Some(ExecUpdate { kind, main: e.main, binary, code })
+            Some(ExecUpdate { kind, main: e.main, binary, code, image: None })
         }
     };
     check_sizes(&[("parameters", &b.parameters), ("annotations", &b.annotations)])?;

@@ -207,6 +207,7 @@ fn install_package(
                 kind: kind.clone(),
                 main: None,
                 binary: false,
+                image: None,
                 code: a.code.as_bytes().to_vec(),
             }),
             sequence: None,
@@ -285,6 +286,7 @@ mod tests {
                 kind: Kind::parse(KIND).unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: b"function main() { return {old: true}; }".to_vec(),
             }),
             ..Default::default()

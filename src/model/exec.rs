@@ -144,6 +144,14 @@ pub struct ExecMeta {
     /// True when the code is a zip archive (sent base64-encoded over the API).
     #[serde(default)]
     pub binary: bool,
+    /// The image a `blackbox` action runs, as the creator named it (`repo:tag`, a registry
+    /// host first if any, or `name@sha256:...`); None for the built-in kinds and for native
+    /// actions, which run in hearth's skeleton. Resolved to an [`ImageDigest`] by the
+    /// invoker's host, in its image store.
+    ///
+    /// [`ImageDigest`]: super::ImageDigest
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl ExecMeta {
@@ -241,6 +249,8 @@ struct RawExec {
     binary: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     components: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
 }
 
 impl Serialize for ActionExec {
@@ -252,6 +262,7 @@ impl Serialize for ActionExec {
                 main: None,
                 binary: None,
                 components: Some(seq.paths()),
+                image: None,
             }
             .serialize(s),
         }
@@ -269,7 +280,8 @@ impl<'de> Deserialize<'de> for ActionExec {
             return Ok(ActionExec::Sequence(seq));
         }
         let kind = Kind::parse(&raw.kind).map_err(serde::de::Error::custom)?;
-        Ok(ActionExec::Code(ExecMeta { kind, main: raw.main, binary: raw.binary.unwrap_or(false) }))
+        let binary = raw.binary.unwrap_or(false);
+        Ok(ActionExec::Code(ExecMeta { kind, main: raw.main, binary, image: raw.image }))
     }
 }
 
@@ -368,6 +380,7 @@ mod tests {
             kind: Kind::parse("python:3").unwrap(),
             main: None,
             binary: false,
+            image: None,
         });
         amend_exec_annotation(&mut ann, &code);
         assert_eq!(ann, [KeyValue::new("x", 1)]);

@@ -27,6 +27,8 @@ pub struct ExecUpdate {
     pub main: Option<String>,
     /// True when `code` is a zip archive.
     pub binary: bool,
+    /// A blackbox action's image (`ExecMeta::image`).
+    pub image: Option<String>,
     /// The code as stored (base64 already decoded for binary code).
     pub code: Vec<u8>,
 }
@@ -93,7 +95,8 @@ impl Store {
             (Some(seq), _, _) => (ActionExec::Sequence(seq), 0, Some(Vec::new())),
             (None, Some(e), _) => {
                 let size = e.code.len() as u64;
-                let exec = ExecMeta { kind: e.kind, main: e.main, binary: e.binary };
+                let exec =
+                    ExecMeta { kind: e.kind, main: e.main, binary: e.binary, image: e.image };
                 (ActionExec::Code(exec), size, Some(e.code))
             }
             (None, None, Some(old)) => (old.exec.clone(), old.code_size, None),
@@ -398,6 +401,7 @@ mod tests {
             kind: Kind::parse("python:3").unwrap(),
             main: None,
             binary: false,
+            image: None,
             code: code.into(),
         }
     }

@@ -418,6 +418,7 @@ mod tests {
                 kind: crate::model::Kind::parse("nodejs").unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: b"x".to_vec(),
             }),
             ..Default::default()

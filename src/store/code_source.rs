@@ -54,6 +54,7 @@ mod tests {
                 kind: Kind::parse("python:3").unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: b"CODE".to_vec(),
             }),
             ..Default::default()

@@ -386,6 +386,7 @@ mod tests {
                 kind: Kind::parse("python:3").unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: code.into(),
             }),
             ..Default::default()

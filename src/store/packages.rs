@@ -317,6 +317,7 @@ mod tests {
                 kind: Kind::parse("python:3").unwrap(),
                 main: None,
                 binary: false,
+                image: None,
                 code: b"def main(a): return a".to_vec(),
             }),
             ..Default::default()

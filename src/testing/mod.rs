@@ -51,6 +51,7 @@ pub fn message(namespace: &str, action: &str, revision: u64) -> ActivationMessag
             kind: Kind::parse("python:3").unwrap_or_else(|e| panic!("python:3: {e}")),
             main: None,
             binary: false,
+            image: None,
         },
         limits: ActionLimits::default(),
         subject: ns,
