@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test image of tests/images.rs (and the benchmark's image rows) once per content
-# into $HEARTH_CACHE (scripts/lib/cache.sh: one process builds, the others wait). Prints the
-# folder that holds it:
+# Builds the test image of the `images` test (tests/images/) and of the benchmark's image
+# rows once per content into $HEARTH_CACHE (scripts/lib/cache.sh: one process builds, the
+# others wait). Prints the folder that holds it:
 #
 #   oci/               the image as an OCI image layout, tag "1"
 #   image.oci.tar      the same as an OCI archive (`skopeo copy ... oci-archive:`)
@@ -11,7 +11,7 @@
 #
 # The root is a real one: Debian's python3.11 with the shared libraries it loads and its
 # standard library, copied from the host's packages (Debian 12 is merged-/usr: /lib, /lib64
-# and /bin are symlinks into /usr), and tests/image/proxy.py, OpenWhisk's action-proxy
+# and /bin are symlinks into /usr), and tests/images/proxy.py, OpenWhisk's action-proxy
 # contract on port 8080, as the entrypoint. Two layers, so that importing applies a whiteout
 # and a hard link: the first holds the root and /etc/hearth-removed, the second removes that
 # file (a whiteout) and adds /usr/bin/python3-link, a hard link to the interpreter.

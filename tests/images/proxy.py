@@ -14,7 +14,7 @@ and after each run writes the sentinel line XXX_THE_END_OF_A_WHISK_ACTIVATION_XX
 and on stderr, so the invoker knows an activation's logs are complete. The run's other fields
 become __OW_* environment variables, as in OpenWhisk.
 
-This file is the test image's entrypoint (tests/image/build.sh); it is not part of hearth.
+This file is the test image's entrypoint (tests/images/build.sh); it is not part of hearth.
 """
 
 import base64
