@@ -14,11 +14,11 @@ use hearth::image::pull::{pull_into, REF_NAME_ANNOTATION};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use crate::common::test_image;
+use crate::common::{test_image, TEST_IMAGE};
 use crate::harness::free_port;
 
-/// The repository and tag the test image has in the registry.
-pub const REGISTRY_REPO: &str = "hearth-test/proxy:1";
+/// The repository and tag the test image has in the registry: its own name.
+pub const REGISTRY_REPO: &str = TEST_IMAGE;
 
 /// A running `docker-registry` with the test image pushed; killed, and its storage removed,
 /// on drop.
