@@ -212,3 +212,115 @@ fn a_registry_that_is_down_is_a_clear_error() {
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
     assert!(!dir.path().join("layout").exists(), "the layout it created is removed");
 }
+
+/// Pushes the test image again under `tag`, converted by skopeo with `extra` arguments.
+fn push_as(registry: &Registry, source: &str, tag: &str, extra: &[&str]) -> String {
+    let reference = format!("{}/hearth-test/proxy:{tag}", registry.host);
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .args(extra)
+        .args(["--dest-tls-verify=false", source, &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy to {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reference
+}
+
+/// The pulled layout's manifest entry and manifest.
+fn pulled_manifest(layout: &Path) -> (serde_json::Value, serde_json::Value) {
+    let index = json(&layout.join("index.json"));
+    let entry = index["manifests"][0].clone();
+    let manifest =
+        serde_json::from_slice(&blob(layout, entry["digest"].as_str().unwrap())).unwrap();
+    (entry, manifest)
+}
+
+#[test]
+fn a_docker_schema_2_manifest_is_pulled_and_kept_as_it_came() {
+    let registry = Registry::start();
+    let source = format!("oci:{}:1", test_image().join("oci").display());
+    let reference = push_as(&registry, &source, "v2s2", &["--format", "v2s2"]);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(pull_into(&reference, dir.path(), false).unwrap(), reference);
+    let (entry, manifest) = pulled_manifest(dir.path());
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    assert_eq!(entry["mediaType"], docker);
+    assert_eq!(manifest["mediaType"], docker);
+    blob(dir.path(), manifest["config"]["digest"].as_str().unwrap());
+    for layer in manifest["layers"].as_array().unwrap() {
+        blob(dir.path(), layer["digest"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn from_a_multi_platform_index_the_linux_amd64_image_is_taken() {
+    // A copy of the test image's layout with an image index in front: an "arm64" entry first
+    // (the image as docker schema 2, another manifest the registry holds), amd64 second.
+    let registry = Registry::start();
+    let source = format!("oci:{}:1", test_image().join("oci").display());
+    push_as(&registry, &source, "1", &[]);
+    let other = push_as(&registry, &source, "other", &["--format", "v2s2"]);
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{other}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other_digest = format!("sha256:{:x}", Sha256::digest(&out.stdout));
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("oci");
+    let out =
+        Command::new("cp").arg("-a").arg(test_image().join("oci")).arg(&layout).output().unwrap();
+    assert!(out.status.success());
+    let index = json(&layout.join("index.json"));
+    let image = index["manifests"][0].clone();
+    let arm = serde_json::json!({
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "digest": other_digest,
+        "size": out_len(&other),
+        "platform": {"os": "linux", "architecture": "arm64"},
+    });
+    let mut amd = image.clone();
+    amd["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    amd.as_object_mut().unwrap().remove("annotations");
+    let multi = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm, amd],
+    })
+    .to_string();
+    let digest = format!("{:x}", Sha256::digest(multi.as_bytes()));
+    fs::write(layout.join("blobs/sha256").join(&digest), &multi).unwrap();
+    let mut top = index.clone();
+    top["manifests"] = serde_json::json!([{
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": format!("sha256:{digest}"),
+        "size": multi.len(),
+        "annotations": {REF_NAME_ANNOTATION: "multi"},
+    }]);
+    fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    // Both manifests are in the registry already: push the index alone.
+    let reference = push_as(
+        &registry,
+        &format!("oci:{}:multi", layout.display()),
+        "multi",
+        &["--multi-arch", "index-only"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pull_into(&reference, dir.path(), false).unwrap();
+    let (entry, _) = pulled_manifest(dir.path());
+    assert_eq!(entry["digest"], image["digest"], "the amd64 manifest, not the index");
+    assert_ne!(entry["digest"], other_digest);
+}
+
+/// The size of the manifest `reference` names in the registry.
+fn out_len(reference: &str) -> usize {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    out.stdout.len()
+}
