@@ -194,6 +194,7 @@ fn a_missing_tag_is_a_clear_error_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let reference = format!("{}/hearth-test/proxy:no-such-tag", registry.host);
     let err = pull_into(&reference, dir.path(), false).unwrap_err().to_string();
+    eprintln!("missing tag: {err}");
     assert!(err.contains(&reference), "{err}");
     assert!(err.contains("fetching the manifest"), "{err}");
     assert!(err.to_lowercase().contains("manifest unknown"), "{err}");
@@ -208,6 +209,7 @@ fn a_registry_that_is_down_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let reference = format!("{host}/hearth-test/proxy:1");
     let err = pull_into(&reference, &dir.path().join("layout"), false).unwrap_err().to_string();
+    eprintln!("registry down: {err}");
     assert!(err.contains(&reference), "{err}");
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
     assert!(!dir.path().join("layout").exists(), "the layout it created is removed");
