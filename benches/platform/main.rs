@@ -24,6 +24,7 @@ mod burst;
 mod daemon;
 mod direct;
 mod http;
+mod image;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod memory;
@@ -137,6 +138,8 @@ fn invoker_toml_cold(budget_mb: u64) -> String {
 /// row with its own broker and daemons (issue 19).
 const ONLY_SEQUENCE: &str = "sequence";
 const ONLY_RECORDS: &str = "records";
+/// Image actions (issue 20): their cold, prewarmed and warm rows beside their floors.
+const ONLY_IMAGE: &str = "image";
 
 #[derive(Debug)]
 struct Args {
@@ -160,17 +163,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
             "--only" => match it.next().as_deref() {
-                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS)) => only = Some(g.to_owned()),
+                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE)) => only = Some(g.to_owned()),
                 other => {
                     return Err(format!(
-                        "--only takes {ONLY_SEQUENCE:?} or {ONLY_RECORDS:?}, not {other:?}"
+                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?} or {ONLY_IMAGE:?}, not {other:?}"
                     ))
                 }
             },
             "--bench" => bench = true,
             "-h" | "--help" => {
                 return Err(
-                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}] [--json PATH]")
+                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}] [--json PATH]")
                 )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -243,6 +246,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     #[cfg(feature = "kafka")]
     if args.only.as_deref() == Some(ONLY_RECORDS) {
         let rows = records::run(&ws, &plan, &progress).await?;
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
+    if args.only.as_deref() == Some(ONLY_IMAGE) {
+        let rows = image::run(&ws, &ws.path("data-image"), &plan, &progress).await?;
         return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
     }
     let direct = direct::Direct::new(&ws)?;
@@ -379,6 +386,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
     rows.extend(phase_d?);
     rows.push(stop_d);
+
+    // Image actions (issue 20), on a data dir of their own with the test image imported.
+    rows.extend(image::run(&ws, &ws.path("data-image"), &plan, &progress).await?);
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);

@@ -80,6 +80,8 @@ fn args_are_parsed() {
     assert_eq!(only.only.as_deref(), Some("records"));
     let only = parse_args(["--only", "sequence"].map(String::from)).expect("--only sequence");
     assert_eq!(only.only.as_deref(), Some("sequence"));
+    let only = parse_args(["--only", "image"].map(String::from)).expect("--only image");
+    assert_eq!(only.only.as_deref(), Some("image"));
     assert!(parse_args(["--only", "everything"].map(String::from)).is_err());
     assert!(parse_args(["--only".to_owned()]).is_err());
 }
