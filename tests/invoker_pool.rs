@@ -97,6 +97,7 @@ fn message(name: &str, revision: u64, params: Value) -> ActivationMessage {
         received_at_ms: now_millis(),
         publish: false,
         cause: None,
+        annotations: Vec::new(),
     }
 }
 

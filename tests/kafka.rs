@@ -24,7 +24,7 @@ use hearth::model::{
     ActionLimits, ActivationId, ActivationStatus, EntityName, ExecMeta, FullyQualifiedName, Kind,
 };
 use hearth::shutdown::{self, ShutdownTrigger};
-use hearth::testing::FakeInvoker;
+use hearth::testing::{eventually_within, FakeInvoker};
 use tokio::task::JoinHandle;
 
 fn message(name: &str, n: u64) -> ActivationMessage {
@@ -46,6 +46,7 @@ fn message(name: &str, n: u64) -> ActivationMessage {
         received_at_ms: hearth::model::now_millis(),
         publish: false,
         cause: None,
+        annotations: Vec::new(),
     }
 }
 
@@ -75,32 +76,41 @@ async fn connect(brokers: &str, id: &str, offline_after: Duration) -> KafkaBus {
     KafkaBus::connect(cfg).await.unwrap()
 }
 
-async fn wait_up(bus: &KafkaBus, n: usize) {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = bus.invokers().iter().filter(|s| s.health == Health::Up).count();
-        if up >= n {
-            return;
-        }
-        assert!(Instant::now() < until, "only {up} of {n} invokers up: {:?}", bus.invokers());
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// How often the waits below look again: a broker round trip is a few ms, a ping 200 ms.
+const POLL: Duration = Duration::from_millis(20);
+
+/// `Ok` when `holds`, else what was `seen` (for the failure message of a wait).
+fn check(holds: bool, seen: impl FnOnce() -> String) -> Result<(), String> {
+    if holds {
+        Ok(())
+    } else {
+        Err(seen())
     }
+}
+
+async fn wait_up(bus: &KafkaBus, n: usize) {
+    let what = format!("{n} invokers up");
+    eventually_within(&what, Duration::from_secs(30), POLL, || async move {
+        let up = bus.invokers().iter().filter(|s| s.health == Health::Up).count();
+        check(up >= n, || format!("only {up} up: {:?}", bus.invokers()))
+    })
+    .await
 }
 
 async fn wait_controllers(bus: &KafkaBus, n: usize) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while bus.controllers() != n {
-        assert!(Instant::now() < until, "sees {} controllers, not {n}", bus.controllers());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} controllers seen");
+    eventually_within(&what, Duration::from_secs(30), POLL, || async move {
+        check(bus.controllers() == n, || format!("sees {}", bus.controllers()))
+    })
+    .await
 }
 
 async fn wait_held(pool: &FakeInvoker, n: usize) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while pool.held() < n {
-        assert!(Instant::now() < until, "invoker{} holds {} of {n}", pool.id(), pool.held());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("invoker{} holds {n}", pool.id());
+    eventually_within(&what, Duration::from_secs(10), POLL, || async move {
+        check(pool.held() >= n, || format!("holds {}", pool.held()))
+    })
+    .await
 }
 
 async fn invoke(bus: &KafkaBus, msg: ActivationMessage) -> hearth::model::Activation {
@@ -216,11 +226,13 @@ async fn a_controller_starting_into_a_running_cluster_knows_its_invokers_at_once
     // invoker1's last ping was sent about a second before `late` started: offline about a
     // second later, not `offline_after` after `late` read it (that would be 3.2 s or more
     // after the stop; the bound leaves room for a loaded machine's scheduling).
-    let until = t + Duration::from_secs(5);
-    while late.health(InvokerId(1)) != Health::Offline {
-        assert!(Instant::now() < until, "invoker1 still {:?}", late.health(InvokerId(1)));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let within = (t + Duration::from_secs(5)).saturating_duration_since(Instant::now());
+    let late = &late;
+    eventually_within("invoker1 offline", within, POLL, || async move {
+        let health = late.health(InvokerId(1));
+        check(health == Health::Offline, || format!("still {health:?}"))
+    })
+    .await;
     let offline_at = stopped.elapsed();
     println!("a stopped invoker offline {offline_at:?} after it stopped (offline after {offline_after:?})");
     assert!(
@@ -302,11 +314,7 @@ async fn a_dead_invoker_fails_its_in_flight_activations_and_work_moves_on() {
         m.params.insert("hold".into(), true.into());
         waits.push((m.activation_id, bus.dispatch(m).await.unwrap()));
     }
-    let until = Instant::now() + Duration::from_secs(10);
-    while invokers[1].pool.held() < 5 {
-        assert!(Instant::now() < until, "the victim got {} of 5", invokers[1].pool.held());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_held(&invokers[1].pool, 5).await;
     assert_eq!(bus.in_flight(), 5);
 
     // The invoker dies with five activations running.
@@ -363,18 +371,18 @@ async fn a_broker_outage_is_reported_and_service_resumes_by_itself() {
 
     broker.restart();
     let t1 = Instant::now();
-    let until = t1 + Duration::from_secs(60);
-    let rec = loop {
-        let outcome = match bus.dispatch(message("after", 3)).await {
+    let bus = &bus;
+    let every = Duration::from_millis(250);
+    let rec = eventually_within("service resumed", Duration::from_secs(60), every, || async move {
+        match bus.dispatch(message("after", 3)).await {
             Ok(done) => match tokio::time::timeout(Duration::from_secs(10), done).await {
-                Ok(Ok(rec)) if rec.response.success => break rec,
-                other => format!("{other:?}"),
+                Ok(Ok(rec)) if rec.response.success => Ok(rec),
+                other => Err(format!("{other:?}")),
             },
-            Err(e) => e.to_string(),
-        };
-        assert!(Instant::now() < until, "service did not resume within 60 s: {outcome}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
     assert_eq!(rec.response.result["params"]["n"], 3);
     println!("service resumed {:?} after the broker restarted", t1.elapsed());
     inv.task.abort();
@@ -425,11 +433,11 @@ impl EntitySink for MapSink {
 }
 
 async fn wait_for(sink: &MapSink, offset: i64) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while sink.next().unwrap_or(0) < offset {
-        assert!(Instant::now() < until, "follower stuck at {:?}", sink.next());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("the follower at offset {offset}");
+    eventually_within(&what, Duration::from_secs(20), POLL, || async move {
+        check(sink.next().unwrap_or(0) >= offset, || format!("stuck at {:?}", sink.next()))
+    })
+    .await
 }
 
 /// Follows the entity topic into `sink` as host `group` until the trigger fires.
@@ -505,11 +513,12 @@ async fn a_host_away_while_the_topic_was_recreated_and_outgrown_reads_it_again()
     broker.stop();
     broker.restart();
     let log = EntityLog::new(&brokers, Duration::from_secs(5), 1).unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while log.ensure_topic().await.is_err() {
-        assert!(Instant::now() < until, "the broker did not come back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let every = Duration::from_millis(200);
+    let log = &log;
+    eventually_within("the broker back", Duration::from_secs(30), every, || async move {
+        log.ensure_topic().await.map_err(|e| e.to_string())
+    })
+    .await;
     let mut last = 0;
     for k in ["a", "b", "d", "e", "f"] {
         last = log.publish(&format!("action/guest/{k}"), Some(b"{\"rev\":2}"), None).await.unwrap();
@@ -518,17 +527,13 @@ async fn a_host_away_while_the_topic_was_recreated_and_outgrown_reads_it_again()
 
     let (trigger, follower) = follow(&brokers, "hearth.host-away", host.clone());
     wait_for(&host, 5).await;
-    let until = Instant::now() + Duration::from_secs(10);
-    while !host.keys().contains(&"action/guest/a".to_owned())
-        || host.state.lock().unwrap().0["action/guest/a"] != b"{\"rev\":2}"
-    {
-        assert!(
-            Instant::now() < until,
-            "the records before the old position were skipped: {:?}",
-            host.keys()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let host_ref = &host;
+    let what = "the records before the old position read again";
+    eventually_within(what, Duration::from_secs(10), POLL, || async move {
+        let a = host_ref.state.lock().unwrap().0.get("action/guest/a").cloned();
+        check(a.as_deref() == Some(&b"{\"rev\":2}"[..]), || format!("{:?}", host_ref.keys()))
+    })
+    .await;
     let keys = host.keys();
     for k in ["a", "b", "c", "d", "e", "f"] {
         assert!(keys.contains(&format!("action/guest/{k}")), "{k} missing: {keys:?}");

@@ -82,15 +82,17 @@ fn controller_and_invoker_as_two_processes() {
     // (which finds the previous run's stubs) connects at once to collect them: they read as
     // what happened, not "the server stopped; it may or may not have run".
     let c = Client::new(addr, &key);
-    c.put_action(
-        "slow",
-        "python:3",
-        "import time\ndef main(a):\n    time.sleep(0.5)\n    return {'i': a['i']}\n",
-        None,
-    );
-    let ids: Vec<String> = (0..3)
-        .map(|i| {
-            let r = c.json("POST", "/api/v1/namespaces/_/actions/slow", json!({"i": i}));
+    let slow = "import time\ndef main(a):\n    time.sleep(0.5)\n    return {'i': a['i']}\n";
+    c.put_action("slow", "python:3", slow, None);
+    // One of them through the binding: its record, which arrives unclaimed, still carries
+    // the `binding` annotation (the activation message has it, not the waiting controller).
+    c.put_action("tools/slow", "python:3", slow, None);
+    let ids: Vec<String> = ["slow", "slow", "slow", "mine/slow"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let r =
+                c.json("POST", &format!("/api/v1/namespaces/_/actions/{name}"), json!({"i": i}));
             assert_eq!(r.status, 202, "{}", r.text());
             r.json()["activationId"].as_str().unwrap().to_owned()
         })
@@ -110,6 +112,13 @@ fn controller_and_invoker_as_two_processes() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    let through_binding = c.record(&ids[3], Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        annotation(&through_binding, "binding"),
+        Some(&json!("team/mine")),
+        "{through_binding}"
+    );
+    assert_eq!(annotation(&through_binding, "path"), Some(&json!("team/tools/slow")));
 
     invoker.stop();
     controller.stop();

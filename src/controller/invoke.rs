@@ -61,33 +61,25 @@ pub(super) trait Finish: Send + 'static {
 }
 
 /// What the controller needs to write a record itself if the invoker never sends one: the
-/// activation's message without its parameters (a record never carries them), and the
-/// annotations the controller adds to whichever record comes.
+/// activation's message without its parameters (a record never carries them). The
+/// annotations the controller decided (`binding`, the invoke's own) are in the message, so
+/// the invoker's record, this lost record and the pending stub all have them alike.
 pub(super) struct Pending {
     msg: ActivationMessage,
-    /// `binding` (`namespace/binding`) when the action was reached through a binding, and the
-    /// caller's own ([`InvokeOptions::annotations`]).
-    annotations: Vec<KeyValue>,
 }
 
 impl Finish for Pending {
-    /// The activation's record: the invoker's, or its lost record; with the `binding`
-    /// annotation when it was reached through one.
+    /// The activation's record: the invoker's, or its lost record.
     fn finish(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
-        self.annotated(self.finish_record(result))
+        self.finish_record(result)
     }
 
     fn lost(&self, message: &str) -> Activation {
-        self.annotated(self.lost_record(message))
+        self.lost_record(message)
     }
 }
 
 impl Pending {
-    fn annotated(&self, mut rec: Activation) -> Activation {
-        rec.annotations.extend(self.annotations.iter().cloned());
-        rec
-    }
-
     /// Accepts the invoker's record, making sure it belongs to the caller's namespace; or, when
     /// the channel closed without a record, builds the lost record.
     fn finish_record(&self, result: Result<Activation, oneshot::error::RecvError>) -> Activation {
@@ -153,6 +145,18 @@ pub(crate) fn parse_payload(payload: &[u8]) -> Result<Map<String, Value>, Contro
         Ok(_) => Err(ControllerError::Invalid("The request content must be a JSON object.".into())),
         Err(e) => Err(ControllerError::Invalid(format!("The request content was malformed: {e}"))),
     }
+}
+
+/// The annotations the controller adds to an activation's record: `binding`
+/// (`namespace/binding`, OpenWhisk's `WhiskActivation.bindingAnnotation`) when the action was
+/// reached through a binding, then the invoke's own.
+fn record_annotations(binding: Option<String>, extra: Vec<KeyValue>) -> Vec<KeyValue> {
+    let mut annotations = Vec::with_capacity(extra.len() + 1);
+    if let Some(b) = binding {
+        annotations.push(KeyValue::new("binding", b));
+    }
+    annotations.extend(extra);
+    annotations
 }
 
 async fn record(records: &RecordWriter, rec: Activation) {
@@ -255,13 +259,9 @@ impl Controller {
             received_at_ms: now_millis(),
             publish: meta.publish,
             cause,
+            annotations: record_annotations(resolved.binding, extra),
         };
-        let mut annotations = Vec::with_capacity(extra.len() + 1);
-        if let Some(b) = resolved.binding {
-            annotations.push(KeyValue::new("binding", b));
-        }
-        annotations.extend(extra);
-        let finish = Pending { msg: msg.clone(), annotations };
+        let finish = Pending { msg: msg.clone() };
         let msg = ActivationMessage { params, ..msg };
         let completion: Completion = self.dispatcher.dispatch(msg).await.map_err(|e| match e {
             DispatchError::Overloaded(m) => ControllerError::Overloaded(m),
@@ -366,10 +366,9 @@ mod tests {
 
     #[test]
     fn closed_channel_yields_internal_error_record() {
-        let p = Pending {
-            msg: crate::testing::message("guest", "a", 1),
-            annotations: vec![KeyValue::new("binding", "guest/bound")],
-        };
+        let msg = crate::testing::message("guest", "a", 1);
+        let annotations = record_annotations(Some("guest/bound".into()), Vec::new());
+        let p = Pending { msg: ActivationMessage { annotations, ..msg } };
         let (tx, rx) = oneshot::channel::<Activation>();
         drop(tx);
         let rec = p.finish(rx.blocking_recv());

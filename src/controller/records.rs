@@ -24,6 +24,14 @@
 //! with many clients, where batching amortises each commit's fixed pages (BENCHMARKS.md,
 //! "Design measurements").
 //!
+//! Records nobody waits for come the same way: an *unclaimed* record (its activation was
+//! acknowledged before this controller restarted and ended while it was away; the bus hands
+//! it to the daemon's sink, which calls [`RecordWriter::submit_unclaimed`]) shares the
+//! batches, the retry and the records outbox of every other record, and is written only
+//! where its [`UnclaimedRule`] allows, never over a real record
+//! ([`Store::commit_records`]). Only the materialiser of other controllers' records writes
+//! records apart from this writer (`store/record_feed.rs` says why).
+//!
 //! Must never: drop a record silently (a failed commit is retried once, then logged with the
 //! activation ids), or block the submitter beyond the bounded queue.
 
@@ -34,7 +42,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::Activation;
-use crate::store::Store;
+use crate::store::{Store, UnclaimedRule};
 
 /// Records waiting for the writer. Bounded so a store slower than the invoke rate pushes back
 /// on invokers (submitters wait) rather than growing memory; 1024 records of up to ~1 MB
@@ -59,6 +67,8 @@ enum Command {
     /// A record committed and handed back.
     Commit(Box<Activation>, Return),
     Pending(Box<Activation>, Ack),
+    /// A record nobody waits for, written where its rule allows.
+    Unclaimed(Box<Activation>, UnclaimedRule),
     Flush(oneshot::Sender<()>),
     Stop,
 }
@@ -103,6 +113,15 @@ impl RecordWriter {
     /// Queues a record; waits only when the queue is full.
     pub async fn submit(&self, record: Activation) -> Result<(), WriterStopped> {
         self.tx.send(Command::Record(Box::new(record), None)).await.map_err(|_| WriterStopped)
+    }
+
+    /// Queues an unclaimed record (see the module's doc); waits only when the queue is full.
+    pub async fn submit_unclaimed(
+        &self,
+        record: Activation,
+        rule: UnclaimedRule,
+    ) -> Result<(), WriterStopped> {
+        self.tx.send(Command::Unclaimed(Box::new(record), rule)).await.map_err(|_| WriterStopped)
     }
 
     /// Queues a record and resolves once it is committed (batched with whatever else is
@@ -199,11 +218,20 @@ impl RecordWriter {
     }
 }
 
+impl super::Controller {
+    /// This controller's record writer, for the records nobody waits for: the daemon points
+    /// the bus's unclaimed sink at it ([`RecordWriter::submit_unclaimed`]).
+    pub fn record_writer(&self) -> Arc<RecordWriter> {
+        self.records.clone()
+    }
+}
+
 /// One transaction's worth of work.
 #[derive(Default)]
 struct Batch {
     records: Vec<Activation>,
     pending: Vec<Activation>,
+    unclaimed: Vec<(Activation, UnclaimedRule)>,
     acks: Vec<Ack>,
     /// Indexes into `records` of the records to hand back, with where to.
     returns: Vec<(usize, Return)>,
@@ -225,6 +253,7 @@ impl Batch {
                 self.pending.push(*p);
                 self.acks.push(ack);
             }
+            Command::Unclaimed(r, rule) => self.unclaimed.push((*r, rule)),
             Command::Flush(w) => self.flushes.push(w),
             Command::Stop => return false,
         }
@@ -232,7 +261,7 @@ impl Batch {
     }
 
     fn full(&self) -> bool {
-        self.records.len() + self.pending.len() >= MAX_BATCH
+        self.records.len() + self.pending.len() + self.unclaimed.len() >= MAX_BATCH
     }
 }
 
@@ -266,26 +295,37 @@ fn writer_loop(store: Store, mut rx: mpsc::Receiver<Command>, busy: &AtomicBool)
 }
 
 fn commit(store: &Store, batch: &mut Batch) {
-    let ok = if batch.records.is_empty() && batch.pending.is_empty() {
+    let ok = if batch.records.is_empty() && batch.pending.is_empty() && batch.unclaimed.is_empty() {
         true
     } else {
         let span = tracing::debug_span!(
             "commit_records",
             records = batch.records.len(),
-            pending = batch.pending.len()
+            pending = batch.pending.len(),
+            unclaimed = batch.unclaimed.len()
         );
         let _g = span.enter();
-        let result = store.commit_activations(&batch.records, &batch.pending).or_else(|first| {
+        let (records, pending, unclaimed) = (&batch.records, &batch.pending, &batch.unclaimed);
+        let result = store.commit_records(records, pending, unclaimed).or_else(|first| {
             tracing::warn!(error = %first, "committing activation records failed; retrying once");
-            store.commit_activations(&batch.records, &batch.pending)
+            store.commit_records(records, pending, unclaimed)
         });
         match result {
-            Ok(()) => true,
+            Ok(written) => {
+                for (a, _) in unclaimed.iter().filter(|(a, _)| written.contains(&a.activation_id)) {
+                    tracing::info!(
+                        activation = %a.activation_id,
+                        status = a.response.status.as_str(),
+                        "recorded an activation that ended while this controller was away"
+                    );
+                }
+                true
+            }
             Err(e) => {
-                let ids: Vec<String> = batch
-                    .records
+                let ids: Vec<String> = records
                     .iter()
-                    .chain(&batch.pending)
+                    .chain(pending)
+                    .chain(unclaimed.iter().map(|(a, _)| a))
                     .map(|a| a.activation_id.to_string())
                     .collect();
                 tracing::error!(error = %e, ?ids, "activation records lost");
@@ -309,6 +349,7 @@ fn commit(store: &Store, batch: &mut Batch) {
     }
     batch.records.clear();
     batch.pending.clear();
+    batch.unclaimed.clear();
 }
 
 #[cfg(test)]
@@ -378,5 +419,47 @@ mod tests {
         let late = sample(ActivationId::generate());
         assert!(w.commit_returning(late.clone(), true).await.is_err());
         assert!(store.get_activation(&ns, &late.activation_id).unwrap().is_none());
+    }
+
+    /// An unclaimed record takes the same route as any record: the writer's batch, the
+    /// records outbox; over a placeholder (or nothing, when adopted), never over a real one.
+    #[tokio::test]
+    async fn unclaimed_records_go_through_the_writer_and_spare_real_records() {
+        let (_d, store) = temp_store();
+        let ns = EntityName::parse("guest").unwrap();
+        store.enable_record_feed().unwrap();
+        // A previous run acknowledged `away` and `known`; its restart made placeholders.
+        let (away, known) = (sample(ActivationId::generate()), sample(ActivationId::generate()));
+        store.commit_activations(&[], &[away.clone(), known.clone()]).unwrap();
+        assert_eq!(store.replace_pending_with_placeholders().unwrap(), 2);
+        let w = RecordWriter::start(store.clone()).unwrap();
+        // `known`'s record was written meanwhile (say, by the lost record of its bus).
+        let mut real = known.clone();
+        real.response = ActivationResponse::success(serde_json::json!({"first": true}));
+        w.commit(real.clone()).await.unwrap();
+        let fed = store.count_record_feed().unwrap();
+        let mut late_known = known.clone();
+        late_known.response = ActivationResponse::success(serde_json::json!({"late": true}));
+        let stranger = sample(ActivationId::generate());
+        let adopted = sample(ActivationId::generate());
+        for (r, rule) in [
+            (away.clone(), UnclaimedRule::Acknowledged),
+            (late_known, UnclaimedRule::Adopted),
+            (stranger.clone(), UnclaimedRule::Acknowledged),
+            (adopted.clone(), UnclaimedRule::Adopted),
+        ] {
+            w.submit_unclaimed(r, rule).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        assert_eq!(store.get_activation(&ns, &away.activation_id).unwrap().unwrap(), away);
+        assert_eq!(store.get_activation(&ns, &known.activation_id).unwrap().unwrap(), real);
+        assert!(store.get_activation(&ns, &stranger.activation_id).unwrap().is_none());
+        assert_eq!(store.get_activation(&ns, &adopted.activation_id).unwrap().unwrap(), adopted);
+        assert_eq!(store.count_record_feed().unwrap(), fed + 2, "the two written are published");
+        w.stop().await;
+        assert!(w
+            .submit_unclaimed(sample(ActivationId::generate()), UnclaimedRule::Adopted)
+            .await
+            .is_err());
     }
 }

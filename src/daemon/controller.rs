@@ -13,10 +13,10 @@ use super::args::ControllerArgs;
 use super::config::{self, ControllerFile};
 use super::SystemdContext;
 use crate::bus::unix::UnixBus;
-use crate::controller::{Controller, ControllerConfig};
+use crate::controller::{Controller, ControllerConfig, RecordWriter};
 use crate::dispatch::Dispatcher;
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::store::Store;
+use crate::store::{Store, UnclaimedRule};
 use crate::systemd::listen::{self, ListenAddr};
 use crate::systemd::notify::{self, Notifier};
 
@@ -106,18 +106,22 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let store = super::open_store(&settings.data_dir)?;
-    let bus: Arc<dyn Dispatcher> = match &settings.cluster {
+    let Bus { dispatcher: bus, on_unclaimed } = match &settings.cluster {
         None => {
             let bus = Arc::new(UnixBus::new(&settings.invoker_socket));
-            bus.on_unclaimed(unclaimed_records(&store));
             // The previous run left activations running: the invoker holds what they ended
-            // with for this controller's next connection; connect now to collect it (this
-            // starts a socket-activated invoker, which had work anyway).
-            if store.count_pending().unwrap_or(0) > 0 {
-                let b = bus.clone();
-                tokio::spawn(async move { b.collect_unclaimed().await });
-            }
-            bus
+            // with for this controller's next connection; connect at once to collect it (this
+            // starts a socket-activated invoker, which had work anyway). Asked before the
+            // controller ends those stubs as placeholders.
+            let collect = store.count_pending().unwrap_or(0) > 0;
+            let b = bus.clone();
+            let on_unclaimed: OnUnclaimed = Box::new(move |writer| {
+                b.on_unclaimed(unclaimed_records(writer, UnclaimedRule::Acknowledged));
+                if collect {
+                    tokio::spawn(async move { b.collect_unclaimed().await });
+                }
+            });
+            Bus { dispatcher: bus, on_unclaimed }
         }
         Some(c) => join_cluster(&store, c, settings.config.retention, &shutdown).await?,
     };
@@ -127,6 +131,7 @@ pub async fn run(
         .context("installing the whisk.system catalog")??;
     let controller = Controller::new(store.clone(), bus, settings.config.clone())
         .context("starting the controller")?;
+    on_unclaimed(controller.record_writer());
     let claims = alarm_claims(settings.cluster.as_ref(), &shutdown).await?;
     tokio::spawn(crate::alarms::run(controller.clone(), claims, shutdown.clone()));
     tokio::spawn(crate::controller::run_retention(
@@ -176,6 +181,16 @@ pub async fn run(
     controller.close().await;
     Ok(())
 }
+
+/// The dispatcher a controller runs with, and how the records nobody waits for reach it.
+struct Bus {
+    dispatcher: Arc<dyn Dispatcher>,
+    on_unclaimed: OnUnclaimed,
+}
+
+/// Points a bus's unclaimed records at the controller's record writer, once it exists (the
+/// bus holds what arrives before: `bus::UnclaimedSink`).
+type OnUnclaimed = Box<dyn FnOnce(Arc<RecordWriter>) + Send>;
 
 /// Who may fire an alarm tick: this controller alone, or the first claimant in the cluster's
 /// claims topic (`crate::alarms`).
@@ -268,7 +283,7 @@ async fn join_cluster(
     c: &ClusterSettings,
     retention: Duration,
     shutdown: &Shutdown,
-) -> anyhow::Result<Arc<dyn Dispatcher>> {
+) -> anyhow::Result<Bus> {
     use crate::bus::kafka::{KafkaBus, KafkaConfig};
     let log = super::cluster::entity_log(&c.brokers)?;
     if let Err(e) = log.ensure_topic().await {
@@ -295,8 +310,7 @@ async fn join_cluster(
     if let Some(d) = c.offline_after {
         config.balancer.offline_after = d;
     }
-    let bus = KafkaBus::connect(config).await.context("connecting to the Kafka bus")?;
-    bus.on_unclaimed(late_records(store));
+    let bus = Arc::new(KafkaBus::connect(config).await.context("connecting to the Kafka bus")?);
     // Ready only once caught up: the entities written elsewhere before this start (keys
     // authenticate, actions resolve) and the invokers' recent pings. Bounded: a controller
     // behind a slow broker still starts, and catches up while it serves.
@@ -318,7 +332,13 @@ async fn join_cluster(
     }
     bus.health_read().await;
     tracing::info!(took_ms = t.elapsed().as_millis() as u64, "caught up with the cluster");
-    Ok(Arc::new(bus))
+    // Also written when nothing is held under the id: this controller may have replaced a
+    // lost one with an empty data dir, and reads the completion topic of the id it took
+    // over; the records there are its own.
+    let b = bus.clone();
+    let on_unclaimed: OnUnclaimed =
+        Box::new(move |writer| b.on_unclaimed(unclaimed_records(writer, UnclaimedRule::Adopted)));
+    Ok(Bus { dispatcher: bus, on_unclaimed })
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -327,42 +347,21 @@ async fn join_cluster(
     _c: &ClusterSettings,
     _retention: Duration,
     _shutdown: &Shutdown,
-) -> anyhow::Result<Arc<dyn Dispatcher>> {
+) -> anyhow::Result<Bus> {
     anyhow::bail!("this hearthd was built without Kafka support (cargo feature `kafka`): --bus cannot be used")
 }
 
-/// Where a cluster controller's unclaimed records go: as [`unclaimed_records`], and also
-/// when nothing is held under the id (`Store::record_late`): this controller may have
-/// replaced a lost one with an empty data dir, and reads the completion topic of the id it
-/// took over; the records there are its own.
-#[cfg(feature = "kafka")]
-fn late_records(store: &Store) -> crate::bus::Unclaimed {
-    record_with(store, Store::record_late)
-}
-
 /// Where unclaimed records go (activations acknowledged before a restart of this controller,
-/// ended afterwards): over their pending stubs, or the placeholders the restart made of them.
-fn unclaimed_records(store: &Store) -> crate::bus::Unclaimed {
-    record_with(store, Store::record_unclaimed)
-}
-
-/// An unclaimed sink that writes each record with `write` on a blocking thread.
-fn record_with(
-    store: &Store,
-    write: fn(&Store, &crate::model::Activation) -> Result<bool, crate::store::StoreError>,
-) -> crate::bus::Unclaimed {
-    let store = store.clone();
+/// ended afterwards): the record writer, as every record this controller writes, under
+/// `rule` (`controller/records.rs`). The bus calls this on its own task; the hand-off waits
+/// only when the writer's queue is full.
+fn unclaimed_records(writer: Arc<RecordWriter>, rule: UnclaimedRule) -> crate::bus::Unclaimed {
     Arc::new(move |record: crate::model::Activation| {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || match write(&store, &record) {
-            Ok(true) => tracing::info!(
-                activation = %record.activation_id,
-                status = record.response.status.as_str(),
-                "recorded an activation that ended while this controller was away"
-            ),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(activation = %record.activation_id, error = %e, "recording an unclaimed record failed")
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let id = record.activation_id;
+            if let Err(e) = writer.submit_unclaimed(record, rule).await {
+                tracing::error!(activation = %id, error = %e, "recording an unclaimed record failed");
             }
         });
     })

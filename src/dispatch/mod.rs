@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::balancer::{Health, InvokerId};
 use crate::model::{
-    ActionLimits, Activation, ActivationId, EntityName, ExecMeta, FullyQualifiedName,
+    ActionLimits, Activation, ActivationId, EntityName, ExecMeta, FullyQualifiedName, KeyValue,
 };
 
 /// One accepted invoke, as sent to an invoker. It never carries the action's code (up to
@@ -43,6 +43,15 @@ pub struct ActivationMessage {
     /// The activation that caused this one (a trigger's or a sequence's); its record carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<ActivationId>,
+    /// Annotations the controller decided for this activation's record beyond those every
+    /// record has: `binding` (`ns/binding`) when the action was reached through a package
+    /// binding, as OpenWhisk's invoker adds it from its message, and the invoke's own
+    /// (`InvokeOptions::annotations`). Carried in the message, not added by whoever waits
+    /// for the record, so that every record of the activation has them however it ends:
+    /// the invoker's, a lost record built by a bus, one that arrives unclaimed after a
+    /// restart. Absent on the wire when empty, so messages of either version decode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<KeyValue>,
 }
 
 /// Why an activation was not accepted. Nothing was recorded: the caller gets an error status.

@@ -7,7 +7,8 @@
 //! invoker shut down or died, a connection or channel closed, the revision never arrived),
 //! so that every accepted activation ends with exactly one record even when nothing ran. Who
 //! notices the loss (invoker, bus, controller) builds it here, so every lost record carries the
-//! same annotations.
+//! same annotations. Both end with the annotations the controller put in the message
+//! (`binding`, the invoke's own): a record never depends on who waited for it to get them.
 
 use serde_json::json;
 
@@ -49,7 +50,7 @@ impl ActivationMessage {
         timing: Timing,
         timed_out: bool,
     ) -> Activation {
-        let mut annotations = Vec::with_capacity(6);
+        let mut annotations = Vec::with_capacity(6 + self.annotations.len());
         annotations.push(KeyValue::new("path", self.action.key()));
         annotations
             .push(KeyValue::new("waitTime", timing.start_ms.saturating_sub(self.received_at_ms)));
@@ -67,6 +68,7 @@ impl ActivationMessage {
         if let Some(init) = timing.init_ms {
             annotations.push(KeyValue::new("initTime", init));
         }
+        annotations.extend(self.annotations.iter().cloned());
         Activation {
             namespace: self.subject.to_string(),
             name: self.action.name.to_string(),
@@ -90,5 +92,61 @@ impl ActivationMessage {
     pub fn lost_record(&self, message: impl Into<String>, timing: Timing) -> Activation {
         let response = ActivationResponse::error(ActivationStatus::InternalError, message);
         self.record(response, Vec::new(), timing, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::message;
+
+    fn bound() -> ActivationMessage {
+        ActivationMessage {
+            annotations: vec![
+                KeyValue::new("binding", "guest/mine"),
+                KeyValue::new("causedBy", "trigger"),
+            ],
+            ..message("guest", "show", 1)
+        }
+    }
+
+    /// Every way the activation ends carries the controller's annotations: the invoker's
+    /// record and the lost record, whoever builds it.
+    #[test]
+    fn the_controllers_annotations_are_on_every_record() {
+        let msg = bound();
+        let ok = msg.record(
+            ActivationResponse::success(json!({"a": 1})),
+            vec!["line".into()],
+            Timing { start_ms: msg.received_at_ms, end_ms: msg.received_at_ms + 2, init_ms: None },
+            false,
+        );
+        let lost = msg.lost_record("the invoker went away", Timing::since_accepted(&msg));
+        for rec in [&ok, &lost] {
+            assert_eq!(rec.annotation("binding").unwrap(), "guest/mine");
+            assert_eq!(rec.annotation("causedBy").unwrap(), "trigger");
+            assert_eq!(rec.annotation("path").unwrap(), "guest/show");
+            let keys: Vec<&str> = rec.annotations.iter().map(|a| a.key.as_str()).collect();
+            assert_eq!(keys.iter().filter(|k| **k == "binding").count(), 1, "{keys:?}");
+        }
+        assert_eq!(lost.response.status, ActivationStatus::InternalError);
+        // Without a binding, no binding annotation.
+        let plain = message("guest", "a", 1).lost_record("gone", Timing::instant(5));
+        assert!(plain.annotation("binding").is_none(), "{:?}", plain.annotations);
+    }
+
+    /// The annotations travel with the message (every bus serialises it), and a message of
+    /// a version without them still decodes.
+    #[test]
+    fn annotations_travel_and_old_messages_decode() {
+        let msg = bound();
+        let wire = serde_json::to_value(&msg).unwrap();
+        let back: ActivationMessage = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(back, msg);
+        let plain = message("guest", "a", 1);
+        let wire = serde_json::to_value(&plain).unwrap();
+        assert!(wire.get("annotations").is_none(), "absent when empty: {wire}");
+        let back: ActivationMessage = serde_json::from_value(wire).unwrap();
+        assert!(back.annotations.is_empty());
     }
 }

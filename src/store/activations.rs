@@ -14,6 +14,7 @@ use heed::RwTxn;
 
 use super::codec::{decode, encode, show_key};
 use super::error::lmdb;
+use super::pending::UnclaimedRule;
 use super::{Store, StoreError};
 use crate::model::{Activation, ActivationId, EntityName};
 
@@ -99,8 +100,21 @@ impl Store {
         records: &[Activation],
         pending: &[Activation],
     ) -> Result<(), StoreError> {
-        if records.is_empty() && pending.is_empty() {
-            return Ok(());
+        self.commit_records(records, pending, &[]).map(|_| ())
+    }
+
+    /// The record writer's transaction: as [`commit_activations`](Self::commit_activations),
+    /// then the `unclaimed` records, each where its [`UnclaimedRule`] allows and never over a
+    /// real record (the rule of `store/record_feed.rs`), fed to the records outbox like every
+    /// record this controller writes. Returns the ids of the unclaimed records written.
+    pub fn commit_records(
+        &self,
+        records: &[Activation],
+        pending: &[Activation],
+        unclaimed: &[(Activation, UnclaimedRule)],
+    ) -> Result<Vec<ActivationId>, StoreError> {
+        if records.is_empty() && pending.is_empty() && unclaimed.is_empty() {
+            return Ok(Vec::new());
         }
         let mut wtxn = self.write_txn()?;
         for a in pending {
@@ -109,15 +123,21 @@ impl Store {
         for a in records {
             self.put_activation_in(&mut wtxn, a)?;
         }
+        let mut written = Vec::new();
+        for (a, rule) in unclaimed {
+            if self.settle_in(&mut wtxn, a, *rule == UnclaimedRule::Adopted, true)? {
+                written.push(a.activation_id);
+            }
+        }
         wtxn.commit().map_err(lmdb("commit", "activations"))?;
-        if !records.is_empty() {
+        if !records.is_empty() || !written.is_empty() {
             self.record_feed_committed();
         }
-        Ok(())
+        Ok(written)
     }
 
-    /// A finished record written here (by this controller's record writer, its restart's
-    /// placeholders, an unclaimed record): [`write_activation_in`](Self::write_activation_in),
+    /// A finished record written here (by this controller's record writer, unclaimed ones
+    /// included, or its restart's placeholders): [`write_activation_in`](Self::write_activation_in),
     /// and in a cluster its entry in the records outbox, in the same transaction.
     pub(crate) fn put_activation_in(
         &self,

@@ -47,7 +47,7 @@ pub use feed::{FeedEntry, PublishWaiter};
 pub use keys::KeyRecord;
 pub use namespaces::NamespaceRecord;
 pub use packages::{PackageUpdate, Resolution, BINDING_ANNOTATION};
-pub use pending::STOPPED_MESSAGE;
+pub use pending::{UnclaimedRule, STOPPED_MESSAGE};
 #[cfg(feature = "kafka")]
 pub use record_feed::RecordOutbox;
 pub use record_feed::{Materialised, RecordFeedEntry};

@@ -4,8 +4,8 @@
 //! when a server starts belong to a run that stopped before they finished, and
 //! [`Store::replace_pending_with_placeholders`] turns them into *placeholders* ("whisk internal
 //! error" records saying the server stopped). An unclaimed record that arrives later (the
-//! activation ended while its controller was away) replaces its stub or its placeholder
-//! ([`Store::record_unclaimed`]).
+//! activation ended while its controller was away) replaces its stub or its placeholder, as
+//! [`UnclaimedRule`] says; the record writer commits it ([`Store::commit_records`]).
 //!
 //! Stubs are kept apart from the records so that reads (`GET .../activations/{id}`, listings)
 //! never show an unfinished activation as finished: OpenWhisk clients poll until a 200.
@@ -21,6 +21,21 @@ use crate::model::{now_millis, Activation, ActivationResponse, ActivationStatus}
 pub const STOPPED_MESSAGE: &str =
     "The server stopped before the activation finished; it may or may not have run.";
 
+/// Where an *unclaimed* record (its activation was acknowledged before this controller
+/// restarted and ended while it was away) may be written. Either way never over a real
+/// record: the first real record of an activation stands; a placeholder is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnclaimedRule {
+    /// Only over its pending stub or the placeholder a restart made of it: an id this data
+    /// dir acknowledged. One host: anything else is not this controller's (a namespace
+    /// deleted meanwhile took its stubs along; a blocking invoke's id was never seen).
+    Acknowledged,
+    /// Also when nothing is held under its id: a cluster controller that replaced a lost one
+    /// with an empty data dir reads the completion topic of the id it took over, and those
+    /// activations are its own.
+    Adopted,
+}
+
 impl Store {
     pub(crate) fn put_pending_in(
         &self,
@@ -30,41 +45,6 @@ impl Store {
         let id = stub.activation_id.as_bytes();
         let v = encode("pending", id, stub)?;
         self.dbs().pending.put(wtxn, id, &v).map_err(lmdb("put", "pending"))
-    }
-
-    /// Writes an unclaimed record (its controller restarted while the activation ran; the
-    /// record arrived afterwards): over its pending stub, or over the placeholder the restart made of
-    /// that stub ([`STOPPED_MESSAGE`]), which said it may or may not have run: now it says
-    /// what happened. Anything else (recorded already, or never acknowledged here) is left as
-    /// it is: the first real record stands. Returns whether it was written.
-    pub fn record_unclaimed(&self, record: &Activation) -> Result<bool, StoreError> {
-        let id = record.activation_id.as_bytes();
-        let d = self.dbs();
-        // Most records read back after a restart were recorded before it: a read settles them.
-        let placeholder = {
-            let rtxn = self.read_txn()?;
-            if d.pending.get(&rtxn, id).map_err(lmdb("get", "pending"))?.is_some() {
-                None
-            } else {
-                let Some(held) =
-                    d.activations.get(&rtxn, id).map_err(lmdb("get", "activations"))?
-                else {
-                    return Ok(false);
-                };
-                let held: Activation = decode("activations", id, held)?;
-                if !is_placeholder(&held) {
-                    return Ok(false);
-                }
-                Some(held)
-            }
-        };
-        let mut wtxn = self.write_txn()?;
-        if let Some(held) = &placeholder {
-            self.delete_activation_in(&mut wtxn, held)?;
-        }
-        self.put_activation_in(&mut wtxn, record)?;
-        wtxn.commit().map_err(lmdb("commit", "activations"))?;
-        Ok(true)
     }
 
     /// Deletes the stubs of namespace `ns` (inside its deletion): its activations will never
@@ -206,6 +186,12 @@ mod tests {
         assert!(s.get_activation(&gone, &stubs[0].activation_id).unwrap().is_none());
     }
 
+    /// Commits `a` as the record writer commits an unclaimed record; whether it was written.
+    fn unclaimed(s: &Store, a: &Activation, rule: UnclaimedRule) -> bool {
+        let written = s.commit_records(&[], &[], &[(a.clone(), rule)]).unwrap();
+        written == [a.activation_id]
+    }
+
     #[test]
     fn a_record_after_a_restart_replaces_the_stub_or_its_placeholder_and_nothing_else() {
         let (_d, s) = temp_store();
@@ -217,12 +203,12 @@ mod tests {
         wtxn.commit().unwrap();
         // a's record arrives before the restart's clean-up; b's after it.
         a.start = 12;
-        assert!(s.record_unclaimed(&a).unwrap());
+        assert!(unclaimed(&s, &a, UnclaimedRule::Acknowledged));
         assert_eq!(s.replace_pending_with_placeholders().unwrap(), 1);
         let placeholder = s.get_activation(&ns, &b.activation_id).unwrap().unwrap();
         assert_eq!(placeholder.response.status, ActivationStatus::InternalError);
         b.start = 13;
-        assert!(s.record_unclaimed(&b).unwrap());
+        assert!(unclaimed(&s, &b, UnclaimedRule::Acknowledged));
         for x in [&a, &b] {
             let got = s.get_activation(&ns, &x.activation_id).unwrap().unwrap();
             assert_eq!((got.response.status, got.start), (ActivationStatus::Success, x.start));
@@ -234,8 +220,13 @@ mod tests {
         // A real record stands; an unknown one is not this store's.
         let mut again = b.clone();
         again.response = ActivationResponse::error(ActivationStatus::InternalError, "late");
-        assert!(!s.record_unclaimed(&again).unwrap());
-        assert!(!s.record_unclaimed(&rec("guest")).unwrap());
+        for rule in [UnclaimedRule::Acknowledged, UnclaimedRule::Adopted] {
+            assert!(!unclaimed(&s, &again, rule), "{rule:?}");
+        }
+        assert!(!unclaimed(&s, &rec("guest"), UnclaimedRule::Acknowledged));
         assert_eq!(s.list_activations(&ns, &all).unwrap().len(), 2);
+        // Adopted (a cluster controller): also written when nothing is held.
+        assert!(unclaimed(&s, &rec("guest"), UnclaimedRule::Adopted));
+        assert_eq!(s.list_activations(&ns, &all).unwrap().len(), 3);
     }
 }

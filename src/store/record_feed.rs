@@ -13,11 +13,18 @@
 //! gives for a running activation (clients poll until 200).
 //!
 //! Every controller materialises the topic into its own activations database
-//! ([`Store::materialise_records`]) with one rule, shared with records that arrive late
-//! ([`Store::record_late`]): a record is written when nothing is held under its id, or over a
-//! placeholder ("the server stopped before the activation finished"), never over any other
-//! record. So the first real record wins everywhere, whatever order the copies arrive in, and
-//! what a controller materialised is never fed back (no loop).
+//! ([`Store::materialise_records`]) with one rule, shared with the unclaimed records its
+//! record writer commits ([`Store::commit_records`]): a record is written when nothing is
+//! held under its id, or over a placeholder ("the server stopped before the activation
+//! finished"), never over any other record. So the first real record wins everywhere,
+//! whatever order the copies arrive in, and what a controller materialised is never fed back
+//! (no loop).
+//!
+//! Why the materialiser is not a client of the record writer, as every record this
+//! controller originates is: it commits the topic's resume offset in the same transaction
+//! as the records it read (so a restart neither loses nor re-reads a batch), it must never
+//! feed the outbox (the record is another controller's), and the follower already hands it
+//! one batch per poll on a blocking thread of its own. The rule it writes by is the same.
 //!
 //! Owns: the `record_feed` database and the `record_offset` meta key. Must never: publish
 //! anything itself (no network here), or write over a real record.
@@ -186,7 +193,7 @@ impl Store {
                     continue;
                 }
             };
-            if self.settle_in(&mut wtxn, &a, false)? {
+            if self.settle_in(&mut wtxn, &a, true, false)? {
                 done.written += 1;
             } else {
                 done.held += 1;
@@ -201,32 +208,31 @@ impl Store {
         Ok(done)
     }
 
-    /// A record of this controller's that arrived when nobody waited for it (the Kafka bus's
-    /// unclaimed sink): written under the same rule as a materialised record, and fed to the
-    /// records topic. Unlike [`record_unclaimed`](Self::record_unclaimed) it is also written
-    /// when nothing is held: a controller that replaced a lost one (an empty data dir) reads
-    /// the completion topic of the id it took over, and those activations are its own.
-    /// Returns whether it was written.
-    pub fn record_late(&self, record: &Activation) -> Result<bool, StoreError> {
-        let mut wtxn = self.write_txn()?;
-        let written = self.settle_in(&mut wtxn, record, true)?;
-        wtxn.commit().map_err(lmdb("commit", "activations"))?;
-        if written {
-            self.record_feed_committed();
-        }
-        Ok(written)
-    }
-
-    /// The rule: written when nothing is held under the id, or over a placeholder by a record
-    /// that is not one; otherwise left. `feed`: this controller is the record's origin.
-    fn settle_in(&self, wtxn: &mut RwTxn, a: &Activation, feed: bool) -> Result<bool, StoreError> {
+    /// The one rule for a record that is not this controller's awaited one (materialised,
+    /// unclaimed): written when nothing is held under its id (if `absent` allows it) or only
+    /// its pending stub, or over a placeholder by a record that is not one; never over any
+    /// other record. `feed`: this controller is the record's origin (an unclaimed record),
+    /// so it goes to the records outbox like any record it writes.
+    pub(crate) fn settle_in(
+        &self,
+        wtxn: &mut RwTxn,
+        a: &Activation,
+        absent: bool,
+        feed: bool,
+    ) -> Result<bool, StoreError> {
         let id = a.activation_id.as_bytes();
-        let held = match self.dbs().activations.get(wtxn, id).map_err(lmdb("get", "activations"))? {
+        let d = self.dbs();
+        let held = match d.activations.get(wtxn, id).map_err(lmdb("get", "activations"))? {
             Some(v) => Some(decode::<Activation>("activations", id, v)?),
             None => None,
         };
         match held {
-            None => {}
+            None if absent => {}
+            None => {
+                if d.pending.get(wtxn, id).map_err(lmdb("get", "pending"))?.is_none() {
+                    return Ok(false);
+                }
+            }
             Some(h) if is_placeholder(&h) && !is_placeholder(a) => {
                 self.delete_activation_in(wtxn, &h)?
             }
@@ -408,8 +414,9 @@ mod tests {
         // A late record of a controller that lost its data dir is written, and fed.
         s.enable_record_feed().unwrap();
         let late = rec("a", 20);
-        assert!(s.record_late(&late).unwrap());
-        assert!(!s.record_late(&late).unwrap());
+        let adopted = [(late.clone(), crate::store::UnclaimedRule::Adopted)];
+        assert_eq!(s.commit_records(&[], &[], &adopted).unwrap(), [late.activation_id]);
+        assert!(s.commit_records(&[], &[], &adopted).unwrap().is_empty());
         assert_eq!(s.count_record_feed().unwrap(), 1);
     }
 }

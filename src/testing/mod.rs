@@ -34,6 +34,32 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// As [`eventually`], for effects of another process (a broker, a daemon) that take their
+/// own time: polls `f` every `every` until it gives `Ok`, for up to `within`, then fails the
+/// test with `what` and the last `Err` (what was seen instead). `f` may await (a dispatch, a
+/// broker round trip); its value is returned.
+pub async fn eventually_within<T, F, Fut>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut f: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(seen) => {
+                assert!(Instant::now() < deadline, "{what}: not within {within:?}: {seen}")
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn name(s: &str) -> EntityName {
     EntityName::parse(s).unwrap_or_else(|e| panic!("test name {s:?}: {e}"))
 }
@@ -59,6 +85,7 @@ pub fn message(namespace: &str, action: &str, revision: u64) -> ActivationMessag
         received_at_ms: now_millis(),
         publish: false,
         cause: None,
+        annotations: Vec::new(),
     }
 }
 
