@@ -146,8 +146,20 @@ async fn an_action_updated_before_install_ends_superseded() {
 async fn prewarmed_container_is_taken_and_refilled() {
     let mut cfg = config();
     cfg.prewarm = vec![
-        PrewarmConfig { kind: Kind::parse("python:3").unwrap(), memory_mb: 256, count: 1 },
-        PrewarmConfig { kind: Kind::parse("nodejs").unwrap(), memory_mb: 256, count: 1 },
+        PrewarmConfig {
+            kind: Kind::parse("python:3").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        },
+        PrewarmConfig {
+            kind: Kind::parse("nodejs").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        },
     ];
     let fx = fixture(cfg).await;
     eventually("two stem cells", || fx.invoker.stats().prewarmed == 2).await;
