@@ -117,7 +117,7 @@ impl Proxy {
         limit: usize,
         reconnect_within: Duration,
     ) -> Result<Response, ProxyError> {
-        let closed = self.sender.as_ref().is_none_or(|s| s.is_closed());
+        let closed = self.sender.as_ref().map_or(true, |s| s.is_closed());
         if closed {
             self.reconnect(reconnect_within).await?;
         }
@@ -170,9 +170,7 @@ async fn connect_in_netns(
             let _ = tx.send(connect_blocking(&owner, &fd, pid, within));
         })
         .map_err(connect_err)?;
-    rx.await.map_err(|_| {
-        connect_err(io::Error::new(io::ErrorKind::Other, "the connecting thread ended early"))
-    })?
+    rx.await.map_err(|_| connect_err(io::Error::other("the connecting thread ended early")))?
 }
 
 /// On a thread of its own, which it leaves in the container's network namespace and which

@@ -172,7 +172,7 @@ async fn execute<F: ContainerFactory>(
         .then(|| RefillAfterInit(&inner.prewarm_wake));
     let mut slot = match acquire(inner, msg, placement).await {
         Ok(slot) => slot,
-        Err(record) => return (record, Disposal::Nothing),
+        Err(record) => return (*record, Disposal::Nothing),
     };
     tracing::Span::current().record("container", slot.id());
     let key = WarmKey { action: msg.action.clone(), revision: msg.revision };
@@ -289,7 +289,7 @@ async fn acquire<F: ContainerFactory>(
     inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     placement: Placement<F::Container>,
-) -> Result<Slot<F::Container>, Activation> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     match placement {
         // A taken stem cell's refill is woken by `RefillAfterInit` once the init is done.
         Placement::Warm(slot) => Ok(slot),
@@ -331,7 +331,7 @@ async fn resize<F: ContainerFactory>(
     msg: &ActivationMessage,
     mut slot: Slot<F::Container>,
     need_mb: u64,
-) -> Result<Slot<F::Container>, Activation> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     let from_mb = slot.memory_mb();
     let container = slot.id().to_owned();
     match slot.container_mut().resize(need_mb).await {
@@ -374,19 +374,19 @@ async fn cold_start<F: ContainerFactory>(
     inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     need_mb: u64,
-) -> Result<Slot<F::Container>, Activation> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     let runtime = match msg.exec.run_image() {
         None => msg.exec.kind.runtime(),
         Some(name) => match inner.resolve_image(name) {
             Ok(Some(digest)) => Runtime::Image(digest),
             Ok(None) => {
                 give_back(inner, need_mb);
-                return Err(missing_image_record(msg, name));
+                return Err(Box::new(missing_image_record(msg, name)));
             }
             Err(e) => {
                 give_back(inner, need_mb);
                 let m = format!("The image store failed to resolve '{name}': {e}");
-                return Err(msg.lost_record(m, Timing::instant(now_millis())));
+                return Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))));
             }
         },
     };
@@ -406,7 +406,7 @@ async fn cold_start_as<F: ContainerFactory>(
     msg: &ActivationMessage,
     runtime: Runtime,
     need_mb: u64,
-) -> Result<Slot<F::Container>, Activation> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     let spec = inner.spec(runtime, need_mb);
     match inner.factory.create(&spec).await {
         Ok(container) => {
@@ -425,7 +425,7 @@ async fn cold_start_as<F: ContainerFactory>(
             tracing::error!(container = %spec.id, error = %e, "creating a container failed");
             give_back(inner, need_mb);
             let m = format!("Failed to start a container for the action: {e}");
-            Err(msg.lost_record(m, Timing::instant(now_millis())))
+            Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))
         }
     }
 }

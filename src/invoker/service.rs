@@ -239,18 +239,18 @@ impl<F: ContainerFactory> Inner<F> {
     /// The runtime an activation runs in: its kind's, or for an image action the image's
     /// digest on this host. `Err` is the record that ends it at once (the image is not here,
     /// or the store cannot say).
-    fn runtime_of(&self, msg: &ActivationMessage) -> Result<Runtime, Activation> {
+    fn runtime_of(&self, msg: &ActivationMessage) -> Result<Runtime, Box<Activation>> {
         let Some(name) = msg.exec.run_image() else { return Ok(msg.exec.kind.runtime()) };
         if let Some(d) = self.cached_image(name) {
             return Ok(Runtime::Image(d));
         }
         match self.resolve_image(name) {
             Ok(Some(d)) => Ok(Runtime::Image(d)),
-            Ok(None) => Err(missing_image_record(msg, name)),
+            Ok(None) => Err(Box::new(missing_image_record(msg, name))),
             Err(e) => {
                 tracing::error!(image = name, error = %e, "the image store failed");
                 let m = format!("The image store failed to resolve '{name}': {e}");
-                Err(msg.lost_record(m, Timing::instant(now_millis())))
+                Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))
             }
         }
     }
@@ -426,7 +426,7 @@ impl<F: ContainerFactory> Invoker<F> {
             Err(record) => {
                 tracing::info!(activation_id = %msg.activation_id, status = record.response.status.as_str(), "activation refused: no image");
                 let (tx, rx) = oneshot::channel();
-                let _ = tx.send(record);
+                let _ = tx.send(*record);
                 return Ok(rx);
             }
         };
