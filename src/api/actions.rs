@@ -387,4 +387,32 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
         }
     }
+
+    #[test]
+    fn image_actions_need_no_code_and_keep_their_image() {
+        let u =
+            parse_update_guest(br#"{"exec":{"kind":"blackbox","image":"hearth-test/proxy:1"}}"#)
+                .unwrap();
+        let e = u.exec.unwrap();
+        assert_eq!(e.image.as_deref(), Some("hearth-test/proxy:1"));
+        assert!(e.code.is_empty() && !e.binary);
+        let u = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"x/y:1","code":"def main(a): return a"}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.exec.unwrap().code, b"def main(a): return a");
+        // Native actions stay as they were: the skeleton is not stored, and code is required.
+        let u = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"openwhisk/dockerskeleton","code":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.exec.unwrap().image, None);
+        let e = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"openwhisk/dockerskeleton"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_update_guest(br#"{"exec":{"kind":"blackbox","image":"a b"}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
 }
