@@ -320,6 +320,20 @@ async fn an_image_container_runs_the_proxy_cold_and_warm_isolated_and_leaves_not
     }
     c.destroy().await;
 
+    // A zip action: the proxy gets it base64-encoded with binary: true and unpacks it into
+    // its /action tmpfs.
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("__main__.py", zip::write::SimpleFileOptions::default()).unwrap();
+    std::io::Write::write_all(&mut zip, b"def main(args):\n    return {'zipped': True}\n").unwrap();
+    let archive = zip.finish().unwrap().into_inner();
+    let mut c = env.factory.create(&env.spec(5)).await.unwrap();
+    code::install(c.code_dir(), env.spec(5).runtime, &archive, true).unwrap();
+    let init = InitSpec { binary: true, ..init_spec() };
+    c.init(&init).await.unwrap();
+    let out = c.run(&run_spec(json!({}), Duration::from_secs(10))).await.unwrap();
+    assert_eq!(out.result, json!({"zipped": true}));
+    c.destroy().await;
+
     env.assert_no_leaks().await;
 }
 
