@@ -388,6 +388,7 @@ async fn the_pool_runs_image_actions_prewarmed_warm_and_refuses_unknown_images()
     for name in ["a", "b"] {
         code.0.lock().unwrap().insert(format!("guest/{name}"), ACTION.as_bytes().to_vec());
     }
+    code.0.lock().unwrap().insert("guest/bad".into(), b"def main(:\n".to_vec());
     let config = InvokerConfig {
         memory_budget_mb: 1024,
         prewarm: vec![PrewarmConfig {
@@ -430,6 +431,12 @@ async fn the_pool_runs_image_actions_prewarmed_warm_and_refuses_unknown_images()
 
     let app = invoke(message("b", TEST_IMAGE, json!({"op": "apperror"}))).await;
     assert_eq!(app.response.status, ActivationStatus::ApplicationError, "{app:?}");
+
+    let bad = invoke(message("bad", TEST_IMAGE, json!({}))).await;
+    assert_eq!(bad.response.status, ActivationStatus::DeveloperError, "{bad:?}");
+    let text = bad.response.result["error"].as_str().unwrap();
+    assert!(text.starts_with("The action failed to initialize: "), "{text}");
+    assert!(bad.logs.iter().any(|l| l.contains("SyntaxError")), "{:?}", bad.logs);
 
     let missing = invoke(message("a", "nowhere/none:1", json!({}))).await;
     assert_eq!(missing.response.status, ActivationStatus::DeveloperError, "{missing:?}");
