@@ -4,8 +4,9 @@
 //! container's code dir are bind-mounted read-only over it; /tmp is a private size-limited
 //! tmpfs. The process runs as nobody with no capabilities, no_new_privileges and the
 //! [`seccomp`](super::seccomp) profile, in its own pid/mount/ipc/uts (and, unless granted
-//! network, network) namespaces, in a cgroup under the configured parent. This module only
-//! describes a container; it never runs one.
+//! network, network) namespaces, in a cgroup under the configured parent. An image container
+//! ([`image_config`]) has the image's root and process instead, and always its own network
+//! namespace. This module only describes a container; it never runs one.
 
 use std::path::Path;
 

@@ -2,6 +2,9 @@
 //! and the teardown. This is the warm critical path: a run is one write to stdin, one line
 //! read from fd 3 and a wait for the log sentinels, with buffers reused across runs.
 //!
+//! An image container's action proxy is driven instead over HTTP ([`super::proxy`]): the
+//! same type, the same log pipes, kill and teardown; only the exchange differs.
+//!
 //! Every way a run can end maps to a typed outcome: a reply (result, invalid result, result
 //! too large), the time limit (the container is killed), or the pipe closing (out of memory
 //! when the memory cgroup saw an OOM kill, a crash otherwise). After any failed run the

@@ -3,7 +3,9 @@
 //!
 //! Layout under the state dir: `rootfs/` (the shared [`Skeleton`]), `launchers/` (written at
 //! start-up), `bundles/<id>/` (config.json, runc.log) and `code/<id>/` (the action's code,
-//! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
+//! mounted at /action; for an image container its code as one file, read back for the
+//! proxy's /init). Image containers' roots come from the image source the daemon sets
+//! ([`RuncFactory::set_image_source`]). runc keeps its own state under a root of ours, so `runc --root R list`
 //! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
 //! scope in a slice and, when machined is given, a registered machine (registered by a
 //! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_scope_stopping`]
