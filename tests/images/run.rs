@@ -105,6 +105,11 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(Some(Arc::new(TestImages)))
+}
+
+/// A factory with `images` as its image source (None: the test sets its own).
+fn env_with(images: Option<Arc<dyn ImageSource>>) -> Env {
     super::harness::require_root();
     assert!(Path::new(RUNC).is_file(), "runc is missing at {RUNC}");
     let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -119,7 +124,9 @@ fn env() -> Env {
         systemd_cgroup: false,
     })
     .unwrap();
-    assert!(factory.set_image_source(Arc::new(TestImages)));
+    if let Some(images) = images {
+        assert!(factory.set_image_source(images));
+    }
     Env { factory, root, state, parent, tag }
 }
 
@@ -443,6 +450,77 @@ async fn the_pool_runs_image_actions_prewarmed_warm_and_refuses_unknown_images()
     let text = missing.response.result["error"].as_str().unwrap();
     assert!(text.starts_with("Failed to pull container image 'nowhere/none:1'."), "{text}");
     assert!(text.contains("hearthd admin image"), "{text}");
+
+    trigger.fire();
+    invoker.shutdown().await;
+    env.assert_no_leaks().await;
+}
+
+/// The test image under [`TEST_IMAGE`] with a digest the test changes: `None` is the image
+/// removed, another digest the image imported again.
+struct Switchable(Mutex<Option<ImageDigest>>);
+
+impl ImageSource for Switchable {
+    fn resolve(&self, name: &str) -> Result<Option<ImageRoot>, String> {
+        let current = *self.0.lock().unwrap();
+        Ok(current
+            .filter(|_| name == TEST_IMAGE)
+            .map(|digest| ImageRoot { digest, ..unpacked().root.clone() }))
+    }
+
+    fn get(&self, digest: &ImageDigest) -> Result<Option<ImageRoot>, String> {
+        let current = *self.0.lock().unwrap();
+        Ok((current == Some(*digest))
+            .then(|| ImageRoot { digest: *digest, ..unpacked().root.clone() }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_runs_use_the_resolved_image_and_cold_starts_see_removal_and_reimport() {
+    let env = env_with(None);
+    let images = Arc::new(Switchable(Mutex::new(Some(unpacked().root.digest))));
+    assert!(env.factory.set_image_source(images.clone()));
+    let code = Arc::new(Code::default());
+    for name in ["a", "b", "c"] {
+        code.0.lock().unwrap().insert(format!("guest/{name}"), ACTION.as_bytes().to_vec());
+    }
+    let config = InvokerConfig {
+        memory_budget_mb: 1024,
+        prewarm: vec![],
+        drain_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let installer: hearth::invoker::CodeInstaller = Arc::new(|dir, runtime, bytes, binary| {
+        code::install(dir, runtime, bytes, binary).map_err(std::io::Error::other)
+    });
+    let (trigger, signal) = hearth::shutdown::channel();
+    let invoker =
+        Invoker::start(config, env.factory.clone(), code.clone(), installer, signal).await.unwrap();
+    let mut events = invoker.events();
+    let invoke = |msg: ActivationMessage| {
+        let invoker = invoker.clone();
+        async move { invoker.submit(msg).unwrap().await.unwrap() }
+    };
+    let ok = |a: &Activation| assert_eq!(a.response.status, ActivationStatus::Success, "{a:?}");
+
+    ok(&invoke(message("a", TEST_IMAGE, json!({"n": 1}))).await);
+    // Removed: the warm container of `a` still runs; a cold start of `b` cannot.
+    *images.0.lock().unwrap() = None;
+    ok(&invoke(message("a", TEST_IMAGE, json!({"n": 2}))).await);
+    let gone = invoke(message("b", TEST_IMAGE, json!({}))).await;
+    assert_eq!(gone.response.status, ActivationStatus::DeveloperError, "{gone:?}");
+    assert!(gone.response.result["error"].as_str().unwrap().starts_with("Failed to pull"));
+    // Imported again (another digest): the next cold start runs it.
+    let again = ImageDigest::from_bytes([0x5a; 32]);
+    *images.0.lock().unwrap() = Some(again);
+    ok(&invoke(message("c", TEST_IMAGE, json!({"n": 3}))).await);
+    let mut runtimes = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let PoolEvent::Created { runtime, .. } = event {
+            runtimes.push(runtime);
+        }
+    }
+    assert_eq!(runtimes, [Runtime::Image(unpacked().root.digest), Runtime::Image(again)]);
 
     trigger.fire();
     invoker.shutdown().await;
