@@ -147,8 +147,20 @@ async fn an_action_updated_before_install_ends_superseded() {
 async fn prewarmed_container_is_taken_and_refilled() {
     let mut cfg = config();
     cfg.prewarm = vec![
-        PrewarmConfig { kind: Kind::parse("python:3").unwrap(), memory_mb: 256, count: 1 },
-        PrewarmConfig { kind: Kind::parse("nodejs").unwrap(), memory_mb: 256, count: 1 },
+        PrewarmConfig {
+            kind: Kind::parse("python:3").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        },
+        PrewarmConfig {
+            kind: Kind::parse("nodejs").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        },
     ];
     let fx = fixture(cfg).await;
     eventually("two stem cells", || fx.invoker.stats().prewarmed == 2).await;
@@ -171,8 +183,13 @@ async fn prewarmed_container_is_taken_and_refilled() {
 #[tokio::test]
 async fn cold_start_when_no_stem_cell_matches() {
     let mut cfg = config();
-    cfg.prewarm =
-        vec![PrewarmConfig { kind: Kind::parse("nodejs").unwrap(), memory_mb: 256, count: 1 }];
+    cfg.prewarm = vec![PrewarmConfig {
+        kind: Kind::parse("nodejs").unwrap(),
+        memory_mb: 256,
+        count: 1,
+        image: None,
+        digest: None,
+    }];
     let fx = fixture(cfg).await;
     eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
     let a = fx.invoke(fx.msg("py", 1, json!({}))).await;
@@ -211,7 +228,13 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<PoolEvent>) -> Vec<PoolEvent>
 }
 
 fn python_stem_cells(count: usize) -> Vec<PrewarmConfig> {
-    vec![PrewarmConfig { kind: Kind::parse("python:3").unwrap(), memory_mb: 256, count }]
+    vec![PrewarmConfig {
+        kind: Kind::parse("python:3").unwrap(),
+        memory_mb: 256,
+        count,
+        image: None,
+        digest: None,
+    }]
 }
 
 /// Fills a 1024 MB pool with one action: its stem cell taken, then cold starts up to the
@@ -565,8 +588,13 @@ async fn action_larger_than_the_whole_budget_is_refused() {
 #[tokio::test]
 async fn shutdown_drains_running_work_and_destroys_every_container() {
     let mut cfg = config();
-    cfg.prewarm =
-        vec![PrewarmConfig { kind: Kind::parse("nodejs").unwrap(), memory_mb: 256, count: 2 }];
+    cfg.prewarm = vec![PrewarmConfig {
+        kind: Kind::parse("nodejs").unwrap(),
+        memory_mb: 256,
+        count: 2,
+        image: None,
+        digest: None,
+    }];
     let fx = fixture(cfg).await;
     eventually("stem cells", || fx.invoker.stats().prewarmed == 2).await;
     fx.invoke(fx.msg("idle", 1, json!({}))).await;

@@ -14,7 +14,7 @@ pub fn kind(runtime: Runtime) -> &'static str {
     match runtime {
         Runtime::Python => "python:3",
         Runtime::Nodejs => "nodejs:20",
-        Runtime::Native => hearth::model::BLACKBOX,
+        Runtime::Native | Runtime::Image(_) => hearth::model::BLACKBOX,
     }
 }
 
@@ -22,7 +22,10 @@ pub fn kind(runtime: Runtime) -> &'static str {
 /// can tell which containers hold which action (the code is in each container's code dir).
 pub fn noop_code(runtime: Runtime, tag: &str) -> String {
     match runtime {
-        Runtime::Python => format!("# {tag}\ndef main(args):\n    return {{}}\n"),
+        // The test image's proxy runs Python code.
+        Runtime::Python | Runtime::Image(_) => {
+            format!("# {tag}\ndef main(args):\n    return {{}}\n")
+        }
         Runtime::Nodejs => format!("// {tag}\nfunction main(args) {{ return {{}}; }}\n"),
         Runtime::Native => format!("#!/bin/sh\n# {tag}\necho '{{}}'\n"),
     }

@@ -204,6 +204,7 @@ pub async fn interpreter_start(runtime: Runtime) -> anyhow::Result<Duration> {
         // The native launcher is a Python script too.
         Runtime::Python | Runtime::Native => (hearth::runtime::kinds::PYTHON, &["-c", "pass"]),
         Runtime::Nodejs => (hearth::runtime::kinds::NODE, &["-e", "0"]),
+        Runtime::Image(_) => anyhow::bail!("an image brings its own interpreter"),
     };
     let t = Instant::now();
     let mut cmd = tokio::process::Command::new(bin);

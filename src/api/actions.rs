@@ -11,9 +11,9 @@ use super::query::Query;
 use super::response::{json, ApiError, Body};
 use crate::controller::{Controller, InvokeOutcome};
 use crate::model::{
-    check_image, ActionExec, ActionMeta, ActivationStatus, EntityName, FullyQualifiedName,
-    Identity, KeyValue, Kind, LimitsPatch, Runtime, SequenceExec, MAX_CODE_BYTES,
-    MAX_PAYLOAD_BYTES, NATIVE_IMAGE, SEQUENCE,
+    check_image, ActionExec, ActionMeta, ActivationStatus, EntityName, ExecMeta,
+    FullyQualifiedName, Identity, KeyValue, Kind, LimitsPatch, Runtime, SequenceExec,
+    MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, NATIVE_IMAGE, SEQUENCE,
 };
 use crate::store::{ActionUpdate, ExecUpdate};
 
@@ -50,7 +50,8 @@ struct ExecBody {
     code: Option<String>,
     binary: Option<bool>,
     main: Option<String>,
-    /// Only blackbox takes one, and only OpenWhisk's skeleton for now (`model::check_image`).
+    /// Only blackbox takes one: OpenWhisk's skeleton (a native action) or any other image
+    /// (an image action; `model::check_image`).
     image: Option<String>,
 }
 
@@ -63,7 +64,9 @@ pub fn action_json(a: &ActionMeta, code: Option<&[u8]>) -> Value {
         }
     };
     let mut exec = json!({ "kind": e.kind.as_str(), "binary": e.binary });
-    if e.kind.runtime() == Runtime::Native {
+    if let Some(image) = e.run_image() {
+        exec["image"] = json!(image);
+    } else if e.kind.runtime() == Runtime::Native {
         exec["image"] = json!(NATIVE_IMAGE);
     }
     if let Some(main) = &e.main {
@@ -201,8 +204,16 @@ fn parse_update(body: &[u8], ns: &EntityName) -> Result<ActionUpdate, ApiError> 
             let kind = Kind::parse(&e.kind).map_err(|k| ApiError::bad_request(k.to_string()))?;
             check_image(&kind, e.image.as_deref())
                 .map_err(|err| ApiError::bad_request(err.to_string()))?;
-            let text = e.code.ok_or_else(|| ApiError::bad_request("exec.code is required"))?;
-            let binary = e.binary.unwrap_or_else(|| is_binary_code(&text));
+            // An image action needs no code (`wsk action create --docker IMAGE` sends none):
+            // the image's proxy then gets an empty init. Native actions stay as they were.
+            let image = e.image.filter(|_| kind.runtime() == Runtime::Native);
+            let runs_image = image.as_deref().is_some_and(|i| !ExecMeta::is_native_image(i));
+            let text = match e.code {
+                Some(text) => text,
+                None if runs_image => String::new(),
+                None => return Err(ApiError::bad_request("exec.code is required")),
+            };
+            let binary = e.binary.unwrap_or_else(|| !text.is_empty() && is_binary_code(&text));
             let code = if binary {
                 base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|err| {
                     ApiError::bad_request(format!("exec.code is not valid base64: {err}"))
@@ -221,7 +232,8 @@ fn parse_update(body: &[u8], ns: &EntityName) -> Result<ActionUpdate, ApiError> 
                     return Err(ApiError::bad_request("exec.main must be 1 to 256 characters"));
                 }
             }
-            Some(ExecUpdate { kind, main: e.main, binary, code, image: None })
+            let image = image.filter(|_| runs_image);
+            Some(ExecUpdate { kind, main: e.main, binary, code, image })
         }
     };
     check_sizes(&[("parameters", &b.parameters), ("annotations", &b.annotations)])?;
@@ -374,5 +386,33 @@ mod tests {
             let e = parse_update_guest(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn image_actions_need_no_code_and_keep_their_image() {
+        let u =
+            parse_update_guest(br#"{"exec":{"kind":"blackbox","image":"hearth-test/proxy:1"}}"#)
+                .unwrap();
+        let e = u.exec.unwrap();
+        assert_eq!(e.image.as_deref(), Some("hearth-test/proxy:1"));
+        assert!(e.code.is_empty() && !e.binary);
+        let u = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"x/y:1","code":"def main(a): return a"}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.exec.unwrap().code, b"def main(a): return a");
+        // Native actions stay as they were: the skeleton is not stored, and code is required.
+        let u = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"openwhisk/dockerskeleton","code":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.exec.unwrap().image, None);
+        let e = parse_update_guest(
+            br#"{"exec":{"kind":"blackbox","image":"openwhisk/dockerskeleton"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_update_guest(br#"{"exec":{"kind":"blackbox","image":"a b"}}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

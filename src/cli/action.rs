@@ -96,6 +96,34 @@ pub fn native_exec_from_file(file: &Path) -> Result<Value, CliError> {
     Ok(json!({ "kind": BLACKBOX, "image": NATIVE_IMAGE, "code": code, "binary": binary }))
 }
 
+/// The `exec` of `--docker IMAGE [FILE]`, as wsk sends it: kind blackbox with the image, and
+/// the file's code (a zip base64-encoded, anything else as text) when one is given.
+pub fn docker_exec(
+    image: &str,
+    file: Option<&Path>,
+    main: Option<&str>,
+) -> Result<Value, CliError> {
+    let mut exec = json!({ "kind": BLACKBOX, "image": image });
+    if let Some(file) = file {
+        let (bytes, is_zip) = read_code(file)?;
+        let (code, binary) = if is_zip {
+            (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
+        } else {
+            let text = String::from_utf8(bytes).map_err(|_| CliError::BadFile {
+                path: file.to_owned(),
+                message: "not UTF-8 text; send a program zipped".into(),
+            })?;
+            (text, false)
+        };
+        exec["code"] = json!(code);
+        exec["binary"] = json!(binary);
+    }
+    if let Some(main) = main {
+        exec["main"] = json!(main);
+    }
+    Ok(exec)
+}
+
 /// A zip whose one entry is `exec` (mode 0755) holding `bytes`.
 fn zip_as_exec(bytes: &[u8]) -> zip::result::ZipResult<Vec<u8>> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
@@ -248,6 +276,10 @@ fn put(
 ) -> Result<(), CliError> {
     let r = EntityRef::parse(name)?;
     let exec = match file {
+        _ if spec.docker.is_some() => match &spec.docker {
+            Some(image) => Some(docker_exec(image, file, spec.main.as_deref())?),
+            None => None,
+        },
         None if !spec.sequence.is_empty() => Some(sequence_exec(&spec.sequence)?),
         Some(f) if spec.native => Some(native_exec_from_file(f)?),
         Some(f) => Some(exec_from_file(f, spec.kind.as_deref(), spec.main.as_deref())?),
@@ -472,6 +504,22 @@ mod tests {
             exec_from_file(&dir.path().join("none.py"), None, None),
             Err(CliError::ReadFile { .. })
         ));
+    }
+
+    #[test]
+    fn docker_images_as_wsk_sends_them() {
+        assert_eq!(
+            docker_exec("hearth-test/proxy:1", None, None).unwrap(),
+            json!({"kind":"blackbox","image":"hearth-test/proxy:1"})
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("a.py");
+        std::fs::write(&script, "def main(a):\n  return a\n").unwrap();
+        assert_eq!(
+            docker_exec("x/y:2", Some(&script), Some("go")).unwrap(),
+            json!({"kind":"blackbox","image":"x/y:2","code":"def main(a):\n  return a\n",
+                   "binary":false,"main":"go"})
+        );
     }
 
     #[test]

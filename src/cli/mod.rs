@@ -171,6 +171,10 @@ pub struct SpecArgs {
     /// as text), or a compiled program (zipped as `exec`)
     #[arg(long, conflicts_with = "kind")]
     pub native: bool,
+    /// Run the action in this image (OpenWhisk's action-proxy contract), as wsk's --docker;
+    /// FILE, if given, is the code the image's proxy gets at init
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["kind", "native"])]
+    pub docker: Option<String>,
     /// Entry point function (default: main)
     #[arg(long, value_name = "NAME")]
     pub main: Option<String>,

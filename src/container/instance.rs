@@ -2,6 +2,9 @@
 //! and the teardown. This is the warm critical path: a run is one write to stdin, one line
 //! read from fd 3 and a wait for the log sentinels, with buffers reused across runs.
 //!
+//! An image container's action proxy is driven instead over HTTP ([`super::proxy`]): the
+//! same type, the same log pipes, kill and teardown; only the exchange differs.
+//!
 //! Every way a run can end maps to a typed outcome: a reply (result, invalid result, result
 //! too large), the time limit (the container is killed), or the pipe closing (out of memory
 //! when the memory cgroup saw an OOM kill, a crash otherwise). After any failed run the
@@ -23,6 +26,7 @@ use crate::runtime::protocol::{self, InitRefusal, ReplyError};
 use super::bundle;
 use super::cgroup;
 use super::logs::{LogPipes, LOG_WATCH_AFTER};
+use super::proxy::{self, Proxy, ProxyError, RunOutcome};
 use super::runc::{remove_dir_logged, Shared};
 use super::{ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput};
 use crate::runtime::{InitSpec, RunSpec};
@@ -75,6 +79,9 @@ pub struct RuncContainer {
     tasks_alone: u64,
     /// The init's logs, handed to the first run.
     init_logs: Vec<String>,
+    /// The connection to an image's action proxy; None for a launcher, which is driven
+    /// through the pipes.
+    proxy: Option<Proxy>,
     dead: bool,
     destroyed: bool,
 }
@@ -133,6 +140,13 @@ enum Exchange {
     TimedOut,
 }
 
+/// How an exchange with an action proxy ended.
+enum ProxyExchange {
+    Replied(proxy::Response),
+    Failed(ProxyError),
+    TimedOut,
+}
+
 impl RuncContainer {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -165,6 +179,7 @@ impl RuncContainer {
             pids_current: None,
             tasks_alone: 0,
             init_logs: Vec::new(),
+            proxy: None,
             dead: false,
             destroyed: false,
         }
@@ -227,6 +242,135 @@ impl RuncContainer {
         let mut buf = [0u8; 24];
         let n = self.pids_current.as_ref()?.read_at(&mut buf, 0).ok()?;
         std::str::from_utf8(buf.get(..n)?).ok()?.trim().parse().ok()
+    }
+
+    /// Makes this container one whose action proxy is driven over HTTP (an image container).
+    pub(crate) fn set_proxy(&mut self, proxy: Proxy) {
+        self.proxy = Some(proxy);
+    }
+
+    /// POSTs to the action proxy within `limit`, draining the logs as the launcher exchange
+    /// does when the answer takes longer than [`LOG_WATCH_AFTER`].
+    async fn proxy_exchange(
+        &mut self,
+        path: &'static str,
+        body: Vec<u8>,
+        limit: Duration,
+        reply_limit: usize,
+    ) -> ProxyExchange {
+        let (Some(proxy), logs) = (self.proxy.as_mut(), &mut self.logs) else {
+            return ProxyExchange::Failed(ProxyError::Http {
+                id: self.id.clone(),
+                message: "not an image container".to_owned(),
+            });
+        };
+        let talk = async {
+            let post = proxy.post(path, body, reply_limit, INIT_TIMEOUT);
+            tokio::pin!(post);
+            if let Ok(r) = tokio::time::timeout(LOG_WATCH_AFTER, post.as_mut()).await {
+                return r;
+            }
+            std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = post.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+                logs.poll_pump(cx);
+                std::task::Poll::Pending
+            })
+            .await
+        };
+        match tokio::time::timeout(limit, talk).await {
+            Ok(Ok(r)) => ProxyExchange::Replied(r),
+            Ok(Err(e)) => ProxyExchange::Failed(e),
+            Err(_) => ProxyExchange::TimedOut,
+        }
+    }
+
+    /// A proxy that broke the connection: out of memory, terminated from outside, or in
+    /// OpenWhisk's words an action that exited unexpectedly.
+    async fn proxy_died(&mut self, e: ProxyError, openwhisk_words: &str) -> RunError {
+        match Box::pin(self.died(e.to_string())).await {
+            RunError::Crashed { detail, logs } => {
+                tracing::info!(id = %self.id, %detail, "the action proxy broke the connection");
+                RunError::Developer { message: openwhisk_words.to_owned(), logs }
+            }
+            other => other,
+        }
+    }
+
+    /// /init of an image's action proxy with the code kept in the code dir. A refused init
+    /// is a developer error in the proxy's words, and the container must go.
+    async fn init_proxy(&mut self, init: &InitSpec) -> Result<(), RunError> {
+        let path = self.code_dir.join(crate::runtime::kinds::IMAGE_CODE);
+        let code = match tokio::fs::read(&path).await {
+            Ok(code) => code,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(RunError::Internal(format!("cannot read {}: {e}", path.display())))
+            }
+        };
+        let body = proxy::init_body(init, &code)
+            .map_err(|e| RunError::Internal(format!("cannot encode init: {e}")))?;
+        drop(code);
+        self.logs.set_limit(INIT_LOG_LIMIT);
+        let outcome = match self.proxy_exchange("/init", body, INIT_TIMEOUT, INIT_REPLY_LIMIT).await
+        {
+            ProxyExchange::Replied(proxy::Response::Complete { status, body }) => {
+                // The proxies write no sentinel after an init: take what is there.
+                self.logs.drain().await;
+                let logs = self.collect();
+                match proxy::init_outcome(status, &body) {
+                    None => {
+                        self.init_logs = logs;
+                        Ok(())
+                    }
+                    Some(message) => Err(RunError::Developer { message, logs }),
+                }
+            }
+            ProxyExchange::Replied(proxy::Response::TooLarge { size }) => {
+                self.logs.drain().await;
+                let logs = self.collect();
+                let size = size.map_or_else(|| "too many".to_owned(), |n| n.to_string());
+                let message =
+                    format!("The action failed during initialization: a response of {size} bytes");
+                Err(RunError::Developer { message, logs })
+            }
+            ProxyExchange::Failed(e) => Err(self.proxy_died(e, proxy::ABNORMAL_INIT).await),
+            ProxyExchange::TimedOut => Err(Box::pin(self.timed_out(INIT_TIMEOUT)).await),
+        };
+        if outcome.is_err() {
+            self.dead = true;
+        }
+        outcome
+    }
+
+    /// /run of an image's action proxy. After anything but a result the container is not
+    /// reused: OpenWhisk destroys a container after a developer error too.
+    async fn run_proxy(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
+        let body = proxy::run_body(run)
+            .map_err(|e| RunError::Internal(format!("cannot encode run: {e}")))?;
+        self.logs.set_limit(run.log_limit);
+        self.exchanges += 1;
+        let outcome = match self.proxy_exchange("/run", body, run.timeout, run.result_limit).await {
+            ProxyExchange::Replied(proxy::Response::Complete { status, body }) => {
+                let logs = self.logs_after_reply().await;
+                match proxy::run_outcome(status, &body) {
+                    RunOutcome::Result(result) => Ok(RunOutput { result, logs }),
+                    RunOutcome::Developer(message) => Err(RunError::Developer { message, logs }),
+                }
+            }
+            ProxyExchange::Replied(proxy::Response::TooLarge { size }) => {
+                let logs = self.logs_after_reply().await;
+                let size = size.unwrap_or(run.result_limit.saturating_add(1));
+                Err(RunError::ResultTooLarge { size, limit: run.result_limit, logs })
+            }
+            ProxyExchange::Failed(e) => Err(self.proxy_died(e, proxy::ABNORMAL_RUN).await),
+            ProxyExchange::TimedOut => Err(Box::pin(self.timed_out(run.timeout)).await),
+        };
+        if matches!(outcome, Err(RunError::Developer { .. })) {
+            self.dead = true;
+        }
+        outcome
     }
 
     /// Whether a failed run left this container unusable.
@@ -363,6 +507,9 @@ impl ActionContainer for RuncContainer {
         if self.dead {
             return Err(RunError::Internal(format!("container {} is dead", self.id)));
         }
+        if self.proxy.is_some() {
+            return Box::pin(self.init_proxy(init)).await;
+        }
         protocol::encode_init(init, &mut self.out)
             .map_err(|e| RunError::Internal(format!("cannot encode init: {e}")))?;
         self.logs.set_limit(INIT_LOG_LIMIT);
@@ -401,6 +548,11 @@ impl ActionContainer for RuncContainer {
     async fn run(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
         if self.dead {
             return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        }
+        if self.proxy.is_some() {
+            // No check for processes left behind: a proxy may keep children between runs
+            // (the Go actionloop keeps the action's process).
+            return Box::pin(self.run_proxy(run)).await;
         }
         let started = Instant::now();
         protocol::encode_run(run, &mut self.out)
@@ -491,8 +643,11 @@ impl ActionContainer for RuncContainer {
 
     /// Copies of stdin (write end), stdout, stderr and the reply pipe (read ends), in the
     /// order [`super::RuncFactory::adopt`] takes them back.
+    ///
+    /// Image containers are not handed over (their proxy connection would have to be too):
+    /// they are destroyed at a restart.
     fn handoff(&self) -> Option<Vec<OwnedFd>> {
-        if self.dead {
+        if self.dead || self.proxy.is_some() {
             return None;
         }
         use std::os::fd::AsFd;

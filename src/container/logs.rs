@@ -253,6 +253,16 @@ impl LogPipes {
         tokio::time::timeout(max, wait).await.is_ok()
     }
 
+    /// Reads what the pipes hold now without waiting for anything: for an exchange after
+    /// which no sentinels come (an action proxy's /init).
+    pub async fn drain(&mut self) {
+        std::future::poll_fn(|cx| {
+            self.poll_pump(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
     /// Takes the lines collected so far and starts a new activation's count.
     pub fn take(&mut self) -> Vec<String> {
         self.state.bytes = 0;

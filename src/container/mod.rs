@@ -11,8 +11,10 @@ use std::path::Path;
 
 pub mod bundle;
 pub mod cgroup;
+pub mod image;
 mod instance;
 pub mod logs;
+pub mod proxy;
 mod runc;
 pub mod runc_cli;
 pub mod seccomp;
@@ -156,6 +158,13 @@ pub trait ContainerFactory: Send + Sync + 'static {
         &self,
         spec: &ContainerSpec,
     ) -> impl std::future::Future<Output = Result<Self::Container, ContainerError>> + Send;
+
+    /// The image a name points at on this host now (an image action's `exec.image`), from
+    /// the image source the factory was given. Drivers without images know none.
+    fn resolve_image(&self, name: &str) -> Result<Option<image::ImageRoot>, String> {
+        let _ = name;
+        Ok(None)
+    }
 
     /// Removes every container, bundle, cgroup and mount that an earlier run of this invoker
     /// left behind (after a crash). Returns how many containers were reclaimed.

@@ -3,7 +3,9 @@
 //!
 //! Layout under the state dir: `rootfs/` (the shared [`Skeleton`]), `launchers/` (written at
 //! start-up), `bundles/<id>/` (config.json, runc.log) and `code/<id>/` (the action's code,
-//! mounted at /action). runc keeps its own state under a root of ours, so `runc --root R list`
+//! mounted at /action; for an image container its code as one file, read back for the
+//! proxy's /init). Image containers' roots come from the image source the daemon sets
+//! ([`RuncFactory::set_image_source`]). runc keeps its own state under a root of ours, so `runc --root R list`
 //! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
 //! scope in a slice and, when machined is given, a registered machine (registered by a
 //! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_scope_stopping`]
@@ -26,8 +28,10 @@ use crate::systemd::machined::Machined;
 
 use super::bundle::{self, BundleSpec};
 use super::cgroup;
-use super::instance::RuncContainer;
+use super::image::{ImageRoot, ImageSource, SourceCell};
+use super::instance::{RuncContainer, INIT_TIMEOUT};
 use super::logs::LogPipes;
+use super::proxy::Proxy;
 use super::runc_cli::{self, ChildStdio, Runc};
 use super::skeleton::Skeleton;
 use super::{ContainerError, ContainerFactory, ContainerSpec};
@@ -73,6 +77,8 @@ pub(crate) struct Shared {
     pub code: PathBuf,
     /// systemd-machined, when there is a system bus: containers are registered at create.
     pub machined: Option<Machined>,
+    /// Where image containers' roots come from (the host's image store).
+    pub images: SourceCell,
     /// Containers taken over from an earlier invoker (live restore): never reclaimed.
     keep: Mutex<HashSet<String>>,
     /// Live containers whose scope went `deactivating` (stopped while its processes ran:
@@ -196,11 +202,32 @@ impl RuncFactory {
                 bundles,
                 code,
                 machined,
+                images: SourceCell::default(),
                 keep: Mutex::new(HashSet::new()),
                 stop_jobs: Mutex::new(HashSet::new()),
                 stop_jobs_changed: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// Gives the factory the host's image store, where image containers' roots come from
+    /// (the daemon passes its `ImageStore`). Set once; returns false when one was set already.
+    pub fn set_image_source(&self, source: Arc<dyn ImageSource>) -> bool {
+        self.shared.images.set(source)
+    }
+
+    /// The root of image `digest` on this host, or why there is none.
+    fn image_root(&self, digest: &crate::model::ImageDigest) -> Result<ImageRoot, ContainerError> {
+        let source = self.shared.images.get().ok_or_else(|| {
+            ContainerError::Other(format!("image {digest}: this invoker has no image store"))
+        })?;
+        match source.get(digest) {
+            Ok(Some(root)) => Ok(root),
+            Ok(None) => Err(ContainerError::Other(format!(
+                "image {digest} is not in this host's image store (removed?)"
+            ))),
+            Err(e) => Err(ContainerError::Other(format!("image {digest}: {e}"))),
+        }
     }
 
     /// Whether containers are registered with machined.
@@ -291,7 +318,7 @@ impl RuncFactory {
             &spec.id,
             shared.config.systemd_cgroup,
         );
-        let config = bundle::config(&BundleSpec {
+        let bundle_spec = BundleSpec {
             id: &spec.id,
             runtime: spec.runtime,
             memory_mb: spec.memory_mb,
@@ -300,8 +327,26 @@ impl RuncFactory {
             launcher_dir: &shared.launcher_dir,
             code_dir,
             cgroups_path: &cgroups_path,
-        });
-        let mut config = config;
+        };
+        let image = match &spec.runtime {
+            crate::model::Runtime::Image(digest) => Some(self.image_root(digest)?),
+            _ => None,
+        };
+        let mut config = match &image {
+            Some(root) => {
+                if spec.network {
+                    static ONCE: std::sync::Once = std::sync::Once::new();
+                    ONCE.call_once(|| {
+                        tracing::warn!(
+                            "the invoker grants actions network, but image containers get only \
+                             their loopback (a network for image containers is later work)"
+                        )
+                    });
+                }
+                bundle::image_config(&bundle_spec, root)
+            }
+            None => bundle::config(&bundle_spec),
+        };
         if shared.config.systemd_cgroup {
             // Properties of the container's scope, passed by runc's systemd driver. The
             // launcher is PID 1 of its pid namespace and has no SIGTERM handler, so the
@@ -339,7 +384,7 @@ impl RuncFactory {
         shared.runc.create(&spec.id, bundle_dir, stdio).await?;
         // From here on runc knows the container: a failure must delete it.
         let logs = LogPipes::new(stdout, stderr, usize::MAX);
-        let container = RuncContainer::new(
+        let mut container = RuncContainer::new(
             spec,
             Arc::clone(shared),
             code_dir.to_owned(),
@@ -348,23 +393,43 @@ impl RuncFactory {
             BufReader::with_capacity(64 * 1024, reply),
             logs,
         );
-        match shared.runc.start(&spec.id).await {
-            Ok(()) => {
-                if let Some(machined) = &shared.machined {
-                    spawn_register(machined.clone(), shared, &spec.id, bundle_dir);
+        if let Err(e) = shared.runc.start(&spec.id).await {
+            container.destroy_now().await;
+            return Err(e);
+        }
+        let root = image.as_ref().map_or(&shared.skeleton.root, |i| &i.rootfs);
+        if image.is_some() {
+            // Started means waiting for /init: the proxy listens and is connected.
+            let connected = match read_pid(bundle_dir).await {
+                Ok(pid) => Proxy::connect(&spec.id, pid, INIT_TIMEOUT)
+                    .await
+                    .map_err(|e| ContainerError::Other(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(proxy) => container.set_proxy(proxy),
+                Err(e) => {
+                    container.destroy_now().await;
+                    return Err(e);
                 }
-                Ok(container)
-            }
-            Err(e) => {
-                container.destroy_now().await;
-                Err(e)
             }
         }
+        if let Some(machined) = &shared.machined {
+            spawn_register(machined.clone(), root, &spec.id, bundle_dir);
+        }
+        Ok(container)
     }
 }
 
 impl ContainerFactory for RuncFactory {
     type Container = RuncContainer;
+
+    fn resolve_image(&self, name: &str) -> Result<Option<ImageRoot>, String> {
+        match self.shared.images.get() {
+            Some(source) => source.resolve(name),
+            None => Ok(None),
+        }
+    }
 
     #[tracing::instrument(name = "container.create", skip_all, fields(id = %spec.id, runtime = spec.runtime.as_str(), memory_mb = spec.memory_mb))]
     async fn create(&self, spec: &ContainerSpec) -> Result<RuncContainer, ContainerError> {
@@ -444,10 +509,10 @@ impl ContainerFactory for RuncFactory {
 /// Registers a started container with machined off the create path: the leader is the init
 /// pid runc wrote into the bundle, the root the shared rootfs. A failure only costs the
 /// `machinectl` view of this container, so it is logged, not returned.
-fn spawn_register(machined: Machined, shared: &Shared, id: &str, bundle_dir: &Path) {
+fn spawn_register(machined: Machined, root: &Path, id: &str, bundle_dir: &Path) {
     let id = id.to_owned();
     let pid_file = bundle_dir.join(runc_cli::PID_FILE);
-    let root = shared.skeleton.root.clone();
+    let root = root.to_owned();
     tokio::spawn(async move {
         let pid = match tokio::fs::read_to_string(&pid_file).await {
             Ok(text) => match text.trim().parse::<u32>() {
@@ -473,6 +538,15 @@ fn spawn_register(machined: Machined, shared: &Shared, id: &str, bundle_dir: &Pa
             Err(e) => tracing::warn!(container = %id, error = %e, "machine registration failed"),
         }
     });
+}
+
+/// The host pid of a started container's first process, which runc wrote into the bundle.
+async fn read_pid(bundle_dir: &Path) -> Result<u32, ContainerError> {
+    let path = bundle_dir.join(runc_cli::PID_FILE);
+    let text = tokio::fs::read_to_string(&path).await.map_err(io_err("cannot read", &path))?;
+    text.trim().parse::<u32>().map_err(|e| {
+        ContainerError::Other(format!("bad pid {:?} in {}: {e}", text.trim(), path.display()))
+    })
 }
 
 pub(crate) async fn remove_dir_logged(path: &Path) {

@@ -22,12 +22,12 @@ use super::logsink::ActionLogBatch;
 use super::pool::{Admission, Placement};
 use super::record;
 use super::restore::WarmRecord;
-use super::service::Inner;
+use super::service::{missing_image_record, Inner};
 use super::state::{Slot, WarmKey};
 use super::CodeError;
 use crate::container::{ActionContainer, ContainerFactory, RunError};
 use crate::dispatch::{ActivationMessage, Timing};
-use crate::model::{now_millis, Activation};
+use crate::model::{now_millis, Activation, Runtime};
 use crate::runtime::{InitSpec, RunSpec};
 
 /// What happens to the container after the record was sent.
@@ -172,9 +172,7 @@ async fn execute<F: ContainerFactory>(
         .then(|| RefillAfterInit(&inner.prewarm_wake));
     let mut slot = match acquire(inner, msg, placement).await {
         Ok(slot) => slot,
-        Err(message) => {
-            return (msg.lost_record(message, Timing::instant(now_millis())), Disposal::Nothing)
-        }
+        Err(record) => return (*record, Disposal::Nothing),
     };
     tracing::Span::current().record("container", slot.id());
     let key = WarmKey { action: msg.action.clone(), revision: msg.revision };
@@ -252,7 +250,8 @@ async fn initialise<F: ContainerFactory>(
 ) -> Result<(u64, u64), Activation> {
     let start_ms = now_millis();
     let clock = Instant::now();
-    if let Err(e) = install(inner, msg, slot.container().code_dir().to_path_buf()).await {
+    let runtime = slot.runtime();
+    if let Err(e) = install(inner, msg, runtime, slot.container().code_dir().to_path_buf()).await {
         let m = format!("The action's code could not be installed: {e}");
         let mut rec = msg.lost_record(m, Timing::instant(now_millis()));
         if matches!(e, CodeError::Stale { .. }) {
@@ -285,11 +284,12 @@ async fn initialise<F: ContainerFactory>(
 
 /// Turns a placement into a container of this activation's own. Containers evicted for it
 /// are handed out to be destroyed behind it: their memory is already this activation's.
+/// `Err` is the record that ends the activation.
 async fn acquire<F: ContainerFactory>(
     inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     placement: Placement<F::Container>,
-) -> Result<Slot<F::Container>, String> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     match placement {
         // A taken stem cell's refill is woken by `RefillAfterInit` once the init is done.
         Placement::Warm(slot) => Ok(slot),
@@ -331,7 +331,7 @@ async fn resize<F: ContainerFactory>(
     msg: &ActivationMessage,
     mut slot: Slot<F::Container>,
     need_mb: u64,
-) -> Result<Slot<F::Container>, String> {
+) -> Result<Slot<F::Container>, Box<Activation>> {
     let from_mb = slot.memory_mb();
     let container = slot.id().to_owned();
     match slot.container_mut().resize(need_mb).await {
@@ -359,19 +359,54 @@ async fn resize<F: ContainerFactory>(
                 error: e.to_string(),
             });
             inner.with_pool(|p| p.stem_cell_unfit(from_mb, need_mb));
+            let runtime = slot.runtime();
             inner.destroy_behind(vec![slot], None);
-            cold_start(inner, msg, need_mb).await
+            cold_start_as(inner, msg, runtime, need_mb).await
         }
     }
 }
 
-/// Creates a new container; its memory is reserved already.
+/// Creates a new container; its memory is reserved already. An image action's image is
+/// resolved again here (the cold path may ask the store): an image imported again under the
+/// same name is used from its next cold start on, and a removed one ends the activation with
+/// OpenWhisk's image error.
 async fn cold_start<F: ContainerFactory>(
     inner: &Arc<Inner<F>>,
     msg: &ActivationMessage,
     need_mb: u64,
-) -> Result<Slot<F::Container>, String> {
-    let runtime = msg.exec.kind.runtime();
+) -> Result<Slot<F::Container>, Box<Activation>> {
+    let runtime = match msg.exec.run_image() {
+        None => msg.exec.kind.runtime(),
+        Some(name) => match inner.resolve_image(name) {
+            Ok(Some(digest)) => Runtime::Image(digest),
+            Ok(None) => {
+                give_back(inner, need_mb);
+                return Err(Box::new(missing_image_record(msg, name)));
+            }
+            Err(e) => {
+                give_back(inner, need_mb);
+                let m = format!("The image store failed to resolve '{name}': {e}");
+                return Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))));
+            }
+        },
+    };
+    cold_start_as(inner, msg, runtime, need_mb).await
+}
+
+/// Returns the memory reserved for a cold start that did not happen.
+fn give_back<F: ContainerFactory>(inner: &Arc<Inner<F>>, need_mb: u64) {
+    let back = inner.with_pool(|p| p.cold_failed(need_mb));
+    inner.destroy_behind(back, None);
+    inner.prewarm_wake.notify_one();
+}
+
+/// [`cold_start`] in a runtime already known.
+async fn cold_start_as<F: ContainerFactory>(
+    inner: &Arc<Inner<F>>,
+    msg: &ActivationMessage,
+    runtime: Runtime,
+    need_mb: u64,
+) -> Result<Slot<F::Container>, Box<Activation>> {
     let spec = inner.spec(runtime, need_mb);
     match inner.factory.create(&spec).await {
         Ok(container) => {
@@ -388,10 +423,9 @@ async fn cold_start<F: ContainerFactory>(
         }
         Err(e) => {
             tracing::error!(container = %spec.id, error = %e, "creating a container failed");
-            let back = inner.with_pool(|p| p.cold_failed(need_mb));
-            inner.destroy_behind(back, None);
-            inner.prewarm_wake.notify_one();
-            Err(format!("Failed to start a container for the action: {e}"))
+            give_back(inner, need_mb);
+            let m = format!("Failed to start a container for the action: {e}");
+            Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))
         }
     }
 }
@@ -401,13 +435,13 @@ async fn cold_start<F: ContainerFactory>(
 async fn install<F: ContainerFactory>(
     inner: &Inner<F>,
     msg: &ActivationMessage,
+    runtime: Runtime,
     dir: PathBuf,
 ) -> Result<(), CodeError> {
     let code = inner.code.clone();
     let installer = inner.installer.clone();
     let action = msg.action.clone();
     let revision = msg.revision;
-    let runtime = msg.exec.kind.runtime();
     let binary = msg.exec.binary;
     let task = tokio::task::spawn_blocking(move || {
         code.with_code(&action, revision, &mut |bytes| {

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::model::{Kind, Runtime, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB, MEMORY_MIN_MB};
+use crate::model::{
+    check_image, ExecMeta, ImageDigest, Kind, Runtime, BLACKBOX, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB,
+    MEMORY_MIN_MB,
+};
 
 /// What the pool may use and how it behaves. Every field has a default, so an empty file is a
 /// valid configuration.
@@ -42,18 +45,76 @@ pub struct InvokerConfig {
     pub drain_timeout: Duration,
 }
 
-/// One kind of stem cell: `count` containers of `kind` with `memory_mb` each.
+/// One kind of stem cell: `count` containers of `kind` with `memory_mb` each, or of an image
+/// (`image = "repo:tag"` instead of `kind`; exactly one of the two).
+///
+/// An image is resolved to its digest in the host's image store when the invoker starts
+/// ([`PrewarmConfig::digest`]); one that is not there then is logged and left out of the plan
+/// (an administrator may import it later; the plan takes it at the next start), so that a
+/// missing image never keeps the invoker, and every other action, from starting.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawPrewarm")]
 pub struct PrewarmConfig {
+    /// The kind; `blackbox` for an image.
     pub kind: Kind,
     pub memory_mb: u64,
     pub count: usize,
+    /// The image's name, for image stem cells.
+    pub image: Option<String>,
+    /// The image's digest once the invoker resolved it; an image entry without one is not
+    /// prewarmed.
+    pub digest: Option<ImageDigest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrewarm {
+    kind: Option<Kind>,
+    image: Option<String>,
+    memory_mb: u64,
+    count: usize,
+}
+
+impl TryFrom<RawPrewarm> for PrewarmConfig {
+    type Error = String;
+
+    fn try_from(raw: RawPrewarm) -> Result<Self, String> {
+        let kind = match (raw.kind, &raw.image) {
+            (Some(kind), None) => kind,
+            (None, Some(image)) => {
+                let kind = Kind::parse(BLACKBOX).map_err(|e| e.to_string())?;
+                check_image(&kind, Some(image)).map_err(|e| e.to_string())?;
+                if ExecMeta::is_native_image(image) {
+                    return Err(format!(
+                        "prewarm image {image:?} is OpenWhisk's skeleton: use kind = \"blackbox\""
+                    ));
+                }
+                kind
+            }
+            _ => return Err("a prewarm entry names exactly one of kind and image".to_owned()),
+        };
+        Ok(Self {
+            kind,
+            memory_mb: raw.memory_mb,
+            count: raw.count,
+            image: raw.image,
+            digest: None,
+        })
+    }
 }
 
 impl PrewarmConfig {
+    /// The stem cells' runtime: the kind's, or the resolved image's.
     pub fn runtime(&self) -> Runtime {
-        self.kind.runtime()
+        match self.digest {
+            Some(d) => Runtime::Image(d),
+            None => self.kind.runtime(),
+        }
+    }
+
+    /// What the entry is called in messages: its kind or its image.
+    pub fn label(&self) -> String {
+        self.image.clone().unwrap_or_else(|| self.kind.to_string())
     }
 }
 
@@ -77,7 +138,7 @@ impl Default for InvokerConfig {
         let prewarm = ["python:3", "nodejs:20"]
             .iter()
             .filter_map(|k| Kind::parse(k).ok())
-            .map(|kind| PrewarmConfig { kind, memory_mb: 256, count: 1 })
+            .map(|kind| PrewarmConfig { kind, memory_mb: 256, count: 1, image: None, digest: None })
             .collect();
         Self {
             memory_budget_mb: 2048,
@@ -103,7 +164,7 @@ impl InvokerConfig {
         for p in &self.prewarm {
             if !(MEMORY_MIN_MB..=MEMORY_MAX_MB).contains(&p.memory_mb) {
                 return Err(PoolConfigError::PrewarmMemory {
-                    kind: p.kind.to_string(),
+                    kind: p.label(),
                     memory_mb: p.memory_mb,
                 });
             }
@@ -192,6 +253,27 @@ mod tests {
             r#"{"prewarm": [{"kind": "java:8", "memory_mb": 128, "count": 1}]}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn prewarm_names_a_kind_or_an_image() {
+        let c: InvokerConfig = serde_json::from_str(
+            r#"{"prewarm": [{"image": "hearth-test/proxy:1", "memory_mb": 128, "count": 1}]}"#,
+        )
+        .unwrap();
+        let p = &c.prewarm[0];
+        assert_eq!(p.image.as_deref(), Some("hearth-test/proxy:1"));
+        assert_eq!(p.runtime(), Runtime::Native, "unresolved until the invoker starts");
+        let d = ImageDigest::from_bytes([7; 32]);
+        let resolved = PrewarmConfig { digest: Some(d), ..p.clone() };
+        assert_eq!(resolved.runtime(), Runtime::Image(d));
+        for bad in [
+            r#"{"prewarm": [{"kind": "python:3", "image": "x:1", "memory_mb": 128, "count": 1}]}"#,
+            r#"{"prewarm": [{"memory_mb": 128, "count": 1}]}"#,
+            r#"{"prewarm": [{"image": "openwhisk/dockerskeleton", "memory_mb": 128, "count": 1}]}"#,
+        ] {
+            assert!(serde_json::from_str::<InvokerConfig>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

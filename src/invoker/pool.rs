@@ -706,6 +706,8 @@ mod tests {
             kind: Kind::parse("python:3").unwrap(),
             memory_mb: 256,
             count: 1,
+            image: None,
+            digest: None,
         }];
         let grace = Duration::from_millis(100);
         let step = pool.next_prewarm(&plan, Instant::now(), grace);
@@ -809,6 +811,8 @@ mod tests {
             kind: Kind::parse("python:3").unwrap(),
             memory_mb: 256,
             count: 1,
+            image: None,
+            digest: None,
         }];
         let grace = Duration::from_secs(60);
         let now = Instant::now();

@@ -33,7 +33,7 @@ pub(crate) async fn fill<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown
         let mut failed = false;
         let retry_at = loop {
             let step = inner.with_pool(|p| {
-                p.next_prewarm(&inner.config.prewarm, Instant::now(), evict_idle_after)
+                p.next_prewarm(&inner.prewarm_plan, Instant::now(), evict_idle_after)
             });
             let (shape, evicted) = match step {
                 PrewarmStep::Create { shape, evicted } => (shape, evicted),

@@ -24,13 +24,15 @@ pub fn outcome(result: Result<RunOutput, RunError>) -> (ActivationResponse, Vec<
     }
 }
 
-/// `main`'s return value: an object with an `error` field is an application error.
+/// `main`'s return value: an object with an `error` field is an application error. An array
+/// is a result too, as in OpenWhisk (only an image's action proxy passes one through; hearth's
+/// launchers refuse them before they get here).
 pub fn response_for_result(result: Value) -> ActivationResponse {
     match &result {
         Value::Object(map) if map.contains_key("error") => {
             ActivationResponse::new(ActivationStatus::ApplicationError, result)
         }
-        Value::Object(_) => ActivationResponse::success(result),
+        Value::Object(_) | Value::Array(_) => ActivationResponse::success(result),
         // The container driver already refuses non-objects (RunError::InvalidResult); this
         // keeps the contract even if a driver lets one through.
         other => ActivationResponse::error(
@@ -84,6 +86,8 @@ pub(crate) mod tests {
         assert_eq!(r.status, ActivationStatus::ApplicationError);
         assert_eq!(r.result["error"], "nope");
         let r = response_for_result(json!([1]));
+        assert_eq!(r.status, ActivationStatus::Success);
+        let r = response_for_result(json!(1));
         assert_eq!(r.status, ActivationStatus::DeveloperError);
     }
 

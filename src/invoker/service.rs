@@ -9,6 +9,7 @@
 //! the lock across an await (the guard is confined to [`Inner::with_pool`]'s closure), and it
 //! never builds records or talks to a container itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::config::{InvokerConfig, PoolConfigError};
+use super::config::{InvokerConfig, PoolConfigError, PrewarmConfig};
 use super::events::{Events, EvictedFor, PoolEvent};
 use super::logsink::LogForwarder;
 use super::pool::{Need, PoolState};
@@ -29,10 +30,13 @@ use super::stats::PoolStats;
 use super::{activation, prewarm, reaper, CodeInstaller, CodeSource};
 use crate::balancer::{Health, InvokerId};
 use crate::container::{ContainerError, ContainerFactory, ContainerSpec};
+use crate::dispatch::Timing;
 use crate::dispatch::{
     ActivationMessage, Completion, DispatchError, DispatchFuture, Dispatcher, InvokerView,
 };
-use crate::model::{now_millis, Runtime};
+use crate::model::{
+    now_millis, Activation, ActivationResponse, ActivationStatus, ImageDigest, Runtime,
+};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// Every container id starts with this, so that the runc driver's leftover reclaim can tell
@@ -119,6 +123,12 @@ pub(crate) struct Inner<F: ContainerFactory> {
     pub(crate) live_restore: Option<Arc<LiveRestore>>,
     pub(crate) log_forwarder: Option<LogForwarder>,
     stop_policy: Option<StopPolicy>,
+    /// The prewarm plan with its images resolved (entries whose image is missing left out).
+    pub(crate) prewarm_plan: Vec<PrewarmConfig>,
+    /// Image names resolved on this host. Warm and prewarmed activations use it without
+    /// touching the image store; every cold start resolves its image again and updates it,
+    /// so an import or a removal is seen by the next cold start.
+    images: Mutex<HashMap<String, ImageDigest>>,
 }
 
 impl<F: ContainerFactory> std::fmt::Debug for Inner<F> {
@@ -205,6 +215,46 @@ impl<F: ContainerFactory> Inner<F> {
         self.with_pool(|p| p.destroyed(mb));
     }
 
+    /// The digest an image name resolved to last, without asking the store.
+    fn cached_image(&self, name: &str) -> Option<ImageDigest> {
+        self.images.lock().unwrap_or_else(PoisonError::into_inner).get(name).copied()
+    }
+
+    /// Resolves an image name in the host's image store now and remembers the answer
+    /// (forgets the name when the image is gone). Ok(None): not on this host.
+    pub(crate) fn resolve_image(&self, name: &str) -> Result<Option<ImageDigest>, String> {
+        let found = self.factory.resolve_image(name)?.map(|root| root.digest);
+        let mut cache = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+        match found {
+            Some(d) => {
+                cache.insert(name.to_owned(), d);
+            }
+            None => {
+                cache.remove(name);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The runtime an activation runs in: its kind's, or for an image action the image's
+    /// digest on this host. `Err` is the record that ends it at once (the image is not here,
+    /// or the store cannot say).
+    fn runtime_of(&self, msg: &ActivationMessage) -> Result<Runtime, Box<Activation>> {
+        let Some(name) = msg.exec.run_image() else { return Ok(msg.exec.kind.runtime()) };
+        if let Some(d) = self.cached_image(name) {
+            return Ok(Runtime::Image(d));
+        }
+        match self.resolve_image(name) {
+            Ok(Some(d)) => Ok(Runtime::Image(d)),
+            Ok(None) => Err(Box::new(missing_image_record(msg, name))),
+            Err(e) => {
+                tracing::error!(image = name, error = %e, "the image store failed");
+                let m = format!("The image store failed to resolve '{name}': {e}");
+                Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))
+            }
+        }
+    }
+
     async fn wait_quiet(&self) {
         loop {
             let notified = self.changed.notified();
@@ -216,6 +266,40 @@ impl<F: ContainerFactory> Inner<F> {
             notified.await;
         }
     }
+}
+
+/// The record of an activation whose image is not on this host: a developer error in
+/// OpenWhisk's words, with how an administrator adds the image.
+pub(crate) fn missing_image_record(msg: &ActivationMessage, name: &str) -> Activation {
+    let response = ActivationResponse::error(
+        ActivationStatus::DeveloperError,
+        crate::container::image::missing_image_message(name),
+    );
+    msg.record(response, Vec::new(), Timing::instant(now_millis()), false)
+}
+
+/// Resolves the images of the prewarm plan; an entry whose image is not on this host is
+/// logged and left out (see [`PrewarmConfig`]).
+fn resolve_plan<F: ContainerFactory>(factory: &F, plan: &[PrewarmConfig]) -> Vec<PrewarmConfig> {
+    let mut out = Vec::with_capacity(plan.len());
+    for p in plan {
+        let Some(name) = &p.image else {
+            out.push(p.clone());
+            continue;
+        };
+        match factory.resolve_image(name) {
+            Ok(Some(root)) => out.push(PrewarmConfig { digest: Some(root.digest), ..p.clone() }),
+            Ok(None) => tracing::error!(
+                image = %name,
+                "prewarm image is not in this host's image store; not prewarmed (add it with \
+                 `hearthd admin image pull|import`, then restart the invoker)"
+            ),
+            Err(e) => {
+                tracing::error!(image = %name, error = %e, "prewarm image cannot be resolved; not prewarmed")
+            }
+        }
+    }
+    out
 }
 
 /// The container pool that runs activations. Cheap to share behind the `Arc` that
@@ -269,7 +353,10 @@ impl<F: ContainerFactory> Invoker<F> {
         // Ids stay unique across restarts too (the low bits of the start time), so a leftover
         // that could not be reclaimed never collides with a new container.
         let id_prefix = format!("{CONTAINER_ID_PREFIX}{:08x}", now_millis() & 0xffff_ffff);
+        let prewarm_plan = resolve_plan(&factory, &config.prewarm);
         let inner = Arc::new(Inner {
+            prewarm_plan,
+            images: Mutex::new(HashMap::new()),
             pool: Mutex::new(PoolState::new(config.memory_budget_mb, config.queue_limit)),
             config,
             factory,
@@ -334,9 +421,18 @@ impl<F: ContainerFactory> Invoker<F> {
     /// never fit the memory budget. An admitted activation always ends with exactly one record
     /// on the returned [`Completion`], whatever fails.
     pub fn submit(&self, msg: ActivationMessage) -> Result<Completion, DispatchError> {
+        let runtime = match self.inner.runtime_of(&msg) {
+            Ok(r) => r,
+            Err(record) => {
+                tracing::info!(activation_id = %msg.activation_id, status = record.response.status.as_str(), "activation refused: no image");
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(*record);
+                return Ok(rx);
+            }
+        };
         let need = Need {
             key: WarmKey { action: msg.action.clone(), revision: msg.revision },
-            runtime: msg.exec.kind.runtime(),
+            runtime,
             memory_mb: msg.limits.memory,
             tenant: msg.subject.clone(),
         };

@@ -4,26 +4,42 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EntityName, FullyQualifiedName, KeyValue};
+use super::{EntityName, FullyQualifiedName, ImageDigest, KeyValue};
 
 /// A runtime family hearth ships a launcher for. Aliases (`python:3`, `python:default`,
 /// `nodejs:20`, `nodejs:default`) all resolve to the host's interpreter of that family;
 /// `blackbox` with OpenWhisk's skeleton image is [`Runtime::Native`]: an executable of the
 /// action's own, run by hearth's launcher in hearth's skeleton (no image is pulled).
+/// [`Runtime::Image`] is a `blackbox` action with an image of its own, as the invoker's host
+/// resolved its name: every pool key (warm containers, stem cells per runtime and memory)
+/// then works per image, and the runtime stays `Copy`. A [`Kind`] never resolves to it: only
+/// the invoker knows the digest behind a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     Python,
     Nodejs,
     Native,
+    /// An OCI image whose entrypoint is OpenWhisk's action proxy (`/init`, `/run` on 8080).
+    Image(ImageDigest),
 }
 
 impl Runtime {
+    /// A short label (metrics, logs): every image is `image`, so labels stay few.
     pub fn as_str(&self) -> &'static str {
         match self {
             Runtime::Python => "python",
             Runtime::Nodejs => "nodejs",
             Runtime::Native => "native",
+            Runtime::Image(_) => "image",
+        }
+    }
+
+    /// The image this runtime runs, if it is one.
+    pub fn image(&self) -> Option<&ImageDigest> {
+        match self {
+            Runtime::Image(d) => Some(d),
+            _ => None,
         }
     }
 }
@@ -108,26 +124,32 @@ pub const BLACKBOX: &str = "blackbox";
 /// the zip's `exec`. hearth honours the contract in its own skeleton and never pulls it.
 pub const NATIVE_IMAGE: &str = "openwhisk/dockerskeleton";
 
-/// An `exec.image` that hearth cannot run.
+/// Longest image reference accepted (Docker's limit for a full reference is 255 for the name
+/// plus the tag or digest; a little more leaves room for a registry host and port).
+pub const MAX_IMAGE_REF: usize = 512;
+
+/// An `exec.image` that is not an image reference.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the image {0:?} is not supported yet: hearth runs blackbox actions only as native \
-     executables ({NATIVE_IMAGE}, as `wsk action create --native` sends); other images need \
-     OCI image support, which is not there yet"
+    "the image {0:?} is not an image reference (1 to {MAX_IMAGE_REF} printable characters \
+     without spaces, like repo:tag, host/repo:tag or repo@sha256:...)"
 )]
 pub struct ImageError(pub String);
 
-/// Checks an exec's `image` against its kind. A blackbox action must name OpenWhisk's skeleton
-/// (any tag, with or without the `docker.io/` registry) or nothing, which means the skeleton.
-/// The other kinds run the host's interpreters: an image sent with them is ignored, as
-/// OpenWhisk ignores it for a code kind.
+/// Checks an exec's `image` against its kind. A blackbox action may name OpenWhisk's skeleton
+/// or nothing (a native action) or any other image reference (an image action, run from the
+/// invoker host's image store; whether the image is there is known only when it runs, as in
+/// OpenWhisk, where a missing image fails the activation, not the create). The other kinds
+/// run the host's interpreters: an image sent with them is ignored, as OpenWhisk ignores it
+/// for a code kind.
 pub fn check_image(kind: &Kind, image: Option<&str>) -> Result<(), ImageError> {
     let Some(image) = image.filter(|_| kind.runtime() == Runtime::Native) else {
         return Ok(());
     };
-    let name = image.strip_prefix("docker.io/").unwrap_or(image);
-    let name = name.split_once(':').map_or(name, |(name, _tag)| name);
-    if name == NATIVE_IMAGE {
+    let ok = !image.is_empty()
+        && image.len() <= MAX_IMAGE_REF
+        && image.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
         Ok(())
     } else {
         Err(ImageError(image.to_owned()))
@@ -158,6 +180,22 @@ impl ExecMeta {
     /// The function the launcher calls.
     pub fn entry_point(&self) -> &str {
         self.main.as_deref().unwrap_or("main")
+    }
+
+    /// The image this action runs in, when it is an image action: a `blackbox` kind with an
+    /// image other than OpenWhisk's skeleton. None for native actions and the code kinds.
+    pub fn run_image(&self) -> Option<&str> {
+        self.image
+            .as_deref()
+            .filter(|i| self.kind.runtime() == Runtime::Native && !Self::is_native_image(i))
+    }
+
+    /// Whether `image` names OpenWhisk's skeleton (any tag, with or without the `docker.io/`
+    /// registry), which hearth runs as a native action in its own skeleton.
+    pub fn is_native_image(image: &str) -> bool {
+        let name = image.strip_prefix("docker.io/").unwrap_or(image);
+        let name = name.split_once(':').map_or(name, |(name, _tag)| name);
+        name == NATIVE_IMAGE
     }
 }
 
@@ -319,15 +357,24 @@ mod tests {
     }
 
     #[test]
-    fn blackbox_runs_only_the_skeleton() {
+    fn blackbox_runs_the_skeleton_natively_and_other_images_as_images() {
         let bb = Kind::parse("blackbox").unwrap();
         assert_eq!(bb.runtime(), Runtime::Native);
         assert_eq!(check_image(&bb, None), Ok(()));
         assert_eq!(check_image(&bb, Some("openwhisk/dockerskeleton")), Ok(()));
         assert_eq!(check_image(&bb, Some("openwhisk/dockerskeleton:nightly")), Ok(()));
         assert_eq!(check_image(&bb, Some("docker.io/openwhisk/dockerskeleton:1.14")), Ok(()));
-        let err = check_image(&bb, Some("openwhisk/python3action")).unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
+        assert_eq!(check_image(&bb, Some("openwhisk/python3action")), Ok(()));
+        assert!(check_image(&bb, Some("")).is_err());
+        assert!(check_image(&bb, Some("a b")).is_err());
+        let image = |i: &str| ExecMeta {
+            kind: bb.clone(),
+            main: None,
+            binary: false,
+            image: Some(i.to_owned()),
+        };
+        assert_eq!(image("hearth-test/proxy:1").run_image(), Some("hearth-test/proxy:1"));
+        assert_eq!(image("openwhisk/dockerskeleton:1.14").run_image(), None);
         let py = Kind::parse("python:3").unwrap();
         assert_eq!(check_image(&py, Some("openwhisk/python3action")), Ok(()));
         assert_eq!(check_image(&py, None), Ok(()));

@@ -57,6 +57,13 @@ pub fn install(
 ) -> Result<(), InstallError> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .map_err(io_err("cannot set permissions of", dir))?;
+    if matches!(runtime, Runtime::Image(_)) {
+        // An image's action proxy gets the code as it was stored (text, or the zip itself,
+        // base64-encoded) in its /init and unpacks it itself: written as one file, never
+        // unpacked on the host. The code dir is not mounted into an image container.
+        write_new(&dir.join(kinds::source_file(runtime)), 0o600, &mut Cursor::new(code), u64::MAX)?;
+        return Ok(());
+    }
     let executable = (runtime == Runtime::Native).then_some(kinds::NATIVE_EXEC);
     if binary {
         unzip(dir, code, executable)

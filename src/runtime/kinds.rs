@@ -29,13 +29,18 @@ pub const NODE: &str = "/usr/bin/node";
 ///
 /// A native action's launcher is Python too (OpenWhisk's action proxy is), with the same flags:
 /// it only spawns the action's `exec` per run and relays its output.
+///
+/// An image runs its own entrypoint (the container driver takes it from the image's config),
+/// so it has no launcher command line here: empty.
 pub fn argv(runtime: Runtime) -> Vec<String> {
-    let script = format!("{LAUNCHER_MOUNT}/{}", launcher::file_name(runtime));
+    let Some(file) = launcher::file_name(runtime) else { return Vec::new() };
+    let script = format!("{LAUNCHER_MOUNT}/{file}");
     match runtime {
         Runtime::Python | Runtime::Native => {
             vec![PYTHON.to_owned(), "-B".to_owned(), "-S".to_owned(), script]
         }
         Runtime::Nodejs => vec![NODE.to_owned(), script],
+        Runtime::Image(_) => Vec::new(),
     }
 }
 
@@ -49,8 +54,9 @@ pub fn env(runtime: Runtime) -> Vec<String> {
     match runtime {
         Runtime::Python => env.push("PYTHONDONTWRITEBYTECODE=1".to_owned()),
         Runtime::Nodejs => env.push("NODE_ENV=production".to_owned()),
-        // The exec inherits this environment: nothing Python-specific goes in.
-        Runtime::Native => {}
+        // The exec inherits this environment: nothing Python-specific goes in. An image's
+        // own environment is the container driver's (the image's config, then these).
+        Runtime::Native | Runtime::Image(_) => {}
     }
     env
 }
@@ -63,8 +69,14 @@ pub fn source_file(runtime: Runtime) -> &'static str {
         Runtime::Python => "__main__.py",
         Runtime::Nodejs => "index.js",
         Runtime::Native => NATIVE_EXEC,
+        // An image action's code as stored, read back by the container driver for the
+        // proxy's /init (runtime::code::install).
+        Runtime::Image(_) => IMAGE_CODE,
     }
 }
+
+/// The file an image action's code is kept in, in its container's code dir on the host.
+pub const IMAGE_CODE: &str = "code";
 
 /// The executable a native action runs, at the top of its code dir.
 pub const NATIVE_EXEC: &str = "exec";

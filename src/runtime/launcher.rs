@@ -20,21 +20,26 @@ pub struct LauncherError {
     pub source: std::io::Error,
 }
 
-/// The launcher's file name in the launcher dir.
-pub fn file_name(runtime: Runtime) -> &'static str {
+/// The runtimes hearth ships a launcher for (an image brings its own action proxy).
+pub const LAUNCHED: [Runtime; 3] = [Runtime::Python, Runtime::Nodejs, Runtime::Native];
+
+/// The launcher's file name in the launcher dir; None for an image, which has no launcher.
+pub fn file_name(runtime: Runtime) -> Option<&'static str> {
     match runtime {
-        Runtime::Python => "python.py",
-        Runtime::Nodejs => "node.js",
-        Runtime::Native => "native.py",
+        Runtime::Python => Some("python.py"),
+        Runtime::Nodejs => Some("node.js"),
+        Runtime::Native => Some("native.py"),
+        Runtime::Image(_) => None,
     }
 }
 
-/// The launcher's source.
-pub fn source(runtime: Runtime) -> &'static str {
+/// The launcher's source; None for an image.
+pub fn source(runtime: Runtime) -> Option<&'static str> {
     match runtime {
-        Runtime::Python => PYTHON_LAUNCHER,
-        Runtime::Nodejs => NODE_LAUNCHER,
-        Runtime::Native => NATIVE_LAUNCHER,
+        Runtime::Python => Some(PYTHON_LAUNCHER),
+        Runtime::Nodejs => Some(NODE_LAUNCHER),
+        Runtime::Native => Some(NATIVE_LAUNCHER),
+        Runtime::Image(_) => None,
     }
 }
 
@@ -48,9 +53,10 @@ pub fn install_all(dir: &Path) -> Result<(), LauncherError> {
     };
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(err(dir))?;
-    for runtime in [Runtime::Python, Runtime::Nodejs, Runtime::Native] {
-        let path = dir.join(file_name(runtime));
-        std::fs::write(&path, source(runtime)).map_err(err(&path))?;
+    for runtime in LAUNCHED {
+        let (Some(name), Some(text)) = (file_name(runtime), source(runtime)) else { continue };
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(err(&path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .map_err(err(&path))?;
     }

@@ -10,3 +10,4 @@ mod harness;
 
 mod common;
 mod pull;
+mod run;
