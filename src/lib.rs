@@ -20,6 +20,7 @@ pub mod controller;
 pub mod daemon;
 pub mod dispatch;
 pub mod docgen;
+pub mod image;
 pub mod invoker;
 pub mod metrics;
 pub mod model;
