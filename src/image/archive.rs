@@ -183,7 +183,7 @@ fn check(what: &str, expected: &str, bytes: &[u8]) -> Result<(), ImageError> {
 
 /// A blob of an OCI layout, read whole (documents only) and checked.
 fn layout_blob(dir: &Path, desc: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
-    let hex = sha256_of(&desc.digest().to_string(), what)?;
+    let hex = sha256_of(desc.digest().as_ref(), what)?;
     let bytes = read_small(&dir.join("blobs/sha256").join(&hex))?;
     check(what, &hex, &bytes)?;
     Ok(bytes)
@@ -259,7 +259,7 @@ pub fn read_layout(dir: &Path) -> Result<ImageSource, ImageError> {
     }
     let mut layers = Vec::new();
     for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
-        let hex = sha256_of(&layer.digest().to_string(), &manifest_what)?;
+        let hex = sha256_of(layer.digest().as_ref(), &manifest_what)?;
         let compression = match layer.media_type() {
             MediaType::ImageLayer | MediaType::ImageLayerNonDistributable => Compression::None,
             MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip => {

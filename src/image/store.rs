@@ -128,12 +128,10 @@ impl ImageStore {
         }
         let store = Self { dir: dir.to_owned(), limits };
         let lock = store.lock_file()?;
-        match lock.try_lock() {
+        match flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => store.clean_staging()?,
-            Err(fs::TryLockError::WouldBlock) => {}
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(ImageError::io("locking", dir.join(LOCK))(e))
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(ImageError::io("locking", dir.join(LOCK))(e)),
         }
         Ok(store)
     }
@@ -156,7 +154,7 @@ impl ImageStore {
     /// Takes the store's lock (blocking); released when the file is dropped.
     fn lock(&self) -> Result<File, ImageError> {
         let file = self.lock_file()?;
-        file.lock().map_err(ImageError::io("locking", self.dir.join(LOCK)))?;
+        flock(&file, libc::LOCK_EX).map_err(ImageError::io("locking", self.dir.join(LOCK)))?;
         Ok(file)
     }
 
@@ -372,6 +370,23 @@ impl ImageStore {
 
     fn write_index(&self, index: &Index) -> Result<(), ImageError> {
         write_json(&self.dir.join(INDEX), index)
+    }
+}
+
+/// flock(2) on the store's lock file (the crate's MSRV predates `File::lock`). The lock goes
+/// with the open file description, so it is released when the file is closed.
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`).
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
