@@ -13,6 +13,8 @@ mod error;
 pub mod pull;
 pub mod reference;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testkit;
 pub mod unpack;
 
 pub use error::ImageError;

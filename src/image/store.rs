@@ -400,3 +400,125 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ImageError> {
     file.sync_all().map_err(ImageError::io("syncing", &tmp))?;
     fs::rename(&tmp, path).map_err(ImageError::io("renaming into place", path))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use sha2::Digest as _;
+
+    use super::*;
+    use crate::image::testkit::{layer_tar, write_docker_archive, write_layout, Member as M};
+
+    fn two_layers() -> Vec<Vec<u8>> {
+        vec![
+            layer_tar(&[M::Dir("etc/"), M::File("etc/removed", b"r"), M::File("bin/proxy", b"p")]),
+            layer_tar(&[
+                M::File("etc/.wh.removed", b""),
+                M::HardLink("bin/proxy-link", "bin/proxy"),
+            ]),
+        ]
+    }
+
+    fn staging_is_empty(store: &ImageStore) -> bool {
+        fs::read_dir(store.dir().join(STAGING)).unwrap().next().is_none()
+    }
+
+    #[test]
+    fn imports_gzip_layout_and_docker_archive_as_one_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        let layout = tmp.path().join("layout");
+        let hex = write_layout(&layout, &two_layers(), true, Some("org/app:1"));
+        let info = store.import_layout(&layout, None).unwrap();
+        assert_eq!(info.digest.hex(), hex);
+        assert_eq!(info.names, ["docker.io/org/app:1"]);
+        assert_eq!(info.config.entrypoint, ["/bin/proxy"]);
+        assert!(info.root.join("bin/proxy").is_file());
+        assert!(!info.root.join("etc/removed").exists());
+        assert_eq!(fs::metadata(info.root.join("bin/proxy-link")).unwrap().nlink(), 2);
+        assert_eq!(fs::metadata(store.dir()).unwrap().mode() & 0o777, 0o700);
+        let before = fs::metadata(info.root.join("bin/proxy")).unwrap().ino();
+
+        // The same image from a docker archive: same digest, a name added, no second unpack.
+        let archive = tmp.path().join("image.tar");
+        write_docker_archive(&archive, &two_layers(), "localhost:5000/app:2");
+        let again = store.import_archive(&archive, None).unwrap();
+        assert_eq!(again.digest, info.digest);
+        assert_eq!(again.names, ["docker.io/org/app:1", "localhost:5000/app:2"]);
+        assert_eq!(fs::metadata(again.root.join("bin/proxy")).unwrap().ino(), before);
+        assert!(staging_is_empty(&store));
+
+        // Any spelling resolves; the digest too.
+        for name in
+            ["org/app:1", "docker.io/org/app:1", "localhost:5000/app:2", &info.digest.to_string()]
+        {
+            assert_eq!(store.resolve(name).unwrap().unwrap().digest, info.digest, "{name}");
+        }
+        assert!(store.resolve("org/app:2").unwrap().is_none());
+        assert_eq!(store.list().unwrap().len(), 1);
+
+        // A name given at import replaces the archive's.
+        let named = store.import_layout(&layout, Some("other")).unwrap();
+        assert!(named.names.contains(&"docker.io/library/other:latest".to_owned()));
+    }
+
+    #[test]
+    fn refusals_leave_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        // No name anywhere.
+        let layout = tmp.path().join("nameless");
+        write_layout(&layout, &two_layers(), false, Some("1"));
+        assert!(matches!(store.import_layout(&layout, None), Err(ImageError::NoName(_))));
+        // A hostile layer.
+        let outside = tmp.path().join("outside");
+        let target = outside.display().to_string();
+        let evil = vec![layer_tar(&[M::Symlink("l", &target), M::File("l/owned", b"x")])];
+        let layout = tmp.path().join("evil");
+        write_layout(&layout, &evil, true, None);
+        let err = store.import_layout(&layout, Some("evil")).unwrap_err();
+        assert!(matches!(err, ImageError::Hostile { .. }), "{err}");
+        assert!(!outside.exists());
+        // A layer whose bytes are not what its digest says.
+        let layout = tmp.path().join("tampered");
+        write_layout(&layout, &two_layers(), false, Some("org/t:1"));
+        let manifest_layer = two_layers()[0].clone();
+        let hex: String =
+            sha2::Sha256::digest(&manifest_layer).iter().map(|b| format!("{b:02x}")).collect();
+        let mut bytes = manifest_layer;
+        let at = bytes.len() - 1100;
+        bytes[at] ^= 1;
+        fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
+        let err = store.import_layout(&layout, None).unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        // Nothing was stored, staging is empty.
+        assert!(store.list().unwrap().is_empty());
+        assert!(staging_is_empty(&store));
+        assert_eq!(fs::read_dir(store.dir().join(ROOTS)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn remove_by_name_then_by_digest_and_in_use_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(&tmp.path().join("images")).unwrap();
+        let layout = tmp.path().join("layout");
+        write_layout(&layout, &two_layers(), false, None);
+        store.import_layout(&layout, Some("a:1")).unwrap();
+        let info = store.import_layout(&layout, Some("b:1")).unwrap();
+        let used = |_: &ImageInfo| vec!["guest/hello".to_owned()];
+        let err = store.remove("a:1", &used).unwrap_err();
+        assert!(err.to_string().contains("guest/hello"), "{err}");
+        let unused = |_: &ImageInfo| Vec::new();
+        store.remove("a:1", &unused).unwrap();
+        assert!(info.root.is_dir(), "b:1 still names it");
+        assert!(store.resolve("a:1").unwrap().is_none());
+        store.import_layout(&layout, Some("c:1")).unwrap();
+        store.remove(&info.digest.to_string(), &unused).unwrap();
+        assert!(!info.root.exists());
+        assert!(store.list().unwrap().is_empty());
+        assert!(store.resolve("c:1").unwrap().is_none());
+        assert!(matches!(store.remove("b:1", &unused), Err(ImageError::NotFound(_))));
+        assert!(staging_is_empty(&store));
+    }
+}

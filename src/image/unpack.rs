@@ -371,3 +371,159 @@ fn clear_lower(dir: &Path, rel: &Path, written: &HashSet<PathBuf>) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::image::testkit::{layer_tar, Member as M};
+
+    /// A root under a fresh temp dir; the temp dir's other content shows any escape.
+    fn unpack(layers: &[Vec<u8>]) -> (tempfile::TempDir, PathBuf, Result<(), ImageError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("staging/root");
+        fs::create_dir_all(tmp.path().join("staging")).unwrap();
+        let mut u = Unpacker::new(&root, UnpackLimits::default()).unwrap();
+        let mut res = Ok(());
+        for (i, l) in layers.iter().enumerate() {
+            res = u.apply_layer(&l[..], &format!("layer{i}"));
+            if res.is_err() {
+                break;
+            }
+        }
+        (tmp, root, res)
+    }
+
+    fn refused(err: Result<(), ImageError>, what: &str) -> String {
+        match err {
+            Err(e @ ImageError::Hostile { .. }) => e.to_string(),
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Everything under `dir`, relative, sorted.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+                if fs::symlink_metadata(&p).unwrap().is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn hostile_members_are_refused_and_nothing_lands_outside() {
+        let unique = format!("hearth-unpack-{}", uuid::Uuid::new_v4().simple());
+        let outside = std::env::temp_dir().join(&unique);
+        let outside_s = outside.display().to_string();
+        let cases: Vec<(&str, Vec<M<'_>>)> = vec![
+            ("../escape", vec![M::File("../escape", b"x")]),
+            ("/abs/path", vec![M::File("/abs/path", b"x")]),
+            ("a/../../x", vec![M::Dir("a/"), M::File("a/../../x", b"x")]),
+            (
+                "symlink out then through",
+                vec![M::Symlink("l", &outside_s), M::File("l/file", b"x")],
+            ),
+            ("relative symlink up", vec![M::Symlink("l", "../../.."), M::File("l/x", b"x")]),
+            ("symlink dir then dir", vec![M::Symlink("l", "/tmp"), M::Dir("l/sub/")]),
+            ("hard link to /etc/passwd", vec![M::HardLink("p", "/etc/passwd")]),
+            ("hard link to ../x", vec![M::HardLink("p", "../x")]),
+            ("hard link to a missing file", vec![M::HardLink("p", "nothing")]),
+            (
+                "hard link through a symlink",
+                vec![M::Symlink("l", "/etc"), M::HardLink("p", "l/passwd")],
+            ),
+            ("char device", vec![M::CharDevice("dev/null")]),
+            ("fifo", vec![M::Fifo("pipe")]),
+        ];
+        for (what, members) in cases {
+            let (tmp, root, res) = unpack(&[layer_tar(&members)]);
+            let msg = refused(res, what);
+            assert!(!msg.is_empty());
+            assert!(!outside.exists(), "{what}: wrote {}", outside.display());
+            assert!(
+                !tmp.path().join("escape").exists() && !tmp.path().join("x").exists(),
+                "{what}"
+            );
+            // Only the staging dir with the (to be discarded) root exists beside it.
+            assert_eq!(
+                tree(tmp.path()).iter().filter(|p| !p.starts_with("staging")).count(),
+                0,
+                "{what}"
+            );
+            assert!(root.is_dir());
+        }
+    }
+
+    #[test]
+    fn symlinks_are_kept_verbatim_and_setuid_dropped() {
+        let layer = layer_tar(&[
+            M::Dir("usr/lib/"),
+            M::File("usr/lib/ld.so", b"loader"),
+            M::Symlink("usr/lib64", "/usr/lib"),
+            M::Symlink("lib", "usr/lib"),
+            M::FileMode("usr/bin/su", b"su", 0o4755),
+            M::FileMode("tmp-sticky", b"", 0o1777),
+        ]);
+        let (_tmp, root, res) = unpack(&[layer]);
+        res.unwrap();
+        assert_eq!(fs::read_link(root.join("usr/lib64")).unwrap(), Path::new("/usr/lib"));
+        assert_eq!(fs::read_link(root.join("lib")).unwrap(), Path::new("usr/lib"));
+        assert_eq!(fs::metadata(root.join("usr/bin/su")).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(fs::metadata(root.join("tmp-sticky")).unwrap().mode() & 0o7777, 0o1777);
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_and_hard_links_across_layers() {
+        let lower = layer_tar(&[
+            M::Dir("etc/"),
+            M::File("etc/keep", b"k"),
+            M::File("etc/gone", b"g"),
+            M::Dir("etc/gonedir/"),
+            M::File("etc/gonedir/f", b"f"),
+            M::Dir("opq/"),
+            M::File("opq/old", b"o"),
+            M::Dir("opq/sub/"),
+            M::File("opq/sub/old", b"o"),
+            M::File("bin/tool", b"tool"),
+        ]);
+        let upper = layer_tar(&[
+            M::File("etc/.wh.gone", b""),
+            M::File("etc/.wh.gonedir", b""),
+            M::File("opq/new", b"n"),
+            M::File("opq/.wh..wh..opq", b""),
+            M::HardLink("bin/tool-link", "bin/tool"),
+            M::File("etc/keep", b"replaced"),
+        ]);
+        let (_tmp, root, res) = unpack(&[lower, upper]);
+        res.unwrap();
+        assert_eq!(
+            tree(&root),
+            ["bin", "bin/tool", "bin/tool-link", "etc", "etc/keep", "opq", "opq/new",]
+        );
+        assert_eq!(fs::read(root.join("etc/keep")).unwrap(), b"replaced");
+        let a = fs::metadata(root.join("bin/tool")).unwrap();
+        let b = fs::metadata(root.join("bin/tool-link")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    }
+
+    #[test]
+    fn size_and_entry_caps_refuse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = layer_tar(&[M::File("a", &[0u8; 100]), M::File("b", &[0u8; 100])]);
+        let limits = UnpackLimits { max_bytes: 150, max_entries: 10 };
+        let mut u = Unpacker::new(&tmp.path().join("r1"), limits).unwrap();
+        assert!(refused(u.apply_layer(&layer[..], "l"), "size").contains("more than 150 bytes"));
+        let limits = UnpackLimits { max_bytes: 1000, max_entries: 1 };
+        let mut u = Unpacker::new(&tmp.path().join("r2"), limits).unwrap();
+        assert!(refused(u.apply_layer(&layer[..], "l"), "entries").contains("more than 1 entries"));
+    }
+}
