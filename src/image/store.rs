@@ -104,6 +104,19 @@ impl ImageStore {
         Self::open_with(dir, UnpackLimits::default())
     }
 
+    /// The store in `dir` for reading only (the daemon's `GET /api/v1`): creates, cleans and
+    /// locks nothing; `None` when no image was ever imported there.
+    pub fn open_existing(dir: &Path) -> Result<Option<Self>, ImageError> {
+        match fs::symlink_metadata(dir.join(ROOTS)) {
+            Ok(m) if m.is_dir() => {
+                Ok(Some(Self { dir: dir.to_owned(), limits: UnpackLimits::default() }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ImageError::io("inspecting", dir.join(ROOTS))(e)),
+        }
+    }
+
     /// [`open`](Self::open) with other unpack limits (tests).
     pub fn open_with(dir: &Path, limits: UnpackLimits) -> Result<Self, ImageError> {
         fs::create_dir_all(dir).map_err(ImageError::io("creating the image store", dir))?;
