@@ -30,6 +30,8 @@ use crate::model::ImageDigest;
 /// The largest JSON document (index, manifest, config) read from an image: real ones are a
 /// few KB; this keeps a hostile one from filling memory.
 const MAX_DOCUMENT: u64 = 4 << 20;
+/// The most data read after a layer's end-of-archive marker (tar writers pad to 10 KiB).
+const MAX_TRAILER: u64 = 64 << 20;
 /// How deep image indexes may nest (an index of indexes is legal; a loop is not).
 const MAX_INDEX_DEPTH: usize = 4;
 /// The annotation an OCI layout names an image by (a full reference or only a tag).
@@ -437,9 +439,18 @@ impl<R: Read> Hashing<R> {
         Self { inner, hasher: Sha256::new() }
     }
 
-    /// Reads to the end (the padding after a tar's end marker counts), then the digest.
+    /// Reads to the end (the padding after a tar's end marker counts), then the digest. What
+    /// follows the tar is hashed but never unpacked; it is capped at [`MAX_TRAILER`] so that a
+    /// gzip bomb after the end marker cannot keep the import busy.
     fn finish(mut self, what: &Path) -> Result<String, ImageError> {
-        io::copy(&mut self, &mut io::sink()).map_err(ImageError::io("reading", what))?;
+        let n = io::copy(&mut (&mut self).take(MAX_TRAILER + 1), &mut io::sink())
+            .map_err(ImageError::io("reading", what))?;
+        if n > MAX_TRAILER {
+            return Err(ImageError::malformed(
+                what.display().to_string(),
+                "more than 64 MiB of data after the layer's end-of-archive marker",
+            ));
+        }
         Ok(hex(&self.hasher.finalize()))
     }
 }
@@ -450,6 +461,12 @@ pub fn apply_layers(src: &ImageSource, unpacker: &mut Unpacker) -> Result<(), Im
         let label = format!("{} (layer {} of {})", layer.path.display(), i + 1, src.layers.len());
         let file =
             File::open(&layer.path).map_err(ImageError::io("opening the layer", &layer.path))?;
+        // A layout directory is the administrator's: a blob that is a device (a symlink to
+        // /dev/zero) would never end.
+        let meta = file.metadata().map_err(ImageError::io("inspecting the layer", &layer.path))?;
+        if !meta.is_file() {
+            return Err(ImageError::malformed(label, "the layer is not a regular file"));
+        }
         let mut stored = Hashing::new(BufReader::new(file));
         let diff = match layer.compression {
             Compression::None => {

@@ -505,6 +505,16 @@ mod tests {
         fs::write(layout.join("blobs/sha256").join(hex), bytes).unwrap();
         let err = store.import_layout(&layout, None).unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        // A layout whose layer blob is a device (it would never end).
+        let layout = tmp.path().join("device");
+        write_layout(&layout, &two_layers(), false, Some("org/d:1"));
+        let layer_hex: String =
+            sha2::Sha256::digest(&two_layers()[0]).iter().map(|b| format!("{b:02x}")).collect();
+        let blob = layout.join("blobs/sha256").join(layer_hex);
+        fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+        let err = store.import_layout(&layout, None).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
         // Nothing was stored, staging is empty.
         assert!(store.list().unwrap().is_empty());
         assert!(staging_is_empty(&store));
