@@ -25,9 +25,11 @@ pub const KEEP_NAMES: &str = "-";
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum ImageCommand {
-    /// Import an OCI archive, a `docker save` archive or an OCI layout directory. NAME names
-    /// the image (in place of the names the archive carries); `-` keeps the archive's names
-    /// (RepoTags, or an OCI `ref.name` that is a full reference).
+    /// Import an image archive or layout directory as NAME (`-`: keep the archive's names).
+    ///
+    /// FILE is an OCI archive, a `docker save` archive or an OCI layout directory. NAME names
+    /// the image in place of the names the archive carries; `-` keeps the archive's names
+    /// (RepoTags, or an OCI `ref.name` that is a full reference). Prints the digest and names.
     Import { name: String, file: PathBuf },
     /// Pull an image from a registry (linux/amd64) and import it under its reference.
     Pull {
@@ -42,8 +44,9 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a name (the image goes with its last name) or, by `sha256:<hex>`, the image
-    /// with all its names. Refused while an action uses the image.
+    /// Remove a name, or by `sha256:<hex>` the image; refused while an action uses it.
+    ///
+    /// The image's root is deleted with its last name.
     Rm { image: String },
 }
 
