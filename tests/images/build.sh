@@ -83,7 +83,7 @@ build() {
     step "$log" "umoci new" umoci new --image "$tmp/oci:1"
     step "$log" "umoci unpack" umoci unpack --image "$tmp/oci:1" "$tmp/bundle"
     make_root "$tmp/bundle/rootfs"
-    step "$log" "umoci repack (layer 1)" umoci repack --image "$tmp/oci:1" "$tmp/bundle"
+    step "$log" "umoci repack (layer 1)" umoci repack --refresh-bundle --image "$tmp/oci:1" "$tmp/bundle"
     rm "$tmp/bundle/rootfs/etc/hearth-removed"
     ln "$tmp/bundle/rootfs/usr/bin/python3.11" "$tmp/bundle/rootfs/usr/bin/python3-link"
     step "$log" "umoci repack (layer 2)" umoci repack --image "$tmp/oci:1" "$tmp/bundle"

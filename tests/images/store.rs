@@ -41,11 +41,25 @@ fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().next().is_none()
 }
 
+/// How many layers a docker archive's one image has.
+fn docker_layers(archive: &Path) -> usize {
+    let mut tar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().unwrap() == Path::new("manifest.json") {
+            let manifest: serde_json::Value = serde_json::from_reader(entry).unwrap();
+            return manifest[0]["Layers"].as_array().unwrap().len();
+        }
+    }
+    panic!("no manifest.json in {}", archive.display())
+}
+
 #[test]
 fn both_archive_formats_import_as_one_image() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path();
     let image = test_image();
+    assert_eq!(docker_layers(&image.join("image.docker.tar")), 2, "the whiteout spans layers");
     let digest = import(data, "-", &image.join("image.docker.tar"));
     assert_eq!(import(data, "-", &image.join("image.oci.tar")), digest, "same config, same id");
     assert_eq!(import(data, "hearth-test/layout:1", &image.join("oci")), digest);
