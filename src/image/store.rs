@@ -477,6 +477,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_imports_serialise_on_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("images");
+        let layout = tmp.path().join("layout");
+        write_layout(&layout, &two_layers(), true, None);
+        // Separate handles, as two admin processes would have.
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let (dir, layout) = (dir.clone(), layout.clone());
+                std::thread::spawn(move || {
+                    let store = ImageStore::open(&dir).unwrap();
+                    store.import_layout(&layout, Some(&format!("app:{i}"))).unwrap().digest
+                })
+            })
+            .collect();
+        let digests: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(digests.windows(2).all(|w| w[0] == w[1]));
+        let store = ImageStore::open(&dir).unwrap();
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].names.len(), 4, "{:?}", list[0].names);
+        assert!(staging_is_empty(&store));
+    }
+
+    #[test]
     fn refusals_leave_nothing_behind() {
         let tmp = tempfile::tempdir().unwrap();
         let store = ImageStore::open(&tmp.path().join("images")).unwrap();
