@@ -13,7 +13,11 @@ use clap::Subcommand;
 use uuid::Uuid;
 
 use crate::model::{EntityName, NamespaceLimits};
+
+pub mod image;
+
 use crate::store::{Store, StoreOptions};
+pub use image::ImageCommand;
 
 /// The administration commands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -33,6 +37,11 @@ pub enum AdminCommand {
     Limits {
         #[command(subcommand)]
         command: LimitsCommand,
+    },
+    /// Import, pull, list or remove runtime images (the image store in `<data-dir>/images`).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
     },
 }
 
@@ -164,6 +173,7 @@ pub fn execute(store: &Store, cmd: AdminCommand, out: &mut dyn Write) -> anyhow:
                 store.clear_namespace_limits(&ns(&namespace)?)?;
             }
         },
+        AdminCommand::Image { command } => image::execute(store, command, out)?,
     }
     Ok(())
 }

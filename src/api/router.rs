@@ -197,7 +197,7 @@ async fn route(
     match segs.as_slice() {
         [] | ["api", "v1"] => {
             return match method {
-                Method::GET => Ok(info::info()),
+                Method::GET => Ok(info::info(c.store().path()).await),
                 _ => Err(ApiError::method_not_allowed("GET")),
             };
         }

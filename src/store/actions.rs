@@ -198,6 +198,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Every action, over all namespaces, whose code runs an image (`exec.image` set), with
+    /// that image as its creator named it: read-only, for `hearthd admin image rm`, which
+    /// refuses to remove an image an action still uses.
+    pub fn actions_with_image(&self) -> Result<Vec<(FullyQualifiedName, String)>, StoreError> {
+        let rtxn = self.read_txn()?;
+        let mut out = Vec::new();
+        for item in self.dbs().actions.iter(&rtxn).map_err(lmdb("iter", "actions"))? {
+            let (k, v) = item.map_err(lmdb("iter", "actions"))?;
+            let meta: ActionMeta = decode("actions", k, v)?;
+            if let ActionExec::Code(ExecMeta { image: Some(image), .. }) = &meta.exec {
+                let fqn = match &meta.package {
+                    Some(pkg) => FullyQualifiedName::in_package(
+                        meta.namespace.clone(),
+                        pkg.clone(),
+                        meta.name.clone(),
+                    ),
+                    None => FullyQualifiedName::new(meta.namespace.clone(), meta.name.clone()),
+                };
+                out.push((fqn, image.clone()));
+            }
+        }
+        Ok(out)
+    }
+
     /// How many actions `ns` has.
     pub fn count_actions(&self, ns: &EntityName) -> Result<usize, StoreError> {
         let rtxn = self.read_txn()?;

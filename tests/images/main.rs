@@ -11,3 +11,5 @@ mod harness;
 mod common;
 mod pull;
 mod run;
+mod store;
+
