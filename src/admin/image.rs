@@ -15,11 +15,6 @@ use crate::image::{ImageInfo, ImageStore};
 use crate::model::ImageDigest;
 use crate::store::Store;
 
-/// The image store's directory under a data dir.
-pub fn images_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("images")
-}
-
 /// What `NAME` means "keep the archive's own names" on `import`.
 pub const KEEP_NAMES: &str = "-";
 
@@ -52,7 +47,7 @@ pub enum ImageCommand {
 
 /// Runs one image command; `store` is the data dir's entity store (for the in-use check).
 pub fn execute(store: &Store, cmd: ImageCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    let dir = images_dir(store.path());
+    let dir = crate::image::host_dir(store.path());
     let images = ImageStore::open(&dir)
         .with_context(|| format!("opening the image store in {}", dir.display()))?;
     match cmd {

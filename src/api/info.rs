@@ -58,7 +58,7 @@ async fn images(images_dir: PathBuf) -> Value {
 /// The info document for both paths; `data_dir` is the daemon's (its image store is in
 /// `images/` below it).
 pub async fn info(data_dir: &Path) -> Response<Body> {
-    let images = images(data_dir.join("images")).await;
+    let images = images(crate::image::host_dir(data_dir)).await;
     let body = json!({
         "description": "hearth: a serverless function platform in the Apache OpenWhisk model",
         "api_paths": ["/api/v1"],

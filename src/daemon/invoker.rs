@@ -272,7 +272,22 @@ async fn container_driver(
         "container driver"
     );
     let factory = RuncFactory::with_machined(runc, machined).context("setting up runc")?;
+    attach_image_store(&factory, &settings.data_dir)?;
     Ok((factory, removed))
+}
+
+/// Points the container driver at this host's image store (`<data-dir>/images`), where image
+/// actions and image stem cells find their roots. Before the pool starts: its prewarm plan
+/// resolves image names at start.
+pub(super) fn attach_image_store(
+    factory: &RuncFactory,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let dir = crate::image::host_dir(data_dir);
+    let store = crate::image::ImageStore::open(&dir)
+        .with_context(|| format!("opening the image store {}", dir.display()))?;
+    factory.set_image_source(Arc::new(store));
+    Ok(())
 }
 
 /// What running under systemd adds to the pool: live restore through the fd store (with

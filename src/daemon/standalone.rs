@@ -77,6 +77,7 @@ pub async fn run(
     super::invoker::require_root()?;
     let runc = super::invoker::runc_config(&settings.state_dir, settings.runc.clone());
     let factory = RuncFactory::new(runc).context("setting up runc")?;
+    super::invoker::attach_image_store(&factory, &settings.data_dir)?;
     let invoker = super::invoker::start_pool(
         &store,
         settings.pool.clone(),

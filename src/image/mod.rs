@@ -12,6 +12,7 @@ pub mod archive;
 mod error;
 pub mod pull;
 pub mod reference;
+mod source;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testkit;
@@ -19,3 +20,11 @@ pub mod unpack;
 
 pub use error::ImageError;
 pub use store::{ImageConfig, ImageInfo, ImageStore};
+
+use std::path::{Path, PathBuf};
+
+/// A host's image store: `images/` under its data dir, shared by `hearthd admin image`, the
+/// invoker that runs the images and the controller's `GET /api/v1`.
+pub fn host_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("images")
+}

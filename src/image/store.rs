@@ -243,6 +243,7 @@ impl ImageStore {
             fs::create_dir(&image).map_err(ImageError::io("creating", &image))?;
             let mut unpacker = Unpacker::new(&image.join(ROOTFS), self.limits)?;
             apply_layers(&src, &mut unpacker)?;
+            add_mount_points(&image.join(ROOTFS))?;
             let record = ImageRecord {
                 digest: src.digest,
                 config: src.config.clone(),
@@ -401,6 +402,25 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
             return Err(err);
         }
     }
+}
+
+/// The directories a container's mounts land on (/proc, /dev, /sys, /tmp), created in the
+/// root when the image has none: the root is shared and read-only once in place, and runc
+/// would otherwise create them in it at every start (writing into the shared root, racing
+/// between containers). Images built by `docker build` often lack them: Docker makes them in
+/// each container's writable layer. An entry of that name that is not a directory (a symlink,
+/// a file) is left alone and the container simply goes without that mount.
+fn add_mount_points(root: &Path) -> Result<(), ImageError> {
+    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("sys", 0o555), ("tmp", 0o1777)] {
+        let path = root.join(dir);
+        match fs::create_dir(&path) {
+            Ok(()) => fs::set_permissions(&path, Permissions::from_mode(mode))
+                .map_err(ImageError::io("setting the mode of", &path))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ImageError::io("creating", &path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Writes JSON through a temporary file and a rename, so a reader sees the old or the new.

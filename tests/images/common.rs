@@ -1,8 +1,10 @@
 //! What every part of the images test shares: the test image.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use super::harness;
 
 /// The name the test image carries in its archives.
 pub const TEST_IMAGE: &str = "hearth-test/proxy:1";
@@ -21,6 +23,24 @@ pub fn test_image() -> &'static PathBuf {
         );
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     })
+}
+
+/// `hearthd admin --data-dir DATA image ARGS...`.
+pub fn admin(data: &Path, args: &[&str]) -> Output {
+    Command::new(harness::hearthd())
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("image")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The stdout of a command that must have succeeded (its stderr in the panic otherwise).
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

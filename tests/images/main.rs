@@ -13,3 +13,4 @@ mod pull;
 mod run;
 mod store;
 
+mod standalone;

@@ -385,6 +385,7 @@ fn message(name: &str, image: &str, params: Value) -> ActivationMessage {
         received_at_ms: now_millis(),
         publish: false,
         cause: None,
+        annotations: Vec::new(),
     }
 }
 

@@ -3,30 +3,12 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use hearth::image::testkit::{layer_tar, write_docker_archive, Member as M};
 use hearth::model::{EntityName, FullyQualifiedName, Kind};
 use hearth::store::{ActionUpdate, ExecUpdate, Store, StoreOptions};
 
-use super::common::{test_image, TEST_IMAGE};
-use super::harness;
-
-fn admin(data: &Path, args: &[&str]) -> Output {
-    Command::new(harness::hearthd())
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data)
-        .arg("image")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use super::common::{admin, ok, test_image, TEST_IMAGE};
 
 fn import(data: &Path, name: &str, file: &Path) -> String {
     let out = ok(admin(data, &["import", name, file.to_str().unwrap()]));
