@@ -98,15 +98,28 @@ impl ActivationMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::message;
+    use crate::model::{ActionLimits, ActivationId, EntityName, FullyQualifiedName};
+    use serde_json::Map;
 
+    /// Written out rather than taken from `crate::testing`, which depends on this module.
     fn bound() -> ActivationMessage {
+        let guest = EntityName::parse("guest").unwrap();
         ActivationMessage {
+            activation_id: ActivationId::generate(),
+            action: FullyQualifiedName::new(guest.clone(), EntityName::parse("show").unwrap()),
+            revision: 1,
+            version: "0.0.1".into(),
+            exec: serde_json::from_value(json!({"kind": "python:3"})).unwrap(),
+            limits: ActionLimits::default(),
+            subject: guest,
+            params: Map::new(),
+            received_at_ms: now_millis(),
+            publish: false,
+            cause: None,
             annotations: vec![
                 KeyValue::new("binding", "guest/mine"),
                 KeyValue::new("causedBy", "trigger"),
             ],
-            ..message("guest", "show", 1)
         }
     }
 
@@ -131,7 +144,8 @@ mod tests {
         }
         assert_eq!(lost.response.status, ActivationStatus::InternalError);
         // Without a binding, no binding annotation.
-        let plain = message("guest", "a", 1).lost_record("gone", Timing::instant(5));
+        let plain = ActivationMessage { annotations: Vec::new(), ..bound() }
+            .lost_record("gone", Timing::instant(5));
         assert!(plain.annotation("binding").is_none(), "{:?}", plain.annotations);
     }
 
@@ -143,7 +157,7 @@ mod tests {
         let wire = serde_json::to_value(&msg).unwrap();
         let back: ActivationMessage = serde_json::from_value(wire.clone()).unwrap();
         assert_eq!(back, msg);
-        let plain = message("guest", "a", 1);
+        let plain = ActivationMessage { annotations: Vec::new(), ..bound() };
         let wire = serde_json::to_value(&plain).unwrap();
         assert!(wire.get("annotations").is_none(), "absent when empty: {wire}");
         let back: ActivationMessage = serde_json::from_value(wire).unwrap();
