@@ -34,6 +34,9 @@ use crate::{api, Plan, Progress};
 
 /// The test image's name, as imported and as the actions name it.
 pub const IMAGE: &str = "hearth-test/proxy:1";
+/// How the prewarm filler names the runtime of an image stem cell in its `prewarmed` event
+/// (`Runtime::Image(..).as_str()`); the instance prewarms one image only, so it is this one.
+const PREWARM_RUNTIME: &str = "image";
 /// The action's memory, and the image stem cell's.
 const MEMORY_MB: u64 = 256;
 /// The proxy's port (OpenWhisk's action-proxy contract).
@@ -123,7 +126,8 @@ pub async fn run(
     // Prewarmed and warm: the image's stem cell.
     let cfg = daemon::config_dir(ws, "config-image", &invoker_toml_image())?;
     let (d, addr, state) =
-        crate::start_standalone_with(ws, "image", data_dir, &cfg, &[IMAGE], progress).await?;
+        crate::start_standalone_with(ws, "image", data_dir, &cfg, &[PREWARM_RUNTIME], progress)
+            .await?;
     let phase = async {
         let mut c = api::connect(addr).await?;
         let (mut took, mut refill) = (Samples::default(), Samples::default());
@@ -137,7 +141,7 @@ pub async fn run(
             let (seen, _) = d
                 .log
                 .wait_for(t, REFILL_TIMEOUT, "image prewarm refill", |l| {
-                    daemon::is_prewarmed(l, IMAGE)
+                    daemon::is_prewarmed(l, PREWARM_RUNTIME)
                 })
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}; {}", d.context()))?;
