@@ -326,3 +326,31 @@ fn out_len(reference: &str) -> usize {
         .unwrap();
     out.stdout.len()
 }
+
+/// `hearthd admin image pull` from the registry (plain HTTP to 127.0.0.1, as Docker does for a
+/// loopback registry) stores the same image, by digest, as the archive `import` of it, and
+/// lists it under the registry's name.
+#[test]
+fn admin_pull_stores_the_image_the_archive_import_stores() {
+    let registry = Registry::with_test_image();
+    let data = tempfile::tempdir().unwrap();
+    let pulled =
+        crate::common::ok(crate::common::admin(data.path(), &["pull", &registry.reference()]));
+    let imported = crate::common::ok(crate::common::admin(
+        data.path(),
+        &["import", TEST_IMAGE, test_image().join("image.oci.tar").to_str().unwrap()],
+    ));
+    let digest = |out: &str| out.split_whitespace().next().unwrap_or_default().to_owned();
+    assert!(digest(&pulled).starts_with("sha256:"), "{pulled}");
+    assert_eq!(digest(&pulled), digest(&imported), "pull: {pulled}\nimport: {imported}");
+    let list = crate::common::ok(crate::common::admin(data.path(), &["list"]));
+    assert!(list.contains(&registry.reference()), "{list}");
+    // Nothing of the pull is left beside the store.
+    let leftovers: Vec<_> = fs::read_dir(data.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".image-pull"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
