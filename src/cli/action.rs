@@ -39,6 +39,19 @@ pub fn infer_kind(file: &Path, kind: Option<&str>) -> Result<String, CliError> {
     }
 }
 
+/// A file's code as an exec's `code` and `binary`: a zip base64-encoded, text as it is.
+fn encoded_code(file: &Path) -> Result<(String, bool), CliError> {
+    let (bytes, is_zip) = read_code(file)?;
+    if is_zip {
+        return Ok((base64::engine::general_purpose::STANDARD.encode(&bytes), true));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| CliError::BadFile {
+        path: file.to_owned(),
+        message: "the code is not UTF-8 text (archives must end in .zip)".to_owned(),
+    })?;
+    Ok((text, false))
+}
+
 /// The bytes of an action's code file, and whether it is a zip (by its name, as wsk decides).
 fn read_code(file: &Path) -> Result<(Vec<u8>, bool), CliError> {
     let bytes = std::fs::read(file).map_err(|source| CliError::ReadFile {
@@ -56,16 +69,7 @@ pub fn exec_from_file(
     main: Option<&str>,
 ) -> Result<Value, CliError> {
     let kind = infer_kind(file, kind)?;
-    let (bytes, is_zip) = read_code(file)?;
-    let (code, binary) = if is_zip {
-        (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
-    } else {
-        let text = String::from_utf8(bytes).map_err(|_| CliError::BadFile {
-            path: file.to_owned(),
-            message: "the code is not UTF-8 text (archives must end in .zip)".to_owned(),
-        })?;
-        (text, false)
-    };
+    let (code, binary) = encoded_code(file)?;
     let mut exec = json!({ "kind": kind, "code": code, "binary": binary });
     if let Some(m) = main {
         exec["main"] = json!(m);
@@ -105,16 +109,7 @@ pub fn docker_exec(
 ) -> Result<Value, CliError> {
     let mut exec = json!({ "kind": BLACKBOX, "image": image });
     if let Some(file) = file {
-        let (bytes, is_zip) = read_code(file)?;
-        let (code, binary) = if is_zip {
-            (base64::engine::general_purpose::STANDARD.encode(&bytes), true)
-        } else {
-            let text = String::from_utf8(bytes).map_err(|_| CliError::BadFile {
-                path: file.to_owned(),
-                message: "not UTF-8 text; send a program zipped".into(),
-            })?;
-            (text, false)
-        };
+        let (code, binary) = encoded_code(file)?;
         exec["code"] = json!(code);
         exec["binary"] = json!(binary);
     }
