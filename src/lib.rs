@@ -2,7 +2,7 @@
 //!
 //! The path of one activation reads top to bottom through the modules:
 //! [`api`] (HTTP, auth) -> [`controller`] (entities, invoke orchestration) -> [`bus`] (the seam
-//! to the invoker) -> [`invoker`] (the container pool) -> [`container`] (runc) and [`runtime`]
+//! to the invoker) -> [`invoker`] (the container pool) -> [`container`] (runc) and [`launcher`]
 //! (the in-container launchers and their protocol); with several invokers, [`balancer`]
 //! chooses one. [`store`] keeps entities in LMDB and
 //! [`model`] defines them. [`systemd`] is the glue to the host's service manager and [`cli`]
@@ -22,9 +22,9 @@ pub mod dispatch;
 pub mod docgen;
 pub mod image;
 pub mod invoker;
+pub mod launcher;
 pub mod metrics;
 pub mod model;
-pub mod runtime;
 pub mod shutdown;
 pub mod store;
 pub mod systemd;

@@ -11,8 +11,8 @@ use hearth::container::{
     cgroup, ActionContainer, ContainerFactory, ContainerSpec, RunError, RuncConfig, RuncContainer,
     RuncFactory,
 };
+use hearth::launcher::{code, InitSpec, RunSpec};
 use hearth::model::Runtime;
-use hearth::runtime::{code, InitSpec, RunSpec};
 use serde_json::{json, Map, Value};
 
 const RUNC: &str = "/usr/sbin/runc";

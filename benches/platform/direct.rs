@@ -17,8 +17,8 @@ use hearth::container::{
     cgroup, ActionContainer, ContainerFactory, ContainerSpec, RuncConfig, RuncContainer,
     RuncFactory,
 };
+use hearth::launcher::{code, InitSpec, RunSpec};
 use hearth::model::Runtime;
-use hearth::runtime::{code, InitSpec, RunSpec};
 use serde_json::{json, Map, Value};
 
 use crate::workspace::{Workspace, RUNC};
@@ -202,14 +202,14 @@ pub async fn run_once(c: &mut RuncContainer, spec: &RunSpec) -> anyhow::Result<D
 pub async fn interpreter_start(runtime: Runtime) -> anyhow::Result<Duration> {
     let (bin, args): (&str, &[&str]) = match runtime {
         // The native launcher is a Python script too.
-        Runtime::Python | Runtime::Native => (hearth::runtime::kinds::PYTHON, &["-c", "pass"]),
-        Runtime::Nodejs => (hearth::runtime::kinds::NODE, &["-e", "0"]),
+        Runtime::Python | Runtime::Native => (hearth::launcher::kinds::PYTHON, &["-c", "pass"]),
+        Runtime::Nodejs => (hearth::launcher::kinds::NODE, &["-e", "0"]),
         Runtime::Image(_) => anyhow::bail!("an image brings its own interpreter"),
     };
     let t = Instant::now();
     let mut cmd = tokio::process::Command::new(bin);
     cmd.env_clear();
-    for kv in hearth::runtime::kinds::env(runtime) {
+    for kv in hearth::launcher::kinds::env(runtime) {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }

@@ -194,8 +194,8 @@ impl Machine {
                 .trim()
                 .to_owned(),
             runc: first_line(crate::workspace::RUNC, &["--version"]),
-            python: first_line(hearth::runtime::kinds::PYTHON, &["--version"]),
-            node: first_line(hearth::runtime::kinds::NODE, &["--version"]),
+            python: first_line(hearth::launcher::kinds::PYTHON, &["--version"]),
+            node: first_line(hearth::launcher::kinds::NODE, &["--version"]),
             load_before: loadavg(),
             load_after: String::new(),
         }

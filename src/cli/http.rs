@@ -125,7 +125,7 @@ pub struct Client {
     apihost: ApiHost,
     auth: HeaderValue,
     timeout: Duration,
-    runtime: tokio::runtime::Runtime,
+    tokio: tokio::runtime::Runtime,
 }
 
 impl Client {
@@ -134,11 +134,11 @@ impl Client {
         let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
             .map_err(|e| CliError::Usage(format!("the key cannot go in a header: {e}")))?;
         auth.set_sensitive(true);
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(CliError::Runtime)?;
-        Ok(Self { apihost: config.apihost.clone(), auth, timeout, runtime })
+        Ok(Self { apihost: config.apihost.clone(), auth, timeout, tokio })
     }
 
     pub fn apihost(&self) -> &ApiHost {
@@ -181,7 +181,7 @@ impl Client {
             message: format!("cannot build the request for {path}: {e}"),
         })?;
         let exchange = send(&self.apihost, request);
-        let result = self.runtime.block_on(async {
+        let result = self.tokio.block_on(async {
             tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(SendError::Timeout))
         });
         let response = match result {

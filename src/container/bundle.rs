@@ -12,8 +12,8 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::launcher::kinds;
 use crate::model::Runtime;
-use crate::runtime::kinds;
 
 use super::seccomp;
 use super::skeleton::Skeleton;

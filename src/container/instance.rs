@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 
+use crate::launcher::protocol::{self, InitRefusal, ReplyError};
 use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
-use crate::runtime::protocol::{self, InitRefusal, ReplyError};
 
 use super::bundle;
 use super::cgroup;
@@ -29,7 +29,7 @@ use super::logs::{LogPipes, LOG_WATCH_AFTER};
 use super::proxy::{self, Proxy, ProxyError, RunOutcome};
 use super::runc::{remove_dir_logged, Shared};
 use super::{ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput};
-use crate::runtime::{InitSpec, RunSpec};
+use crate::launcher::{InitSpec, RunSpec};
 use crate::systemd::machined;
 
 /// How long an init may take. [`InitSpec`] carries no timeout; OpenWhisk bounds init by the
@@ -301,7 +301,7 @@ impl RuncContainer {
     /// /init of an image's action proxy with the code kept in the code dir. A refused init
     /// is a developer error in the proxy's words, and the container must go.
     async fn init_proxy(&mut self, init: &InitSpec) -> Result<(), RunError> {
-        let path = self.code_dir.join(crate::runtime::kinds::IMAGE_CODE);
+        let path = self.code_dir.join(crate::launcher::kinds::IMAGE_CODE);
         let code = match tokio::fs::read(&path).await {
             Ok(code) => code,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),

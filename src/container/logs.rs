@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::net::unix::pipe;
 
-use crate::runtime::protocol::SENTINEL;
+use crate::launcher::protocol::SENTINEL;
 
 /// A line longer than this is cut into several log entries, so that output without newlines
 /// cannot grow the buffer without bound.

@@ -25,8 +25,8 @@ pub use runc::{RuncConfig, RuncFactory};
 
 use serde_json::Value;
 
+use crate::launcher::{InitSpec, RunSpec};
 use crate::model::Runtime;
-use crate::runtime::{InitSpec, RunSpec};
 
 /// What a container is created for. Prewarmed containers are created before the action is
 /// known, so nothing action-specific is here.

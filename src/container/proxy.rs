@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use serde_json::{json, Map, Value};
 
-use crate::runtime::{InitSpec, RunSpec};
+use crate::launcher::{InitSpec, RunSpec};
 
 /// The port OpenWhisk's action proxies listen on.
 pub const PROXY_PORT: u16 = 8080;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::net::unix::pipe;
 
-use crate::runtime::launcher;
+use crate::launcher::install;
 use crate::systemd::machined::Machined;
 
 use super::bundle::{self, BundleSpec};
@@ -178,7 +178,7 @@ impl RuncFactory {
         make_dir(&config.root, 0o700)?;
         let skeleton = Skeleton::prepare(&config.state_dir.join("rootfs"))?;
         let launcher_dir = config.state_dir.join("launchers");
-        launcher::install_all(&launcher_dir).map_err(|e| ContainerError::Io {
+        install::install_all(&launcher_dir).map_err(|e| ContainerError::Io {
             what: "cannot install launcher",
             path: e.path.display().to_string(),
             source: e.source,

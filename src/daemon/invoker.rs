@@ -95,10 +95,10 @@ pub(super) fn runc_config(state_dir: &std::path::Path, runc: PathBuf) -> RuncCon
     }
 }
 
-/// The production code installer: the launchers' file layout from [`crate::runtime::code`].
+/// The production code installer: the launchers' file layout from [`crate::launcher::code`].
 pub(super) fn code_installer() -> CodeInstaller {
     Arc::new(|dir, runtime, code, binary| {
-        crate::runtime::code::install(dir, runtime, code, binary)
+        crate::launcher::code::install(dir, runtime, code, binary)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
     })
 }

@@ -27,8 +27,8 @@ use super::state::{Slot, WarmKey};
 use super::CodeError;
 use crate::container::{ActionContainer, ContainerFactory, RunError};
 use crate::dispatch::{ActivationMessage, Timing};
+use crate::launcher::{InitSpec, RunSpec};
 use crate::model::{now_millis, Activation, Runtime};
-use crate::runtime::{InitSpec, RunSpec};
 
 /// What happens to the container after the record was sent.
 enum Disposal<C> {

@@ -41,7 +41,7 @@ pub use stats::PoolStats;
 use crate::model::{FullyQualifiedName, Runtime};
 
 /// Writes an action's code into a container's code directory: `(dir, runtime, code, binary)`.
-/// In production this is `crate::runtime::code::install`; a closure keeps the pool independent
+/// In production this is `crate::launcher::code::install`; a closure keeps the pool independent
 /// of the launchers' file layout (and lets tests count installs).
 pub type CodeInstaller =
     Arc<dyn Fn(&Path, Runtime, &[u8], bool) -> std::io::Result<()> + Send + Sync>;

@@ -207,8 +207,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::container::{RunError, RunOutput};
+    use crate::launcher::{InitSpec, RunSpec};
     use crate::model::EntityName;
-    use crate::runtime::{InitSpec, RunSpec};
 
     /// A container that does nothing: enough for state and placement logic.
     #[derive(Debug)]

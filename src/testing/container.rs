@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::container::{
     ActionContainer, ContainerError, ContainerFactory, ContainerSpec, RunError, RunOutput,
 };
+use crate::launcher::{InitSpec, RunSpec};
 use crate::model::Runtime;
-use crate::runtime::{InitSpec, RunSpec};
 
 /// The pool's code installer, as [`installer`] makes it (the same type as
 /// `invoker::CodeInstaller`, spelled out: this kit sits below the invoker).

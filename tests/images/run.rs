@@ -18,11 +18,11 @@ use hearth::container::{
 };
 use hearth::dispatch::ActivationMessage;
 use hearth::invoker::{CodeError, CodeSource, Invoker, InvokerConfig, PoolEvent, PrewarmConfig};
+use hearth::launcher::{code, InitSpec, RunSpec};
 use hearth::model::{
     now_millis, ActionLimits, Activation, ActivationId, ActivationStatus, EntityName, ExecMeta,
     FullyQualifiedName, ImageDigest, Kind, Runtime,
 };
-use hearth::runtime::{code, InitSpec, RunSpec};
 use serde_json::{json, Map, Value};
 
 use super::common::{test_image, TEST_IMAGE};

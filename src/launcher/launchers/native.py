@@ -8,7 +8,7 @@
 #
 # Protocol as the Python launcher's: one JSON line in on stdin, one line out on fd 3, the
 # sentinels on stdout and stderr before each reply. A reply starting with "!" is a developer
-# error in the action proxy's words (runtime/protocol.rs), e.g. "!\"The action did not return
+# error in the action proxy's words (launcher/protocol.rs), e.g. "!\"The action did not return
 # a dictionary or array.\"". The exit status does not decide the outcome (it does not in
 # OpenWhisk either); a non-zero one is logged.
 #

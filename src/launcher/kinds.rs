@@ -5,7 +5,7 @@
 
 use crate::model::Runtime;
 
-use super::launcher;
+use super::install;
 
 /// Where the launcher dir is mounted inside every container.
 pub const LAUNCHER_MOUNT: &str = "/hearth";
@@ -33,7 +33,7 @@ pub const NODE: &str = "/usr/bin/node";
 /// An image runs its own entrypoint (the container driver takes it from the image's config),
 /// so it has no launcher command line here: empty.
 pub fn argv(runtime: Runtime) -> Vec<String> {
-    let Some(file) = launcher::file_name(runtime) else { return Vec::new() };
+    let Some(file) = install::file_name(runtime) else { return Vec::new() };
     let script = format!("{LAUNCHER_MOUNT}/{file}");
     match runtime {
         Runtime::Python | Runtime::Native => {
