@@ -47,6 +47,15 @@ pub async fn put_action(
         "exec": {"kind": kind(runtime), "code": code},
         "limits": {"memory": memory_mb},
     });
+    put_action_json(c, name, &body).await
+}
+
+/// PUT an action with a body of the caller's (limits, annotations), overwriting.
+pub async fn put_action_json(
+    c: &mut Client,
+    name: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<()> {
     let path = format!("/api/v1/namespaces/_/actions/{name}?overwrite=true");
     let (status, resp, _) = c.request("PUT", &path, body.to_string().as_bytes()).await?;
     if status != 200 {

@@ -21,6 +21,7 @@ mod binding;
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
 mod burst;
+mod concurrency;
 mod daemon;
 mod direct;
 mod http;
@@ -140,6 +141,8 @@ const ONLY_SEQUENCE: &str = "sequence";
 const ONLY_RECORDS: &str = "records";
 /// Image actions (issue 20): their cold, prewarmed and warm rows beside their floors.
 const ONLY_IMAGE: &str = "image";
+/// Concurrent Node (issue 15): 200 clients on one action of concurrency 200, on instance A.
+const ONLY_CONCURRENCY: &str = "concurrency";
 
 #[derive(Debug)]
 struct Args {
@@ -163,17 +166,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
             "--only" => match it.next().as_deref() {
-                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE)) => only = Some(g.to_owned()),
+                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE | ONLY_CONCURRENCY)) => {
+                    only = Some(g.to_owned())
+                }
                 other => {
                     return Err(format!(
-                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?} or {ONLY_IMAGE:?}, not {other:?}"
+                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?}, {ONLY_IMAGE:?} or {ONLY_CONCURRENCY:?}, not {other:?}"
                     ))
                 }
             },
             "--bench" => bench = true,
             "-h" | "--help" => {
                 return Err(
-                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}] [--json PATH]")
+                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}|{ONLY_CONCURRENCY}] [--json PATH]")
                 )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -268,6 +273,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         rows.push(stop_a);
         return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
     }
+    if args.only.as_deref() == Some(ONLY_CONCURRENCY) {
+        let only =
+            concurrency::run(&data_dir, &state_a.join("containers"), addr_a, &plan, &progress)
+                .await;
+        let stop_a = daemon::stop_row(&ws, a, &state_a, &plan).await?;
+        rows.extend(only?);
+        rows.push(stop_a);
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
     let phase_a = async {
         let idle_rss = procfs::rss_mb(a.pid)?;
         let mut rows = Vec::new();
@@ -295,6 +309,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 &progress,
             )
             .await?,
+        );
+        rows.extend(
+            concurrency::run(&data_dir, &state_a.join("containers"), addr_a, &plan, &progress)
+                .await?,
         );
         progress.phase("first invoke after a burst");
         let after_burst = burst::run(&a, addr_a, Runtime::Python, &plan, &progress).await?;

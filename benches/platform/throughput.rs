@@ -85,6 +85,31 @@ impl Tally {
     }
 }
 
+impl Load {
+    /// A row of the completions per second in each window.
+    pub fn rate_row(&self, metric: impl Into<String>) -> Row {
+        Row {
+            metric: metric.into(),
+            unit: Unit::PerSec,
+            n: self.rates.n,
+            p50: self.rates.p50_us,
+            p90: self.rates.p90_us,
+            p99: self.rates.p99_us,
+            ..Row::value("", Unit::PerSec, f64::NAN)
+        }
+    }
+
+    /// Each invoke's latency under the load.
+    pub fn latency(&self) -> &Summary {
+        &self.latency
+    }
+
+    /// The first failed invoke's error, if one failed.
+    pub fn first_error(&self) -> Option<&str> {
+        self.first_error.as_deref()
+    }
+}
+
 /// `clients` keep-alive clients invoking `name` back to back for `dur`.
 pub async fn platform_load(
     addr: SocketAddr,
@@ -224,15 +249,6 @@ fn rows_for(
     p: &Load,
     d: &Load,
 ) -> Vec<Row> {
-    let rate_row = |metric: String, l: &Load| Row {
-        metric,
-        unit: Unit::PerSec,
-        n: l.rates.n,
-        p50: l.rates.p50_us,
-        p90: l.rates.p90_us,
-        p99: l.rates.p99_us,
-        ..Row::value("", Unit::PerSec, f64::NAN)
-    };
     let (user, sys, switches) = cpu;
     let mut note = format!(
         "{used} platform containers; overall {:.0}/s vs direct {:.0}/s; hearthd CPU {:.0} us per invoke ({user:.0} user + {sys:.0} system, {switches:.1} context switches)",
@@ -254,7 +270,8 @@ fn rows_for(
             d.first_error.as_deref().unwrap_or("")
         ));
     }
-    let mut tp = rate_row(format!("throughput {rt} c={clients} (req/s per 250ms)"), p)
+    let mut tp = p
+        .rate_row(format!("throughput {rt} c={clients} (req/s per 250ms)"))
         .floor(format!("{used} direct containers"), d.rates.p50_us)
         .note(note);
     if clients >= 64 {
