@@ -3,7 +3,7 @@
 //! When the feed is enabled (a controller joined to a Kafka bus calls
 //! [`Store::enable_entity_feed`]; the setting is stored, so `hearthd admin` writing into the same
 //! data directory feeds too), every entity write (action put/delete, namespace create/delete,
-//! key create/revoke) appends the changed entity keys to the `feed` database **in the same
+//! key create/revoke, limit override set/clear, ...) appends the changed entity keys to the `feed` database **in the same
 //! write transaction** as the change. A publisher (hearthd's cluster wiring) drains the feed
 //! to the compacted entity topic: [`Store::feed_pending`] hands the oldest entries with the
 //! entity's *current* value encoded for the wire, [`Store::feed_done`] removes them once the
@@ -38,6 +38,8 @@ pub const NAMESPACE_PREFIX: &str = "namespace/";
 pub const KEY_PREFIX: &str = "key/";
 pub const PACKAGE_PREFIX: &str = "package/";
 pub const ROUTE_PREFIX: &str = "route/";
+/// A namespace's limit overrides (`namespace_limits.rs`): `limits/ns`.
+pub const LIMITS_PREFIX: &str = "limits/";
 
 /// One kind of entity on the entity topic: how this store reads it for publication and
 /// applies it from the topic. Each kind is implemented beside its own store file; adding a
@@ -124,6 +126,7 @@ pub(crate) trait EntityKind: Sync + std::fmt::Debug {
 pub(crate) const KINDS: &[&dyn EntityKind] = &[
     &super::namespaces::NamespaceKind,
     &super::keys::KeyKind,
+    &super::namespace_limits::LimitsKind,
     &super::packages::PackageKind,
     &super::actions::ActionKind,
     &super::named::TRIGGER_KIND,
@@ -149,7 +152,8 @@ pub trait PublishWaiter: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedEntry {
     pub seq: u64,
-    /// The entity key on the topic (`action/ns/name`, `namespace/ns`, `key/<uuid>`).
+    /// The entity key on the topic (`action/ns/name`, `namespace/ns`, `key/<uuid>`,
+    /// `limits/ns`, ...: the prefixes above).
     pub key: String,
     /// The encoded current value; `None`: the entity is gone (a tombstone).
     pub value: Option<Vec<u8>>,
