@@ -1,7 +1,8 @@
 //! Administration from another process while the store is open: the test re-executes itself
 //! as a child (`child-admin DIR ARGS...`) that opens its own LMDB handle on the same data dir
 //! and runs `hearth::admin` there, as `hearthd admin` would next to a running daemon. The
-//! parent's cached authentication must follow at once. (harness = false: the binary is both.)
+//! parent's cached authentication must follow at once, as must the limit overrides, which the
+//! child also queues in the entity feed once it is on. (harness = false: the binary is both.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -70,8 +71,42 @@ fn main() {
     assert!(store.authenticate(&second).unwrap().is_some());
 
     assert_eq!(admin_in_child(dir.path(), &["namespace", "list"]), "team\n");
+
+    // Limits set in another process apply here at once (read from the memory map on every
+    // invoke); with the entity feed on (a cluster controller's data dir), the child queues
+    // each change for the publisher of this process, and a namespace delete the override's
+    // tombstone.
+    let ns = hearth::model::EntityName::parse("team").unwrap();
+    store.enable_entity_feed("c1").unwrap();
+    let queued = store.feed_pending(100).unwrap();
+    store.feed_done(queued.last().unwrap().seq).unwrap();
+    let set =
+        admin_in_child(dir.path(), &["limits", "set", "team", "--concurrent-invocations", "3"]);
+    assert_eq!(set.trim(), r#"{"concurrentInvocations":3}"#);
+    assert_eq!(store.namespace_limits(&ns).unwrap().concurrent_invocations, Some(3));
+    let limits_feed = |store: &Store| -> Vec<(String, bool)> {
+        let entries = store.feed_pending(100).unwrap();
+        if let Some(last) = entries.last() {
+            store.feed_done(last.seq).unwrap();
+        }
+        entries
+            .into_iter()
+            .filter(|e| e.key == "limits/team")
+            .map(|e| (e.key, e.value.is_some()))
+            .collect()
+    };
+    assert_eq!(limits_feed(&store), [("limits/team".to_owned(), true)], "queued with its value");
+    assert_eq!(admin_in_child(dir.path(), &["limits", "get", "team"]).trim(), set.trim());
+    admin_in_child(dir.path(), &["limits", "clear", "team"]);
+    assert!(store.namespace_limits(&ns).unwrap().is_empty());
+    assert_eq!(limits_feed(&store), [("limits/team".to_owned(), false)], "a tombstone");
+    admin_in_child(dir.path(), &["limits", "set", "team", "--fires-per-minute", "9"]);
+    limits_feed(&store);
+
     admin_in_child(dir.path(), &["namespace", "delete", "team"]);
     assert!(store.authenticate(&second).unwrap().is_none());
     assert!(store.list_namespaces().unwrap().is_empty());
+    assert!(store.namespace_limits(&ns).unwrap().is_empty());
+    assert_eq!(limits_feed(&store), [("limits/team".to_owned(), false)], "deleted with it");
     println!("test revoke_from_another_process ... ok");
 }

@@ -3,6 +3,13 @@
 //! Works while a daemon runs on the same data dir: LMDB's lock file serialises writers across
 //! processes, and every key or namespace change bumps `keys_generation`, which the daemon's
 //! auth cache checks on every request, so a revoked key stops working at once.
+//!
+//! In a cluster (a controller started with `--bus` turned the data dir's entity feed on), every
+//! write here (namespaces, keys, limit overrides) is queued in that feed in its own
+//! transaction, and returns after the local commit: the controller running on the data dir
+//! publishes it within its feed poll (250 ms), and every other host applies it from the
+//! entity topic (docs/KAFKA.md). This process installs no publish waiter, as it has no
+//! producer of its own; a write made while that controller is down is published when it runs.
 //! Must never: print a secret other than the one just created, or go through the HTTP API.
 
 use std::io::Write;
@@ -33,7 +40,7 @@ pub enum AdminCommand {
         command: KeyCommand,
     },
     /// Set, show or clear a namespace's limits; a running server applies them to its next
-    /// request.
+    /// request, and in a cluster every controller does once the entity topic brings them.
     Limits {
         #[command(subcommand)]
         command: LimitsCommand,
