@@ -318,6 +318,32 @@ impl Store {
             .map_err(|reason| StoreError::NotReplicated { entity: what.to_owned(), reason })
     }
 
+    /// The last feed position used in this data dir (0 before the first write); `None` when
+    /// the feed is off. With [`Store::feed_published_through`], lets a process without a
+    /// publisher of its own (`hearthd admin`) wait for the controller on the same data dir to
+    /// publish its writes.
+    pub fn feed_position(&self) -> Result<Option<u64>, StoreError> {
+        let rtxn = self.read_txn()?;
+        if self.origin_in(&rtxn)?.is_none() {
+            return Ok(None);
+        }
+        match self.dbs().meta.get(&rtxn, FEED_SEQ).map_err(lmdb("get", "meta"))? {
+            Some(b) => Ok(Some(be_u64("meta", FEED_SEQ, b)?)),
+            None => Ok(Some(0)),
+        }
+    }
+
+    /// Whether every feed entry up to `seq` is published: the publisher removes an entry only
+    /// after the broker acknowledged it ([`Store::feed_done`]), so none left at or below `seq`
+    /// means the broker holds them all.
+    pub fn feed_published_through(&self, seq: u64) -> Result<bool, StoreError> {
+        let rtxn = self.read_txn()?;
+        match self.dbs().feed.first(&rtxn).map_err(lmdb("first", "feed"))? {
+            Some((k, _)) => Ok(be_u64("feed", k, k)? > seq),
+            None => Ok(true),
+        }
+    }
+
     /// The oldest `max` feed entries with their entities' current values, encoded for the
     /// entity topic.
     pub fn feed_pending(&self, max: usize) -> Result<Vec<FeedEntry>, StoreError> {
@@ -436,6 +462,26 @@ mod tests {
         // Enabling again queues nothing more.
         s.enable_entity_feed("c1").unwrap();
         assert_eq!(s.feed_pending(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_feed_position_tells_when_a_write_is_published() {
+        let (_d, s) = temp_store();
+        let ns = EntityName::parse("guest").unwrap();
+        s.create_namespace(&ns).unwrap();
+        assert_eq!(s.feed_position().unwrap(), None, "off");
+        s.enable_entity_feed("c1").unwrap();
+        let queued = s.feed_position().unwrap().unwrap();
+        assert_eq!(queued, 2, "the namespace and its key");
+        assert!(!s.feed_published_through(queued).unwrap());
+        s.feed_done(1).unwrap();
+        assert!(s.feed_published_through(1).unwrap());
+        assert!(!s.feed_published_through(2).unwrap());
+        s.feed_done(2).unwrap();
+        assert!(s.feed_published_through(queued).unwrap());
+        s.create_key(&ns).unwrap();
+        assert_eq!(s.feed_position().unwrap(), Some(3));
+        assert!(!s.feed_published_through(3).unwrap());
     }
 
     struct Refuse;
