@@ -663,9 +663,10 @@ fn phase_limits(cl: &Cluster) {
         assert_eq!(rec["response"]["status"], "success", "{rec}");
     }
     println!(
-        "MEASURED a limit override set with hearthd admin on controller 1 ({admin_took:?} for the \
-         command) in force on controller 2 {lag:?} after the command started; cleared: {cleared:?}; \
-         controller 2 admitted {share} of a limit of {LIMIT} (two controllers) and refused the next"
+        "MEASURED a limit override set with hearthd admin on controller 1 ({admin_took:?} for \
+         the command) in force on controller 2 {lag:?} after the command started; cleared: \
+         {cleared:?}; controller 2 admitted {share} of a limit of {LIMIT} (two controllers) and \
+         refused the next"
     );
 }
 

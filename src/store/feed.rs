@@ -3,12 +3,13 @@
 //! When the feed is enabled (a controller joined to a Kafka bus calls
 //! [`Store::enable_entity_feed`]; the setting is stored, so `hearthd admin` writing into the same
 //! data directory feeds too), every entity write (action put/delete, namespace create/delete,
-//! key create/revoke, limit override set/clear, ...) appends the changed entity keys to the `feed` database **in the same
-//! write transaction** as the change. A publisher (hearthd's cluster wiring) drains the feed
-//! to the compacted entity topic: [`Store::feed_pending`] hands the oldest entries with the
-//! entity's *current* value encoded for the wire, [`Store::feed_done`] removes them once the
-//! broker holds them. So a write can never be committed locally and then forgotten by the
-//! cluster, whatever crashes in between: at worst it is published twice (idempotent).
+//! key create/revoke, limit override set/clear, ...) appends the changed entity keys to the
+//! `feed` database **in the same write transaction** as the change. A publisher (hearthd's
+//! cluster wiring) drains the feed to the compacted entity topic: [`Store::feed_pending`]
+//! hands the oldest entries with the entity's *current* value encoded for the wire,
+//! [`Store::feed_done`] removes them once the broker holds them. So a write can never be
+//! committed locally and then forgotten by the cluster, whatever crashes in between: at worst
+//! it is published twice (idempotent).
 //!
 //! Acknowledgement: with a [`PublishWaiter`] installed, a write returns only after its local
 //! commit **and** the broker's acknowledgement of its feed entry (bounded by the waiter); when
