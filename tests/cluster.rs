@@ -15,7 +15,8 @@
 //! entities written before it (the controllers re-publish them); the controllers counting
 //! each other (each schedules 1/n of every invoker's memory); activation records readable and
 //! listed alike through both controllers, also after one was replaced by a fresh one with an
-//! empty data dir.
+//! empty data dir; a namespace's limit override set with `hearthd admin` on controller 1's
+//! data dir enforced by controller 2, and cleared the same way.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -576,6 +577,99 @@ fn phase_concurrent_updates(cl: &Cluster) {
     );
 }
 
+/// An action that holds its activation for 2 s: keeps invokes in flight.
+const HOLD: &str = "import time\ndef main(a):\n    time.sleep(2)\n    return {'i': a.get('i')}\n";
+
+/// Runs `hearthd admin limits ARGS` on `data_dir` (a running controller's: the override goes
+/// into its entity feed, which that controller publishes).
+fn admin_limits(data_dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(hearthd())
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("limits")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin limits {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Per-namespace limits hold across the cluster (issue 17): an override set with `hearthd
+/// admin` on controller 1's data dir reaches controller 2, which refuses the invoke past its
+/// share of the limit (two live controllers: `ceil(1.2 * limit) / 2`) with OpenWhisk's 429
+/// message naming the limit; cleared on controller 1, controller 2 accepts again.
+fn phase_limits(cl: &Cluster) {
+    const LIMIT: u32 = 5;
+    // controller::admission::share with two controllers: the limit plus OpenWhisk's 20%
+    // over-commit, halved.
+    let share = ((f64::from(LIMIT) * 1.2).ceil() as u32 / 2).max(1);
+    cl.k1.put_action("hold", "python:3", HOLD, Some(json!({"memory": 128})));
+    wait("hold visible on controller 2", Duration::from_secs(10), || {
+        (cl.k2.get("/api/v1/namespaces/_/actions/hold").status == 200).then_some(())
+    });
+    let concurrent =
+        |k: &Client| k.get("/api/v1/namespaces/_/limits").json()["concurrentInvocations"].clone();
+    let default = concurrent(&cl.k2);
+    let c1_data = cl.root().join("c1-data");
+    let limit = LIMIT.to_string();
+    let t_set = Instant::now();
+    let set = admin_limits(&c1_data, &["set", "team", "--concurrent-invocations", &limit]);
+    assert_eq!(set.trim(), format!(r#"{{"concurrentInvocations":{LIMIT}}}"#));
+    let admin_took = t_set.elapsed();
+    wait("the override on controller 2", Duration::from_secs(10), || {
+        (concurrent(&cl.k2) == json!(LIMIT)).then_some(())
+    });
+    let lag = t_set.elapsed();
+    // Non-blocking invokes of a 2 s action through controller 2: `share` in flight, the next
+    // refused at once.
+    let invoke = |i: u32| cl.k2.json("POST", "/api/v1/namespaces/_/actions/hold", json!({"i": i}));
+    let mut ids = Vec::new();
+    for i in 0..share {
+        let r = invoke(i);
+        assert_eq!(r.status, 202, "invoke {i} of {share} through controller 2: {}", r.text());
+        ids.push(r.json()["activationId"].as_str().unwrap().to_owned());
+    }
+    let r = invoke(share);
+    assert_eq!(r.status, 429, "invoke {} past the share {share}: {}", share + 1, r.text());
+    assert_eq!(
+        r.json()["error"],
+        json!(format!(
+            "Too many concurrent requests in flight (count: {share}, allowed: {share})."
+        )),
+        "{}",
+        r.text()
+    );
+    // Cleared on controller 1: controller 2 takes the host's default again, and accepts past
+    // the old share while those are still in flight.
+    let t_clear = Instant::now();
+    admin_limits(&c1_data, &["clear", "team"]);
+    wait("the default again on controller 2", Duration::from_secs(10), || {
+        (concurrent(&cl.k2) == default).then_some(())
+    });
+    let cleared = t_clear.elapsed();
+    for i in 0..=share {
+        let r = invoke(100 + i);
+        assert_eq!(r.status, 202, "after the clear, invoke {i}: {}", r.text());
+        ids.push(r.json()["activationId"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let rec =
+            cl.k2.record(id, Duration::from_secs(60)).unwrap_or_else(|| panic!("{id}: no record"));
+        assert_eq!(rec["response"]["status"], "success", "{rec}");
+    }
+    println!(
+        "MEASURED a limit override set with hearthd admin on controller 1 ({admin_took:?} for \
+         the command) in force on controller 2 {lag:?} after the command started; cleared: \
+         {cleared:?}; controller 2 admitted {share} of a limit of {LIMIT} (two controllers) and \
+         refused the next"
+    );
+}
+
 /// Returns the killed invoker's number.
 fn phase_invoker_killed(cl: &mut Cluster) -> usize {
     // An invoker killed with -9 under load: every accepted activation ends with a record.
@@ -863,6 +957,7 @@ fn two_controllers_three_invokers_over_kafka() {
     phase_latency(&cl, visible);
     phase_records(&mut cl);
     phase_concurrent_updates(&cl);
+    phase_limits(&cl);
     // Before the broker loses everything: an action whose home will be a new invoker 3.
     let pre = name_with_home("pre", 3, 4);
     cl.k1.put_action(&pre, "python:3", ECHO, Some(json!({"memory": 128})));

@@ -3,12 +3,13 @@
 //! When the feed is enabled (a controller joined to a Kafka bus calls
 //! [`Store::enable_entity_feed`]; the setting is stored, so `hearthd admin` writing into the same
 //! data directory feeds too), every entity write (action put/delete, namespace create/delete,
-//! key create/revoke) appends the changed entity keys to the `feed` database **in the same
-//! write transaction** as the change. A publisher (hearthd's cluster wiring) drains the feed
-//! to the compacted entity topic: [`Store::feed_pending`] hands the oldest entries with the
-//! entity's *current* value encoded for the wire, [`Store::feed_done`] removes them once the
-//! broker holds them. So a write can never be committed locally and then forgotten by the
-//! cluster, whatever crashes in between: at worst it is published twice (idempotent).
+//! key create/revoke, limit override set/clear, ...) appends the changed entity keys to the
+//! `feed` database **in the same write transaction** as the change. A publisher (hearthd's
+//! cluster wiring) drains the feed to the compacted entity topic: [`Store::feed_pending`]
+//! hands the oldest entries with the entity's *current* value encoded for the wire,
+//! [`Store::feed_done`] removes them once the broker holds them. So a write can never be
+//! committed locally and then forgotten by the cluster, whatever crashes in between: at worst
+//! it is published twice (idempotent).
 //!
 //! Acknowledgement: with a [`PublishWaiter`] installed, a write returns only after its local
 //! commit **and** the broker's acknowledgement of its feed entry (bounded by the waiter); when
@@ -38,6 +39,8 @@ pub const NAMESPACE_PREFIX: &str = "namespace/";
 pub const KEY_PREFIX: &str = "key/";
 pub const PACKAGE_PREFIX: &str = "package/";
 pub const ROUTE_PREFIX: &str = "route/";
+/// A namespace's limit overrides (`namespace_limits.rs`): `limits/ns`.
+pub const LIMITS_PREFIX: &str = "limits/";
 
 /// One kind of entity on the entity topic: how this store reads it for publication and
 /// applies it from the topic. Each kind is implemented beside its own store file; adding a
@@ -124,6 +127,7 @@ pub(crate) trait EntityKind: Sync + std::fmt::Debug {
 pub(crate) const KINDS: &[&dyn EntityKind] = &[
     &super::namespaces::NamespaceKind,
     &super::keys::KeyKind,
+    &super::namespace_limits::LimitsKind,
     &super::packages::PackageKind,
     &super::actions::ActionKind,
     &super::named::TRIGGER_KIND,
@@ -149,7 +153,8 @@ pub trait PublishWaiter: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedEntry {
     pub seq: u64,
-    /// The entity key on the topic (`action/ns/name`, `namespace/ns`, `key/<uuid>`).
+    /// The entity key on the topic (`action/ns/name`, `namespace/ns`, `key/<uuid>`,
+    /// `limits/ns`, ...: the prefixes above).
     pub key: String,
     /// The encoded current value; `None`: the entity is gone (a tombstone).
     pub value: Option<Vec<u8>>,
@@ -314,6 +319,32 @@ impl Store {
             .map_err(|reason| StoreError::NotReplicated { entity: what.to_owned(), reason })
     }
 
+    /// The last feed position used in this data dir (0 before the first write); `None` when
+    /// the feed is off. With [`Store::feed_published_through`], lets a process without a
+    /// publisher of its own (`hearthd admin`) wait for the controller on the same data dir to
+    /// publish its writes.
+    pub fn feed_position(&self) -> Result<Option<u64>, StoreError> {
+        let rtxn = self.read_txn()?;
+        if self.origin_in(&rtxn)?.is_none() {
+            return Ok(None);
+        }
+        match self.dbs().meta.get(&rtxn, FEED_SEQ).map_err(lmdb("get", "meta"))? {
+            Some(b) => Ok(Some(be_u64("meta", FEED_SEQ, b)?)),
+            None => Ok(Some(0)),
+        }
+    }
+
+    /// Whether every feed entry up to `seq` is published: the publisher removes an entry only
+    /// after the broker acknowledged it ([`Store::feed_done`]), so none left at or below `seq`
+    /// means the broker holds them all.
+    pub fn feed_published_through(&self, seq: u64) -> Result<bool, StoreError> {
+        let rtxn = self.read_txn()?;
+        match self.dbs().feed.first(&rtxn).map_err(lmdb("first", "feed"))? {
+            Some((k, _)) => Ok(be_u64("feed", k, k)? > seq),
+            None => Ok(true),
+        }
+    }
+
     /// The oldest `max` feed entries with their entities' current values, encoded for the
     /// entity topic.
     pub fn feed_pending(&self, max: usize) -> Result<Vec<FeedEntry>, StoreError> {
@@ -432,6 +463,26 @@ mod tests {
         // Enabling again queues nothing more.
         s.enable_entity_feed("c1").unwrap();
         assert_eq!(s.feed_pending(10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_feed_position_tells_when_a_write_is_published() {
+        let (_d, s) = temp_store();
+        let ns = EntityName::parse("guest").unwrap();
+        s.create_namespace(&ns).unwrap();
+        assert_eq!(s.feed_position().unwrap(), None, "off");
+        s.enable_entity_feed("c1").unwrap();
+        let queued = s.feed_position().unwrap().unwrap();
+        assert_eq!(queued, 2, "the namespace and its key");
+        assert!(!s.feed_published_through(queued).unwrap());
+        s.feed_done(1).unwrap();
+        assert!(s.feed_published_through(1).unwrap());
+        assert!(!s.feed_published_through(2).unwrap());
+        s.feed_done(2).unwrap();
+        assert!(s.feed_published_through(queued).unwrap());
+        s.create_key(&ns).unwrap();
+        assert_eq!(s.feed_position().unwrap(), Some(3));
+        assert!(!s.feed_published_through(3).unwrap());
     }
 
     struct Refuse;

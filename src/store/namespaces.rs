@@ -7,7 +7,9 @@ use heed::{RoTxn, RwTxn};
 
 use super::codec::{decode, encode, show_key};
 use super::error::lmdb;
-use super::feed::{encode_wire, EntityKind, WireHeader, WireValue, KEY_PREFIX, NAMESPACE_PREFIX};
+use super::feed::{
+    encode_wire, EntityKind, WireHeader, WireValue, KEY_PREFIX, LIMITS_PREFIX, NAMESPACE_PREFIX,
+};
 use super::replica::Applied;
 use super::{Store, StoreError};
 use crate::model::{now_millis, AuthKey, EntityName};
@@ -127,8 +129,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes a namespace with its keys, actions, code and activation records. Returns false
-    /// when it did not exist.
+    /// Deletes a namespace with its keys, actions, code, activation records and limit
+    /// override. Returns false when it did not exist.
     pub fn delete_namespace(&self, ns: &EntityName) -> Result<bool, StoreError> {
         let mut wtxn = self.write_txn()?;
         let d = self.dbs();
@@ -145,16 +147,20 @@ impl Store {
         let events = self.delete_events_of_in(&mut wtxn, ns)?;
         let activations = self.delete_activations_of_in(&mut wtxn, ns)?;
         let pending = self.delete_pending_of_in(&mut wtxn, ns)?;
-        self.delete_namespace_limits_in(&mut wtxn, ns)?;
+        let had_limits = self.delete_namespace_limits_in(&mut wtxn, ns)?;
         self.bump_keys_generation(&mut wtxn)?;
         // Explicit tombstones for what the namespace owned: compaction may drop the
-        // namespace's tombstone one day, and the actions' records must not come back then.
+        // namespace's tombstone one day, and the actions' (and the override's) records must
+        // not come back then.
         let entity = format!("{NAMESPACE_PREFIX}{ns}");
         let (n_keys, n_actions) = (keys.len(), actions.len());
         let mut fed = keys;
         fed.extend(actions);
         fed.extend(packages);
         fed.extend(events);
+        if had_limits {
+            fed.push(format!("{LIMITS_PREFIX}{ns}"));
+        }
         fed.push(entity.clone());
         let seq = self.feed_in(&mut wtxn, &fed)?;
         wtxn.commit().map_err(lmdb("commit", "namespaces"))?;
@@ -227,6 +233,7 @@ impl EntityKind for NamespaceKind {
                 s.delete_packages_of_in(wtxn, &name)?;
                 s.delete_events_of_in(wtxn, &name)?;
                 s.delete_activations_of_in(wtxn, &name)?;
+                s.delete_namespace_limits_in(wtxn, &name)?;
             }
         }
         s.bump_keys_generation(wtxn)?;
