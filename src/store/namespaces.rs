@@ -233,6 +233,7 @@ impl EntityKind for NamespaceKind {
                 s.delete_packages_of_in(wtxn, &name)?;
                 s.delete_events_of_in(wtxn, &name)?;
                 s.delete_activations_of_in(wtxn, &name)?;
+                s.delete_pending_of_in(wtxn, &name)?;
                 s.delete_namespace_limits_in(wtxn, &name)?;
             }
         }

@@ -186,6 +186,20 @@ mod tests {
         assert!(s.get_activation(&gone, &stubs[0].activation_id).unwrap().is_none());
     }
 
+    /// A namespace deleted on another controller reaches this host as a tombstone on the
+    /// entity topic: its stubs here go too, as with a local delete.
+    #[test]
+    fn a_namespace_tombstone_from_the_topic_deletes_its_stubs_only() {
+        let (_d, s) = temp_store();
+        let gone = EntityName::parse("gone").unwrap();
+        s.create_namespace(&gone).unwrap();
+        let stubs = vec![rec("gone"), rec("guest")];
+        s.commit_activations(&[], &stubs).unwrap();
+        s.apply_entity("namespace/gone", None, None, 0, 0).unwrap();
+        assert!(s.get_namespace(&gone).unwrap().is_none());
+        assert_eq!(s.count_pending().unwrap(), 1, "the other namespace's stub stays");
+    }
+
     /// Commits `a` as the record writer commits an unclaimed record; whether it was written.
     fn unclaimed(s: &Store, a: &Activation, rule: UnclaimedRule) -> bool {
         let written = s.commit_records(&[], &[], &[(a.clone(), rule)]).unwrap();
