@@ -26,9 +26,9 @@ use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
 use super::bundle;
 use super::cgroup;
 use super::logs::{LogPipes, LOG_WATCH_AFTER};
+use super::mux::SharedMux;
 use super::proxy::{self, Proxy, ProxyError, RunOutcome};
 use super::runc::{remove_dir_logged, Shared};
-use super::mux::SharedMux;
 use super::{
     ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput, SharedHandle, SharedRuns,
 };

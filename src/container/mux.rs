@@ -246,8 +246,12 @@ impl SharedMux {
             if table.eof[2] {
                 return Err(RunError::Internal(format!("container {} is dead", core.id)));
             }
-            let pending =
-                Pending { logs: RunLogs::new(run.log_limit), reply: None, ended: [false; 2], tx: Some(tx) };
+            let pending = Pending {
+                logs: RunLogs::new(run.log_limit),
+                reply: None,
+                ended: [false; 2],
+                tx: Some(tx),
+            };
             table.runs.insert(id, pending);
         }
         let sent = async {
@@ -261,7 +265,9 @@ impl SharedMux {
             Ok((&mut rx).await)
         };
         match tokio::time::timeout(run.timeout, waited).await {
-            Ok(Ok(Ok(Done::Replied { reply, size, logs }))) => self.outcome(&reply, size, run, logs),
+            Ok(Ok(Ok(Done::Replied { reply, size, logs }))) => {
+                self.outcome(&reply, size, run, logs)
+            }
             Ok(Ok(Ok(Done::Died { logs }))) => Err(self.died(logs)),
             Ok(Ok(Err(_))) => Err(self.died(Vec::new())),
             Ok(Err(e)) => {
@@ -332,7 +338,10 @@ impl SharedMux {
         if cgroup::oom_killed(&core.memory_dir) {
             return RunError::OutOfMemory { limit_mb: core.memory_mb, logs };
         }
-        RunError::Crashed { detail: "the action's process exited without replying".to_owned(), logs }
+        RunError::Crashed {
+            detail: "the action's process exited without replying".to_owned(),
+            logs,
+        }
     }
 }
 

@@ -256,7 +256,10 @@ mod tests {
         encode_init(&init, &mut a).unwrap();
         encode_init_concurrent(&init, 1, &mut b).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a, b"{\"op\":\"init\",\"action\":\"ns/a\",\"entry_point\":\"main\",\"binary\":false}\n");
+        assert_eq!(
+            a,
+            b"{\"op\":\"init\",\"action\":\"ns/a\",\"entry_point\":\"main\",\"binary\":false}\n"
+        );
         encode_init_concurrent(&init, 200, &mut b).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["concurrency"], json!(200));
