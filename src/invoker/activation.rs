@@ -252,8 +252,11 @@ async fn execute<F: ContainerFactory>(
             Ok((times, None)) => init = Some(times),
             Ok((times, Some(handle))) => {
                 drop(refill);
-                let joined =
-                    Joined { key: key.clone(), container: slot.id().to_owned(), handle: handle.clone() };
+                let joined = Joined {
+                    key: key.clone(),
+                    container: slot.id().to_owned(),
+                    handle: handle.clone(),
+                };
                 let doomed = inner.with_pool(|p| p.serve(slot, handle, max));
                 forming.disarm();
                 inner.destroy_behind(doomed, None);
@@ -438,7 +441,10 @@ async fn acquire<F: ContainerFactory>(
         }
         // Taken apart by `execute` before it gets here.
         Placement::Join(joined) => {
-            let m = format!("internal error: a seat in container {} taken as a container", joined.container);
+            let m = format!(
+                "internal error: a seat in container {} taken as a container",
+                joined.container
+            );
             let doomed = inner.with_pool(|p| p.leave(&joined.key, &joined.container, true));
             inner.destroy_behind(doomed, None);
             Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))

@@ -251,9 +251,8 @@ impl<C: ActionContainer> PoolState<C> {
     /// that was shared before (it becomes serving with this one run).
     fn try_join(&mut self, need: &Need) -> Option<Placement<C>> {
         if let Some(list) = self.serving.get_mut(&need.key) {
-            if let Some(s) = list
-                .iter_mut()
-                .find(|s| !s.dead && s.in_flight < s.max && s.handle.is_usable())
+            if let Some(s) =
+                list.iter_mut().find(|s| !s.dead && s.in_flight < s.max && s.handle.is_usable())
             {
                 s.in_flight += 1;
                 return Some(Placement::Join(Joined {
@@ -275,8 +274,11 @@ impl<C: ActionContainer> PoolState<C> {
             return None;
         }
         let handle = slot.shared()?.clone();
-        let joined =
-            Joined { key: need.key.clone(), container: slot.id().to_owned(), handle: handle.clone() };
+        let joined = Joined {
+            key: need.key.clone(),
+            container: slot.id().to_owned(),
+            handle: handle.clone(),
+        };
         let serving = Serving { slot, handle, in_flight: 1, max: need.concurrency, dead: false };
         self.serving.entry(need.key.clone()).or_default().push(serving);
         Some(Placement::Join(joined))
@@ -952,9 +954,9 @@ impl<C: ActionContainer> PoolState<C> {
             prewarmed: self.prewarmed.len(),
             starting: self.starting,
             destroying: self.destroying,
-            in_flight: self
-                .active
-                .saturating_sub(self.queue.len() + self.joiners.values().map(VecDeque::len).sum::<usize>()),
+            in_flight: self.active.saturating_sub(
+                self.queue.len() + self.joiners.values().map(VecDeque::len).sum::<usize>(),
+            ),
             queued: self.queue.len(),
             memory_in_use_mb: self.budget.used_mb(),
             memory_releasing_mb: self.budget.releasing_mb(),
@@ -1268,6 +1270,165 @@ mod tests {
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
         assert!(pool.is_quiet());
+    }
+
+    /// A shared handle that does nothing but die on request.
+    #[derive(Debug, Default)]
+    struct TestShared(std::sync::atomic::AtomicBool);
+
+    impl crate::container::SharedRuns for TestShared {
+        fn run<'a>(
+            &'a self,
+            _: &'a crate::launcher::RunSpec,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<crate::container::RunOutput, crate::container::RunError>,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            Box::pin(async { Err(crate::container::RunError::Internal("not run here".into())) })
+        }
+        fn is_usable(&self) -> bool {
+            !self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn shared_need(name: &str, concurrency: u64) -> Need {
+        Need { runtime: Runtime::Nodejs, concurrency, ..need(name, 1, 256) }
+    }
+
+    /// The first activation's cold start, up to its container initialized in concurrent mode
+    /// and serving; returns the handle.
+    fn start_serving(
+        pool: &mut PoolState<Inert>,
+        id: &str,
+        n: &Need,
+        waiting: usize,
+    ) -> (Arc<TestShared>, Vec<oneshot::Receiver<Placement<Inert>>>) {
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        let joiners: Vec<_> = (0..waiting)
+            .map(|_| match pool.admit(n.clone()).unwrap() {
+                Admission::Queued(rx) => rx,
+                Admission::Placed(p) => panic!("expected to wait for the forming container: {p:?}"),
+            })
+            .collect();
+        assert_eq!(pool.stats().shared_waiting, waiting);
+        assert_eq!(pool.stats().starting + pool.stats().warm_busy, 1, "one container only");
+        let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
+        assert_eq!(slot.claim(&n.key), Ok(true));
+        let handle = Arc::new(TestShared::default());
+        assert!(pool.serve(slot, handle.clone(), n.concurrency).is_empty());
+        (handle, joiners)
+    }
+
+    use std::sync::Arc;
+
+    #[test]
+    fn two_hundred_activations_share_one_container_and_its_memory() {
+        let mut pool = PoolState::<Inert>::new(1024, 4);
+        let n = shared_need("many", 200);
+        let (_handle, mut joiners) = start_serving(&mut pool, "s1", &n, 150);
+        for rx in &mut joiners {
+            assert!(matches!(rx.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s1"));
+        }
+        let mut seats: Vec<Joined> = Vec::new();
+        for _ in 0..49 {
+            match placed(pool.admit(n.clone())) {
+                Placement::Join(j) => seats.push(j),
+                other => panic!("expected a seat: {other:?}"),
+            }
+        }
+        let s = pool.stats();
+        assert_eq!((s.shared_serving, s.shared_in_flight, s.shared_waiting), (1, 200, 0));
+        assert_eq!((s.warm_busy, s.starting, s.memory_in_use_mb), (1, 0, 256));
+        assert_eq!(pool.stats().in_flight, 200);
+        // Full: the 201st starts a second container.
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_failed(256).into_iter().for_each(drop);
+        pool.formation_failed(&n.key).into_iter().for_each(drop);
+        for _ in 0..200 {
+            assert!(pool.leave(&n.key, "s1", true).is_empty());
+        }
+        for _ in 0..201 {
+            pool.finish();
+        }
+        let s = pool.stats();
+        assert_eq!(
+            (s.warm_idle, s.warm_busy, s.shared_serving, s.memory_in_use_mb),
+            (1, 0, 0, 256)
+        );
+        // Idle, it keeps its handle: the next activation joins it without an init.
+        assert!(
+            matches!(placed(pool.admit(n.clone())), Placement::Join(ref j) if j.container == "s1")
+        );
+        assert_eq!(pool.stats().shared_in_flight, 1);
+        assert!(pool.leave(&n.key, "s1", true).is_empty());
+        pool.finish();
+        // And it ages out like any warm container.
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(pool.take_expired(later, Duration::from_secs(60)).len(), 1);
+    }
+
+    #[test]
+    fn a_dead_shared_container_takes_no_joins_and_goes_after_its_last_run() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        let n = shared_need("d", 10);
+        let (handle, mut joiners) = start_serving(&mut pool, "s1", &n, 1);
+        assert!(matches!(joiners[0].try_recv(), Ok(Placement::Join(_))));
+        handle.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(pool.leave(&n.key, "s1", false).is_empty(), "one run still in it");
+        assert!(
+            matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }),
+            "a dead container takes no joins"
+        );
+        let gone = pool.leave(&n.key, "s1", false);
+        assert_eq!(gone.iter().map(|s| s.id()).collect::<Vec<_>>(), ["s1"]);
+        let s = pool.stats();
+        assert_eq!((s.destroying, s.shared_serving, s.warm_idle), (1, 0, 0));
+        assert_eq!(s.memory_releasing_mb, 256);
+    }
+
+    #[test]
+    fn waiters_are_served_by_room_in_the_shared_container() {
+        let mut pool = PoolState::<Inert>::new(256, 4);
+        let n = shared_need("r", 2);
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        let Admission::Queued(mut seat) = pool.admit(n.clone()).unwrap() else { panic!() };
+        // The forming container has no more room and the budget none: the fair queue.
+        let Admission::Queued(mut queued) = pool.admit(n.clone()).unwrap() else { panic!() };
+        assert_eq!((pool.stats().shared_waiting, pool.stats().queued), (1, 1));
+        let mut slot = Slot::starting(Inert::new("s1"), n.runtime, n.memory_mb);
+        slot.claim(&n.key).unwrap();
+        assert!(pool.serve(slot, Arc::new(TestShared::default()), 2).is_empty());
+        assert!(matches!(seat.try_recv(), Ok(Placement::Join(_))));
+        assert!(queued.try_recv().is_err(), "full");
+        assert!(pool.leave(&n.key, "s1", true).is_empty());
+        assert!(matches!(queued.try_recv(), Ok(Placement::Join(_))), "served by the room");
+        assert_eq!(pool.stats().shared_in_flight, 2);
+    }
+
+    #[test]
+    fn a_failed_formation_places_its_waiters_anew() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        let n = shared_need("f", 5);
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        let Admission::Queued(mut a) = pool.admit(n.clone()).unwrap() else { panic!() };
+        let Admission::Queued(mut b) = pool.admit(n.clone()).unwrap() else { panic!() };
+        // The create failed: its memory goes back, and the waiters start the next container.
+        assert!(pool.cold_failed(256).is_empty());
+        assert!(pool.formation_failed(&n.key).is_empty());
+        assert!(matches!(a.try_recv(), Ok(Placement::Cold { .. })));
+        assert!(b.try_recv().is_err(), "b now waits for a's container");
+        assert_eq!(pool.stats().shared_waiting, 1);
+        pool.cold_created();
+        let mut slot = Slot::starting(Inert::new("s2"), n.runtime, n.memory_mb);
+        slot.claim(&n.key).unwrap();
+        assert!(pool.serve(slot, Arc::new(TestShared::default()), 5).is_empty());
+        assert!(matches!(b.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s2"));
     }
 
     #[test]
