@@ -259,10 +259,8 @@ impl SharedMux {
             stdin.write_all(&out).await
         };
         let waited = async {
-            if let Err(e) = sent.await {
-                return Err(e);
-            }
-            Ok((&mut rx).await)
+            sent.await?;
+            Ok::<_, io::Error>((&mut rx).await)
         };
         match tokio::time::timeout(run.timeout, waited).await {
             Ok(Ok(Ok(Done::Replied { reply, size, logs }))) => {
