@@ -27,6 +27,15 @@ async function main(params) {
 }
 "#;
 
+/// Sleeps `ms` milliseconds, for the timeout scenario.
+const SLEEP_JS: &str = r#"
+async function main(params) {
+  console.log('sleeping ' + params.ms);
+  await new Promise((resolve) => setTimeout(resolve, params.ms));
+  return { slept: params.ms };
+}
+"#;
+
 const PARALLEL: usize = 50;
 const SLEEP_MS: u64 = 300;
 
@@ -87,6 +96,7 @@ fn one_node_container_serves_concurrent_activations_with_their_own_logs() {
     assert!(elapsed < sequential / 3, "{PARALLEL} invokes took {elapsed:?}");
 
     let containers = runc_containers(&s.state_dir());
+    eprintln!("{PARALLEL} concurrent invokes: {elapsed:?}, containers {containers:?}");
     assert!(!containers.is_empty() && containers.len() <= 2, "containers used: {containers:?}");
     let mut inits = 0;
     for act in &records {
@@ -126,4 +136,32 @@ fn one_node_container_serves_concurrent_activations_with_their_own_logs() {
     assert_eq!(act["response"]["result"]["n"], 7, "{act}");
     assert!(annotation(&act, "initTime").is_none(), "{act}");
     assert_eq!(act["logs"].as_array().unwrap().len(), 3, "{act}");
+
+    // One activation passes its time limit: the container is killed, as OpenWhisk does. The
+    // other one in flight ends with a developer error saying why; the next starts afresh.
+    let r = c.json(
+        "PUT",
+        "/api/v1/namespaces/_/actions/sleeper?overwrite=true",
+        json!({"exec": {"kind": "nodejs:20", "code": SLEEP_JS},
+               "limits": {"concurrency": 5, "timeout": 1000}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(c.invoke("sleeper", json!({"ms": 1})).status, 200, "warm it up");
+    let (slow, victim) = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| c.invoke("sleeper", json!({"ms": 5000})).json());
+        std::thread::sleep(Duration::from_millis(400));
+        let victim = scope.spawn(|| c.invoke("sleeper", json!({"ms": 1200})).json());
+        (slow.join().unwrap(), victim.join().unwrap())
+    });
+    assert_eq!(slow["response"]["status"], "action developer error", "{slow}");
+    let error = slow["response"]["result"]["error"].as_str().unwrap();
+    assert!(error.contains("exceeded its time limit of 1000 milliseconds"), "{slow}");
+    assert_eq!(body_of(slow["logs"][0].as_str().unwrap()), "stdout: sleeping 5000", "{slow}");
+    assert_eq!(victim["response"]["status"], "action developer error", "{victim}");
+    let error = victim["response"]["result"]["error"].as_str().unwrap();
+    assert!(error.contains("another activation of the action"), "{victim}");
+    assert_eq!(body_of(victim["logs"][0].as_str().unwrap()), "stdout: sleeping 1200", "{victim}");
+    let again = c.invoke("sleeper", json!({"ms": 1})).json();
+    assert_eq!(again["response"]["status"], "success", "{again}");
+    assert!(annotation(&again, "initTime").is_some(), "a fresh container: {again}");
 }

@@ -40,6 +40,7 @@ use super::runc::Shared;
 use super::{RunError, RunOutput, SharedRuns};
 use crate::launcher::protocol::{self, ReplyError, SENTINEL};
 use crate::launcher::RunSpec;
+use crate::model::MAX_PAYLOAD_BYTES;
 
 /// How a run's wait ended, as the reader tasks report it.
 #[derive(Debug)]
@@ -161,16 +162,20 @@ enum Line {
 /// Reads one line into `line`, keeping at most `cap` bytes. With `cut`, a line longer than
 /// `cap` is returned in pieces; otherwise it is read through to its newline and its size
 /// reported.
+///
+/// `cap` is asked again at each read: the reply reader's cap grows when a run with a larger
+/// result limit registers, possibly while the reader already waits for the next line.
 async fn read_line(
     reader: &mut BufReader<pipe::Receiver>,
     line: &mut Vec<u8>,
-    cap: usize,
+    cap: impl Fn() -> usize,
     cut: bool,
 ) -> io::Result<Line> {
     line.clear();
     let mut size = 0usize;
     loop {
         let buf = reader.fill_buf().await?;
+        let cap = cap();
         if buf.is_empty() {
             return Ok(if line.is_empty() { Line::Eof } else { Line::Complete(size) });
         }
@@ -219,7 +224,7 @@ impl SharedMux {
             stdin: tokio::sync::Mutex::new(stdin),
             table: Mutex::new(Table { orphans: init_logs, ..Table::default() }),
             next_id: AtomicU64::new(1),
-            reply_keep: AtomicUsize::new(0),
+            reply_keep: AtomicUsize::new(MAX_PAYLOAD_BYTES),
             dead: AtomicBool::new(false),
             killed_for_timeout: AtomicBool::new(false),
             log_eof: Notify::new(),
@@ -366,7 +371,7 @@ async fn read_replies(core: Arc<Core>, mut reader: BufReader<pipe::Receiver>) {
     let mut line = Vec::with_capacity(4096);
     loop {
         // The id and its space come before the kept result bytes.
-        let cap = core.reply_keep.load(Ordering::Relaxed).saturating_add(24);
+        let cap = || core.reply_keep.load(Ordering::Relaxed).saturating_add(24);
         match read_line(&mut reader, &mut line, cap, false).await {
             Ok(Line::Complete(size)) => match protocol::split_concurrent_reply(&line) {
                 Some((id, rest)) => {
@@ -413,7 +418,7 @@ async fn read_logs(core: Arc<Core>, stream: Stream, mut reader: BufReader<pipe::
     let mut line = Vec::with_capacity(1024);
     let mut dropped = 0u64;
     loop {
-        match read_line(&mut reader, &mut line, MAX_LINE_BYTES, true).await {
+        match read_line(&mut reader, &mut line, || MAX_LINE_BYTES, true).await {
             Ok(Line::Complete(_) | Line::Cut) => {}
             Ok(Line::Eof) => break,
             Err(e) => {
