@@ -466,3 +466,85 @@ async fn read_logs(core: Arc<Core>, stream: Stream, mut reader: BufReader<pipe::
     drop(table);
     core.log_eof.notify_waiters();
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn pending(limit: usize) -> (Pending, oneshot::Receiver<Done>) {
+        let (tx, rx) = oneshot::channel();
+        (Pending { logs: RunLogs::new(limit), reply: None, ended: [false; 2], tx: Some(tx) }, rx)
+    }
+
+    #[test]
+    fn a_run_completes_with_its_reply_and_both_end_markers_and_takes_the_orphans() {
+        let mut table = Table::default();
+        let (p, mut rx) = pending(1000);
+        table.runs.insert(7, p);
+        table.orphans.push("stray".into());
+        let run = table.runs.get_mut(&7).unwrap();
+        run.logs.push(Stream::Stdout, b"mine");
+        run.reply = Some((b"{}".to_vec(), 2));
+        table.try_complete(7);
+        assert!(rx.try_recv().is_err(), "no end markers yet");
+        table.runs.get_mut(&7).unwrap().ended = [true, false];
+        table.try_complete(7);
+        assert!(rx.try_recv().is_err(), "stderr's marker missing");
+        table.eof[1] = true;
+        table.try_complete(7);
+        match rx.try_recv() {
+            Ok(Done::Replied { reply, size, logs }) => {
+                assert_eq!((reply.as_slice(), size), (&b"{}"[..], 2));
+                assert_eq!(logs.len(), 2);
+                assert_eq!(logs[0], "stray");
+                assert!(logs[1].ends_with("stdout: mine"), "{logs:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(table.runs.is_empty() && table.orphans.is_empty());
+    }
+
+    #[test]
+    fn every_waiting_run_ends_when_the_container_dies() {
+        let mut table = Table::default();
+        let (a, mut ra) = pending(1000);
+        let (b, mut rb) = pending(1000);
+        table.runs.insert(1, a);
+        table.runs.insert(2, b);
+        table.fail_all();
+        assert!(matches!(ra.try_recv(), Ok(Done::Died { .. })));
+        assert!(matches!(rb.try_recv(), Ok(Done::Died { .. })));
+    }
+
+    #[tokio::test]
+    async fn lines_are_capped_cut_or_measured() {
+        let (mut w, r) = pipe::pipe().unwrap();
+        let mut reader = BufReader::new(r);
+        let mut line = Vec::new();
+        w.write_all(b"0123456789\nabc\n").await.unwrap();
+        // A reply line past the cap: the prefix is kept, the whole size reported.
+        assert!(matches!(
+            read_line(&mut reader, &mut line, || 4, false).await.unwrap(),
+            Line::Complete(10)
+        ));
+        assert_eq!(line, b"0123");
+        assert!(matches!(
+            read_line(&mut reader, &mut line, || 4, false).await.unwrap(),
+            Line::Complete(3)
+        ));
+        assert_eq!(line, b"abc");
+        // A log line past the cap comes in pieces.
+        w.write_all(b"abcdefgh\n").await.unwrap();
+        assert!(matches!(read_line(&mut reader, &mut line, || 5, true).await.unwrap(), Line::Cut));
+        assert_eq!(line, b"abcde");
+        assert!(matches!(
+            read_line(&mut reader, &mut line, || 5, true).await.unwrap(),
+            Line::Complete(_)
+        ));
+        assert_eq!(line, b"fgh");
+        drop(w);
+        assert!(matches!(read_line(&mut reader, &mut line, || 5, true).await.unwrap(), Line::Eof));
+    }
+}

@@ -305,7 +305,10 @@ impl<C: ActionContainer> PoolState<C> {
             }
         }
         if let Some(stack) = self.idle.get_mut(&need.key) {
-            if let Some(slot) = stack.pop() {
+            // A shared container is only ever joined (above): one whose handle died while it
+            // was idle waits here to be reaped or evicted, never run one at a time.
+            if let Some(i) = stack.iter().rposition(|s| s.shared().is_none()) {
+                let slot = stack.remove(i);
                 if stack.is_empty() {
                     self.idle.remove(&need.key);
                 }
