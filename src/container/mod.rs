@@ -106,6 +106,12 @@ pub trait SharedRuns: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the container can take more runs.
     fn is_usable(&self) -> bool;
+
+    /// The init's log lines, once: for the record of the activation that initialised the
+    /// container (a sequential container hands them to its first run instead).
+    fn take_init_logs(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A shared container's handle, cloned by every activation that runs in it.

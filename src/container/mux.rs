@@ -9,7 +9,8 @@
 //! each tagged line into that run's own [`RunLogs`] (its own limit) and note its tagged end
 //! marker. A run completes when its reply and both of its end markers are in (the launcher
 //! writes the markers first, so this is normally at once). Untagged lines (written outside
-//! any run) go to the next run that completes.
+//! any run) go to the next run that completes; the init's logs to the activation that
+//! initialised the container.
 //!
 //! Failure is shared, as in OpenWhisk: when the pipes close (out of memory, a crash, the
 //! container killed from outside) every run in flight gets its outcome with what it logged.
@@ -134,6 +135,8 @@ struct Core {
     killed_for_timeout: AtomicBool,
     /// Woken when a log stream reaches end of file.
     log_eof: Notify,
+    /// The init's logs, for the activation that initialised the container.
+    init_logs: Mutex<Vec<String>>,
 }
 
 impl Core {
@@ -203,7 +206,8 @@ async fn read_line(
 
 impl SharedMux {
     /// Takes over a launcher that answered an init in concurrent mode: the pipes given are
-    /// the container's (copies of its descriptors), `init_logs` go to the first run.
+    /// the container's (copies of its descriptors); `init_logs` are kept for
+    /// [`SharedRuns::take_init_logs`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         id: String,
@@ -222,12 +226,13 @@ impl SharedMux {
             memory_dir,
             shared,
             stdin: tokio::sync::Mutex::new(stdin),
-            table: Mutex::new(Table { orphans: init_logs, ..Table::default() }),
+            table: Mutex::new(Table::default()),
             next_id: AtomicU64::new(1),
             reply_keep: AtomicUsize::new(MAX_PAYLOAD_BYTES),
             dead: AtomicBool::new(false),
             killed_for_timeout: AtomicBool::new(false),
             log_eof: Notify::new(),
+            init_logs: Mutex::new(init_logs),
         });
         tokio::spawn(read_replies(core.clone(), BufReader::new(reply)));
         tokio::spawn(read_logs(core.clone(), Stream::Stdout, BufReader::new(stdout)));
@@ -358,6 +363,10 @@ impl SharedRuns for SharedMux {
 
     fn is_usable(&self) -> bool {
         !self.core.dead.load(Ordering::Acquire)
+    }
+
+    fn take_init_logs(&self) -> Vec<String> {
+        std::mem::take(&mut *self.core.init_logs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

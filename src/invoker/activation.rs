@@ -346,7 +346,13 @@ async fn run_shared<F: ContainerFactory>(
     };
     let (record, usable) = match result {
         Err(why) => (interrupted_record(msg, why, timing), false),
-        Ok(result) => {
+        Ok(mut result) => {
+            if init.is_some() {
+                let init_logs = joined.handle.take_init_logs();
+                if !init_logs.is_empty() {
+                    prepend_logs(&mut result, init_logs);
+                }
+            }
             let usable = joined.handle.is_usable()
                 && matches!(
                     &result,
@@ -360,6 +366,25 @@ async fn run_shared<F: ContainerFactory>(
         }
     };
     (record, Disposal::Left { joined, usable })
+}
+
+/// Puts the init's log lines before a run's own.
+fn prepend_logs(result: &mut Result<RunOutput, RunError>, mut init_logs: Vec<String>) {
+    let logs = match result {
+        Ok(RunOutput { logs, .. })
+        | Err(
+            RunError::Timeout { logs, .. }
+            | RunError::OutOfMemory { logs, .. }
+            | RunError::InvalidResult { logs, .. }
+            | RunError::ResultTooLarge { logs, .. }
+            | RunError::Crashed { logs, .. }
+            | RunError::InitFailed { logs, .. }
+            | RunError::Developer { logs, .. },
+        ) => logs,
+        Err(RunError::Internal(_)) => return,
+    };
+    init_logs.append(logs);
+    *logs = init_logs;
 }
 
 /// Installs the action's code into a fresh container and initialises it (in concurrent mode
