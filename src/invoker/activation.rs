@@ -686,8 +686,94 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::invoker::record::tests::message;
+    use crate::invoker::{CodeSource, Invoker, InvokerConfig};
+    use crate::model::{FullyQualifiedName, Kind};
+    use crate::testing::container::{installer, FakeFactory, World};
+
+    struct AnyCode;
+
+    impl CodeSource for AnyCode {
+        fn with_code(
+            &self,
+            _: &FullyQualifiedName,
+            _: u64,
+            install: &mut dyn FnMut(&[u8]) -> Result<(), CodeError>,
+        ) -> Result<(), CodeError> {
+            install(b"code")
+        }
+    }
+
+    fn node(concurrency: u64, params: Value) -> ActivationMessage {
+        let mut msg = message("io", 1);
+        msg.exec.kind = Kind::parse("nodejs:20").unwrap();
+        msg.limits.concurrency = concurrency;
+        let Value::Object(params) = params else { panic!("params must be an object") };
+        msg.params = params;
+        msg
+    }
+
+    /// The whole invoker with the fake driver: two hundred activations of an action with
+    /// concurrency 200 run at once in one container, initialised once in concurrent mode,
+    /// its memory counted once; at the end it is warm idle. A crash in a shared container
+    /// destroys it after its last run, and the next activation starts a new one.
+    #[tokio::test]
+    async fn a_shared_action_runs_two_hundred_at_once_in_one_container() {
+        let world = Arc::new(World::default());
+        world.create_delay_ms.store(20, Ordering::SeqCst);
+        let (_trigger, signal) = crate::shutdown::channel();
+        let config =
+            InvokerConfig { memory_budget_mb: 1024, prewarm: vec![], ..Default::default() };
+        let invoker = Invoker::start(
+            config,
+            FakeFactory { world: world.clone() },
+            Arc::new(AnyCode),
+            installer(world.clone()),
+            signal,
+        )
+        .await
+        .unwrap();
+        let completions: Vec<_> = (0..200)
+            .map(|i| {
+                invoker.submit(node(200, serde_json::json!({"sleep_ms": 200, "i": i}))).unwrap()
+            })
+            .collect();
+        crate::testing::eventually("all in flight in one container", || {
+            let s = invoker.stats();
+            (s.shared_serving, s.shared_in_flight) == (1, 200)
+        })
+        .await;
+        assert_eq!(invoker.stats().memory_in_use_mb, 256, "the container's memory, once");
+        let mut inits = 0;
+        for c in completions {
+            let a = c.await.unwrap();
+            assert!(a.response.success, "{:?}", a.response);
+            inits += usize::from(a.annotation("initTime").is_some());
+        }
+        assert_eq!(inits, 1);
+        assert_eq!(world.created_count(), 1);
+        assert_eq!(world.max_per_container.load(Ordering::SeqCst), 200);
+        assert_eq!(world.shared_inits.lock().unwrap().values().copied().collect::<Vec<_>>(), [200]);
+        crate::testing::eventually("idle warm again", || {
+            let s = invoker.stats();
+            (s.warm_idle, s.shared_serving, s.in_flight) == (1, 0, 0)
+        })
+        .await;
+
+        let crashed = invoker.submit(node(200, serde_json::json!({"outcome": "crash"}))).unwrap();
+        assert!(!crashed.await.unwrap().response.success);
+        let first = world.created_ids()[0].clone();
+        crate::testing::eventually("the crashed container destroyed", || {
+            world.was_destroyed(&first)
+        })
+        .await;
+        let next = invoker.submit(node(200, serde_json::json!({}))).unwrap().await.unwrap();
+        assert!(next.response.success, "{:?}", next.response);
+        assert_eq!(world.created_count(), 2);
+    }
 
     #[test]
     fn environment_names_the_action_and_deadline() {
