@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::response::{json, Body};
 use crate::model::{
-    BLACKBOX, LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES, MAX_PAYLOAD_BYTES, MEMORY_MAX_MB,
-    MEMORY_MIN_MB, NATIVE_IMAGE, TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
+    BLACKBOX, CONCURRENCY_MAX, CONCURRENCY_MIN, LOGS_MAX_MB, LOGS_MIN_MB, MAX_CODE_BYTES,
+    MAX_PAYLOAD_BYTES, MEMORY_MAX_MB, MEMORY_MIN_MB, NATIVE_IMAGE, TIMEOUT_MAX_MS, TIMEOUT_MIN_MS,
 };
 
 const MB: u64 = 1024 * 1024;
@@ -74,6 +74,8 @@ pub async fn info(data_dir: &Path) -> Response<Body> {
             "max_action_payload": MAX_PAYLOAD_BYTES,
             "max_action_code": MAX_CODE_BYTES,
             "concurrent_actions": 1,
+            "min_action_concurrency": CONCURRENCY_MIN,
+            "max_action_concurrency": CONCURRENCY_MAX,
         },
         "runtimes": {
             "python": [runtime("python:3", None)],

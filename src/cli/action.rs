@@ -146,8 +146,12 @@ pub fn action_body(exec: Option<Value>, spec: &SpecArgs) -> Result<Value, CliErr
         body.insert("exec".into(), e);
     }
     let mut limits = Map::new();
-    for (key, value) in [("memory", spec.memory), ("timeout", spec.timeout), ("logs", spec.logsize)]
-    {
+    for (key, value) in [
+        ("memory", spec.memory),
+        ("timeout", spec.timeout),
+        ("logs", spec.logsize),
+        ("concurrency", spec.concurrency),
+    ] {
         if let Some(v) = value {
             limits.insert(key.into(), json!(v));
         }
@@ -552,6 +556,7 @@ mod tests {
         let spec = SpecArgs {
             memory: Some(128),
             logsize: Some(0),
+            concurrency: Some(200),
             params: ParamArgs {
                 param: vec!["name".into(), "Ada".into(), "n".into(), "1".into()],
                 param_file: None,
@@ -564,7 +569,7 @@ mod tests {
             b,
             json!({
                 "exec": {"kind":"nodejs:20"},
-                "limits": {"memory":128, "logs":0},
+                "limits": {"memory":128, "logs":0, "concurrency":200},
                 "parameters": [{"key":"name","value":"Ada"},{"key":"n","value":1}],
                 "annotations": [{"key":"description","value":"greets"}],
             })

@@ -187,6 +187,10 @@ pub struct SpecArgs {
     /// Log size limit in MB (0..10)
     #[arg(short = 'l', long, value_name = "MB")]
     pub logsize: Option<u64>,
+    /// Activations one container runs at once (1..500; nodejs kinds only), as wsk's
+    /// --concurrency
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<u64>,
     #[command(flatten)]
     pub params: ParamArgs,
     /// Annotation (the value is JSON if it parses, else a string)

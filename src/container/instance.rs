@@ -26,9 +26,12 @@ use crate::model::{LOGS_MAX_MB, MAX_PAYLOAD_BYTES};
 use super::bundle;
 use super::cgroup;
 use super::logs::{LogPipes, LOG_WATCH_AFTER};
+use super::mux::SharedMux;
 use super::proxy::{self, Proxy, ProxyError, RunOutcome};
 use super::runc::{remove_dir_logged, Shared};
-use super::{ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput};
+use super::{
+    ActionContainer, ContainerError, ContainerSpec, RunError, RunOutput, SharedHandle, SharedRuns,
+};
 use crate::launcher::{InitSpec, RunSpec};
 use crate::systemd::machined;
 
@@ -82,6 +85,9 @@ pub struct RuncContainer {
     /// The connection to an image's action proxy; None for a launcher, which is driven
     /// through the pipes.
     proxy: Option<Proxy>,
+    /// After an init in concurrent mode: the handle every run goes through (it reads copies
+    /// of the pipes; this container no longer reads them).
+    mux: Option<Arc<SharedMux>>,
     dead: bool,
     destroyed: bool,
 }
@@ -180,6 +186,7 @@ impl RuncContainer {
             tasks_alone: 0,
             init_logs: Vec::new(),
             proxy: None,
+            mux: None,
             dead: false,
             destroyed: false,
         }
@@ -373,6 +380,79 @@ impl RuncContainer {
         outcome
     }
 
+    /// The init exchange with the launcher; `concurrency` above 1 puts it in concurrent mode.
+    async fn init_launcher(&mut self, init: &InitSpec, concurrency: u64) -> Result<(), RunError> {
+        if self.dead {
+            return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        }
+        if self.proxy.is_some() {
+            return Box::pin(self.init_proxy(init)).await;
+        }
+        protocol::encode_init_concurrent(init, concurrency, &mut self.out)
+            .map_err(|e| RunError::Internal(format!("cannot encode init: {e}")))?;
+        self.logs.set_limit(INIT_LOG_LIMIT);
+        match self.exchange(INIT_TIMEOUT, INIT_REPLY_LIMIT).await {
+            Exchange::Replied(Reply::Line) => {
+                let verdict = protocol::decode_init(&self.line);
+                let logs = self.logs_after_reply().await;
+                match verdict {
+                    Ok(()) => {
+                        self.init_logs = logs;
+                        Ok(())
+                    }
+                    Err(InitRefusal::Failed(message)) => {
+                        Err(RunError::InitFailed { message, logs })
+                    }
+                    Err(InitRefusal::Developer(message)) => {
+                        Err(RunError::Developer { message, logs })
+                    }
+                }
+            }
+            Exchange::Replied(Reply::TooLarge(size)) => {
+                let logs = self.logs_after_reply().await;
+                Err(RunError::InitFailed { message: format!("init reply of {size} bytes"), logs })
+            }
+            Exchange::Replied(Reply::Closed) => {
+                Err(Box::pin(self.died("the launcher exited during init".to_owned())).await)
+            }
+            Exchange::Failed(e) => {
+                Err(Box::pin(self.died(format!("pipe error during init: {e}"))).await)
+            }
+            Exchange::TimedOut => Err(Box::pin(self.timed_out(INIT_TIMEOUT)).await),
+        }
+    }
+
+    /// Hands the pipes (copies of their descriptors) to a [`SharedMux`] after an init in
+    /// concurrent mode; the init's logs go to its first run.
+    fn share(&mut self) -> Result<Arc<SharedMux>, RunError> {
+        use std::os::fd::AsFd;
+        let fail = |e: io::Error| {
+            RunError::Internal(format!("cannot share the pipes of container {}: {e}", self.id))
+        };
+        let [stdout, stderr] = self.logs.fds();
+        let stdin = self.stdin.as_fd().try_clone_to_owned().map_err(fail)?;
+        let reply = self.reply.get_ref().as_fd().try_clone_to_owned().map_err(fail)?;
+        let stdout = stdout.try_clone_to_owned().map_err(fail)?;
+        let stderr = stderr.try_clone_to_owned().map_err(fail)?;
+        let stdin = pipe::Sender::from_owned_fd(stdin).map_err(fail)?;
+        let reply = pipe::Receiver::from_owned_fd(reply).map_err(fail)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout).map_err(fail)?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr).map_err(fail)?;
+        let mux = Arc::new(SharedMux::start(
+            self.id.clone(),
+            self.memory_mb,
+            self.memory_dir.clone(),
+            self.shared.clone(),
+            stdin,
+            reply,
+            stdout,
+            stderr,
+            std::mem::take(&mut self.init_logs),
+        ));
+        self.mux = Some(mux.clone());
+        Ok(mux)
+    }
+
     /// Whether a failed run left this container unusable.
     pub fn is_dead(&self) -> bool {
         self.dead
@@ -495,7 +575,7 @@ impl ActionContainer for RuncContainer {
     }
 
     fn is_usable(&self) -> bool {
-        !self.dead
+        !self.dead && self.mux.as_ref().map_or(true, |m| m.is_usable())
     }
 
     fn code_dir(&self) -> &Path {
@@ -504,43 +584,27 @@ impl ActionContainer for RuncContainer {
 
     #[tracing::instrument(name = "container.init", skip_all, fields(id = %self.id, action = %init.action))]
     async fn init(&mut self, init: &InitSpec) -> Result<(), RunError> {
-        if self.dead {
-            return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        self.init_launcher(init, 1).await
+    }
+
+    /// A launcher (never an image's proxy, which runs one activation at a time) in concurrent
+    /// mode hands its pipes to a [`SharedMux`].
+    #[tracing::instrument(name = "container.init", skip_all, fields(id = %self.id, action = %init.action, concurrency))]
+    async fn init_shared(
+        &mut self,
+        init: &InitSpec,
+        concurrency: u64,
+    ) -> Result<Option<SharedHandle>, RunError> {
+        if concurrency <= 1 || self.proxy.is_some() || self.mux.is_some() {
+            return self.init_launcher(init, 1).await.map(|()| None);
         }
-        if self.proxy.is_some() {
-            return Box::pin(self.init_proxy(init)).await;
-        }
-        protocol::encode_init(init, &mut self.out)
-            .map_err(|e| RunError::Internal(format!("cannot encode init: {e}")))?;
-        self.logs.set_limit(INIT_LOG_LIMIT);
-        match self.exchange(INIT_TIMEOUT, INIT_REPLY_LIMIT).await {
-            Exchange::Replied(Reply::Line) => {
-                let verdict = protocol::decode_init(&self.line);
-                let logs = self.logs_after_reply().await;
-                match verdict {
-                    Ok(()) => {
-                        self.init_logs = logs;
-                        Ok(())
-                    }
-                    Err(InitRefusal::Failed(message)) => {
-                        Err(RunError::InitFailed { message, logs })
-                    }
-                    Err(InitRefusal::Developer(message)) => {
-                        Err(RunError::Developer { message, logs })
-                    }
-                }
+        self.init_launcher(init, concurrency).await?;
+        match self.share() {
+            Ok(mux) => Ok(Some(mux as SharedHandle)),
+            Err(e) => {
+                self.dead = true;
+                Err(e)
             }
-            Exchange::Replied(Reply::TooLarge(size)) => {
-                let logs = self.logs_after_reply().await;
-                Err(RunError::InitFailed { message: format!("init reply of {size} bytes"), logs })
-            }
-            Exchange::Replied(Reply::Closed) => {
-                Err(Box::pin(self.died("the launcher exited during init".to_owned())).await)
-            }
-            Exchange::Failed(e) => {
-                Err(Box::pin(self.died(format!("pipe error during init: {e}"))).await)
-            }
-            Exchange::TimedOut => Err(Box::pin(self.timed_out(INIT_TIMEOUT)).await),
         }
     }
 
@@ -548,6 +612,12 @@ impl ActionContainer for RuncContainer {
     async fn run(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
         if self.dead {
             return Err(RunError::Internal(format!("container {} is dead", self.id)));
+        }
+        if self.mux.is_some() {
+            return Err(RunError::Internal(format!(
+                "container {} is shared: its runs go through its shared handle",
+                self.id
+            )));
         }
         if self.proxy.is_some() {
             // No check for processes left behind: a proxy may keep children between runs
@@ -647,7 +717,9 @@ impl ActionContainer for RuncContainer {
     /// Image containers are not handed over (their proxy connection would have to be too):
     /// they are destroyed at a restart.
     fn handoff(&self) -> Option<Vec<OwnedFd>> {
-        if self.dead || self.proxy.is_some() {
+        // A shared container's pipes are read by its mux, whose per-run state cannot be
+        // handed over: it is destroyed at a restart, like an image container.
+        if self.dead || self.proxy.is_some() || self.mux.is_some() {
             return None;
         }
         use std::os::fd::AsFd;

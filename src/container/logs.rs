@@ -46,19 +46,60 @@ pub enum Stream {
 }
 
 impl Stream {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         }
     }
 
-    const BOTH: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+    pub const BOTH: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
 }
 
 /// The note that ends truncated logs, OpenWhisk's wording.
 pub fn truncation_note(limit: usize) -> String {
     format!("Logs were truncated because the total bytes size exceeds the limit of {limit} bytes.")
+}
+
+/// One log entry as the records hold it: `<RFC 3339 with microseconds> <stream>: text`.
+pub fn entry(stream: Stream, text: &[u8]) -> String {
+    format!(
+        "{} {}: {}",
+        humantime::format_rfc3339_micros(SystemTime::now()),
+        stream.name(),
+        String::from_utf8_lossy(text)
+    )
+}
+
+/// The log lines of one run of a shared container ([`super::mux`]), with its own limit: the
+/// demultiplexer pushes each run's lines into its own buffer.
+#[derive(Debug, Default)]
+pub struct RunLogs {
+    pub lines: Vec<String>,
+    bytes: usize,
+    limit: usize,
+    truncated: bool,
+}
+
+impl RunLogs {
+    pub fn new(limit: usize) -> Self {
+        Self { lines: Vec::new(), bytes: 0, limit, truncated: false }
+    }
+
+    /// Adds one line, or the truncation note once the limit is passed (later lines are
+    /// dropped), as a sequential run's logs do.
+    pub fn push(&mut self, stream: Stream, text: &[u8]) {
+        if self.truncated {
+            return;
+        }
+        if self.bytes + text.len() > self.limit {
+            self.truncated = true;
+            self.lines.push(entry(Stream::Stderr, truncation_note(self.limit).as_bytes()));
+            return;
+        }
+        self.bytes += text.len();
+        self.lines.push(entry(stream, text));
+    }
 }
 
 /// What has been collected from both streams.

@@ -6,14 +6,18 @@
 //! HTTP, LMDB or activation records; a container takes an init and runs, and reports what
 //! happened in typed outcomes that the invoker turns into records.
 
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 
 pub mod bundle;
 pub mod cgroup;
 pub mod image;
 mod instance;
 pub mod logs;
+mod mux;
 pub mod proxy;
 mod runc;
 pub mod runc_cli;
@@ -21,6 +25,7 @@ pub mod seccomp;
 pub mod skeleton;
 
 pub use instance::RuncContainer;
+pub use mux::SharedMux;
 pub use runc::{RuncConfig, RuncFactory};
 
 use serde_json::Value;
@@ -87,6 +92,31 @@ pub enum ContainerError {
     Other(String),
 }
 
+/// A container whose launcher runs several activations at once (an action with
+/// `limits.concurrency` above 1), driven through a handle every activation in it holds:
+/// runs go in concurrently and each gets its own outcome and its own logs. After a run that
+/// failed for all (a timeout kills the container, OpenWhisk's rule), [`SharedRuns::is_usable`]
+/// turns false and every run in flight ends.
+pub trait SharedRuns: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs one activation beside the others in flight.
+    fn run<'a>(
+        &'a self,
+        run: &'a RunSpec,
+    ) -> Pin<Box<dyn Future<Output = Result<RunOutput, RunError>> + Send + 'a>>;
+
+    /// Whether the container can take more runs.
+    fn is_usable(&self) -> bool;
+
+    /// The init's log lines, once: for the record of the activation that initialised the
+    /// container (a sequential container hands them to its first run instead).
+    fn take_init_logs(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A shared container's handle, cloned by every activation that runs in it.
+pub type SharedHandle = Arc<dyn SharedRuns>;
+
 /// One started container with its launcher waiting on its pipes.
 pub trait ActionContainer: Send + Sync + 'static {
     fn id(&self) -> &str;
@@ -100,6 +130,20 @@ pub trait ActionContainer: Send + Sync + 'static {
         &mut self,
         init: &InitSpec,
     ) -> impl std::future::Future<Output = Result<(), RunError>> + Send;
+
+    /// Loads the action for up to `concurrency` activations at once. Returns the handle they
+    /// run through, or None when the driver runs one at a time (the default: a plain init,
+    /// and the caller runs through [`ActionContainer::run`] one activation at a time). After
+    /// a handle was given, [`ActionContainer::run`] is not used any more.
+    fn init_shared(
+        &mut self,
+        init: &InitSpec,
+        concurrency: u64,
+    ) -> impl std::future::Future<Output = Result<Option<SharedHandle>, RunError>> + Send {
+        let _ = concurrency;
+        let done = self.init(init);
+        async move { done.await.map(|()| None) }
+    }
 
     /// Runs one activation and collects its logs.
     fn run(

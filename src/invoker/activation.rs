@@ -9,6 +9,12 @@
 //! a container whose process may be broken is never reused. No destruction is ever awaited
 //! before the record goes out: containers evicted for this activation are destroyed in the
 //! background while it runs. It never touches pool state except through [`Inner::with_pool`].
+//!
+//! An action with `limits.concurrency` above 1 (Node) shares containers: the activation that
+//! gets a fresh container inits it in concurrent mode and registers it with the pool
+//! ([`super::pool::PoolState::serve`]); others join it ([`Placement::Join`]). Either way the
+//! run goes through the container's shared handle and ends with a `leave`, which returns the
+//! container to idle at zero in flight or destroys it when it died.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,13 +25,13 @@ use tokio::sync::{oneshot, Notify};
 
 use super::events::{EvictedFor, PoolEvent, Start};
 use super::logsink::ActionLogBatch;
-use super::pool::{Admission, Placement};
+use super::pool::{Admission, Joined, Placement};
 use super::record;
 use super::restore::WarmRecord;
 use super::service::{missing_image_record, Inner};
 use super::state::{Slot, WarmKey};
 use super::CodeError;
-use crate::container::{ActionContainer, ContainerFactory, RunError};
+use crate::container::{ActionContainer, ContainerFactory, RunError, RunOutput, SharedHandle};
 use crate::dispatch::{ActivationMessage, Timing};
 use crate::launcher::{InitSpec, RunSpec};
 use crate::model::{now_millis, Activation, Runtime};
@@ -36,8 +42,44 @@ enum Disposal<C> {
     Keep(Slot<C>),
     /// The process is dead or suspect.
     Destroy(Slot<C>),
+    /// A run in a shared container ended; `usable`: whether the container can take more.
+    Left { joined: Joined, usable: bool },
     /// No container was obtained.
     Nothing,
+}
+
+/// Activations one container of this action runs at once: the action's
+/// `limits.concurrency` for the Node launcher (the only one with a concurrent mode), 1 for
+/// everything else whatever the limit says.
+pub(crate) fn concurrency_of(msg: &ActivationMessage) -> u64 {
+    if msg.exec.kind.runtime() == Runtime::Nodejs && msg.exec.run_image().is_none() {
+        msg.limits.concurrency.max(1)
+    } else {
+        1
+    }
+}
+
+/// Held by the activation that starts a shared action's container until the container is
+/// serving: dropped any other way (a failed create or init, a driver that cannot share), it
+/// tells the pool, which places the activations waiting for a seat in it anew.
+struct FormingGuard<'a, F: ContainerFactory> {
+    inner: &'a Arc<Inner<F>>,
+    key: Option<WarmKey>,
+}
+
+impl<F: ContainerFactory> FormingGuard<'_, F> {
+    fn disarm(&mut self) {
+        self.key = None;
+    }
+}
+
+impl<F: ContainerFactory> Drop for FormingGuard<'_, F> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let doomed = self.inner.with_pool(|p| p.formation_failed(&key));
+            self.inner.destroy_behind(doomed, None);
+        }
+    }
 }
 
 /// Sends the record once and, whatever happens, tells the pool the activation ended.
@@ -108,12 +150,17 @@ pub(crate) async fn run<F: ContainerFactory>(
     let (record, mut disposal) = execute(&inner, &finish.msg, params, admission).await;
     let handoff = handoff(&inner, &mut disposal);
     // Only copied when a forwarder exists (under systemd); a few lines, then handed over.
-    let batch = match (&inner.log_forwarder, &disposal) {
-        (Some(_), Disposal::Keep(slot) | Disposal::Destroy(slot)) => Some(ActionLogBatch {
+    let container = match &disposal {
+        Disposal::Keep(slot) | Disposal::Destroy(slot) => Some(slot.id()),
+        Disposal::Left { joined, .. } => Some(joined.container.as_str()),
+        Disposal::Nothing => None,
+    };
+    let batch = match (&inner.log_forwarder, container) {
+        (Some(_), Some(container)) => Some(ActionLogBatch {
             activation_id: record.activation_id.to_string(),
             namespace: finish.msg.action.namespace.to_string(),
             action: finish.msg.action.key(),
-            container: slot.id().to_owned(),
+            container: container.to_owned(),
             lines: record.logs.clone(),
         }),
         _ => None,
@@ -168,6 +215,16 @@ async fn execute<F: ContainerFactory>(
             }
         },
     };
+    let placement = match placement {
+        Placement::Join(joined) => {
+            let mut abort = inner.abort.clone();
+            return Box::pin(run_shared(inner, msg, params, joined, None, &mut abort)).await;
+        }
+        other => other,
+    };
+    let key = WarmKey { action: msg.action.clone(), revision: msg.revision };
+    let max = concurrency_of(msg);
+    let mut forming = FormingGuard { inner, key: (max > 1).then(|| key.clone()) };
     let refill = matches!(placement, Placement::Prewarmed { .. })
         .then(|| RefillAfterInit(&inner.prewarm_wake));
     let mut slot = match acquire(inner, msg, placement).await {
@@ -175,7 +232,6 @@ async fn execute<F: ContainerFactory>(
         Err(record) => return (*record, Disposal::Nothing),
     };
     tracing::Span::current().record("container", slot.id());
-    let key = WarmKey { action: msg.action.clone(), revision: msg.revision };
     let needs_init = match slot.claim(&key) {
         Ok(n) => n,
         Err(e) => {
@@ -192,21 +248,31 @@ async fn execute<F: ContainerFactory>(
         // Boxed: the code install and init (a blocking-pool task, the init exchange) would
         // otherwise be laid out inline in every activation's future, which tokio copies
         // twice per task (into its cell at spawn, and over it when the task completes).
-        match Box::pin(initialise(inner, msg, &mut slot, &mut abort)).await {
-            Ok(times) => init = Some(times),
+        match Box::pin(initialise(inner, msg, &mut slot, max, &mut abort)).await {
+            Ok((times, None)) => init = Some(times),
+            Ok((times, Some(handle))) => {
+                drop(refill);
+                let joined = Joined {
+                    key: key.clone(),
+                    container: slot.id().to_owned(),
+                    handle: handle.clone(),
+                };
+                let doomed = inner.with_pool(|p| p.serve(slot, handle, max));
+                forming.disarm();
+                inner.destroy_behind(doomed, None);
+                return Box::pin(run_shared(inner, msg, params, joined, Some(times), &mut abort))
+                    .await;
+            }
             Err(record) => return (record, Disposal::Destroy(slot)),
         }
     }
     drop(refill);
+    // Not shared (the driver runs one activation at a time, or a warm container): the
+    // activations waiting for a seat are placed anew.
+    drop(forming);
 
     let run_start_ms = now_millis();
-    let spec = RunSpec {
-        params,
-        env: environment(msg, run_start_ms.saturating_add(msg.limits.timeout)),
-        timeout: msg.limits.timeout(),
-        log_limit: msg.limits.log_bytes(),
-        result_limit: inner.config.max_result_bytes,
-    };
+    let spec = run_spec(inner, msg, params, run_start_ms);
     let result = tokio::select! {
         r = slot.container_mut().run(&spec) => Ok(r),
         () = abort.wait() => Err(Interrupted::Aborted),
@@ -239,15 +305,99 @@ async fn execute<F: ContainerFactory>(
     }
 }
 
-/// Installs the action's code into a fresh container and initialises it; the start time and
-/// the init's duration, or the record of the failure (the container must then be destroyed:
-/// a failed init leaves the launcher holding broken code).
+/// One run's input.
+fn run_spec<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    params: Map<String, Value>,
+    run_start_ms: u64,
+) -> RunSpec {
+    RunSpec {
+        params,
+        env: environment(msg, run_start_ms.saturating_add(msg.limits.timeout)),
+        timeout: msg.limits.timeout(),
+        log_limit: msg.limits.log_bytes(),
+        result_limit: inner.config.max_result_bytes,
+    }
+}
+
+/// A run in a shared container, beside the others in flight: the same record as a
+/// sequential run; the container is left (not kept or destroyed) when the record is sent.
+/// `init` is the start and duration of the init this activation did, if it did one.
+async fn run_shared<F: ContainerFactory>(
+    inner: &Inner<F>,
+    msg: &ActivationMessage,
+    params: Map<String, Value>,
+    joined: Joined,
+    init: Option<(u64, u64)>,
+    abort: &mut crate::shutdown::Shutdown,
+) -> (Activation, Disposal<F::Container>) {
+    tracing::Span::current().record("container", joined.container.as_str());
+    let run_start_ms = now_millis();
+    let spec = run_spec(inner, msg, params, run_start_ms);
+    let result: Result<Result<RunOutput, RunError>, Interrupted> = tokio::select! {
+        r = joined.handle.run(&spec) => Ok(r),
+        () = abort.wait() => Err(Interrupted::Aborted),
+    };
+    let timing = Timing {
+        start_ms: init.map_or(run_start_ms, |(s, _)| s),
+        end_ms: now_millis(),
+        init_ms: init.map(|(_, ms)| ms),
+    };
+    let (record, usable) = match result {
+        Err(why) => (interrupted_record(msg, why, timing), false),
+        Ok(mut result) => {
+            if init.is_some() {
+                let init_logs = joined.handle.take_init_logs();
+                if !init_logs.is_empty() {
+                    prepend_logs(&mut result, init_logs);
+                }
+            }
+            let usable = joined.handle.is_usable()
+                && matches!(
+                    &result,
+                    Ok(_)
+                        | Err(RunError::InvalidResult { .. }
+                            | RunError::ResultTooLarge { .. }
+                            | RunError::Developer { .. })
+                );
+            let (response, logs, timed_out) = record::outcome(result);
+            (msg.record(response, logs, timing, timed_out), usable)
+        }
+    };
+    (record, Disposal::Left { joined, usable })
+}
+
+/// Puts the init's log lines before a run's own.
+fn prepend_logs(result: &mut Result<RunOutput, RunError>, mut init_logs: Vec<String>) {
+    let logs = match result {
+        Ok(RunOutput { logs, .. })
+        | Err(
+            RunError::Timeout { logs, .. }
+            | RunError::OutOfMemory { logs, .. }
+            | RunError::InvalidResult { logs, .. }
+            | RunError::ResultTooLarge { logs, .. }
+            | RunError::Crashed { logs, .. }
+            | RunError::InitFailed { logs, .. }
+            | RunError::Developer { logs, .. },
+        ) => logs,
+        Err(RunError::Internal(_)) => return,
+    };
+    init_logs.append(logs);
+    *logs = init_logs;
+}
+
+/// Installs the action's code into a fresh container and initialises it (in concurrent mode
+/// when `concurrency` is above 1); the start time and the init's duration, with the shared
+/// handle when the container was shared, or the record of the failure (the container must
+/// then be destroyed: a failed init leaves the launcher holding broken code).
 async fn initialise<F: ContainerFactory>(
     inner: &Inner<F>,
     msg: &ActivationMessage,
     slot: &mut Slot<F::Container>,
+    concurrency: u64,
     abort: &mut crate::shutdown::Shutdown,
-) -> Result<(u64, u64), Activation> {
+) -> Result<((u64, u64), Option<SharedHandle>), Activation> {
     let start_ms = now_millis();
     let clock = Instant::now();
     let runtime = slot.runtime();
@@ -268,13 +418,20 @@ async fn initialise<F: ContainerFactory>(
         entry_point: msg.exec.entry_point().to_owned(),
         binary: msg.exec.binary,
     };
-    let result = tokio::select! {
-        r = slot.container_mut().init(&spec) => r.map_err(Interrupted::Failed),
-        () = abort.wait() => Err(Interrupted::Aborted),
+    let result = if concurrency > 1 {
+        tokio::select! {
+            r = slot.container_mut().init_shared(&spec, concurrency) => r.map_err(Interrupted::Failed),
+            () = abort.wait() => Err(Interrupted::Aborted),
+        }
+    } else {
+        tokio::select! {
+            r = slot.container_mut().init(&spec) => r.map(|()| None).map_err(Interrupted::Failed),
+            () = abort.wait() => Err(Interrupted::Aborted),
+        }
     };
     let init_ms = elapsed_ms(clock);
     match result {
-        Ok(()) => Ok((start_ms, init_ms)),
+        Ok(handle) => Ok(((start_ms, init_ms), handle)),
         Err(why) => {
             let timing = Timing { start_ms, end_ms: now_millis(), init_ms: Some(init_ms) };
             Err(interrupted_record(msg, why, timing))
@@ -306,6 +463,16 @@ async fn acquire<F: ContainerFactory>(
         Placement::Cold { evicted, need_mb } => {
             inner.destroy_behind(evicted, Some(EvictedFor::Activation));
             Box::pin(cold_start(inner, msg, need_mb)).await
+        }
+        // Taken apart by `execute` before it gets here.
+        Placement::Join(joined) => {
+            let m = format!(
+                "internal error: a seat in container {} taken as a container",
+                joined.container
+            );
+            let doomed = inner.with_pool(|p| p.leave(&joined.key, &joined.container, true));
+            inner.destroy_behind(doomed, None);
+            Err(Box::new(msg.lost_record(m, Timing::instant(now_millis()))))
         }
     }
 }
@@ -507,6 +674,9 @@ fn settle<F: ContainerFactory>(
             doomed.push(slot);
             doomed
         }
+        Disposal::Left { joined, usable } => {
+            inner.with_pool(|p| p.leave(&joined.key, &joined.container, usable))
+        }
     }
 }
 
@@ -516,8 +686,94 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
     use crate::invoker::record::tests::message;
+    use crate::invoker::{CodeSource, Invoker, InvokerConfig};
+    use crate::model::{FullyQualifiedName, Kind};
+    use crate::testing::container::{installer, FakeFactory, World};
+
+    struct AnyCode;
+
+    impl CodeSource for AnyCode {
+        fn with_code(
+            &self,
+            _: &FullyQualifiedName,
+            _: u64,
+            install: &mut dyn FnMut(&[u8]) -> Result<(), CodeError>,
+        ) -> Result<(), CodeError> {
+            install(b"code")
+        }
+    }
+
+    fn node(concurrency: u64, params: Value) -> ActivationMessage {
+        let mut msg = message("io", 1);
+        msg.exec.kind = Kind::parse("nodejs:20").unwrap();
+        msg.limits.concurrency = concurrency;
+        let Value::Object(params) = params else { panic!("params must be an object") };
+        msg.params = params;
+        msg
+    }
+
+    /// The whole invoker with the fake driver: two hundred activations of an action with
+    /// concurrency 200 run at once in one container, initialised once in concurrent mode,
+    /// its memory counted once; at the end it is warm idle. A crash in a shared container
+    /// destroys it after its last run, and the next activation starts a new one.
+    #[tokio::test]
+    async fn a_shared_action_runs_two_hundred_at_once_in_one_container() {
+        let world = Arc::new(World::default());
+        world.create_delay_ms.store(20, Ordering::SeqCst);
+        let (_trigger, signal) = crate::shutdown::channel();
+        let config =
+            InvokerConfig { memory_budget_mb: 1024, prewarm: vec![], ..Default::default() };
+        let invoker = Invoker::start(
+            config,
+            FakeFactory { world: world.clone() },
+            Arc::new(AnyCode),
+            installer(world.clone()),
+            signal,
+        )
+        .await
+        .unwrap();
+        let completions: Vec<_> = (0..200)
+            .map(|i| {
+                invoker.submit(node(200, serde_json::json!({"sleep_ms": 200, "i": i}))).unwrap()
+            })
+            .collect();
+        crate::testing::eventually("all in flight in one container", || {
+            let s = invoker.stats();
+            (s.shared_serving, s.shared_in_flight) == (1, 200)
+        })
+        .await;
+        assert_eq!(invoker.stats().memory_in_use_mb, 256, "the container's memory, once");
+        let mut inits = 0;
+        for c in completions {
+            let a = c.await.unwrap();
+            assert!(a.response.success, "{:?}", a.response);
+            inits += usize::from(a.annotation("initTime").is_some());
+        }
+        assert_eq!(inits, 1);
+        assert_eq!(world.created_count(), 1);
+        assert_eq!(world.max_per_container.load(Ordering::SeqCst), 200);
+        assert_eq!(world.shared_inits.lock().unwrap().values().copied().collect::<Vec<_>>(), [200]);
+        crate::testing::eventually("idle warm again", || {
+            let s = invoker.stats();
+            (s.warm_idle, s.shared_serving, s.in_flight) == (1, 0, 0)
+        })
+        .await;
+
+        let crashed = invoker.submit(node(200, serde_json::json!({"outcome": "crash"}))).unwrap();
+        assert!(!crashed.await.unwrap().response.success);
+        let first = world.created_ids()[0].clone();
+        crate::testing::eventually("the crashed container destroyed", || {
+            world.was_destroyed(&first)
+        })
+        .await;
+        let next = invoker.submit(node(200, serde_json::json!({}))).unwrap().await.unwrap();
+        assert!(next.response.success, "{:?}", next.response);
+        assert_eq!(world.created_count(), 2);
+    }
 
     #[test]
     fn environment_names_the_action_and_deadline() {

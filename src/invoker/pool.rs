@@ -4,8 +4,21 @@
 //! Everything here is synchronous and runs under the invoker's one `std::sync::Mutex`: each
 //! call is a few map operations, so the lock is never held across container I/O or an await
 //! (the activation task carries out a [`Placement`] after the lock is dropped). Busy
-//! containers are not in here at all: the activation task owns them, which is what makes
-//! per-container concurrency 1 hold by construction.
+//! containers of actions with concurrency 1 are not in here at all: the activation task owns
+//! them, which is what makes one activation per container hold by construction.
+//!
+//! Actions with `limits.concurrency` N > 1 (Node) share containers. The first activation gets
+//! a container as any other (warm, stem cell, cold) and, while it starts and inits, the key is
+//! *forming*: up to N - 1 more activations of the same key wait for it (`joiners`) instead of
+//! starting containers of their own. Once it is initialized in concurrent mode the activation
+//! registers it with [`PoolState::serve`]: its slot stays here, in `serving`, with its
+//! [`SharedHandle`] and an in-flight count, and every activation of the key that finds room
+//! gets [`Placement::Join`], which reserves no memory (the container's memory is counted once,
+//! however many runs it holds). Each run ends with [`PoolState::leave`]; at zero in flight the
+//! slot goes back to warm idle (LRU, idle timeout, eviction as any other), keeping its handle
+//! for the next join. A container that died takes no more joins and is destroyed when its
+//! last run leaves. Waiters of the key (in `joiners` or the fair queue) are served by room as
+//! soon as it appears.
 //!
 //! Placement order for an activation: a warm idle container of the same action and revision;
 //! else a stem cell of the same runtime (of the same memory if there is one, else of any
@@ -20,7 +33,7 @@
 //! evicts warm containers idle for at least `evict_idle_after`, least recently used first,
 //! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -30,7 +43,7 @@ use super::config::PrewarmConfig;
 use super::fair_queue::FairQueue;
 use super::state::{Slot, State, WarmKey};
 use super::stats::PoolStats;
-use crate::container::ActionContainer;
+use crate::container::{ActionContainer, SharedHandle};
 use crate::dispatch::DispatchError;
 use crate::model::{EntityName, Runtime};
 
@@ -43,6 +56,42 @@ pub struct Need {
     /// The namespace the activation is billed to (the caller's): waiters are served fairly
     /// across namespaces.
     pub tenant: EntityName,
+    /// The action's `limits.concurrency`: activations one container runs at once.
+    pub concurrency: u64,
+}
+
+/// A seat in a shared container: run through `handle`, then [`PoolState::leave`] with `key`
+/// and `container`.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub key: WarmKey,
+    pub container: String,
+    pub handle: SharedHandle,
+}
+
+/// A container serving the activations of one key at once.
+#[derive(Debug)]
+struct Serving<C> {
+    slot: Slot<C>,
+    handle: SharedHandle,
+    in_flight: u64,
+    max: u64,
+    /// Died or failed a run for all: takes no more joins, destroyed after its last run.
+    dead: bool,
+}
+
+/// Containers of a shared key being started or initialized, and the joiners promised a seat.
+#[derive(Debug, Default)]
+struct Forming {
+    containers: u64,
+    seats: u64,
+    max: u64,
+}
+
+impl Forming {
+    fn room(&self) -> u64 {
+        self.containers.saturating_mul(self.max.saturating_sub(1)).saturating_sub(self.seats)
+    }
 }
 
 /// Where an activation will run. Memory for the container is already reserved in every case,
@@ -58,6 +107,8 @@ pub enum Placement<C> {
     Prewarmed { slot: Slot<C>, evicted: Vec<Slot<C>>, need_mb: u64 },
     /// Create a new container of `need_mb`.
     Cold { evicted: Vec<Slot<C>>, need_mb: u64 },
+    /// A seat in a container that serves this action concurrently: no memory is reserved.
+    Join(Joined),
 }
 
 /// The answer to an admission.
@@ -108,6 +159,11 @@ pub struct PoolState<C> {
     /// Containers handed out to be destroyed and not yet gone.
     destroying: usize,
     starting_prewarm: HashMap<(Runtime, u64), usize>,
+    /// Shared containers of actions with concurrency above 1, per key.
+    serving: HashMap<WarmKey, Vec<Serving<C>>>,
+    /// Keys whose shared container is starting, and the activations waiting for a seat in it.
+    forming: HashMap<WarmKey, Forming>,
+    joiners: HashMap<WarmKey, VecDeque<Waiter<C>>>,
     /// Accepted activations not yet finished (queued ones included).
     active: usize,
     completed: u64,
@@ -126,6 +182,9 @@ impl<C: ActionContainer> PoolState<C> {
             starting: 0,
             destroying: 0,
             starting_prewarm: HashMap::new(),
+            serving: HashMap::new(),
+            forming: HashMap::new(),
+            joiners: HashMap::new(),
             active: 0,
             completed: 0,
             closing: false,
@@ -145,14 +204,30 @@ impl<C: ActionContainer> PoolState<C> {
                 self.budget.total_mb()
             )));
         }
+        if need.concurrency > 1 {
+            if let Some(p) = self.try_join(&need) {
+                self.active += 1;
+                return Ok(Admission::Placed(p));
+            }
+            if let Some(f) = self.forming.get_mut(&need.key) {
+                if f.room() > 0 {
+                    f.seats += 1;
+                    let (tx, rx) = oneshot::channel();
+                    let key = need.key.clone();
+                    self.joiners.entry(key).or_default().push_back(Waiter { need, tx });
+                    self.active += 1;
+                    return Ok(Admission::Queued(rx));
+                }
+            }
+        }
         if let Some(p) = self.try_reuse(&need, self.queue.is_empty()) {
             self.active += 1;
-            return Ok(Admission::Placed(p));
+            return Ok(Admission::Placed(self.forms(&need, p)));
         }
         if self.queue.is_empty() {
             if let Some(p) = self.try_memory(&need) {
                 self.active += 1;
-                return Ok(Admission::Placed(p));
+                return Ok(Admission::Placed(self.forms(&need, p)));
             }
         }
         if self.queue.len() >= self.queue_limit {
@@ -172,12 +247,68 @@ impl<C: ActionContainer> PoolState<C> {
         Ok(Admission::Queued(rx))
     }
 
+    /// A seat in a serving container of the key with room, else an idle container of the key
+    /// that was shared before (it becomes serving with this one run).
+    fn try_join(&mut self, need: &Need) -> Option<Placement<C>> {
+        if let Some(list) = self.serving.get_mut(&need.key) {
+            if let Some(s) =
+                list.iter_mut().find(|s| !s.dead && s.in_flight < s.max && s.handle.is_usable())
+            {
+                s.in_flight += 1;
+                return Some(Placement::Join(Joined {
+                    key: need.key.clone(),
+                    container: s.slot.id().to_owned(),
+                    handle: s.handle.clone(),
+                }));
+            }
+        }
+        let stack = self.idle.get_mut(&need.key)?;
+        let i = stack.iter().rposition(|s| s.shared().is_some_and(|h| h.is_usable()))?;
+        let mut slot = stack.remove(i);
+        if stack.is_empty() {
+            self.idle.remove(&need.key);
+        }
+        if let Err(e) = slot.claim(&need.key) {
+            tracing::error!(error = %e, "a shared idle container cannot be claimed");
+            self.reinsert(vec![slot]);
+            return None;
+        }
+        let handle = slot.shared()?.clone();
+        let joined = Joined {
+            key: need.key.clone(),
+            container: slot.id().to_owned(),
+            handle: handle.clone(),
+        };
+        let serving = Serving { slot, handle, in_flight: 1, max: need.concurrency, dead: false };
+        self.serving.entry(need.key.clone()).or_default().push(serving);
+        Some(Placement::Join(joined))
+    }
+
+    /// Notes that a placement for a shared action starts a container that will serve it: the
+    /// key is forming until [`PoolState::serve`] or [`PoolState::formation_failed`].
+    fn forms(&mut self, need: &Need, p: Placement<C>) -> Placement<C> {
+        if need.concurrency > 1 && !matches!(p, Placement::Join(_)) {
+            let f = self.forming.entry(need.key.clone()).or_default();
+            f.containers += 1;
+            f.max = need.concurrency;
+        }
+        p
+    }
+
     /// A warm container of the same revision, else a stem cell of the same runtime (of the
     /// same memory first). Counts it busy. A stem cell that must grow takes memory, so it is
     /// only taken when `may_take_memory` (no waiter ahead is owed that memory).
     fn try_reuse(&mut self, need: &Need, may_take_memory: bool) -> Option<Placement<C>> {
+        if need.concurrency > 1 {
+            if let Some(p) = self.try_join(need) {
+                return Some(p);
+            }
+        }
         if let Some(stack) = self.idle.get_mut(&need.key) {
-            if let Some(slot) = stack.pop() {
+            // A shared container is only ever joined (above): one whose handle died while it
+            // was idle waits here to be reaped or evicted, never run one at a time.
+            if let Some(i) = stack.iter().rposition(|s| s.shared().is_none()) {
+                let slot = stack.remove(i);
                 if stack.is_empty() {
                     self.idle.remove(&need.key);
                 }
@@ -345,6 +476,26 @@ impl<C: ActionContainer> PoolState<C> {
                 self.budget.release(need_mb);
                 evicted
             }
+            // No pump: an undo runs inside one.
+            Placement::Join(j) => self.leave_inner(&j.key, &j.container, true, false),
+        }
+    }
+
+    /// Sends a placement to a waiter; when the waiter went away, undoes it (and its forming)
+    /// and returns what must be destroyed.
+    fn give(&mut self, waiter: Waiter<C>, p: Placement<C>) -> Result<(), Vec<Slot<C>>> {
+        let Waiter { need, tx } = waiter;
+        let p = self.forms(&need, p);
+        let forming = need.concurrency > 1 && !matches!(p, Placement::Join(_));
+        match tx.send(p) {
+            Ok(()) => Ok(()),
+            Err(p) => {
+                let mut out = self.undo(p);
+                if forming {
+                    out.extend(self.formation_ended(&need.key));
+                }
+                Err(out)
+            }
         }
     }
 
@@ -371,8 +522,8 @@ impl<C: ActionContainer> PoolState<C> {
                 };
                 let Some(p) = placement else { continue };
                 let Some(waiter) = self.queue.serve(id) else { break };
-                if let Err(p) = waiter.tx.send(p) {
-                    retired.extend(self.undo(p));
+                if let Err(back) = self.give(waiter, p) {
+                    retired.extend(back);
                     undone = true;
                 }
             }
@@ -380,6 +531,155 @@ impl<C: ActionContainer> PoolState<C> {
                 return retired;
             }
         }
+    }
+
+    /// The first activation of a shared action initialized its container in concurrent mode:
+    /// the busy slot moves into `serving` with this activation in flight, and the key's
+    /// waiters are seated. Returns what the caller must destroy.
+    #[must_use = "retired containers must be destroyed"]
+    pub fn serve(&mut self, mut slot: Slot<C>, handle: SharedHandle, max: u64) -> Vec<Slot<C>> {
+        self.busy -= 1;
+        let key = match slot.warm_key() {
+            Some(k) => k.clone(),
+            None => {
+                tracing::error!(container = slot.id(), "a shared container has no action");
+                self.busy += 1;
+                return self.retire_busy_slot(slot);
+            }
+        };
+        slot.set_shared(handle.clone());
+        let serving = Serving { slot, handle, in_flight: 1, max, dead: false };
+        self.serving.entry(key.clone()).or_default().push(serving);
+        self.formation_ended(&key)
+    }
+
+    /// A busy slot of this pool's count leaves it to be destroyed, with what the pump frees.
+    fn retire_busy_slot(&mut self, slot: Slot<C>) -> Vec<Slot<C>> {
+        let mut out = self.retire_busy(slot.memory_mb());
+        out.push(slot);
+        out
+    }
+
+    /// The first activation of a shared action did not get a shared container (the create
+    /// or init failed, or the driver runs one activation at a time): its waiters are placed
+    /// anew. Returns what the caller must destroy.
+    #[must_use = "retired containers must be destroyed"]
+    pub fn formation_failed(&mut self, key: &WarmKey) -> Vec<Slot<C>> {
+        self.formation_ended(key)
+    }
+
+    /// One forming container of `key` is done (serving or failed): joiners are seated where
+    /// there is room, kept while other containers are forming, else placed like any
+    /// activation (which may start the next shared container).
+    fn formation_ended(&mut self, key: &WarmKey) -> Vec<Slot<C>> {
+        if let Some(f) = self.forming.get_mut(key) {
+            f.containers = f.containers.saturating_sub(1);
+            f.seats = 0;
+        }
+        let mut out = Vec::new();
+        let waiting = self.joiners.remove(key).unwrap_or_default();
+        for waiter in waiting {
+            if waiter.tx.is_closed() {
+                continue;
+            }
+            if let Some(p) = self.try_join(&waiter.need) {
+                if let Err(back) = self.give(waiter, p) {
+                    out.extend(back);
+                }
+                continue;
+            }
+            if let Some(f) = self.forming.get_mut(key) {
+                if f.room() > 0 {
+                    f.seats += 1;
+                    self.joiners.entry(key.clone()).or_default().push_back(waiter);
+                    continue;
+                }
+            }
+            let free_queue = self.queue.is_empty();
+            let placement = match self.try_reuse(&waiter.need, free_queue) {
+                Some(p) => Some(p),
+                None if free_queue => self.try_memory(&waiter.need),
+                None => None,
+            };
+            match placement {
+                Some(p) => {
+                    if let Err(back) = self.give(waiter, p) {
+                        out.extend(back);
+                    }
+                }
+                // Already accepted: it waits in the fair queue whatever its length.
+                None => {
+                    let tenant = waiter.need.tenant.clone();
+                    self.queue.push(&tenant, waiter);
+                }
+            }
+        }
+        if self.forming.get(key).is_some_and(|f| f.containers == 0) {
+            self.forming.remove(key);
+        }
+        if !self.queue.is_empty() {
+            out.extend(self.pump());
+        }
+        out
+    }
+
+    /// A run in the shared container `container` of `key` ended; `usable` is whether the
+    /// container can take more. At zero in flight it goes back to warm idle, or is returned
+    /// to be destroyed when it died (or the pool is closing).
+    #[must_use = "returned containers must be destroyed"]
+    pub fn leave(&mut self, key: &WarmKey, container: &str, usable: bool) -> Vec<Slot<C>> {
+        self.leave_inner(key, container, usable, true)
+    }
+
+    fn leave_inner(
+        &mut self,
+        key: &WarmKey,
+        container: &str,
+        usable: bool,
+        pump: bool,
+    ) -> Vec<Slot<C>> {
+        let Some(list) = self.serving.get_mut(key) else {
+            tracing::error!(%key, container, "leaving a container that is not serving");
+            return Vec::new();
+        };
+        let Some(i) = list.iter().position(|s| s.slot.id() == container) else {
+            tracing::error!(%key, container, "leaving a container that is not serving");
+            return Vec::new();
+        };
+        let s = &mut list[i];
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if !usable || !s.handle.is_usable() {
+            s.dead = true;
+        }
+        if s.in_flight > 0 {
+            // Room for one more: a waiter of the key may take it.
+            return if s.dead || !pump || self.queue.is_empty() { Vec::new() } else { self.pump() };
+        }
+        let s = list.swap_remove(i);
+        if list.is_empty() {
+            self.serving.remove(key);
+        }
+        let Serving { mut slot, dead, .. } = s;
+        if dead || self.closing {
+            self.budget.retire(slot.memory_mb());
+            self.destroying += 1;
+            let mut out = vec![slot];
+            if pump && !self.queue.is_empty() {
+                out.extend(self.pump());
+            }
+            return out;
+        }
+        if let Err(e) = slot.release() {
+            tracing::error!(error = %e, "a shared container cannot go back to idle; destroying it");
+            self.budget.retire(slot.memory_mb());
+            self.destroying += 1;
+            return vec![slot];
+        }
+        self.reinsert(vec![slot]);
+        if !pump || self.queue.is_empty() {
+            return Vec::new();
+        }
+        self.pump()
     }
 
     /// A cold container was created for its activation.
@@ -622,6 +922,8 @@ impl<C: ActionContainer> PoolState<C> {
     pub fn close(&mut self) -> Vec<Slot<C>> {
         self.closing = true;
         drop(self.queue.drain());
+        self.joiners.clear();
+        self.forming.clear();
         let mut out: Vec<Slot<C>> = self.idle.drain().flat_map(|(_, v)| v).collect();
         out.append(&mut self.prewarmed);
         for slot in &out {
@@ -633,17 +935,31 @@ impl<C: ActionContainer> PoolState<C> {
 
     /// Nothing running, starting or waiting.
     pub fn is_quiet(&self) -> bool {
-        self.active == 0 && self.starting == 0 && self.busy == 0 && self.destroying == 0
+        self.active == 0
+            && self.starting == 0
+            && self.busy == 0
+            && self.destroying == 0
+            && self.serving.is_empty()
     }
 
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             warm_idle: self.idle.values().map(Vec::len).sum(),
-            warm_busy: self.busy,
+            warm_busy: self.busy + self.serving.values().map(Vec::len).sum::<usize>(),
+            shared_serving: self.serving.values().map(Vec::len).sum(),
+            shared_in_flight: self
+                .serving
+                .values()
+                .flatten()
+                .map(|s| usize::try_from(s.in_flight).unwrap_or(usize::MAX))
+                .sum(),
+            shared_waiting: self.joiners.values().map(VecDeque::len).sum(),
             prewarmed: self.prewarmed.len(),
             starting: self.starting,
             destroying: self.destroying,
-            in_flight: self.active.saturating_sub(self.queue.len()),
+            in_flight: self.active.saturating_sub(
+                self.queue.len() + self.joiners.values().map(VecDeque::len).sum::<usize>(),
+            ),
             queued: self.queue.len(),
             memory_in_use_mb: self.budget.used_mb(),
             memory_releasing_mb: self.budget.releasing_mb(),
@@ -665,6 +981,7 @@ mod tests {
             runtime: Runtime::Python,
             memory_mb: mb,
             tenant: EntityName::parse("guest").unwrap(),
+            concurrency: 1,
         }
     }
 
@@ -956,6 +1273,165 @@ mod tests {
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
         assert!(pool.is_quiet());
+    }
+
+    /// A shared handle that does nothing but die on request.
+    #[derive(Debug, Default)]
+    struct TestShared(std::sync::atomic::AtomicBool);
+
+    impl crate::container::SharedRuns for TestShared {
+        fn run<'a>(
+            &'a self,
+            _: &'a crate::launcher::RunSpec,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<crate::container::RunOutput, crate::container::RunError>,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            Box::pin(async { Err(crate::container::RunError::Internal("not run here".into())) })
+        }
+        fn is_usable(&self) -> bool {
+            !self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn shared_need(name: &str, concurrency: u64) -> Need {
+        Need { runtime: Runtime::Nodejs, concurrency, ..need(name, 1, 256) }
+    }
+
+    /// The first activation's cold start, up to its container initialized in concurrent mode
+    /// and serving; returns the handle.
+    fn start_serving(
+        pool: &mut PoolState<Inert>,
+        id: &str,
+        n: &Need,
+        waiting: usize,
+    ) -> (Arc<TestShared>, Vec<oneshot::Receiver<Placement<Inert>>>) {
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        let joiners: Vec<_> = (0..waiting)
+            .map(|_| match pool.admit(n.clone()).unwrap() {
+                Admission::Queued(rx) => rx,
+                Admission::Placed(p) => panic!("expected to wait for the forming container: {p:?}"),
+            })
+            .collect();
+        assert_eq!(pool.stats().shared_waiting, waiting);
+        assert_eq!(pool.stats().starting + pool.stats().warm_busy, 1, "one container only");
+        let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
+        assert_eq!(slot.claim(&n.key), Ok(true));
+        let handle = Arc::new(TestShared::default());
+        assert!(pool.serve(slot, handle.clone(), n.concurrency).is_empty());
+        (handle, joiners)
+    }
+
+    use std::sync::Arc;
+
+    #[test]
+    fn two_hundred_activations_share_one_container_and_its_memory() {
+        let mut pool = PoolState::<Inert>::new(1024, 4);
+        let n = shared_need("many", 200);
+        let (_handle, mut joiners) = start_serving(&mut pool, "s1", &n, 150);
+        for rx in &mut joiners {
+            assert!(matches!(rx.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s1"));
+        }
+        let mut seats: Vec<Joined> = Vec::new();
+        for _ in 0..49 {
+            match placed(pool.admit(n.clone())) {
+                Placement::Join(j) => seats.push(j),
+                other => panic!("expected a seat: {other:?}"),
+            }
+        }
+        let s = pool.stats();
+        assert_eq!((s.shared_serving, s.shared_in_flight, s.shared_waiting), (1, 200, 0));
+        assert_eq!((s.warm_busy, s.starting, s.memory_in_use_mb), (1, 0, 256));
+        assert_eq!(pool.stats().in_flight, 200);
+        // Full: the 201st starts a second container.
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_failed(256).into_iter().for_each(drop);
+        pool.formation_failed(&n.key).into_iter().for_each(drop);
+        for _ in 0..200 {
+            assert!(pool.leave(&n.key, "s1", true).is_empty());
+        }
+        for _ in 0..201 {
+            pool.finish();
+        }
+        let s = pool.stats();
+        assert_eq!(
+            (s.warm_idle, s.warm_busy, s.shared_serving, s.memory_in_use_mb),
+            (1, 0, 0, 256)
+        );
+        // Idle, it keeps its handle: the next activation joins it without an init.
+        assert!(
+            matches!(placed(pool.admit(n.clone())), Placement::Join(ref j) if j.container == "s1")
+        );
+        assert_eq!(pool.stats().shared_in_flight, 1);
+        assert!(pool.leave(&n.key, "s1", true).is_empty());
+        pool.finish();
+        // And it ages out like any warm container.
+        let later = Instant::now() + Duration::from_secs(61);
+        assert_eq!(pool.take_expired(later, Duration::from_secs(60)).len(), 1);
+    }
+
+    #[test]
+    fn a_dead_shared_container_takes_no_joins_and_goes_after_its_last_run() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        let n = shared_need("d", 10);
+        let (handle, mut joiners) = start_serving(&mut pool, "s1", &n, 1);
+        assert!(matches!(joiners[0].try_recv(), Ok(Placement::Join(_))));
+        handle.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(pool.leave(&n.key, "s1", false).is_empty(), "one run still in it");
+        assert!(
+            matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }),
+            "a dead container takes no joins"
+        );
+        let gone = pool.leave(&n.key, "s1", false);
+        assert_eq!(gone.iter().map(|s| s.id()).collect::<Vec<_>>(), ["s1"]);
+        let s = pool.stats();
+        assert_eq!((s.destroying, s.shared_serving, s.warm_idle), (1, 0, 0));
+        assert_eq!(s.memory_releasing_mb, 256);
+    }
+
+    #[test]
+    fn waiters_are_served_by_room_in_the_shared_container() {
+        let mut pool = PoolState::<Inert>::new(256, 4);
+        let n = shared_need("r", 2);
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        let Admission::Queued(mut seat) = pool.admit(n.clone()).unwrap() else { panic!() };
+        // The forming container has no more room and the budget none: the fair queue.
+        let Admission::Queued(mut queued) = pool.admit(n.clone()).unwrap() else { panic!() };
+        assert_eq!((pool.stats().shared_waiting, pool.stats().queued), (1, 1));
+        let mut slot = Slot::starting(Inert::new("s1"), n.runtime, n.memory_mb);
+        slot.claim(&n.key).unwrap();
+        assert!(pool.serve(slot, Arc::new(TestShared::default()), 2).is_empty());
+        assert!(matches!(seat.try_recv(), Ok(Placement::Join(_))));
+        assert!(queued.try_recv().is_err(), "full");
+        assert!(pool.leave(&n.key, "s1", true).is_empty());
+        assert!(matches!(queued.try_recv(), Ok(Placement::Join(_))), "served by the room");
+        assert_eq!(pool.stats().shared_in_flight, 2);
+    }
+
+    #[test]
+    fn a_failed_formation_places_its_waiters_anew() {
+        let mut pool = PoolState::<Inert>::new(512, 4);
+        let n = shared_need("f", 5);
+        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
+        let Admission::Queued(mut a) = pool.admit(n.clone()).unwrap() else { panic!() };
+        let Admission::Queued(mut b) = pool.admit(n.clone()).unwrap() else { panic!() };
+        // The create failed: its memory goes back, and the waiters start the next container.
+        assert!(pool.cold_failed(256).is_empty());
+        assert!(pool.formation_failed(&n.key).is_empty());
+        assert!(matches!(a.try_recv(), Ok(Placement::Cold { .. })));
+        assert!(b.try_recv().is_err(), "b now waits for a's container");
+        assert_eq!(pool.stats().shared_waiting, 1);
+        pool.cold_created();
+        let mut slot = Slot::starting(Inert::new("s2"), n.runtime, n.memory_mb);
+        slot.claim(&n.key).unwrap();
+        assert!(pool.serve(slot, Arc::new(TestShared::default()), 5).is_empty());
+        assert!(matches!(b.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s2"));
     }
 
     #[test]

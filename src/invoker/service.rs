@@ -435,6 +435,7 @@ impl<F: ContainerFactory> Invoker<F> {
             runtime,
             memory_mb: msg.limits.memory,
             tenant: msg.subject.clone(),
+            concurrency: super::activation::concurrency_of(&msg),
         };
         let admission = self.inner.with_pool(|p| p.admit(need))?;
         let (tx, rx) = oneshot::channel();

@@ -2,7 +2,9 @@
 //!
 //! A [`Slot`] owns its container, so whoever holds the slot is the only one who can drive it:
 //! that is how per-container concurrency 1 is enforced (a busy slot is owned by the activation
-//! task, never by the pool). Each verb checks the current state and refuses an illegal
+//! task, never by the pool). A container shared by an action with `limits.concurrency` above 1
+//! is the exception: its busy slot stays in the pool (`serving`), and the activations in it
+//! hold clones of its [`SharedHandle`], kept here so that it outlives idle periods. Each verb checks the current state and refuses an illegal
 //! transition with a typed [`StateError`] rather than panicking: a pool bug then ends one
 //! activation with an internal error instead of taking the invoker down.
 //! This module never locks, spawns or talks to the pool.
@@ -10,7 +12,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::container::ActionContainer;
+use crate::container::{ActionContainer, SharedHandle};
 use crate::model::{FullyQualifiedName, Runtime};
 
 /// What a warm container is initialized with: an action at one revision. A container is never
@@ -62,6 +64,8 @@ pub struct Slot<C> {
     last_used: Instant,
     /// Its pipes are in the fd store (live restore): forget them when it is destroyed.
     stored: bool,
+    /// Initialized in concurrent mode: the handle its runs go through.
+    shared: Option<SharedHandle>,
 }
 
 impl<C: ActionContainer> Slot<C> {
@@ -75,6 +79,7 @@ impl<C: ActionContainer> Slot<C> {
             warm: None,
             last_used: Instant::now(),
             stored: false,
+            shared: None,
         }
     }
 
@@ -89,7 +94,18 @@ impl<C: ActionContainer> Slot<C> {
             warm: Some(key),
             last_used: Instant::now(),
             stored: true,
+            shared: None,
         }
+    }
+
+    /// The handle of a container initialized in concurrent mode.
+    pub fn shared(&self) -> Option<&SharedHandle> {
+        self.shared.as_ref()
+    }
+
+    /// Notes that the container was initialized in concurrent mode.
+    pub fn set_shared(&mut self, handle: SharedHandle) {
+        self.shared = Some(handle);
     }
 
     /// Whether its pipes are in the fd store.

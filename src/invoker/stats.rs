@@ -18,6 +18,14 @@ pub struct PoolStats {
     pub starting: usize,
     /// Containers being killed and removed (their memory is still counted).
     pub destroying: usize,
+    /// Containers shared by actions with concurrency above 1 that hold runs now (counted in
+    /// `warm_busy` too).
+    pub shared_serving: usize,
+    /// Activations running in those shared containers.
+    pub shared_in_flight: usize,
+    /// Activations waiting for a seat in a shared container being started (counted in
+    /// neither `in_flight` nor `queued`: they wait for no memory).
+    pub shared_waiting: usize,
     /// Accepted activations that have a container (or are getting one) and no record yet.
     pub in_flight: usize,
     /// Accepted activations waiting for memory.

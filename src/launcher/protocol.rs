@@ -13,6 +13,14 @@
 //! with `{`), so the mark can never be mistaken for one. The native launcher uses it for the
 //! action proxy's messages ("The action did not return a dictionary or array.").
 //!
+//! Concurrent mode (an action whose `limits.concurrency` is above 1, Node only): the init
+//! carries `"concurrency":N`, every run carries `"id":n` (a number the host picks, unique among
+//! the runs in flight) and its reply line is `<id> <reply>` ([`split_concurrent_reply`]). The
+//! launcher tags every log line a run writes with [`LOG_TAG`], its id and a space, and ends
+//! the run's logs with a tagged [`SENTINEL`] on each stream before its reply
+//! ([`split_tagged_line`]). Without concurrency nothing of this is sent: the sequential
+//! exchange is byte for byte what it was.
+//!
 //! Encoding writes into a caller's reusable buffer and decoding works on the caller's bytes:
 //! this runs once per warm activation and must stay allocation-light. Nothing here does I/O.
 
@@ -23,6 +31,10 @@ use super::{InitSpec, RunSpec};
 
 /// Written by the launcher after each activation's output, OpenWhisk's marker.
 pub const SENTINEL: &str = "XXX_THE_END_OF_A_WHISK_ACTIVATION_XXX";
+
+/// First byte of a log line that a run in concurrent mode wrote (ASCII SOH), followed by the
+/// run's id and a space.
+pub const LOG_TAG: u8 = 0x01;
 
 /// First byte of a reply that reports a developer error in the launcher's words.
 pub const DEVELOPER_ERROR_MARK: u8 = b'!';
@@ -36,11 +48,15 @@ struct InitMessage<'a> {
     action: &'a str,
     entry_point: &'a str,
     binary: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<u64>,
 }
 
 #[derive(Serialize)]
 struct RunMessage<'a> {
     op: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
     value: &'a Map<String, Value>,
     env: EnvObject<'a>,
 }
@@ -56,12 +72,23 @@ impl Serialize for EnvObject<'_> {
 
 /// Writes the init line (with its newline) into `buf`, replacing what was there.
 pub fn encode_init(init: &InitSpec, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    encode_init_concurrent(init, 1, buf)
+}
+
+/// Writes the init line of a launcher that is to run up to `concurrency` activations at once
+/// (1: the sequential init, without the field).
+pub fn encode_init_concurrent(
+    init: &InitSpec,
+    concurrency: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     buf.clear();
     let msg = InitMessage {
         op: "init",
         action: &init.action,
         entry_point: &init.entry_point,
         binary: init.binary,
+        concurrency: (concurrency > 1).then_some(concurrency),
     };
     serde_json::to_writer(&mut *buf, &msg)?;
     buf.push(b'\n');
@@ -71,10 +98,49 @@ pub fn encode_init(init: &InitSpec, buf: &mut Vec<u8>) -> Result<(), serde_json:
 /// Writes the run line (with its newline) into `buf`, replacing what was there.
 pub fn encode_run(run: &RunSpec, buf: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     buf.clear();
-    let msg = RunMessage { op: "run", value: &run.params, env: EnvObject(&run.env) };
+    let msg = RunMessage { op: "run", id: None, value: &run.params, env: EnvObject(&run.env) };
     serde_json::to_writer(&mut *buf, &msg)?;
     buf.push(b'\n');
     Ok(())
+}
+
+/// Writes a concurrent-mode run line (with its newline), tagged with `id`, into `buf`.
+pub fn encode_run_with_id(
+    run: &RunSpec,
+    id: u64,
+    buf: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    buf.clear();
+    let msg = RunMessage { op: "run", id: Some(id), value: &run.params, env: EnvObject(&run.env) };
+    serde_json::to_writer(&mut *buf, &msg)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// The leading decimal id and what follows its one space, or None when `bytes` does not
+/// start that way. No allocation.
+fn split_id(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || bytes.get(digits) != Some(&b' ') {
+        return None;
+    }
+    let mut id = 0u64;
+    for &b in &bytes[..digits] {
+        id = id.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((id, &bytes[digits + 1..]))
+}
+
+/// Splits a concurrent-mode reply line `<id> <reply>` into the id and the reply, which
+/// [`decode_result`] then decodes. None when the line has no id: the launcher is out of step.
+pub fn split_concurrent_reply(line: &[u8]) -> Option<(u64, &[u8])> {
+    split_id(line)
+}
+
+/// A log line of concurrent mode: `Some((id, text))` when a run wrote it (tagged), None for
+/// an untagged line (written outside any run).
+pub fn split_tagged_line(line: &[u8]) -> Option<(u64, &[u8])> {
+    split_id(line.strip_prefix(&[LOG_TAG])?)
 }
 
 /// Why a reply is not a usable result.
@@ -181,6 +247,57 @@ mod tests {
             v,
             json!({"op":"run","value":{"name":"Ada\nLovelace"},"env":{"ACTIVATION_ID":"abc"}})
         );
+    }
+
+    #[test]
+    fn sequential_lines_have_no_concurrency_fields() {
+        let init = InitSpec { action: "ns/a".into(), entry_point: "main".into(), binary: false };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_init(&init, &mut a).unwrap();
+        encode_init_concurrent(&init, 1, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            b"{\"op\":\"init\",\"action\":\"ns/a\",\"entry_point\":\"main\",\"binary\":false}\n"
+        );
+        encode_init_concurrent(&init, 200, &mut b).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["concurrency"], json!(200));
+    }
+
+    #[test]
+    fn concurrent_runs_carry_an_id_and_replies_lead_with_it() {
+        let run = RunSpec {
+            params: Map::new(),
+            env: vec![("ACTIVATION_ID".into(), "abc".into())],
+            timeout: Duration::from_secs(1),
+            log_limit: 10,
+            result_limit: 10,
+        };
+        let mut buf = Vec::new();
+        encode_run_with_id(&run, 42, &mut buf).unwrap();
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v, json!({"op":"run","id":42,"value":{},"env":{"ACTIVATION_ID":"abc"}}));
+
+        let (id, rest) = split_concurrent_reply(br#"42 {"a":1}"#).unwrap();
+        assert_eq!((id, decode_result(rest).unwrap()), (42, json!({"a":1})));
+        let (id, rest) = split_concurrent_reply(br#"7 !"bad""#).unwrap();
+        assert_eq!(id, 7);
+        assert!(matches!(decode_result(rest), Err(ReplyError::Developer(_))));
+        assert_eq!(split_concurrent_reply(br#"{"a":1}"#), None);
+        assert_eq!(split_concurrent_reply(b"42{}"), None);
+        assert_eq!(split_concurrent_reply(b"99999999999999999999 {}"), None, "overflow");
+    }
+
+    #[test]
+    fn tagged_log_lines() {
+        assert_eq!(split_tagged_line(b"\x0112 hello world"), Some((12, &b"hello world"[..])));
+        assert_eq!(split_tagged_line(b"\x013 "), Some((3, &b""[..])));
+        assert_eq!(split_tagged_line(b"12 hello"), None, "untagged");
+        assert_eq!(split_tagged_line(b"\x01x hello"), None);
+        let sentinel = format!("\x015 {SENTINEL}");
+        assert_eq!(split_tagged_line(sentinel.as_bytes()), Some((5, SENTINEL.as_bytes())));
     }
 
     #[test]

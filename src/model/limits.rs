@@ -14,7 +14,9 @@ pub const LOGS_MIN_MB: u64 = 0;
 pub const LOGS_MAX_MB: u64 = 10;
 pub const LOGS_DEFAULT_MB: u64 = 10;
 pub const CONCURRENCY_MIN: u64 = 1;
-pub const CONCURRENCY_MAX: u64 = 1;
+/// OpenWhisk's largest `limits.concurrency`; only Node kinds take more than 1
+/// ([`ActionLimits::validate_for_kind`]).
+pub const CONCURRENCY_MAX: u64 = 500;
 /// Largest invoke payload (parameters) and largest result, as in OpenWhisk.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Largest action code, as in OpenWhisk (48 MB after base64 decoding).
@@ -62,15 +64,35 @@ impl Default for ActionLimits {
     }
 }
 
-/// A limit outside its allowed range.
+/// A limit the action may not have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{name} {value} {unit} is outside the allowed range {min}..={max} {unit}")]
-pub struct LimitError {
-    pub name: &'static str,
-    pub value: u64,
-    pub min: u64,
-    pub max: u64,
-    pub unit: &'static str,
+pub enum LimitError {
+    /// Outside the range every action has.
+    #[error("{name} {value} {unit} is outside the allowed range {min}..={max} {unit}")]
+    Range { name: &'static str, value: u64, min: u64, max: u64, unit: &'static str },
+    /// More than one activation per container for a kind whose launcher runs one at a time
+    /// (only the Node launcher has a concurrent mode).
+    #[error(
+        "concurrency {value} is not allowed for kind {kind}: it serves one activation per \
+         container (only nodejs kinds take a concurrency above 1, up to {CONCURRENCY_MAX})"
+    )]
+    OnePerContainer { kind: String, value: u64 },
+}
+
+impl LimitError {
+    /// The limit at fault.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimitError::Range { name, .. } => name,
+            LimitError::OnePerContainer { .. } => "concurrency",
+        }
+    }
+}
+
+/// Whether actions of `kind` may run several activations in one container: the Node kinds,
+/// whose launcher has a concurrent mode.
+pub fn kind_serves_many(kind: &str) -> bool {
+    kind == "nodejs" || kind.starts_with("nodejs:")
 }
 
 impl ActionLimits {
@@ -80,13 +102,26 @@ impl ActionLimits {
             if (min..=max).contains(&value) {
                 Ok(())
             } else {
-                Err(LimitError { name, value, min, max, unit })
+                Err(LimitError::Range { name, value, min, max, unit })
             }
         };
         check("timeout", self.timeout, TIMEOUT_MIN_MS, TIMEOUT_MAX_MS, "ms")?;
         check("memory", self.memory, MEMORY_MIN_MB, MEMORY_MAX_MB, "MB")?;
         check("logs", self.logs, LOGS_MIN_MB, LOGS_MAX_MB, "MB")?;
         check("concurrency", self.concurrency, CONCURRENCY_MIN, CONCURRENCY_MAX, "")?;
+        Ok(())
+    }
+
+    /// [`Self::validate`], then the concurrency against what the action's `kind` can serve
+    /// (`sequence` and every non-Node kind keep 1).
+    pub fn validate_for_kind(&self, kind: &str) -> Result<(), LimitError> {
+        self.validate()?;
+        if self.concurrency > 1 && !kind_serves_many(kind) {
+            return Err(LimitError::OnePerContainer {
+                kind: kind.to_owned(),
+                value: self.concurrency,
+            });
+        }
         Ok(())
     }
 
@@ -137,13 +172,29 @@ mod tests {
     #[test]
     fn ranges_are_enforced() {
         let mut l = ActionLimits { timeout: 99, ..Default::default() };
-        assert_eq!(l.validate().unwrap_err().name, "timeout");
+        assert_eq!(l.validate().unwrap_err().name(), "timeout");
         l.timeout = 300_001;
         assert!(l.validate().is_err());
         l = ActionLimits { memory: 513, ..Default::default() };
-        assert_eq!(l.validate().unwrap_err().name, "memory");
+        assert_eq!(l.validate().unwrap_err().name(), "memory");
         l = ActionLimits { memory: 128, timeout: 100, ..Default::default() };
         assert!(l.validate().is_ok());
+    }
+
+    #[test]
+    fn concurrency_depends_on_the_kind() {
+        let l = ActionLimits { concurrency: 200, ..Default::default() };
+        assert!(l.validate_for_kind("nodejs:20").is_ok());
+        assert!(l.validate_for_kind("nodejs").is_ok());
+        let e = l.validate_for_kind("python:3").unwrap_err();
+        assert!(matches!(e, LimitError::OnePerContainer { .. }));
+        assert!(e.to_string().contains("python:3"), "{e}");
+        assert!(e.to_string().contains("one activation per container"), "{e}");
+        assert!(l.validate_for_kind("blackbox").is_err());
+        assert!(l.validate_for_kind("sequence").is_err());
+        let over = ActionLimits { concurrency: 501, ..Default::default() };
+        assert!(matches!(over.validate_for_kind("nodejs:20"), Err(LimitError::Range { .. })));
+        assert!(ActionLimits::default().validate_for_kind("python:3").is_ok());
     }
 
     #[test]

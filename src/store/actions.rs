@@ -105,7 +105,7 @@ impl Store {
         let base_limits = existing.as_ref().map(|a| a.limits).unwrap_or_default();
         let limits: ActionLimits = update.limits.unwrap_or_default().apply(base_limits);
         limits
-            .validate()
+            .validate_for_kind(exec.kind())
             .map_err(|source| StoreError::InvalidLimits { action: key.clone(), source })?;
         // In a cluster the revision carries this controller's tag (model::revision), and a
         // re-created action continues above the revision it had when deleted: other hosts

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::container::{
     ActionContainer, ContainerError, ContainerFactory, ContainerSpec, RunError, RunOutput,
+    SharedHandle, SharedRuns,
 };
 use crate::launcher::{InitSpec, RunSpec};
 use crate::model::Runtime;
@@ -59,6 +60,8 @@ pub struct World {
     destroy_gate: tokio::sync::Notify,
     pub create_delay_ms: AtomicUsize,
     pub leftovers: AtomicUsize,
+    /// Inits in concurrent mode, per container, with the concurrency asked.
+    pub shared_inits: Mutex<HashMap<String, u64>>,
 }
 
 impl World {
@@ -104,6 +107,7 @@ impl FakeFactory {
             id: id.to_owned(),
             dir: PathBuf::from(format!("/fake/{id}")),
             world: self.world.clone(),
+            shared_dead: None,
         }
     }
 }
@@ -113,6 +117,8 @@ pub struct FakeContainer {
     id: String,
     dir: PathBuf,
     world: Arc<World>,
+    /// Set once shared: whether its shared handle saw it die.
+    shared_dead: Option<Arc<AtomicBool>>,
 }
 
 impl ContainerFactory for FakeFactory {
@@ -141,6 +147,7 @@ impl ContainerFactory for FakeFactory {
             id: spec.id.clone(),
             dir: PathBuf::from(format!("/fake/{}", spec.id)),
             world: self.world.clone(),
+            shared_dead: None,
         })
     }
 
@@ -171,17 +178,33 @@ impl ActionContainer for FakeContainer {
         }
     }
 
-    async fn run(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
-        {
-            let mut running = self.world.running.lock().unwrap();
-            let n = running.entry(self.id.clone()).or_default();
-            *n += 1;
-            self.world.max_per_container.fetch_max(*n, Ordering::SeqCst);
+    /// Shares the container when `concurrency` is above 1: its runs then go through a
+    /// [`FakeShared`], concurrently, counted in the same `running` and `runs` tallies.
+    async fn init_shared(
+        &mut self,
+        init: &InitSpec,
+        concurrency: u64,
+    ) -> Result<Option<SharedHandle>, RunError> {
+        self.init(init).await?;
+        if concurrency <= 1 {
+            return Ok(None);
         }
-        *self.world.runs.lock().unwrap().entry(self.id.clone()).or_default() += 1;
-        let out = self.behave(run).await;
-        *self.world.running.lock().unwrap().entry(self.id.clone()).or_default() -= 1;
-        out
+        self.world.shared_inits.lock().unwrap().insert(self.id.clone(), concurrency);
+        let shared = FakeShared {
+            id: self.id.clone(),
+            world: self.world.clone(),
+            dead: Arc::new(AtomicBool::new(false)),
+        };
+        self.shared_dead = Some(shared.dead.clone());
+        Ok(Some(Arc::new(shared)))
+    }
+
+    fn is_usable(&self) -> bool {
+        self.shared_dead.as_ref().map_or(true, |d| !d.load(Ordering::SeqCst))
+    }
+
+    async fn run(&mut self, run: &RunSpec) -> Result<RunOutput, RunError> {
+        counted_run(&self.world, &self.id, run).await
     }
 
     async fn resize(&mut self, memory_mb: u64) -> Result<(), ContainerError> {
@@ -224,34 +247,82 @@ impl ActionContainer for FakeContainer {
     }
 }
 
-impl FakeContainer {
-    async fn behave(&self, run: &RunSpec) -> Result<RunOutput, RunError> {
-        let logs = vec![format!("run in {}", self.id)];
-        let sleep = run.params.get("sleep_ms").and_then(Value::as_u64).unwrap_or(0);
-        if sleep > 0 {
-            let wait = Duration::from_millis(sleep);
-            if tokio::time::timeout(run.timeout, tokio::time::sleep(wait)).await.is_err() {
-                let limit_ms = u64::try_from(run.timeout.as_millis()).unwrap();
-                return Err(RunError::Timeout { limit_ms, logs });
+/// The shared handle of a fake container in concurrent mode. A run that crashes, runs out
+/// of memory or times out kills the container for every run after it (as the runc driver
+/// does).
+#[derive(Debug)]
+pub struct FakeShared {
+    id: String,
+    world: Arc<World>,
+    dead: Arc<AtomicBool>,
+}
+
+impl SharedRuns for FakeShared {
+    fn run<'a>(
+        &'a self,
+        run: &'a RunSpec,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<RunOutput, RunError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            if self.dead.load(Ordering::SeqCst) {
+                return Err(RunError::Internal(format!("container {} is dead", self.id)));
             }
-        }
-        let outcome = run.params.get("outcome").and_then(Value::as_str).unwrap_or("ok");
-        let env: serde_json::Map<String, Value> =
-            run.env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        match outcome {
-            "ok" => Ok(RunOutput {
-                result: json!({"container": self.id, "params": run.params, "env": env}),
-                logs,
-            }),
-            "error" => {
-                Ok(RunOutput { result: json!({"error": "scripted application error"}), logs })
+            let out = counted_run(&self.world, &self.id, run).await;
+            if matches!(
+                out,
+                Err(RunError::Crashed { .. }
+                    | RunError::OutOfMemory { .. }
+                    | RunError::Timeout { .. })
+            ) {
+                self.dead.store(true, Ordering::SeqCst);
             }
-            "crash" => Err(RunError::Crashed { detail: "exit status 139".into(), logs }),
-            "oom" => Err(RunError::OutOfMemory { limit_mb: 256, logs }),
-            "invalid" => Err(RunError::InvalidResult { snippet: "42".into(), logs }),
-            "internal" => Err(RunError::Internal("pipe closed".into())),
-            other => panic!("unknown scripted outcome {other}"),
+            out
+        })
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.dead.load(Ordering::SeqCst)
+    }
+}
+
+/// One run, tallied in the world (runs, and runs at once per container).
+async fn counted_run(world: &World, id: &str, run: &RunSpec) -> Result<RunOutput, RunError> {
+    {
+        let mut running = world.running.lock().unwrap();
+        let n = running.entry(id.to_owned()).or_default();
+        *n += 1;
+        world.max_per_container.fetch_max(*n, Ordering::SeqCst);
+    }
+    *world.runs.lock().unwrap().entry(id.to_owned()).or_default() += 1;
+    let out = behave(id, run).await;
+    *world.running.lock().unwrap().entry(id.to_owned()).or_default() -= 1;
+    out
+}
+
+async fn behave(id: &str, run: &RunSpec) -> Result<RunOutput, RunError> {
+    let logs = vec![format!("run in {id}")];
+    let sleep = run.params.get("sleep_ms").and_then(Value::as_u64).unwrap_or(0);
+    if sleep > 0 {
+        let wait = Duration::from_millis(sleep);
+        if tokio::time::timeout(run.timeout, tokio::time::sleep(wait)).await.is_err() {
+            let limit_ms = u64::try_from(run.timeout.as_millis()).unwrap();
+            return Err(RunError::Timeout { limit_ms, logs });
         }
+    }
+    let outcome = run.params.get("outcome").and_then(Value::as_str).unwrap_or("ok");
+    let env: serde_json::Map<String, Value> =
+        run.env.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    match outcome {
+        "ok" => Ok(RunOutput {
+            result: json!({"container": id, "params": run.params, "env": env}),
+            logs,
+        }),
+        "error" => Ok(RunOutput { result: json!({"error": "scripted application error"}), logs }),
+        "crash" => Err(RunError::Crashed { detail: "exit status 139".into(), logs }),
+        "oom" => Err(RunError::OutOfMemory { limit_mb: 256, logs }),
+        "invalid" => Err(RunError::InvalidResult { snippet: "42".into(), logs }),
+        "internal" => Err(RunError::Internal("pipe closed".into())),
+        other => panic!("unknown scripted outcome {other}"),
     }
 }
 
