@@ -5,7 +5,7 @@
 //! own 200 ms sleep action at 256 MB: more than the default pool's budget holds containers
 //! (2048 MB / 256 MB = 8), so most of A's activations wait in the invoker's fair queue, and
 //! more than the controller's default concurrent-invocations limit (100), so the rest are
-//! refused with 429 before dispatch. A refused client waits [`REFUSED_BACKOFF`] before it tries
+//! refused with 429 before dispatch. A refused client waits [`REFUSED_BACKOFF`] and connects again (hearthd closes the connection after a 429) before it tries
 //! again, as a client that honours a 429 does, so the flood is A's admitted work and not a
 //! spin on refusals. B is a namespace made with `hearthd admin namespace create` on the running
 //! server; its action is a python no-op at 256 MB, invoked back to back on one keep-alive
@@ -111,7 +111,7 @@ pub async fn run(
     let ratio = main.ratio;
     let note = format!(
         "A: {FLOOD_CLIENTS} clients of a {SLEEP_MS} ms sleep action at {MEMORY_MB} MB (pool 2048 MB: 8 containers; \
-         controller limit 100 concurrent), refused clients retry after {REFUSED_BACKOFF:?}; A got (all phases, {:.1} s of B's samples under flood) \
+         controller limit 100 concurrent), a refused client connects again after {REFUSED_BACKOFF:?} (a 429 closes its connection); A got (all phases, {:.1} s of B's samples under flood) \
          {} x 200, {} x 202, {} x 429, {} other{}{}. B under flood: {}; B alone: {}. hearthd CPU {:.0}% under flood, {:.0}% alone",
         m.flooded.wall.as_secs_f64(),
         counts.ok,
@@ -398,7 +398,10 @@ impl Drop for Flood {
 }
 
 /// One of A's clients: back-to-back blocking invokes on its own connection while the flood is
-/// on, until stopped.
+/// on, until stopped. A 429 leaves the request's body unread, so hearthd closes the connection
+/// after it (issue 17: no client may reuse a socket with an unread body behind it): the client
+/// waits [`REFUSED_BACKOFF`] and connects again, as OpenWhisk's clients do. A connection that
+/// fails otherwise is counted and made again after the same pause.
 async fn client(addr: SocketAddr, s: Arc<FloodState>) {
     let record = |m: &Mutex<String>, text: String| {
         let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -406,20 +409,25 @@ async fn client(addr: SocketAddr, s: Arc<FloodState>) {
             *m = text;
         }
     };
-    let mut c = match Client::connect(addr, Some(GUEST_KEY)).await {
-        Ok(c) => c,
-        Err(e) => {
-            s.other.fetch_add(1, Ordering::SeqCst);
-            record(&s.error, format!("connecting: {e:#}"));
-            return;
-        }
-    };
     let path = "/api/v1/namespaces/_/actions/bench-fair-a?blocking=true&result=true";
+    let mut conn: Option<Client> = None;
     while !s.stop.load(Ordering::SeqCst) {
         if !s.on.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Client::connect(addr, Some(GUEST_KEY)).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    s.other.fetch_add(1, Ordering::SeqCst);
+                    record(&s.error, format!("connecting: {e:#}"));
+                    tokio::time::sleep(REFUSED_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
         s.in_flight.fetch_add(1, Ordering::SeqCst);
         let r = c.request("POST", path, b"{}").await;
         s.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -437,6 +445,7 @@ async fn client(addr: SocketAddr, s: Arc<FloodState>) {
                     .and_then(|v| v["error"].as_str().map(str::to_owned))
                     .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
                 record(&s.refusal, msg);
+                conn = None;
                 tokio::time::sleep(REFUSED_BACKOFF).await;
             }
             Ok((status, body, _)) => {
@@ -444,10 +453,10 @@ async fn client(addr: SocketAddr, s: Arc<FloodState>) {
                 record(&s.error, format!("{status} {}", String::from_utf8_lossy(&body)));
             }
             Err(e) => {
-                // The connection is gone: count it and stop this client.
                 s.other.fetch_add(1, Ordering::SeqCst);
                 record(&s.error, format!("{e:#}"));
-                return;
+                conn = None;
+                tokio::time::sleep(REFUSED_BACKOFF).await;
             }
         }
     }
