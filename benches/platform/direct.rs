@@ -61,11 +61,22 @@ impl Direct {
         memory_mb: u64,
         code: &str,
     ) -> anyhow::Result<RuncContainer> {
+        self.start_code(runtime, memory_mb, code.as_bytes(), false).await
+    }
+
+    /// As [`Direct::start`], with the code as the action stores it: text, or a zip when
+    /// `binary` (a native action's `exec` in a zip, issue 15).
+    pub async fn start_code(
+        &self,
+        runtime: Runtime,
+        memory_mb: u64,
+        code: &[u8],
+        binary: bool,
+    ) -> anyhow::Result<RuncContainer> {
         let spec = ContainerSpec { id: self.next_id(), runtime, memory_mb, network: false };
         let mut c = self.factory.create(&spec).await.context("creating a direct container")?;
-        let init =
-            InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
-        let installed = code::install(c.code_dir(), runtime, code.as_bytes(), false);
+        let init = InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary };
+        let installed = code::install(c.code_dir(), runtime, code, binary);
         if let Err(e) = installed {
             c.destroy().await;
             return Err(e).context("installing code into a direct container");
@@ -94,13 +105,24 @@ impl Direct {
         runtime: Runtime,
         code: &str,
     ) -> anyhow::Result<Duration> {
+        Self::specialise_code(c, runtime, code.as_bytes(), false, &run_spec()).await
+    }
+
+    /// As [`Direct::specialise`], with the code as stored (a zip when `binary`) and the first
+    /// run's `spec`.
+    pub async fn specialise_code(
+        c: &mut RuncContainer,
+        runtime: Runtime,
+        code: &[u8],
+        binary: bool,
+        spec: &RunSpec,
+    ) -> anyhow::Result<Duration> {
         let t = Instant::now();
-        code::install(c.code_dir(), runtime, code.as_bytes(), false)
+        code::install(c.code_dir(), runtime, code, binary)
             .context("installing code into a direct stem cell")?;
-        let init =
-            InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary: false };
+        let init = InitSpec { action: "guest/floor".into(), entry_point: "main".into(), binary };
         c.init(&init).await.context("initialising a direct stem cell")?;
-        c.run(&run_spec()).await.context("the first run on a direct stem cell")?;
+        c.run(spec).await.context("the first run on a direct stem cell")?;
         Ok(t.elapsed())
     }
 
@@ -140,8 +162,24 @@ pub struct BareBundle {
 }
 
 impl BareBundle {
+    /// The dir mounted read-only at `/action` in the bundle's containers.
+    pub fn code_dir(&self) -> PathBuf {
+        self.dir.join("code")
+    }
+
+    /// Runs `args` as the container's process instead of `/usr/bin/true` (a native action's
+    /// `exec` installed in [`BareBundle::code_dir`], issue 15).
+    pub fn set_process(&mut self, args: &[&str]) {
+        self.config["process"]["args"] = json!(args);
+    }
+
     /// One `runc run` (create, start, wait, delete) of a process that exits at once.
     pub async fn run_once(&mut self, id: &str) -> anyhow::Result<Duration> {
+        self.run_capture(id).await.map(|(took, _)| took)
+    }
+
+    /// As [`BareBundle::run_once`], returning the process's stdout too.
+    pub async fn run_capture(&mut self, id: &str) -> anyhow::Result<(Duration, Vec<u8>)> {
         self.config["linux"]["cgroupsPath"] = json!(cgroup::cgroups_path(&self.parent, id, false));
         self.config["hostname"] = json!(id);
         let path = self.dir.join("config.json");
@@ -166,7 +204,7 @@ impl BareBundle {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(took)
+        Ok((took, out.stdout))
     }
 }
 

@@ -6,7 +6,8 @@
 //! prewarmed starts (256 MB, and 128/512 MB on the resized stem cell) and per-container
 //! memory, so that no eviction lands inside a sample; without stem cells for cold starts; on
 //! an empty store of its own for the costs that must not grow with stored actions, warm
-//! containers and records),
+//! containers and records; then instances of their own for image actions, native actions
+//! and tenant fairness),
 //! then `hearthd invoker` with a socket-activated `hearthd controller`. Floors come from containers the harness drives
 //! itself through the library's runc driver, a bare `runc run`, the host's interpreters and a
 //! trivial hyper server. Needs root and runc, like the invoker.
@@ -24,11 +25,13 @@ mod burst;
 mod concurrency;
 mod daemon;
 mod direct;
+mod fairness;
 mod http;
 mod image;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod memory;
+mod native;
 mod procfs;
 mod progress;
 #[cfg(feature = "kafka")]
@@ -141,13 +144,20 @@ const ONLY_SEQUENCE: &str = "sequence";
 const ONLY_RECORDS: &str = "records";
 /// Image actions (issue 20): their cold, prewarmed and warm rows beside their floors.
 const ONLY_IMAGE: &str = "image";
+/// Native actions (issue 15): cold, prewarmed and warm beside their floors.
+const ONLY_NATIVE: &str = "native";
+/// Tenant fairness (issue 17): B's warm invoke while A floods, beside B alone.
+const ONLY_FAIRNESS: &str = "fairness";
 /// Concurrent Node (issue 15): 200 clients on one action of concurrency 200, on instance A.
 const ONLY_CONCURRENCY: &str = "concurrency";
+/// Every group `--only` takes; a new group adds its name here and its branch in [`run`].
+const ONLY_GROUPS: &[&str] =
+    &[ONLY_SEQUENCE, ONLY_RECORDS, ONLY_IMAGE, ONLY_NATIVE, ONLY_FAIRNESS, ONLY_CONCURRENCY];
 
 #[derive(Debug)]
 struct Args {
     quick: bool,
-    /// `--only GROUP`: one group of rows alone (`sequence` or `records`), for a look at one
+    /// `--only GROUP`: one group of rows alone (one of [`ONLY_GROUPS`]), for a look at one
     /// row without the whole run on a shared machine.
     only: Option<String>,
     /// Set by `cargo bench`; without it the binary runs as a test (see [`selftest`]).
@@ -165,21 +175,16 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         match a.as_str() {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
-            "--only" => match it.next().as_deref() {
-                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE | ONLY_CONCURRENCY)) => {
-                    only = Some(g.to_owned())
-                }
-                other => {
-                    return Err(format!(
-                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?}, {ONLY_IMAGE:?} or {ONLY_CONCURRENCY:?}, not {other:?}"
-                    ))
-                }
+            "--only" => match it.next() {
+                Some(g) if ONLY_GROUPS.contains(&g.as_str()) => only = Some(g),
+                other => return Err(format!("--only takes one of {ONLY_GROUPS:?}, not {other:?}")),
             },
             "--bench" => bench = true,
             "-h" | "--help" => {
-                return Err(
-                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}|{ONLY_CONCURRENCY}] [--json PATH]")
-                )
+                return Err(format!(
+                    "usage: cargo bench --bench platform -- [--quick] [--only {}] [--json PATH]",
+                    ONLY_GROUPS.join("|")
+                ))
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -257,8 +262,17 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let rows = image::run(&ws, &ws.path("data-image"), &plan, &progress).await?;
         return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
     }
+    if args.only.as_deref() == Some(ONLY_FAIRNESS) {
+        let rows = fairness::run(&ws, &ws.path("data-fairness"), &plan, &progress).await?;
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
     let direct = direct::Direct::new(&ws)?;
     let trivial = http::trivial_server().await?;
+    if args.only.as_deref() == Some(ONLY_NATIVE) {
+        let rows =
+            native::run(&ws, &ws.path("data-native"), &direct, trivial, &plan, &progress).await?;
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
     let data_dir = ws.path("data");
     let mut rows: Vec<Row> = Vec::new();
 
@@ -407,6 +421,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     // Image actions (issue 20), on a data dir of their own with the test image imported.
     rows.extend(image::run(&ws, &ws.path("data-image"), &plan, &progress).await?);
+
+    // Native actions (issue 15), on a data dir of their own.
+    rows.extend(
+        native::run(&ws, &ws.path("data-native"), &direct, trivial, &plan, &progress).await?,
+    );
+
+    // Tenant fairness (issue 17): a second namespace made with `hearthd admin`, on a data dir
+    // of its own.
+    rows.extend(fairness::run(&ws, &ws.path("data-fairness"), &plan, &progress).await?);
 
     // The two-process shape: socket activation and the daemons' own memory.
     rows.extend(activation::run(&ws, &data_dir, &cfg_a, &plan, &progress).await?);

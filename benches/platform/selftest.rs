@@ -76,12 +76,10 @@ fn args_are_parsed() {
     assert_eq!(a.json, std::path::PathBuf::from("/tmp/x.json"));
     assert!(parse_args(["--bogus".to_owned()]).is_err());
     assert!(!parse_args(Vec::<String>::new()).expect("no arguments").bench);
-    let only = parse_args(["--only", "records"].map(String::from)).expect("--only records");
-    assert_eq!(only.only.as_deref(), Some("records"));
-    let only = parse_args(["--only", "sequence"].map(String::from)).expect("--only sequence");
-    assert_eq!(only.only.as_deref(), Some("sequence"));
-    let only = parse_args(["--only", "image"].map(String::from)).expect("--only image");
-    assert_eq!(only.only.as_deref(), Some("image"));
+    for group in ["records", "sequence", "image", "native", "fairness"] {
+        let only = parse_args(["--only", group].map(String::from)).expect("a known group");
+        assert_eq!(only.only.as_deref(), Some(group));
+    }
     assert!(parse_args(["--only", "everything"].map(String::from)).is_err());
     assert!(parse_args(["--only".to_owned()]).is_err());
 }
