@@ -140,6 +140,10 @@ const ONLY_SEQUENCE: &str = "sequence";
 const ONLY_RECORDS: &str = "records";
 /// Image actions (issue 20): their cold, prewarmed and warm rows beside their floors.
 const ONLY_IMAGE: &str = "image";
+/// The warm path (warm, throughput, prewarmed and cold starts) and the costs that must not
+/// grow (issue 16), each on its instances as in the full run.
+const ONLY_WARM: &str = "warm";
+const ONLY_SCALE: &str = "scale";
 
 #[derive(Debug)]
 struct Args {
@@ -163,17 +167,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--quick" => quick = true,
             "--json" => json = it.next().ok_or("--json needs a path")?.into(),
             "--only" => match it.next().as_deref() {
-                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE)) => only = Some(g.to_owned()),
+                Some(g @ (ONLY_SEQUENCE | ONLY_RECORDS | ONLY_IMAGE | ONLY_WARM | ONLY_SCALE)) => {
+                    only = Some(g.to_owned())
+                }
                 other => {
                     return Err(format!(
-                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?} or {ONLY_IMAGE:?}, not {other:?}"
+                        "--only takes {ONLY_SEQUENCE:?}, {ONLY_RECORDS:?}, {ONLY_IMAGE:?}, {ONLY_WARM:?} or {ONLY_SCALE:?}, not {other:?}"
                     ))
                 }
             },
             "--bench" => bench = true,
             "-h" | "--help" => {
                 return Err(
-                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}] [--json PATH]")
+                    format!("usage: cargo bench --bench platform -- [--quick] [--only {ONLY_SEQUENCE}|{ONLY_RECORDS}|{ONLY_IMAGE}|{ONLY_WARM}|{ONLY_SCALE}] [--json PATH]")
                 )
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -256,6 +262,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let trivial = http::trivial_server().await?;
     let data_dir = ws.path("data");
     let mut rows: Vec<Row> = Vec::new();
+    match args.only.as_deref() {
+        Some(ONLY_WARM) => rows = warm::only(&ws, &direct, trivial, &plan, &progress).await?,
+        Some(ONLY_SCALE) => rows = scale::only(&ws, &direct, &plan, &progress).await?,
+        _ => {}
+    }
+    if matches!(args.only.as_deref(), Some(ONLY_WARM | ONLY_SCALE)) {
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
 
     // Instance A: the default pool (2 GB budget) for warm invokes and throughput.
     let cfg_a = daemon::config_dir(&ws, "config-default", &invoker_toml(2048))?;
@@ -379,13 +393,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     rows.push(stop_c);
 
     // Instance D: its own empty store, for the costs that must not grow with the work.
-    let data_d = ws.path("data-scale");
-    let (scale_d, addr_d, state_d) =
-        start_standalone_with(&ws, "d", &data_d, &cfg_c, &[], &progress).await?;
-    let phase_d = scale::run(&direct, &scale_d, addr_d, &plan, &progress).await;
-    let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
-    rows.extend(phase_d?);
-    rows.push(stop_d);
+    rows.extend(scale::only(&ws, &direct, &plan, &progress).await?);
 
     // Image actions (issue 20), on a data dir of their own with the test image imported.
     rows.extend(image::run(&ws, &ws.path("data-image"), &plan, &progress).await?);
