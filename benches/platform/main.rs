@@ -150,9 +150,21 @@ const ONLY_NATIVE: &str = "native";
 const ONLY_FAIRNESS: &str = "fairness";
 /// Concurrent Node (issue 15): 200 clients on one action of concurrency 200, on instance A.
 const ONLY_CONCURRENCY: &str = "concurrency";
+/// The warm path (warm, throughput, prewarmed and cold starts) and the costs that must not
+/// grow (issue 16), each on its instances as in the full run.
+const ONLY_WARM: &str = "warm";
+const ONLY_SCALE: &str = "scale";
 /// Every group `--only` takes; a new group adds its name here and its branch in [`run`].
-const ONLY_GROUPS: &[&str] =
-    &[ONLY_SEQUENCE, ONLY_RECORDS, ONLY_IMAGE, ONLY_NATIVE, ONLY_FAIRNESS, ONLY_CONCURRENCY];
+const ONLY_GROUPS: &[&str] = &[
+    ONLY_SEQUENCE,
+    ONLY_RECORDS,
+    ONLY_IMAGE,
+    ONLY_NATIVE,
+    ONLY_FAIRNESS,
+    ONLY_CONCURRENCY,
+    ONLY_WARM,
+    ONLY_SCALE,
+];
 
 #[derive(Debug)]
 struct Args {
@@ -275,6 +287,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let data_dir = ws.path("data");
     let mut rows: Vec<Row> = Vec::new();
+    match args.only.as_deref() {
+        Some(ONLY_WARM) => rows = warm::only(&ws, &direct, trivial, &plan, &progress).await?,
+        Some(ONLY_SCALE) => rows = scale::only(&ws, &direct, &plan, &progress).await?,
+        _ => {}
+    }
+    if matches!(args.only.as_deref(), Some(ONLY_WARM | ONLY_SCALE)) {
+        return print_report(args, &plan, machine, (started, started_unix), rows, &progress);
+    }
 
     // Instance A: the default pool (2 GB budget) for warm invokes and throughput.
     let cfg_a = daemon::config_dir(&ws, "config-default", &invoker_toml(2048))?;
@@ -411,13 +431,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     rows.push(stop_c);
 
     // Instance D: its own empty store, for the costs that must not grow with the work.
-    let data_d = ws.path("data-scale");
-    let (scale_d, addr_d, state_d) =
-        start_standalone_with(&ws, "d", &data_d, &cfg_c, &[], &progress).await?;
-    let phase_d = scale::run(&direct, &scale_d, addr_d, &plan, &progress).await;
-    let stop_d = daemon::stop_row(&ws, scale_d, &state_d, &plan).await?;
-    rows.extend(phase_d?);
-    rows.push(stop_d);
+    rows.extend(scale::only(&ws, &direct, &plan, &progress).await?);
 
     // Image actions (issue 20), on a data dir of their own with the test image imported.
     rows.extend(image::run(&ws, &ws.path("data-image"), &plan, &progress).await?);

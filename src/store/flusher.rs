@@ -12,7 +12,7 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use heed::{Env, WithoutTls};
 
@@ -31,9 +31,15 @@ impl Flusher {
                     Err(mpsc::RecvTimeoutError::Timeout) => false,
                     Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
                 };
+                let started = Instant::now();
                 if let Err(e) = env.force_sync() {
                     tracing::error!(error = %e, path = %env.path().display(), "flushing the store to disk failed");
                 }
+                // How long each flush takes (`HEARTH_LOG=hearth::store::flusher=debug`): a
+                // flush runs beside the commits, so its length is what to look at first when
+                // a warm invoke slows down after a write burst (BENCHMARKS.md, issue 16).
+                let took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                tracing::debug!(took_us, "store flushed");
                 if stopping {
                     break;
                 }
