@@ -24,8 +24,11 @@
 //! else a stem cell of the same runtime (of the same memory if there is one, else of any
 //! memory: the activation resizes it to the action's limit); else a cold start if the memory
 //! budget allows, evicting idle containers least recently used first to make room; else the
-//! bounded FIFO queue. Waiters keep priority on memory (a new activation never takes memory
-//! that a queued one is waiting for), but anyone may take a warm or prewarmed container.
+//! bounded queue, fair across namespaces. Waiters keep priority on memory (a new activation
+//! never takes memory that a queued one is waiting for), but anyone may take a warm or
+//! prewarmed container. An eviction on demand never takes another namespace's warm container
+//! used within the neighbour guard ([`PoolState::set_neighbour_guard`]), so a namespace that
+//! floods a full pool cannot take each container a neighbour hands back.
 //!
 //! Destruction is never on an activation's path: an evicted container is retired at once
 //! (its memory moves to the budget's releasing share, see `budget.rs`) and handed out to be
@@ -168,6 +171,9 @@ pub struct PoolState<C> {
     active: usize,
     completed: u64,
     closing: bool,
+    /// A warm container used this recently is never evicted on demand for an activation of
+    /// another namespace's action (see [`PoolState::set_neighbour_guard`]).
+    neighbour_guard: Duration,
 }
 
 impl<C: ActionContainer> PoolState<C> {
@@ -188,7 +194,34 @@ impl<C: ActionContainer> PoolState<C> {
             active: 0,
             completed: 0,
             closing: false,
+            neighbour_guard: Duration::ZERO,
         }
+    }
+
+    /// Tenant fairness: a warm container that served an action of one namespace within
+    /// `guard` is not evicted to cold-start an action of another namespace. Without it, a
+    /// namespace flooding a full pool takes every container another namespace hands back,
+    /// microseconds after its run (it is the least recently used idle one, and the flooder
+    /// always has a waiter): the other namespace then cold-starts on every invoke. Its own
+    /// idle containers, stem cells and containers idle for longer stay fair game, and the
+    /// prewarm filler re-runs the queue at least once per guard period while anyone waits
+    /// ([`PoolState::pump_waiting`]), so the guard delays a waiter by at most that long.
+    pub fn set_neighbour_guard(&mut self, guard: Duration) {
+        self.neighbour_guard = guard;
+    }
+
+    /// Whether activations are queued for memory.
+    pub fn has_waiters(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Re-runs the queue (the prewarm filler's periodic look: a waiter that the neighbour
+    /// guard held back may be placed once the guard passed). Returns what to destroy.
+    pub fn pump_waiting(&mut self) -> Vec<Slot<C>> {
+        if self.queue.is_empty() {
+            return Vec::new();
+        }
+        self.pump()
     }
 
     /// Admits an activation: places it at once, queues it, or refuses it.
@@ -388,10 +421,17 @@ impl<C: ActionContainer> PoolState<C> {
             self.starting += 1;
             return Some(Placement::Cold { evicted: Vec::new(), need_mb: need.memory_mb });
         }
+        let now = Instant::now();
+        let guard = self.neighbour_guard;
+        let evictable = |s: &Slot<C>| {
+            s.warm_key().map_or(true, |k| k.action.namespace == need.key.action.namespace)
+                || now.saturating_duration_since(s.last_used()) >= guard
+        };
         let mut candidates: Vec<(bool, Instant, u64, &str)> = self
             .idle
             .values()
             .flatten()
+            .filter(|s| evictable(s))
             .map(|s| (false, s.last_used(), s.memory_mb(), s.id()))
             .chain(self.prewarmed.iter().map(|s| (true, s.last_used(), s.memory_mb(), s.id())))
             .collect();
@@ -973,7 +1013,7 @@ impl<C: ActionContainer> PoolState<C> {
 mod tests {
     use super::*;
     use crate::invoker::state::tests::{key, Inert};
-    use crate::model::Kind;
+    use crate::model::{FullyQualifiedName, Kind};
 
     fn need(name: &str, rev: u64, mb: u64) -> Need {
         Need {
@@ -1080,6 +1120,54 @@ mod tests {
         assert_eq!(pool.stats().memory_in_use_mb, 768);
         assert!(pool.stem_cell_resized(256, 128).is_empty());
         assert_eq!(pool.stats().memory_in_use_mb, 640);
+    }
+
+    /// Another namespace's action, billed to that namespace.
+    fn need_of(ns: &str, name: &str, mb: u64) -> Need {
+        let ns = EntityName::parse(ns).unwrap();
+        let mut n = need(name, 1, mb);
+        n.key.action = FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap());
+        n.tenant = ns;
+        n
+    }
+
+    /// Issue 17: namespace A floods a full pool; B's container, handed back microseconds ago,
+    /// stays B's (its next invoke is warm) until it has been idle for the guard; A's own idle
+    /// containers are always A's to evict.
+    #[test]
+    fn a_flooding_namespace_does_not_evict_a_neighbours_container_just_handed_back() {
+        let mut pool = PoolState::<Inert>::new(512, 8);
+        pool.set_neighbour_guard(Duration::from_secs(3600));
+        let a = need_of("flood", "a", 256);
+        let b = need_of("quiet", "b", 256);
+        assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        make_warm(&mut pool, "b1", &b);
+        let Admission::Queued(mut rx) = pool.admit(need_of("flood", "a2", 256)).unwrap() else {
+            panic!("A's second action cannot evict B's container: queued")
+        };
+        assert!(pool.pump_waiting().is_empty());
+        assert!(rx.try_recv().is_err(), "still waiting: B's container is guarded");
+        assert!(matches!(placed(pool.admit(b.clone())), Placement::Warm(_)), "B stays warm");
+
+        // Without the guard (or once it passed) the waiter evicts the idle container.
+        let mut pool = PoolState::<Inert>::new(512, 8);
+        assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        make_warm(&mut pool, "b1", &b);
+        pool.set_neighbour_guard(Duration::ZERO);
+        let p = placed(pool.admit(need_of("flood", "a2", 256)));
+        let Placement::Cold { evicted, .. } = p else { panic!("expected a cold start") };
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["b1"]);
+
+        // A's own idle container is A's to evict, guard or not.
+        let mut pool = PoolState::<Inert>::new(512, 8);
+        pool.set_neighbour_guard(Duration::from_secs(3600));
+        make_warm(&mut pool, "a1", &a);
+        make_warm(&mut pool, "b1", &b);
+        let p = placed(pool.admit(need_of("flood", "a2", 256)));
+        let Placement::Cold { evicted, .. } = p else { panic!("expected a cold start") };
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["a1"]);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub(crate) async fn fill<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown
     let mut closed = inner.closed.clone();
     let evict_idle_after = inner.config.evict_idle_after;
     loop {
+        // Waiters the neighbour guard held back get another look (PoolState::pump_waiting).
+        let back = inner.with_pool(|p| p.pump_waiting());
+        inner.destroy_behind(back, None);
         let mut failed = false;
         let retry_at = loop {
             let step = inner.with_pool(|p| {
@@ -86,6 +89,8 @@ pub(crate) async fn fill<F: ContainerFactory>(inner: Arc<Inner<F>>, mut shutdown
         } else {
             retry_at.map_or(RECHECK, |at| at.saturating_duration_since(Instant::now()).min(RECHECK))
         };
+        let pause =
+            if inner.with_pool(|p| p.has_waiters()) { pause.min(evict_idle_after) } else { pause };
         tokio::select! {
             () = shutdown.wait() => return,
             () = closed.wait() => return,

@@ -357,7 +357,11 @@ impl<F: ContainerFactory> Invoker<F> {
         let inner = Arc::new(Inner {
             prewarm_plan,
             images: Mutex::new(HashMap::new()),
-            pool: Mutex::new(PoolState::new(config.memory_budget_mb, config.queue_limit)),
+            pool: Mutex::new({
+                let mut pool = PoolState::new(config.memory_budget_mb, config.queue_limit);
+                pool.set_neighbour_guard(config.evict_idle_after);
+                pool
+            }),
             config,
             factory,
             code,
