@@ -43,6 +43,11 @@ impl<T> FairQueue<T> {
         self.len == 0
     }
 
+    /// The waiters of `namespace`.
+    pub fn len_of(&self, namespace: &EntityName) -> usize {
+        self.queues.get(namespace).map_or(0, VecDeque::len)
+    }
+
     /// Namespaces with at least one waiter.
     #[cfg(test)]
     fn namespaces(&self) -> usize {

@@ -198,14 +198,17 @@ impl<C: ActionContainer> PoolState<C> {
         }
     }
 
-    /// Tenant fairness: a warm container that served an action of one namespace within
-    /// `guard` is not evicted to cold-start an action of another namespace. Without it, a
-    /// namespace flooding a full pool takes every container another namespace hands back,
-    /// microseconds after its run (it is the least recently used idle one, and the flooder
-    /// always has a waiter): the other namespace then cold-starts on every invoke. Its own
-    /// idle containers, stem cells and containers idle for longer stay fair game, and the
-    /// prewarm filler re-runs the queue at least once per guard period while anyone waits
+    /// Tenant fairness: a warm container that served an action of namespace X within `guard`
+    /// is not evicted to cold-start an activation of namespace Y when Y has more activations
+    /// waiting than X: the heavier waiter yields. Without it, a namespace flooding a full pool
+    /// takes every container another namespace hands back, microseconds after its run (it is
+    /// the least recently used idle one, and the flooder always has a waiter): the other
+    /// namespace then cold-starts on every invoke. The other way round stays open (the
+    /// lighter namespace's waiter may evict the flooder's container, or it would starve), as
+    /// do Y's own idle containers, stem cells and containers idle for longer; the prewarm
+    /// filler re-runs the queue at least once per guard period while anyone waits
     /// ([`PoolState::pump_waiting`]), so the guard delays a waiter by at most that long.
+    /// X is the namespace of the container's action, Y the namespace billed for the waiter.
     pub fn set_neighbour_guard(&mut self, guard: Duration) {
         self.neighbour_guard = guard;
     }
@@ -423,9 +426,13 @@ impl<C: ActionContainer> PoolState<C> {
         }
         let now = Instant::now();
         let guard = self.neighbour_guard;
+        let mine = self.queue.len_of(&need.tenant);
+        let queue = &self.queue;
         let evictable = |s: &Slot<C>| {
-            s.warm_key().map_or(true, |k| k.action.namespace == need.key.action.namespace)
-                || now.saturating_duration_since(s.last_used()) >= guard
+            s.warm_key().map_or(true, |k| {
+                k.action.namespace == need.key.action.namespace
+                    || queue.len_of(&k.action.namespace) >= mine
+            }) || now.saturating_duration_since(s.last_used()) >= guard
         };
         let mut candidates: Vec<(bool, Instant, u64, &str)> = self
             .idle
@@ -1143,12 +1150,60 @@ mod tests {
         assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
         pool.cold_created();
         make_warm(&mut pool, "b1", &b);
-        let Admission::Queued(mut rx) = pool.admit(need_of("flood", "a2", 256)).unwrap() else {
-            panic!("A's second action cannot evict B's container: queued")
+        // A's first waiter is the only one of anybody's: it may evict (nobody waits less).
+        let Placement::Cold { evicted, .. } = placed(pool.admit(need_of("flood", "a2", 256)))
+        else {
+            panic!("expected a cold start")
         };
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["b1"]);
+
+        // A floods: two waiters of A's. B's container, back just now, stays B's.
+        let mut pool = PoolState::<Inert>::new(512, 8);
+        pool.set_neighbour_guard(Duration::from_secs(3600));
+        assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        assert!(matches!(placed(pool.admit(b.clone())), Placement::Cold { .. }));
+        pool.cold_created();
+        let mut rxs = Vec::new();
+        for name in ["a2", "a3"] {
+            let Admission::Queued(rx) = pool.admit(need_of("flood", name, 256)).unwrap() else {
+                panic!("the pool is full: queued")
+            };
+            rxs.push(rx);
+        }
+        let mut slot = Slot::starting(Inert::new("b1"), b.runtime, b.memory_mb);
+        slot.claim(&b.key).unwrap();
+        slot.release().unwrap();
+        assert!(pool.put_back(slot).is_empty());
+        pool.finish();
         assert!(pool.pump_waiting().is_empty());
-        assert!(rx.try_recv().is_err(), "still waiting: B's container is guarded");
+        for rx in &mut rxs {
+            assert!(rx.try_recv().is_err(), "still waiting: B's container is guarded");
+        }
         assert!(matches!(placed(pool.admit(b.clone())), Placement::Warm(_)), "B stays warm");
+
+        // B, the lighter waiter, may evict the flooder's container just handed back. A's
+        // first waiter (queued first) takes A's own container; B is next in turn.
+        let Admission::Queued(mut rx_b) = pool.admit(need_of("quiet", "b2", 256)).unwrap() else {
+            panic!("queued behind the pool")
+        };
+        let hand_back = |pool: &mut PoolState<Inert>, id: &str, n: &Need| {
+            let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
+            slot.claim(&n.key).unwrap();
+            slot.release().unwrap();
+            assert!(pool.put_back(slot).is_empty());
+        };
+        hand_back(&mut pool, "a1", &a);
+        let Ok(Placement::Cold { evicted, .. }) = rxs[0].try_recv() else {
+            panic!("A's first waiter evicts A's own container")
+        };
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["a1"]);
+        pool.cold_created();
+        hand_back(&mut pool, "a2", &need_of("flood", "a2", 256));
+        let Ok(Placement::Cold { evicted, .. }) = rx_b.try_recv() else {
+            panic!("B's waiter evicts the container A handed back just now")
+        };
+        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["a2"]);
 
         // Without the guard (or once it passed) the waiter evicts the idle container.
         let mut pool = PoolState::<Inert>::new(512, 8);
