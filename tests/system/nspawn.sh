@@ -237,6 +237,8 @@ stop() {
     done
     for cg in $(cat "$RUN/cgroups" 2>/dev/null); do remove_cgroup_tree "$cg"; done
     rm -rf --one-file-system "$RUN"
+    # The parent holds every machine's dir: gone with the last one, so nothing stays in /run.
+    rmdir "$(dirname "$RUN")" 2>/dev/null || true
     log "stopped and cleaned"
 }
 
