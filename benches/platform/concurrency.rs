@@ -13,13 +13,12 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::json;
 
-use crate::daemon::HEARTHD;
+use crate::daemon;
 use crate::procfs;
 use crate::report::Row;
 use crate::throughput::platform_load;
@@ -47,26 +46,6 @@ fn code() -> String {
     )
 }
 
-/// `hearthd admin --data-dir DATA limits ARGS...`, as an operator runs it.
-fn admin_limits(data_dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(HEARTHD)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("limits")
-        .args(args)
-        .output()
-        .context("running hearthd admin limits")?;
-    if !out.status.success() {
-        bail!(
-            "hearthd admin limits {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// Containers holding the action's code now.
 fn containers_used(containers_dir: &Path, code: &str) -> usize {
     procfs::platform_containers(containers_dir)
@@ -83,9 +62,9 @@ pub async fn run(
     progress: &Progress,
 ) -> anyhow::Result<Vec<Row>> {
     let limit = NAMESPACE_CONCURRENCY.to_string();
-    admin_limits(data_dir, &["set", NAMESPACE, "--concurrent-invocations", &limit])?;
+    daemon::admin(data_dir, &["limits", "set", NAMESPACE, "--concurrent-invocations", &limit])?;
     let rows = measure(containers_dir, platform, plan, progress).await;
-    let cleared = admin_limits(data_dir, &["clear", NAMESPACE]);
+    let cleared = daemon::admin(data_dir, &["limits", "clear", NAMESPACE]);
     let rows = rows.context("concurrent nodejs")?;
     cleared?;
     Ok(rows)

@@ -24,6 +24,22 @@ use crate::Plan;
 
 /// The daemon under test: built by cargo with the same profile as this bench.
 pub const HEARTHD: &str = env!("CARGO_BIN_EXE_hearthd");
+
+/// `hearthd admin --data-dir DATA ARGS...`, as an operator runs it (on a running server's data
+/// dir too); its stdout, trimmed, or an error with its stderr.
+pub fn admin(data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(HEARTHD)
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .with_context(|| format!("running hearthd admin {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!("hearthd admin {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
 /// Only the prewarm filler's debug events (one line per container made ready) and warnings.
 const LOG_FILTER: &str = "warn,hearth::invoker::prewarm=debug";
 

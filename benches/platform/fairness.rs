@@ -22,22 +22,21 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hearth::model::GUEST_KEY;
+use hearth::model::{Runtime, GUEST_KEY};
 use serde_json::{json, Value};
 
-use crate::daemon::{self, HEARTHD};
+use crate::daemon;
 use crate::http::Client;
 use crate::procfs::CpuUse;
 use crate::report::Row;
 use crate::stats::{Samples, Summary};
 use crate::workspace::Workspace;
-use crate::{Plan, Progress};
+use crate::{api, Plan, Progress};
 
 /// A's concurrent clients: past the default concurrent-invocations limit (100), and far past
 /// the 8 containers of 256 MB the default budget holds.
@@ -136,36 +135,14 @@ pub async fn run(
 /// `hearthd admin --data-dir DATA namespace create NAME` on the running server; returns the
 /// key it printed.
 fn create_namespace(data_dir: &Path, name: &str) -> anyhow::Result<String> {
-    let out = Command::new(HEARTHD)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["namespace", "create", name])
-        .output()
-        .context("running hearthd admin namespace create")?;
-    if !out.status.success() {
-        bail!(
-            "hearthd admin namespace create {name}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let key = daemon::admin(data_dir, &["namespace", "create", name])?;
     hearth::model::AuthKey::parse(&key)
         .map_err(|e| anyhow::anyhow!("hearthd admin printed {key:?}, not a key: {e}"))?;
     Ok(key)
 }
 
 async fn put(c: &mut Client, name: &str, code: &str) -> anyhow::Result<()> {
-    let body = json!({
-        "exec": {"kind": "python:3", "code": code},
-        "limits": {"memory": MEMORY_MB},
-    });
-    let path = format!("/api/v1/namespaces/_/actions/{name}?overwrite=true");
-    let (status, resp, _) = c.request("PUT", &path, body.to_string().as_bytes()).await?;
-    if status != 200 {
-        bail!("PUT action {name}: {status} {}", String::from_utf8_lossy(&resp));
-    }
-    Ok(())
+    api::put_action(c, name, Runtime::Python, code, MEMORY_MB).await
 }
 
 /// What one kind of phase measured over all rounds.

@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use hearth::model::Runtime;
 use serde_json::json;
 
-use crate::daemon::{self, HEARTHD};
+use crate::daemon;
 use crate::report::Row;
 use crate::stats::Samples;
 use crate::workspace::Workspace;
@@ -245,21 +245,8 @@ fn test_image() -> anyhow::Result<PathBuf> {
 fn import(data_dir: &Path, image_dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let archive = image_dir.join("image.oci.tar");
-    let out = Command::new(HEARTHD)
-        .arg("admin")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["image", "import", IMAGE])
-        .arg(&archive)
-        .output()
-        .context("running hearthd admin image import")?;
-    if !out.status.success() {
-        bail!(
-            "hearthd admin image import {IMAGE} {}: {}",
-            archive.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let archive = archive.to_str().context("the image archive's path is not UTF-8")?;
+    daemon::admin(data_dir, &["image", "import", IMAGE, archive])?;
     Ok(())
 }
 

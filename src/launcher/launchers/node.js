@@ -129,6 +129,11 @@ async function run(msg) {
     }
   }
   setEnv = fresh;
+  return callAction(msg);
+}
+
+// main on the run's parameters, awaited; an exception is the activation's error.
+async function callAction(msg) {
   if (action === null) {
     return { error: 'the action was not initialized' };
   }
@@ -233,17 +238,6 @@ function startConcurrent() {
   });
 }
 
-async function runConcurrent(id, msg) {
-  if (action === null) {
-    return { error: 'the action was not initialized' };
-  }
-  try {
-    return await action(msg.value || {});
-  } catch (e) {
-    console.error(e instanceof Error && e.stack ? e.stack : e);
-    return { error: errorMessage(e) };
-  }
-}
 
 function handleConcurrent(line) {
   let msg;
@@ -263,7 +257,7 @@ function handleConcurrent(line) {
     env['__OW_' + k] = String(v);
   }
   store.run({ id, env }, () => {
-    runConcurrent(id, msg).then((result) => {
+    callAction(msg).then((result) => {
       endOfConcurrentRun(id);
       writeAll(REPLY_FD, id + ' ' + encode(result) + '\n');
     });
