@@ -292,30 +292,35 @@ impl Standalone {
         format!("http://{}", self.addr)
     }
 
-    /// A client with the guest key (standalone creates the guest namespace).
-    /// Idle stem cells in the pool, as /metrics counts them.
-    pub fn stem_cells(&self) -> u64 {
+    /// A gauge of /metrics, `series` being its name and labels as printed (e.g.
+    /// `hearth_queue_depth`, `hearth_containers{state="warm_busy"}`); 0 when absent.
+    pub fn gauge(&self, series: &str) -> u64 {
         let text = Client::anonymous(self.addr).get("/metrics").text();
         text.lines()
-            .find_map(|l| l.strip_prefix("hearth_containers{state=\"prewarmed\"} "))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Waits until `holds` is true of the server's gauges (see [`Standalone::gauge`]); panics
+    /// naming `what`, with the log, after `within`.
+    pub fn wait_gauges(&self, what: &str, within: Duration, holds: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + within;
+        while !holds(self) {
+            assert!(Instant::now() < deadline, "no {what} after {within:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `n` stem cells are idle (started, not only created) in the pool; panics
     /// with the log after `within`.
     pub fn wait_stem_cells(&self, n: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.stem_cells() < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {n} stem cells after {within:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_gauges(&format!("{n} stem cells"), within, |s| {
+            s.gauge("hearth_containers{state=\"prewarmed\"}") >= n
+        });
     }
 
+    /// A client with the guest key (standalone creates the guest namespace).
     pub fn client(&self) -> Client {
         Client::new(self.addr, GUEST)
     }
