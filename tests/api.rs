@@ -957,11 +957,20 @@ async fn invoke_modes_and_records() {
         &get(&s, &format!("/api/v1/namespaces/_/activations/{late}")).await,
         StatusCode::NOT_FOUND,
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        get(&s, &format!("/api/v1/namespaces/_/activations/{late}")).await.status,
-        StatusCode::OK
-    );
+    hearth::testing::eventually_within(
+        "the late activation's record",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let r = get(&s, &format!("/api/v1/namespaces/_/activations/{late}")).await;
+            if r.status == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("{}: {}", r.status, r.body))
+            }
+        },
+    )
+    .await;
 
     // Dispatch refusals: 429 / 503 and nothing recorded.
     let before = get(&s, "/api/v1/namespaces/_/activations?count=true").await.body["activations"]

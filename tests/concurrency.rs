@@ -145,24 +145,26 @@ fn one_node_container_serves_concurrent_activations_with_their_own_logs() {
         "PUT",
         "/api/v1/namespaces/_/actions/sleeper?overwrite=true",
         json!({"exec": {"kind": "nodejs:20", "code": SLEEP_JS},
-               "limits": {"concurrency": 5, "timeout": 1000}}),
+               "limits": {"concurrency": 5, "timeout": 2000}}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(c.invoke("sleeper", json!({"ms": 1})).status, 200, "warm it up");
     let (slow, victim) = std::thread::scope(|scope| {
         let slow = scope.spawn(|| c.invoke("sleeper", json!({"ms": 5000})).json());
+        // The victim must reach the container within the slow one's 2 s; it would end
+        // after them.
         std::thread::sleep(Duration::from_millis(400));
-        let victim = scope.spawn(|| c.invoke("sleeper", json!({"ms": 1200})).json());
+        let victim = scope.spawn(|| c.invoke("sleeper", json!({"ms": 2500})).json());
         (slow.join().unwrap(), victim.join().unwrap())
     });
     assert_eq!(slow["response"]["status"], "action developer error", "{slow}");
     let error = slow["response"]["result"]["error"].as_str().unwrap();
-    assert!(error.contains("exceeded its time limit of 1000 milliseconds"), "{slow}");
+    assert!(error.contains("exceeded its time limit of 2000 milliseconds"), "{slow}");
     assert_eq!(body_of(slow["logs"][0].as_str().unwrap()), "stdout: sleeping 5000", "{slow}");
     assert_eq!(victim["response"]["status"], "action developer error", "{victim}");
     let error = victim["response"]["result"]["error"].as_str().unwrap();
     assert!(error.contains("another activation of the action"), "{victim}");
-    assert_eq!(body_of(victim["logs"][0].as_str().unwrap()), "stdout: sleeping 1200", "{victim}");
+    assert_eq!(body_of(victim["logs"][0].as_str().unwrap()), "stdout: sleeping 2500", "{victim}");
     let again = c.invoke("sleeper", json!({"ms": 1})).json();
     assert_eq!(again["response"]["status"], "success", "{again}");
     assert!(annotation(&again, "initTime").is_some(), "a fresh container: {again}");

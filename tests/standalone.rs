@@ -40,8 +40,7 @@ fn python_and_node_cold_prewarm_warm() {
     // Prewarm only python 256 MB: node 256 MB starts cold, python 256 MB from a stem cell.
     let mut s =
         Standalone::start("prewarm = [{kind = \"python:3\", memory_mb = 256, count = 1}]\n");
-    // Let the stem cell start.
-    std::thread::sleep(Duration::from_millis(1500));
+    s.wait_stem_cells(1, Duration::from_secs(60));
     let c = s.client();
     c.put_action("hello-py", "python:3", HELLO_PY, None);
     c.put_action("hello-js", "nodejs:20", HELLO_JS, None);
