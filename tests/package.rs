@@ -17,6 +17,7 @@ use support::{packages, require_root, run, stdout};
 const DEB_FILES: &[&str] = &[
     "./usr/sbin/hearthd",
     "./usr/bin/hearth",
+    "./usr/libexec/hearth/hearth-native",
     "./etc/hearth/controller.toml",
     "./etc/hearth/invoker.toml",
     "./lib/systemd/system/hearth-controller.socket",
@@ -37,6 +38,7 @@ const DEB_FILES: &[&str] = &[
 const RPM_FILES: &[&str] = &[
     "/usr/sbin/hearthd",
     "/usr/bin/hearth",
+    "/usr/libexec/hearth/hearth-native",
     "/etc/hearth/controller.toml",
     "/etc/hearth/invoker.toml",
     "/usr/lib/systemd/system/hearth-controller.socket",

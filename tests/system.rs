@@ -147,6 +147,11 @@ fn phase_units_verify() {
     install(&units.join("sysusers.d/hearth.conf"), "/usr/lib/sysusers.d/hearth.conf", "644");
     install(&units.join("tmpfiles.d/hearth.conf"), "/usr/lib/tmpfiles.d/hearth.conf", "644");
     install(Path::new(env!("CARGO_BIN_EXE_hearthd")), "/usr/sbin/hearthd", "755");
+    // The native actions' launcher, where the packages put it: without it hearthd refuses to
+    // write its launcher dir, and so to start.
+    sh("mkdir -p /usr/libexec/hearth");
+    let native = env!("CARGO_BIN_EXE_hearth-native");
+    install(Path::new(native), "/usr/libexec/hearth/hearth-native", "755");
     sh("systemd-sysusers && systemd-tmpfiles --create /usr/lib/tmpfiles.d/hearth.conf");
     sh("systemctl daemon-reload");
     sh("cd /etc/systemd/system && systemd-analyze verify hearth-controller.socket \

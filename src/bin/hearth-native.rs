@@ -59,9 +59,10 @@ fn main() -> ExitCode {
 
 /// The protocol loop: one message per line on the original stdin until it closes.
 fn serve() -> io::Result<()> {
-    // A Python parent leaves SIGXFSZ ignored, and an ignored signal stays ignored across
-    // exec: restore the default so that an exec over its file size limit dies as it would
-    // anywhere else. (SIGPIPE, which Rust's runtime ignores, std resets in every child.)
+    // An ignored signal stays ignored across exec, and whatever started this launcher may have
+    // ignored SIGXFSZ (a Python parent does): restore the default, which the exec inherits, so
+    // that an exec over its file size limit dies as it would anywhere else. SIGPIPE, which
+    // Rust's runtime ignores here, std resets to the default in every child it spawns.
     // SAFETY: SIG_DFL is a valid disposition for SIGXFSZ and no handler is involved.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_DFL) };
     let (input, mut proto) = Protocol::take()?;

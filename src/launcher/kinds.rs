@@ -27,19 +27,20 @@ pub const NODE: &str = "/usr/bin/node";
 /// dirs back on `sys.path` itself (without running `.pth` files), so actions still import
 /// from the distribution's packages.
 ///
-/// A native action's launcher is Python too (OpenWhisk's action proxy is), with the same flags:
-/// it only spawns the action's `exec` per run and relays its output.
+/// A native action's launcher is a compiled program (the `hearth-native` binary, installed as
+/// `/hearth/native`), started with no arguments: it only spawns the action's `exec` per run and
+/// relays its output, and an interpreter's start would be most of a native cold start's
+/// overhead (OpenWhisk's action proxy was Python; its newer action loop is compiled too).
 ///
 /// An image runs its own entrypoint (the container driver takes it from the image's config),
 /// so it has no launcher command line here: empty.
 pub fn argv(runtime: Runtime) -> Vec<String> {
     let Some(file) = install::file_name(runtime) else { return Vec::new() };
-    let script = format!("{LAUNCHER_MOUNT}/{file}");
+    let launcher = format!("{LAUNCHER_MOUNT}/{file}");
     match runtime {
-        Runtime::Python | Runtime::Native => {
-            vec![PYTHON.to_owned(), "-B".to_owned(), "-S".to_owned(), script]
-        }
-        Runtime::Nodejs => vec![NODE.to_owned(), script],
+        Runtime::Python => vec![PYTHON.to_owned(), "-B".to_owned(), "-S".to_owned(), launcher],
+        Runtime::Native => vec![launcher],
+        Runtime::Nodejs => vec![NODE.to_owned(), launcher],
         Runtime::Image(_) => Vec::new(),
     }
 }
@@ -54,8 +55,9 @@ pub fn env(runtime: Runtime) -> Vec<String> {
     match runtime {
         Runtime::Python => env.push("PYTHONDONTWRITEBYTECODE=1".to_owned()),
         Runtime::Nodejs => env.push("NODE_ENV=production".to_owned()),
-        // The exec inherits this environment: nothing Python-specific goes in. An image's
-        // own environment is the container driver's (the image's config, then these).
+        // The native launcher needs nothing; the exec inherits this environment (plus the
+        // run's `__OW_*`), as the action proxy's. An image's own environment is the container
+        // driver's (the image's config, then these).
         Runtime::Native | Runtime::Image(_) => {}
     }
     env
@@ -90,7 +92,7 @@ mod tests {
         assert_eq!(argv(Runtime::Python), ["/usr/bin/python3", "-B", "-S", "/hearth/python.py"]);
         assert_eq!(argv(Runtime::Nodejs), ["/usr/bin/node", "/hearth/node.js"]);
         assert!(env(Runtime::Python).iter().any(|e| e.starts_with("PATH=")));
-        assert_eq!(argv(Runtime::Native), ["/usr/bin/python3", "-B", "-S", "/hearth/native.py"]);
+        assert_eq!(argv(Runtime::Native), ["/hearth/native"]);
         assert!(!env(Runtime::Native).iter().any(|e| e.starts_with("PYTHON")));
     }
 }
