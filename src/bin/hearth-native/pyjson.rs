@@ -126,7 +126,8 @@ fn float_repr(value: f64) -> String {
             format!("{sign}{digits}{}.0", "0".repeat((point - n) as usize))
         }
     } else {
-        let (first, rest) = digits.split_at(1);
+        // `{:e}` always writes a digit first; an empty `digits` would only split as "", "".
+        let (first, rest) = digits.split_at(digits.len().min(1));
         let rest = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{rest}e{exp_sign}{:02}", exp.unsigned_abs())
