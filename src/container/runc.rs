@@ -8,7 +8,7 @@
 //! ([`RuncFactory::set_image_source`]). runc keeps its own state under a root of ours, so `runc --root R list`
 //! shows exactly hearth's containers. With systemd's cgroup driver each container is its own
 //! scope in a slice and, when machined is given, a registered machine (registered by a
-//! spawned task after `runc start`, never on the warm path); [`RuncFactory::note_scope_stopping`]
+//! spawned task after `runc run --detach`, never on the warm path); [`RuncFactory::note_scope_stopping`]
 //! tells a running container that its scope is being stopped from outside, and [`RuncFactory::adopt`] takes over a
 //! container an earlier invoker left running (live restore). This module never decides which
 //! container to make or when to destroy or keep one; the invoker's pool does.
@@ -381,7 +381,7 @@ impl RuncFactory {
 
         let stdio =
             ChildStdio { stdin: stdin_r, stdout: stdout_w, stderr: stderr_w, reply: reply_w };
-        shared.runc.create(&spec.id, bundle_dir, stdio).await?;
+        shared.runc.run_detached(&spec.id, bundle_dir, stdio).await?;
         // From here on runc knows the container: a failure must delete it.
         let logs = LogPipes::new(stdout, stderr, usize::MAX);
         let mut container = RuncContainer::new(
@@ -393,10 +393,6 @@ impl RuncFactory {
             BufReader::with_capacity(64 * 1024, reply),
             logs,
         );
-        if let Err(e) = shared.runc.start(&spec.id).await {
-            container.destroy_now().await;
-            return Err(e);
-        }
         let root = image.as_ref().map_or(&shared.skeleton.root, |i| &i.rootfs);
         if image.is_some() {
             // Started means waiting for /init: the proxy listens and is connected.
@@ -449,7 +445,7 @@ impl ContainerFactory for RuncFactory {
                 Ok(c)
             }
             Err(e) => {
-                // runc create may have failed half-way; delete is a no-op when it knows nothing.
+                // runc run may have failed half-way; delete is a no-op when it knows nothing.
                 if let Err(del) = self.shared.runc.delete_force(&spec.id).await {
                     tracing::debug!(error = %del, "delete after failed create");
                 }

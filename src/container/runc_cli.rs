@@ -1,11 +1,15 @@
-//! The runc command line: one async function per verb (create, start, kill, delete, list),
-//! each spawning `runc --root R ...` through tokio and turning a failure into
+//! The runc command line: one async function per verb (run, kill, delete, state, list), each
+//! spawning `runc --root R ...` through tokio and turning a failure into
 //! [`ContainerError::Runc`] with runc's own message.
 //!
-//! `create` is the delicate one: runc's detached pass-through mode hands the container the
-//! stdio of the `runc create` process and, with `--preserve-fds 1`, its fd 3. The container
+//! `run --detach` is the delicate one: runc's detached pass-through mode hands the container
+//! the stdio of the `runc run` process and, with `--preserve-fds 1`, its fd 3. The container
 //! keeps all four after runc exits, so runc's errors are read from its `--log` file, never
 //! from its stderr (which would not reach end of file while the container lives).
+//!
+//! One `runc run --detach` rather than `runc create` then `runc start`: the container's
+//! process is the launcher, which is started at once anyway, and every runc invocation is a
+//! Go binary's start on the cold path (BENCHMARKS.md, "cold start").
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -19,7 +23,7 @@ use super::ContainerError;
 /// The fd the launcher writes its replies to.
 pub const REPLY_FD: libc::c_int = 3;
 
-/// Where `runc create` writes the container's init pid, inside the bundle: read to register
+/// Where `runc run` writes the container's init pid, inside the bundle: read to register
 /// the container with machined without another runc process.
 pub const PID_FILE: &str = "init.pid";
 
@@ -69,8 +73,10 @@ impl Runc {
         cmd
     }
 
-    /// `runc create` with the container's stdio and reply pipes; returns once runc exited.
-    pub async fn create(
+    /// `runc run --detach` with the container's stdio and reply pipes: creates the container
+    /// and starts its process; returns once runc exited (the process runs on). On an error
+    /// runc has destroyed what it made; the caller still runs `delete --force` to be sure.
+    pub async fn run_detached(
         &self,
         id: &str,
         bundle: &Path,
@@ -82,7 +88,8 @@ impl Runc {
             .arg(&log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
+            .arg("run")
+            .arg("--detach")
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -119,20 +126,13 @@ impl Runc {
         // close now or the host never sees end of file on the container's output.
         drop(cmd);
         drop(reply);
-        let mut child =
-            spawned.map_err(|e| runc_err("create", id, format!("cannot spawn: {e}")))?;
-        let status =
-            child.wait().await.map_err(|e| runc_err("create", id, format!("wait: {e}")))?;
+        let mut child = spawned.map_err(|e| runc_err("run", id, format!("cannot spawn: {e}")))?;
+        let status = child.wait().await.map_err(|e| runc_err("run", id, format!("wait: {e}")))?;
         if status.success() {
             Ok(())
         } else {
-            Err(runc_err("create", id, format!("{status}: {}", log_errors(&log))))
+            Err(runc_err("run", id, format!("{status}: {}", log_errors(&log))))
         }
-    }
-
-    /// `runc start`: runs the created container's process.
-    pub async fn start(&self, id: &str) -> Result<(), ContainerError> {
-        self.simple("start", id, &["start", id]).await.map(drop)
     }
 
     /// `runc kill ID SIGNAL`.
