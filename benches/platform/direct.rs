@@ -239,9 +239,9 @@ pub async fn run_once(c: &mut RuncContainer, spec: &RunSpec) -> anyhow::Result<D
 /// (about +30 ms here), which the container's node never does.
 pub async fn interpreter_start(runtime: Runtime) -> anyhow::Result<Duration> {
     let (bin, args): (&str, &[&str]) = match runtime {
-        // The native launcher is a Python script too.
-        Runtime::Python | Runtime::Native => (hearth::launcher::kinds::PYTHON, &["-c", "pass"]),
+        Runtime::Python => (hearth::launcher::kinds::PYTHON, &["-c", "pass"]),
         Runtime::Nodejs => (hearth::launcher::kinds::NODE, &["-e", "0"]),
+        Runtime::Native => anyhow::bail!("the native launcher is compiled: no interpreter"),
         Runtime::Image(_) => anyhow::bail!("an image brings its own interpreter"),
     };
     let t = Instant::now();

@@ -10,9 +10,8 @@
 //! - cold and prewarmed: a bare `runc run` of the driver's own bundle for the native kind
 //!   (`bundle::config`: the same root, mounts, namespaces, seccomp and cgroup limits) whose
 //!   process is the action's `exec` with the parameters as its argument: a container start
-//!   plus the executable's start, what no native start can avoid. hearth's native launcher is
-//!   a Python script (OpenWhisk's action proxy is too), so a cold start also pays the host
-//!   interpreter's start; that is shown beside the floor, not counted in it;
+//!   plus the executable's start, what no native start can avoid (hearth's native launcher,
+//!   `hearth-native`, is compiled: its own start is a fraction of a millisecond);
 //! - warm: one run of the same zip on a container the harness drives itself through the
 //!   library's runc driver (the native launcher spawning `exec`), plus one loopback HTTP round
 //!   trip to a trivial hyper server, as the python and nodejs warm floors.
@@ -98,7 +97,6 @@ pub async fn run(
     let mut bare = BareExec::new(direct)?;
     // One unmeasured round of each, so that page-cache misses are not in the floor.
     bare.once().await?;
-    direct::interpreter_start(Runtime::Native).await?;
     let mut rows = Vec::new();
 
     // Cold: no stem cells; each sample is a fresh action, alternated with a bare start.
@@ -107,8 +105,7 @@ pub async fn run(
         crate::start_standalone_with(ws, "native-cold", data_dir, &cfg, &[], progress).await?;
     let phase = async {
         let mut c = api::connect(addr).await?;
-        let (mut took, mut floor, mut interp) =
-            (Samples::default(), Samples::default(), Samples::default());
+        let (mut took, mut floor) = (Samples::default(), Samples::default());
         for i in 0..plan.starts_n {
             progress.step("cold native", i, plan.starts_n);
             let name = format!("bench-native-cold-{i}");
@@ -117,14 +114,12 @@ pub async fn run(
             took.push(invoke_n(&mut c, &name, i as u64).await?);
             tokio::time::sleep(SETTLE).await;
             floor.push(bare.once().await?);
-            tokio::time::sleep(SETTLE).await;
-            interp.push(direct::interpreter_start(Runtime::Native).await?);
         }
-        anyhow::Ok((took, floor, interp))
+        anyhow::Ok((took, floor))
     }
     .await;
     let stop = daemon::stop_row(ws, d, &state, plan).await?;
-    let (cold, mut floor, interp) = phase?;
+    let (cold, mut floor) = phase?;
 
     // Prewarmed, then warm: a native stem cell.
     let cfg = daemon::config_dir(ws, "config-native", &invoker_toml_native())?;
@@ -152,15 +147,11 @@ pub async fn run(
     let ratio = main.ratio;
     rows.push(
         main.target("<= 1.2x floor (issue 15, as the other kinds' cold starts)", ratio <= 1.2)
-            .note("a zip with a #!/bin/sh exec, no stem cells; hearth's native launcher is a Python script, whose interpreter start is the row under the floor's"),
+            .note("a zip with a #!/bin/sh exec, no stem cells; the launcher is hearth-native (compiled)"),
     );
     rows.push(Row::latency(
         "  floor: bare runc run of the native bundle, process /action/exec '{\"n\": 7}'",
         &f,
-    ));
-    rows.push(Row::latency(
-        "  host python3 start (the native launcher's interpreter; not in the floor)",
-        &interp.summary(),
     ));
     rows.push(stop);
     let main = Row::latency("prewarmed start native", &pre.summary()).floor(floor_label, floor_p50);
