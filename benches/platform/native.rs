@@ -147,7 +147,9 @@ pub async fn run(
     let ratio = main.ratio;
     rows.push(
         main.target("<= 1.2x floor (issue 15, as the other kinds' cold starts)", ratio <= 1.2)
-            .note("a zip with a #!/bin/sh exec, no stem cells; the launcher is hearth-native (compiled)"),
+            .note(
+            "a zip with a #!/bin/sh exec, no stem cells; the launcher is hearth-native (compiled)",
+        ),
     );
     rows.push(Row::latency(
         "  floor: bare runc run of the native bundle, process /action/exec '{\"n\": 7}'",

@@ -21,6 +21,7 @@ mod pool;
 mod prewarm;
 mod reaper;
 mod record;
+mod refill_backoff;
 pub mod restore;
 mod service;
 mod state;

@@ -34,7 +34,10 @@
 //! (its memory moves to the budget's releasing share, see `budget.rs`) and handed out to be
 //! destroyed behind the activation that took its memory. Ahead of need, the prewarm filler
 //! evicts warm containers idle for at least `evict_idle_after`, least recently used first,
-//! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]).
+//! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]), but not
+//! those of an action that undid such an eviction at once by outgrowing its warm containers
+//! (a steady load at the budget's edge would otherwise trade a warm container for a stem cell
+//! and back every few hundred milliseconds: [`RefillBackoff`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -44,6 +47,7 @@ use tokio::sync::oneshot;
 use super::budget::{plan_eviction, MemoryBudget};
 use super::config::PrewarmConfig;
 use super::fair_queue::FairQueue;
+use super::refill_backoff::RefillBackoff;
 use super::state::{Slot, State, WarmKey};
 use super::stats::PoolStats;
 use crate::container::{ActionContainer, SharedHandle};
@@ -174,6 +178,8 @@ pub struct PoolState<C> {
     /// A warm container used this recently is never evicted on demand for an activation of
     /// another namespace's action (see [`PoolState::set_neighbour_guard`]).
     neighbour_guard: Duration,
+    /// Actions whose containers the prewarm filler leaves alone for now.
+    refill: RefillBackoff,
 }
 
 impl<C: ActionContainer> PoolState<C> {
@@ -195,6 +201,7 @@ impl<C: ActionContainer> PoolState<C> {
             completed: 0,
             closing: false,
             neighbour_guard: Duration::ZERO,
+            refill: RefillBackoff::default(),
         }
     }
 
@@ -258,12 +265,12 @@ impl<C: ActionContainer> PoolState<C> {
         }
         if let Some(p) = self.try_reuse(&need, self.queue.is_empty()) {
             self.active += 1;
-            return Ok(Admission::Placed(self.forms(&need, p)));
+            return Ok(Admission::Placed(self.placed(&need, p)));
         }
         if self.queue.is_empty() {
             if let Some(p) = self.try_memory(&need) {
                 self.active += 1;
-                return Ok(Admission::Placed(self.forms(&need, p)));
+                return Ok(Admission::Placed(self.placed(&need, p)));
             }
         }
         if self.queue.len() >= self.queue_limit {
@@ -318,6 +325,19 @@ impl<C: ActionContainer> PoolState<C> {
         let serving = Serving { slot, handle, in_flight: 1, max: need.concurrency, dead: false };
         self.serving.entry(need.key.clone()).or_default().push(serving);
         Some(Placement::Join(joined))
+    }
+
+    /// Notes what a placement means before it is handed out: an action that outgrew its warm
+    /// containers (a stem cell or a cold start) right after the filler evicted one of them
+    /// makes that eviction a mistake ([`RefillBackoff`]); and a shared action's container is
+    /// forming (see [`PoolState::forms`]).
+    fn placed(&mut self, need: &Need, p: Placement<C>) -> Placement<C> {
+        if matches!(p, Placement::Prewarmed { .. } | Placement::Cold { .. })
+            && self.refill.outgrown(&need.key, Instant::now())
+        {
+            tracing::debug!(key = %need.key, "the filler's eviction was undone at once: it leaves the action alone for a while");
+        }
+        self.forms(need, p)
     }
 
     /// Notes that a placement for a shared action starts a container that will serve it: the
@@ -389,7 +409,7 @@ impl<C: ActionContainer> PoolState<C> {
         } else {
             // Only warm containers make room for a growing stem cell: evicting another stem
             // cell to grow this one would leave the plan as short.
-            let candidates = self.lru_warm(None);
+            let candidates = self.lru_warm(None, |_| false);
             let n = plan_eviction(self.budget.free_mb(), more_mb, candidates.iter().map(|c| c.1))?;
             let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.2.clone()).collect();
             let evicted = self.retire_idle(&chosen);
@@ -404,12 +424,18 @@ impl<C: ActionContainer> PoolState<C> {
     }
 
     /// Idle warm containers, least recently used first: (last used, memory, id). With
-    /// `idle_since`, only those idle since that instant or earlier.
-    fn lru_warm(&self, idle_since: Option<Instant>) -> Vec<(Instant, u64, String)> {
+    /// `idle_since`, only those idle since that instant or earlier; never those of a key for
+    /// which `skip` is true.
+    fn lru_warm(
+        &self,
+        idle_since: Option<Instant>,
+        skip: impl Fn(&WarmKey) -> bool,
+    ) -> Vec<(Instant, u64, String)> {
         let mut out: Vec<(Instant, u64, String)> = self
             .idle
-            .values()
-            .flatten()
+            .iter()
+            .filter(|(k, _)| !skip(k))
+            .flat_map(|(_, stack)| stack)
             .filter(|s| idle_since.map_or(true, |t| s.last_used() <= t))
             .map(|s| (s.last_used(), s.memory_mb(), s.id().to_owned()))
             .collect();
@@ -532,7 +558,7 @@ impl<C: ActionContainer> PoolState<C> {
     /// and returns what must be destroyed.
     fn give(&mut self, waiter: Waiter<C>, p: Placement<C>) -> Result<(), Vec<Slot<C>>> {
         let Waiter { need, tx } = waiter;
-        let p = self.forms(&need, p);
+        let p = self.placed(&need, p);
         let forming = need.concurrency > 1 && !matches!(p, Placement::Join(_));
         match tx.send(p) {
             Ok(()) => Ok(()),
@@ -861,7 +887,9 @@ impl<C: ActionContainer> PoolState<C> {
                 Vec::new()
             } else {
                 let cutoff = now.checked_sub(evict_idle_after).unwrap_or(now);
-                let candidates = self.lru_warm(Some(cutoff));
+                self.refill.settle(now);
+                let refill = &self.refill;
+                let candidates = self.lru_warm(Some(cutoff), |k| refill.pinned(k, now));
                 let free = self.budget.free_mb();
                 let Some(n) = plan_eviction(free, p.memory_mb, candidates.iter().map(|c| c.1))
                 else {
@@ -881,6 +909,9 @@ impl<C: ActionContainer> PoolState<C> {
                 };
                 let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.2.clone()).collect();
                 let evicted = self.retire_idle(&chosen);
+                for key in evicted.iter().filter_map(|s| s.warm_key()) {
+                    self.refill.evicted(key, now);
+                }
                 if !self.budget.try_reserve(p.memory_mb) {
                     tracing::error!(need_mb = p.memory_mb, "eviction plan does not fit the budget");
                     return PrewarmStep::Destroy(evicted);
@@ -1297,6 +1328,67 @@ mod tests {
         let plan2 = vec![PrewarmConfig { count: 2, ..plan[0].clone() }];
         assert!(matches!(pool.next_prewarm(&plan2, later, grace), PrewarmStep::RetryAt(_)));
         assert_eq!(pool.stats().warm_idle, 1);
+    }
+
+    /// A steady load at the budget's edge: the filler evicts the action's least used container
+    /// for a stem cell, the action's next peak takes the stem cell; the filler then leaves the
+    /// action's containers alone instead of evicting again at the next idle moment.
+    #[test]
+    fn the_filler_does_not_evict_again_what_an_action_took_back_at_once() {
+        let mut pool = PoolState::new(512, 4);
+        let a = need("a", 1, 256);
+        // Two warm containers of the action (two runs at once made them).
+        for _ in 0..2 {
+            assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
+            pool.cold_created();
+        }
+        for id in ["a1", "a2"] {
+            let mut slot = Slot::starting(Inert::new(id), a.runtime, a.memory_mb);
+            slot.claim(&a.key).unwrap();
+            slot.release().unwrap();
+            assert!(pool.put_back(slot).is_empty());
+            pool.finish();
+        }
+        let plan = vec![PrewarmConfig {
+            kind: Kind::parse("python:3").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        }];
+        let idle = Duration::from_millis(100);
+        let later = Instant::now() + Duration::from_secs(1);
+        let PrewarmStep::Create { evicted, .. } = pool.next_prewarm(&plan, later, idle) else {
+            panic!("expected an eviction")
+        };
+        assert_eq!(evicted.len(), 1);
+        pool.destroyed(256);
+        let mut stem = Slot::starting(Inert::new("stem"), Runtime::Python, 256);
+        stem.park_prewarmed().unwrap();
+        assert!(pool.prewarm_ready(stem).is_empty());
+        // The action's peak: its warm container and the stem cell, both back after the runs.
+        let Placement::Warm(mut warm) = placed(pool.admit(a.clone())) else { panic!("warm") };
+        let Placement::Prewarmed { slot: mut taken, .. } = placed(pool.admit(a.clone())) else {
+            panic!("the stem cell")
+        };
+        for slot in [&mut warm, &mut taken] {
+            slot.claim(&a.key).unwrap();
+            slot.release().unwrap();
+        }
+        assert!(pool.put_back(warm).is_empty());
+        assert!(pool.put_back(taken).is_empty());
+        pool.finish();
+        pool.finish();
+        // Both idle long enough, the plan short: the filler waits rather than evict again.
+        let much_later = Instant::now() + Duration::from_millis(500);
+        assert!(matches!(
+            pool.next_prewarm(&plan, much_later, Duration::ZERO),
+            PrewarmStep::RetryAt(_)
+        ));
+        assert_eq!(pool.stats().warm_idle, 2);
+        // Once the pin is over, it evicts again.
+        let after_pin = Instant::now() + Duration::from_secs(3);
+        assert!(matches!(pool.next_prewarm(&plan, after_pin, idle), PrewarmStep::Create { .. }));
     }
 
     #[test]
