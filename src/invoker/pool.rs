@@ -888,8 +888,15 @@ impl<C: ActionContainer> PoolState<C> {
             } else {
                 let cutoff = now.checked_sub(evict_idle_after).unwrap_or(now);
                 self.refill.settle(now);
-                let refill = &self.refill;
-                let candidates = self.lru_warm(Some(cutoff), |k| refill.pinned(k, now));
+                let (refill, idle) = (&self.refill, &self.idle);
+                // A pinned action that went quiet (none of its idle containers used within
+                // the idle period) is past its load: the pin gives way, so a burst that is
+                // over is refilled from as quickly as ever.
+                let quiet = |k: &WarmKey| {
+                    idle.get(k).map_or(true, |stack| stack.iter().all(|s| s.last_used() <= cutoff))
+                };
+                let candidates =
+                    self.lru_warm(Some(cutoff), |k| refill.pinned(k, now) && !quiet(k));
                 let free = self.budget.free_mb();
                 let Some(n) = plan_eviction(free, p.memory_mb, candidates.iter().map(|c| c.1))
                 else {
@@ -1332,7 +1339,8 @@ mod tests {
 
     /// A steady load at the budget's edge: the filler evicts the action's least used container
     /// for a stem cell, the action's next peak takes the stem cell; the filler then leaves the
-    /// action's containers alone instead of evicting again at the next idle moment.
+    /// action's containers alone instead of evicting again at the next idle moment, until the
+    /// action goes quiet.
     #[test]
     fn the_filler_does_not_evict_again_what_an_action_took_back_at_once() {
         let mut pool = PoolState::new(512, 4);
@@ -1371,24 +1379,23 @@ mod tests {
         let Placement::Prewarmed { slot: mut taken, .. } = placed(pool.admit(a.clone())) else {
             panic!("the stem cell")
         };
-        for slot in [&mut warm, &mut taken] {
-            slot.claim(&a.key).unwrap();
-            slot.release().unwrap();
-        }
+        warm.claim(&a.key).unwrap();
+        taken.claim(&a.key).unwrap();
+        warm.release().unwrap();
         assert!(pool.put_back(warm).is_empty());
+        // The load goes on: one of its containers was just used, the other a while ago.
+        std::thread::sleep(Duration::from_millis(30));
+        taken.release().unwrap();
         assert!(pool.put_back(taken).is_empty());
         pool.finish();
         pool.finish();
-        // Both idle long enough, the plan short: the filler waits rather than evict again.
-        let much_later = Instant::now() + Duration::from_millis(500);
-        assert!(matches!(
-            pool.next_prewarm(&plan, much_later, Duration::ZERO),
-            PrewarmStep::RetryAt(_)
-        ));
-        assert_eq!(pool.stats().warm_idle, 2);
-        // Once the pin is over, it evicts again.
-        let after_pin = Instant::now() + Duration::from_secs(3);
-        assert!(matches!(pool.next_prewarm(&plan, after_pin, idle), PrewarmStep::Create { .. }));
+        let short = Duration::from_millis(20);
+        assert!(matches!(pool.next_prewarm(&plan, Instant::now(), short), PrewarmStep::RetryAt(_)));
+        assert_eq!(pool.stats().warm_idle, 2, "the filler waits rather than evict again");
+        // Once the action is quiet (no container used within the idle period), the pin gives
+        // way even before it is over: the load ended.
+        let quiet = Instant::now() + Duration::from_millis(500);
+        assert!(matches!(pool.next_prewarm(&plan, quiet, idle), PrewarmStep::Create { .. }));
     }
 
     #[test]

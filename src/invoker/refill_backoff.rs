@@ -13,7 +13,9 @@
 //! [`MISTAKE_WINDOW`] of the filler evicting one of them, the filler leaves that action's
 //! containers alone for a while, [`FIRST_PIN`] at first and twice as long at each repeated
 //! mistake, up to [`MAX_PIN`]. An eviction that is not undone within the window forgets the
-//! action's history, so the plan is refilled as quickly as before once a burst is really over.
+//! action's history. A pin also gives way as soon as the action is quiet (none of its idle
+//! containers used within the filler's idle period, which the pool checks): the load is over,
+//! and the plan is refilled as quickly as before.
 //! The reaper's idle timeout and evictions on demand are not affected.
 //!
 //! Must never: hold more than one entry per action the filler evicted from, or pin an action
