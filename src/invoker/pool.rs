@@ -583,6 +583,17 @@ impl<C: ActionContainer> PoolState<C> {
             let mut undone = false;
             let mut memory_blocked = false;
             for id in self.queue.service_order() {
+                // Nothing left that a waiter could take (no idle or stem cell container, no
+                // shared container, and memory owed to a waiter ahead): the rest of the queue
+                // stays as it is. Without this, every run that ends under a flood walks (and
+                // clones) every waiter for nothing.
+                if memory_blocked
+                    && self.idle.is_empty()
+                    && self.prewarmed.is_empty()
+                    && self.serving.is_empty()
+                {
+                    break;
+                }
                 let Some(need) = self.queue.get(id).map(|w| w.need.clone()) else { continue };
                 let placement = match self.try_reuse(&need, !memory_blocked) {
                     Some(p) => Some(p),
