@@ -1088,6 +1088,17 @@ mod tests {
         }
     }
 
+    /// A prewarm plan of one 256 MB python stem cell.
+    fn python_plan() -> Vec<PrewarmConfig> {
+        vec![PrewarmConfig {
+            kind: Kind::parse("python:3").unwrap(),
+            memory_mb: 256,
+            count: 1,
+            image: None,
+            digest: None,
+        }]
+    }
+
     /// Runs a cold placement to the point where its container is idle and warm.
     fn make_warm(pool: &mut PoolState<Inert>, id: &str, n: &Need) {
         let p = placed(pool.admit(n.clone()));
@@ -1115,13 +1126,7 @@ mod tests {
     #[test]
     fn stem_cell_of_matching_shape_is_taken() {
         let mut pool = PoolState::<Inert>::new(1024, 4);
-        let plan = vec![PrewarmConfig {
-            kind: Kind::parse("python:3").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        }];
+        let plan = python_plan();
         let grace = Duration::from_millis(100);
         let step = pool.next_prewarm(&plan, Instant::now(), grace);
         assert!(
@@ -1316,13 +1321,7 @@ mod tests {
         let mut pool = PoolState::new(512, 4);
         make_warm(&mut pool, "old", &need("a", 1, 256));
         make_warm(&mut pool, "new", &need("b", 1, 256));
-        let plan = vec![PrewarmConfig {
-            kind: Kind::parse("python:3").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        }];
+        let plan = python_plan();
         let grace = Duration::from_secs(60);
         let now = Instant::now();
         match pool.next_prewarm(&plan, now, grace) {
@@ -1368,13 +1367,7 @@ mod tests {
             assert!(pool.put_back(slot).is_empty());
             pool.finish();
         }
-        let plan = vec![PrewarmConfig {
-            kind: Kind::parse("python:3").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        }];
+        let plan = python_plan();
         let idle = Duration::from_millis(100);
         let later = Instant::now() + Duration::from_secs(1);
         let PrewarmStep::Create { evicted, .. } = pool.next_prewarm(&plan, later, idle) else {
