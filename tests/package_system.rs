@@ -380,7 +380,8 @@ fn deb_serves_actions_and_keeps_warm_containers_across_upgrade() {
 /// invoker 0; host B runs controller c2 and invoker 1; each in its own machine (its own
 /// systemd, machined, network namespace), linked by a veth pair as two hosts on one network.
 /// Actions created on A are served through either controller, each on its home invoker on
-/// either host (its container registered with that host's machined); when host B drops off
+/// either host (its container registered with that host's machined); every activation reads
+/// back, with its result and logs, through the other host's controller; when host B drops off
 /// the network, A's controller marks invoker 1 offline and runs B's actions on invoker 0.
 #[test]
 fn debs_on_two_booted_hosts_form_one_cluster_and_survive_losing_one() {
@@ -452,8 +453,9 @@ fn debs_on_two_booted_hosts_form_one_cluster_and_survive_losing_one() {
         a.ok(&format!("{CLI} action create {n} /root/hello.py"));
     }
     let mut homes = std::collections::BTreeMap::new();
+    let mut accepted = Vec::new(); // (index of the accepting host, activation id)
     for round in 0..2 {
-        for (m, key_file) in hosts {
+        for (at, (m, key_file)) in hosts.into_iter().enumerate() {
             for n in &names {
                 let rec = wait_until(m, &format!("{n} invoked (round {round})"), || {
                     invoke_with(m, key_file, n).ok()
@@ -462,12 +464,47 @@ fn debs_on_two_booted_hosts_form_one_cluster_and_survive_losing_one() {
                 let on = invoker_of(&rec);
                 let home = homes.entry(n.clone()).or_insert_with(|| on.clone());
                 assert_eq!(*home, on, "{n} left its home invoker");
+                accepted.push((at, rec["activationId"].as_str().unwrap().to_owned()));
             }
         }
     }
     let used: std::collections::BTreeSet<&String> = homes.values().collect();
     assert_eq!(used.len(), 2, "6 actions all ran on {used:?}");
     eprintln!("homes over two hosts: {homes:?}");
+
+    // Every activation reads back, result and logs, through the other host's controller (the
+    // records topic, docs/KAFKA.md), and a list reads the same through both.
+    let t0 = Instant::now();
+    for (at, id) in &accepted {
+        let (m, key_file) = hosts[1 - at];
+        let rec = wait_until(m, &format!("activation {id} read through the other host"), || {
+            get_with(m, key_file, &format!("activations/{id}")).ok()
+        });
+        assert_eq!(rec["response"]["result"]["greeting"], "Hello, Grace!", "{rec}");
+        let logs = rec["logs"].to_string();
+        assert!(logs.contains("hello-log-line for Grace"), "{id} through the other host: {logs}");
+    }
+    eprintln!(
+        "{} activations read through the other host's controller within {:.1}s",
+        accepted.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let ids = |m: &Machine, key_file: &str| {
+        get_with(m, key_file, "activations?name=hello0&limit=3").ok().map(|list| {
+            let ids: Vec<String> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["activationId"].as_str().map(str::to_owned))
+                .collect();
+            ids
+        })
+    };
+    let through_a = ids(hosts[0].0, hosts[0].1).unwrap();
+    assert_eq!(through_a.len(), 3, "{through_a:?}");
+    wait_until(&b, "the same newest 3 activations of hello0 as host A lists", || {
+        (ids(hosts[1].0, hosts[1].1)? == through_a).then_some(())
+    });
     // Each host's containers are its own machined's machines.
     for (m, invoker) in [(&a, "invoker0"), (&b, "invoker1")] {
         let machines = m.ok("machinectl list --no-legend");
@@ -493,17 +530,28 @@ fn debs_on_two_booted_hosts_form_one_cluster_and_survive_losing_one() {
 
 /// A blocking invoke of `name` through `m`'s controller with the key in `key_file`.
 fn invoke_with(m: &Machine, key_file: &str, name: &str) -> Result<serde_json::Value, String> {
+    let post = r#"-X POST -H 'content-type: application/json' -d '{"name":"Grace"}'"#;
+    api(m, key_file, post, &format!("actions/{name}?blocking=true"))
+}
+
+/// A GET of `path` (under the key's namespace) through `m`'s controller.
+fn get_with(m: &Machine, key_file: &str, path: &str) -> Result<serde_json::Value, String> {
+    api(m, key_file, "", path)
+}
+
+/// One request to `/api/v1/namespaces/_/{path}` through `m`'s controller with the key in
+/// `key_file`; the JSON body of a 2xx answer, or what went wrong.
+fn api(m: &Machine, key_file: &str, args: &str, path: &str) -> Result<serde_json::Value, String> {
     let out = m.sh(&format!(
         "auth=$(sed -n 's/^AUTH=//p' {key_file}); \
-         curl -sS --fail-with-body -u \"$auth\" -X POST -H 'content-type: application/json' \
-         -d '{{\"name\":\"Grace\"}}' \
-         'http://127.0.0.1:3233/api/v1/namespaces/_/actions/{name}?blocking=true'"
+         curl -sS --fail-with-body -u \"$auth\" {args} \
+         'http://127.0.0.1:3233/api/v1/namespaces/_/{path}'"
     ));
     let body = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        return Err(format!("invoke of {name} failed ({}): {body}", out.status));
+        return Err(format!("{path} failed ({}): {body}", out.status));
     }
-    serde_json::from_str(&body).map_err(|e| format!("invoke answered {body:?}: {e}"))
+    serde_json::from_str(&body).map_err(|e| format!("{path} answered {body:?}: {e}"))
 }
 
 fn invoker_of(record: &serde_json::Value) -> String {
