@@ -1,7 +1,7 @@
 //! The invoker: a pool of containers (cold, prewarmed, warm) that runs activations.
 //!
 //! The path of one activation reads top to bottom: [`Invoker::submit`] admits it
-//! (`service.rs`), the pool places it (`pool.rs`, with `budget.rs` for memory), the activation
+//! (`service.rs`), the pool places it (`pool/`, with `budget.rs` for memory), the activation
 //! task carries it out (`activation.rs`: install code, init, run) and builds its record
 //! (`record.rs`); each container moves through the state machine in `state.rs`. Around it,
 //! `prewarm.rs` keeps stem cells ready (evicting warm containers left idle after a burst),

@@ -7,18 +7,8 @@
 //! containers of actions with concurrency 1 are not in here at all: the activation task owns
 //! them, which is what makes one activation per container hold by construction.
 //!
-//! Actions with `limits.concurrency` N > 1 (Node) share containers. The first activation gets
-//! a container as any other (warm, stem cell, cold) and, while it starts and inits, the key is
-//! *forming*: up to N - 1 more activations of the same key wait for it (`joiners`) instead of
-//! starting containers of their own. Once it is initialized in concurrent mode the activation
-//! registers it with [`PoolState::serve`]: its slot stays here, in `serving`, with its
-//! [`SharedHandle`] and an in-flight count, and every activation of the key that finds room
-//! gets [`Placement::Join`], which reserves no memory (the container's memory is counted once,
-//! however many runs it holds). Each run ends with [`PoolState::leave`]; at zero in flight the
-//! slot goes back to warm idle (LRU, idle timeout, eviction as any other), keeping its handle
-//! for the next join. A container that died takes no more joins and is destroyed when its
-//! last run leaves. Waiters of the key (in `joiners` or the fair queue) are served by room as
-//! soon as it appears.
+//! Actions with `limits.concurrency` N > 1 (Node) share containers: see `shared.rs` for how
+//! a key forms, serves and seats its joiners.
 //!
 //! Placement order for an activation: a warm idle container of the same action and revision;
 //! else a stem cell of the same runtime (of the same memory if there is one, else of any
@@ -33,11 +23,7 @@
 //! Destruction is never on an activation's path: an evicted container is retired at once
 //! (its memory moves to the budget's releasing share, see `budget.rs`) and handed out to be
 //! destroyed behind the activation that took its memory. Ahead of need, the prewarm filler
-//! evicts warm containers idle for at least `evict_idle_after`, least recently used first,
-//! to refill the prewarm plan once a burst is over ([`PoolState::next_prewarm`]), but not
-//! those of an action that undid such an eviction at once by outgrowing its warm containers
-//! (a steady load at the budget's edge would otherwise trade a warm container for a stem cell
-//! and back every few hundred milliseconds: [`RefillBackoff`]).
+//! evicts idle warm containers to refill the prewarm plan: see `filler.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -45,14 +31,21 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::budget::{plan_eviction, MemoryBudget};
-use super::config::PrewarmConfig;
 use super::fair_queue::FairQueue;
 use super::refill_backoff::RefillBackoff;
 use super::state::{Slot, State, WarmKey};
 use super::stats::PoolStats;
-use crate::container::{ActionContainer, SharedHandle};
+use crate::container::ActionContainer;
 use crate::dispatch::DispatchError;
 use crate::model::{EntityName, Runtime};
+
+mod filler;
+mod shared;
+#[cfg(test)]
+mod testkit;
+
+pub use shared::Joined;
+use shared::{Forming, Serving};
 
 /// What an activation needs from the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,40 +58,6 @@ pub struct Need {
     pub tenant: EntityName,
     /// The action's `limits.concurrency`: activations one container runs at once.
     pub concurrency: u64,
-}
-
-/// A seat in a shared container: run through `handle`, then [`PoolState::leave`] with `key`
-/// and `container`.
-#[derive(Debug, Clone)]
-pub struct Joined {
-    pub key: WarmKey,
-    pub container: String,
-    pub handle: SharedHandle,
-}
-
-/// A container serving the activations of one key at once.
-#[derive(Debug)]
-struct Serving<C> {
-    slot: Slot<C>,
-    handle: SharedHandle,
-    in_flight: u64,
-    max: u64,
-    /// Died or failed a run for all: takes no more joins, destroyed after its last run.
-    dead: bool,
-}
-
-/// Containers of a shared key being started or initialized, and the joiners promised a seat.
-#[derive(Debug, Default)]
-struct Forming {
-    containers: u64,
-    seats: u64,
-    max: u64,
-}
-
-impl Forming {
-    fn room(&self) -> u64 {
-        self.containers.saturating_mul(self.max.saturating_sub(1)).saturating_sub(self.seats)
-    }
 }
 
 /// Where an activation will run. Memory for the container is already reserved in every case,
@@ -290,43 +249,6 @@ impl<C: ActionContainer> PoolState<C> {
         Ok(Admission::Queued(rx))
     }
 
-    /// A seat in a serving container of the key with room, else an idle container of the key
-    /// that was shared before (it becomes serving with this one run).
-    fn try_join(&mut self, need: &Need) -> Option<Placement<C>> {
-        if let Some(list) = self.serving.get_mut(&need.key) {
-            if let Some(s) =
-                list.iter_mut().find(|s| !s.dead && s.in_flight < s.max && s.handle.is_usable())
-            {
-                s.in_flight += 1;
-                return Some(Placement::Join(Joined {
-                    key: need.key.clone(),
-                    container: s.slot.id().to_owned(),
-                    handle: s.handle.clone(),
-                }));
-            }
-        }
-        let stack = self.idle.get_mut(&need.key)?;
-        let i = stack.iter().rposition(|s| s.shared().is_some_and(|h| h.is_usable()))?;
-        let mut slot = stack.remove(i);
-        if stack.is_empty() {
-            self.idle.remove(&need.key);
-        }
-        if let Err(e) = slot.claim(&need.key) {
-            tracing::error!(error = %e, "a shared idle container cannot be claimed");
-            self.reinsert(vec![slot]);
-            return None;
-        }
-        let handle = slot.shared()?.clone();
-        let joined = Joined {
-            key: need.key.clone(),
-            container: slot.id().to_owned(),
-            handle: handle.clone(),
-        };
-        let serving = Serving { slot, handle, in_flight: 1, max: need.concurrency, dead: false };
-        self.serving.entry(need.key.clone()).or_default().push(serving);
-        Some(Placement::Join(joined))
-    }
-
     /// Notes what a placement means before it is handed out: an action that outgrew its warm
     /// containers (a stem cell or a cold start) right after the filler evicted one of them
     /// makes that eviction a mistake ([`RefillBackoff`]); and a shared action's container is
@@ -338,17 +260,6 @@ impl<C: ActionContainer> PoolState<C> {
             tracing::debug!(key = %need.key, "the filler's eviction was undone at once: it leaves the action alone for a while");
         }
         self.forms(need, p)
-    }
-
-    /// Notes that a placement for a shared action starts a container that will serve it: the
-    /// key is forming until [`PoolState::serve`] or [`PoolState::formation_failed`].
-    fn forms(&mut self, need: &Need, p: Placement<C>) -> Placement<C> {
-        if need.concurrency > 1 && !matches!(p, Placement::Join(_)) {
-            let f = self.forming.entry(need.key.clone()).or_default();
-            f.containers += 1;
-            f.max = need.concurrency;
-        }
-        p
     }
 
     /// A warm container of the same revision, else a stem cell of the same runtime (of the
@@ -617,155 +528,6 @@ impl<C: ActionContainer> PoolState<C> {
         }
     }
 
-    /// The first activation of a shared action initialized its container in concurrent mode:
-    /// the busy slot moves into `serving` with this activation in flight, and the key's
-    /// waiters are seated. Returns what the caller must destroy.
-    #[must_use = "retired containers must be destroyed"]
-    pub fn serve(&mut self, mut slot: Slot<C>, handle: SharedHandle, max: u64) -> Vec<Slot<C>> {
-        self.busy -= 1;
-        let key = match slot.warm_key() {
-            Some(k) => k.clone(),
-            None => {
-                tracing::error!(container = slot.id(), "a shared container has no action");
-                self.busy += 1;
-                return self.retire_busy_slot(slot);
-            }
-        };
-        slot.set_shared(handle.clone());
-        let serving = Serving { slot, handle, in_flight: 1, max, dead: false };
-        self.serving.entry(key.clone()).or_default().push(serving);
-        self.formation_ended(&key)
-    }
-
-    /// A busy slot of this pool's count leaves it to be destroyed, with what the pump frees.
-    fn retire_busy_slot(&mut self, slot: Slot<C>) -> Vec<Slot<C>> {
-        let mut out = self.retire_busy(slot.memory_mb());
-        out.push(slot);
-        out
-    }
-
-    /// The first activation of a shared action did not get a shared container (the create
-    /// or init failed, or the driver runs one activation at a time): its waiters are placed
-    /// anew. Returns what the caller must destroy.
-    #[must_use = "retired containers must be destroyed"]
-    pub fn formation_failed(&mut self, key: &WarmKey) -> Vec<Slot<C>> {
-        self.formation_ended(key)
-    }
-
-    /// One forming container of `key` is done (serving or failed): joiners are seated where
-    /// there is room, kept while other containers are forming, else placed like any
-    /// activation (which may start the next shared container).
-    fn formation_ended(&mut self, key: &WarmKey) -> Vec<Slot<C>> {
-        if let Some(f) = self.forming.get_mut(key) {
-            f.containers = f.containers.saturating_sub(1);
-            f.seats = 0;
-        }
-        let mut out = Vec::new();
-        let waiting = self.joiners.remove(key).unwrap_or_default();
-        for waiter in waiting {
-            if waiter.tx.is_closed() {
-                continue;
-            }
-            if let Some(p) = self.try_join(&waiter.need) {
-                if let Err(back) = self.give(waiter, p) {
-                    out.extend(back);
-                }
-                continue;
-            }
-            if let Some(f) = self.forming.get_mut(key) {
-                if f.room() > 0 {
-                    f.seats += 1;
-                    self.joiners.entry(key.clone()).or_default().push_back(waiter);
-                    continue;
-                }
-            }
-            let free_queue = self.queue.is_empty();
-            let placement = match self.try_reuse(&waiter.need, free_queue) {
-                Some(p) => Some(p),
-                None if free_queue => self.try_memory(&waiter.need),
-                None => None,
-            };
-            match placement {
-                Some(p) => {
-                    if let Err(back) = self.give(waiter, p) {
-                        out.extend(back);
-                    }
-                }
-                // Already accepted: it waits in the fair queue whatever its length.
-                None => {
-                    let tenant = waiter.need.tenant.clone();
-                    self.queue.push(&tenant, waiter);
-                }
-            }
-        }
-        if self.forming.get(key).is_some_and(|f| f.containers == 0) {
-            self.forming.remove(key);
-        }
-        if !self.queue.is_empty() {
-            out.extend(self.pump());
-        }
-        out
-    }
-
-    /// A run in the shared container `container` of `key` ended; `usable` is whether the
-    /// container can take more. At zero in flight it goes back to warm idle, or is returned
-    /// to be destroyed when it died (or the pool is closing).
-    #[must_use = "returned containers must be destroyed"]
-    pub fn leave(&mut self, key: &WarmKey, container: &str, usable: bool) -> Vec<Slot<C>> {
-        self.leave_inner(key, container, usable, true)
-    }
-
-    fn leave_inner(
-        &mut self,
-        key: &WarmKey,
-        container: &str,
-        usable: bool,
-        pump: bool,
-    ) -> Vec<Slot<C>> {
-        let Some(list) = self.serving.get_mut(key) else {
-            tracing::error!(%key, container, "leaving a container that is not serving");
-            return Vec::new();
-        };
-        let Some(i) = list.iter().position(|s| s.slot.id() == container) else {
-            tracing::error!(%key, container, "leaving a container that is not serving");
-            return Vec::new();
-        };
-        let s = &mut list[i];
-        s.in_flight = s.in_flight.saturating_sub(1);
-        if !usable || !s.handle.is_usable() {
-            s.dead = true;
-        }
-        if s.in_flight > 0 {
-            // Room for one more: a waiter of the key may take it.
-            return if s.dead || !pump || self.queue.is_empty() { Vec::new() } else { self.pump() };
-        }
-        let s = list.swap_remove(i);
-        if list.is_empty() {
-            self.serving.remove(key);
-        }
-        let Serving { mut slot, dead, .. } = s;
-        if dead || self.closing {
-            self.budget.retire(slot.memory_mb());
-            self.destroying += 1;
-            let mut out = vec![slot];
-            if pump && !self.queue.is_empty() {
-                out.extend(self.pump());
-            }
-            return out;
-        }
-        if let Err(e) = slot.release() {
-            tracing::error!(error = %e, "a shared container cannot go back to idle; destroying it");
-            self.budget.retire(slot.memory_mb());
-            self.destroying += 1;
-            return vec![slot];
-        }
-        self.reinsert(vec![slot]);
-        if !pump || self.queue.is_empty() {
-            return Vec::new();
-        }
-        self.pump()
-    }
-
     /// A cold container was created for its activation.
     pub fn cold_created(&mut self) {
         self.starting -= 1;
@@ -867,124 +629,6 @@ impl<C: ActionContainer> PoolState<C> {
         out
     }
 
-    /// What the prewarm filler should do next. A short shape is created from free memory,
-    /// else by evicting warm containers idle since `now - evict_idle_after` or earlier, least
-    /// recently used first (never a stem cell, never one in use by a burst that is still
-    /// going on). Waiters come first: nothing is prewarmed or evicted while anyone is queued.
-    pub fn next_prewarm(
-        &mut self,
-        plan: &[PrewarmConfig],
-        now: Instant,
-        evict_idle_after: Duration,
-    ) -> PrewarmStep<C> {
-        if self.closing {
-            return PrewarmStep::Complete;
-        }
-        let mut short = false;
-        let mut retry_at: Option<Instant> = None;
-        for p in plan {
-            let shape = (p.runtime(), p.memory_mb);
-            let ready =
-                self.prewarmed.iter().filter(|s| (s.runtime(), s.memory_mb()) == shape).count();
-            let coming = self.starting_prewarm.get(&shape).copied().unwrap_or(0);
-            if ready + coming >= p.count {
-                continue;
-            }
-            short = true;
-            if !self.queue.is_empty() {
-                break;
-            }
-            let evicted = if self.budget.try_reserve(p.memory_mb) {
-                Vec::new()
-            } else {
-                let cutoff = now.checked_sub(evict_idle_after).unwrap_or(now);
-                self.refill.settle(now);
-                let (refill, idle) = (&self.refill, &self.idle);
-                // A pinned action that went quiet (none of its idle containers used within
-                // the idle period) is past its load: the pin gives way, so a burst that is
-                // over is refilled from as quickly as ever.
-                let quiet = |k: &WarmKey| {
-                    idle.get(k).map_or(true, |stack| stack.iter().all(|s| s.last_used() <= cutoff))
-                };
-                let candidates =
-                    self.lru_warm(Some(cutoff), |k| refill.pinned(k, now) && !quiet(k));
-                let free = self.budget.free_mb();
-                let Some(n) = plan_eviction(free, p.memory_mb, candidates.iter().map(|c| c.1))
-                else {
-                    // The next container to pass the idle threshold, if any is idle at all.
-                    let next = self
-                        .idle
-                        .values()
-                        .flatten()
-                        .map(|s| s.last_used() + evict_idle_after)
-                        .filter(|t| *t > now)
-                        .min();
-                    retry_at = match (retry_at, next) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    continue;
-                };
-                let chosen: HashSet<String> = candidates[..n].iter().map(|c| c.2.clone()).collect();
-                let evicted = self.retire_idle(&chosen);
-                for key in evicted.iter().filter_map(|s| s.warm_key()) {
-                    self.refill.evicted(key, now);
-                }
-                if !self.budget.try_reserve(p.memory_mb) {
-                    tracing::error!(need_mb = p.memory_mb, "eviction plan does not fit the budget");
-                    return PrewarmStep::Destroy(evicted);
-                }
-                evicted
-            };
-            self.starting += 1;
-            *self.starting_prewarm.entry(shape).or_default() += 1;
-            return PrewarmStep::Create { shape, evicted };
-        }
-        if !short {
-            return PrewarmStep::Complete;
-        }
-        // Queued activations, or every container busy: look again after one idle period.
-        PrewarmStep::RetryAt(retry_at.unwrap_or(now + evict_idle_after))
-    }
-
-    fn prewarm_done(&mut self, shape: (Runtime, u64)) {
-        self.starting -= 1;
-        if let Some(n) = self.starting_prewarm.get_mut(&shape) {
-            *n = n.saturating_sub(1);
-        }
-    }
-
-    /// A stem cell is ready (already `Prewarmed`). Returns it when the pool is closing.
-    #[must_use = "returned containers must be destroyed"]
-    pub fn prewarm_ready(&mut self, slot: Slot<C>) -> Vec<Slot<C>> {
-        self.prewarm_done((slot.runtime(), slot.memory_mb()));
-        if self.closing {
-            self.budget.retire(slot.memory_mb());
-            self.destroying += 1;
-            return vec![slot];
-        }
-        self.prewarmed.push(slot);
-        if self.queue.is_empty() {
-            return Vec::new();
-        }
-        self.pump()
-    }
-
-    /// A new stem cell cannot be parked; the caller destroys it.
-    pub fn prewarm_discard(&mut self, shape: (Runtime, u64)) {
-        self.prewarm_done(shape);
-        self.budget.retire(shape.1);
-        self.destroying += 1;
-    }
-
-    /// Creating a stem cell failed; its memory goes back.
-    #[must_use = "retired containers must be destroyed"]
-    pub fn prewarm_failed(&mut self, shape: (Runtime, u64)) -> Vec<Slot<C>> {
-        self.prewarm_done(shape);
-        self.budget.release(shape.1);
-        self.pump()
-    }
-
     /// Takes in a warm container restored from an earlier invoker, reserving its memory.
     /// Returns it when the budget cannot hold it (the caller destroys it).
     pub fn adopt(&mut self, slot: Slot<C>) -> Option<Slot<C>> {
@@ -1067,49 +711,9 @@ impl<C: ActionContainer> PoolState<C> {
 
 #[cfg(test)]
 mod tests {
+    use super::testkit::{make_warm, need, need_of, placed, stem_cell};
     use super::*;
     use crate::invoker::state::tests::{key, Inert};
-    use crate::model::{FullyQualifiedName, Kind};
-
-    fn need(name: &str, rev: u64, mb: u64) -> Need {
-        Need {
-            key: key(name, rev),
-            runtime: Runtime::Python,
-            memory_mb: mb,
-            tenant: EntityName::parse("guest").unwrap(),
-            concurrency: 1,
-        }
-    }
-
-    fn placed<C>(a: Result<Admission<C>, DispatchError>) -> Placement<C> {
-        match a.unwrap() {
-            Admission::Placed(p) => p,
-            Admission::Queued(_) => panic!("queued"),
-        }
-    }
-
-    /// A prewarm plan of one 256 MB python stem cell.
-    fn python_plan() -> Vec<PrewarmConfig> {
-        vec![PrewarmConfig {
-            kind: Kind::parse("python:3").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        }]
-    }
-
-    /// Runs a cold placement to the point where its container is idle and warm.
-    fn make_warm(pool: &mut PoolState<Inert>, id: &str, n: &Need) {
-        let p = placed(pool.admit(n.clone()));
-        assert!(matches!(p, Placement::Cold { .. }));
-        pool.cold_created();
-        let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
-        slot.claim(&n.key).unwrap();
-        slot.release().unwrap();
-        assert!(pool.put_back(slot).is_empty());
-        pool.finish();
-    }
 
     #[test]
     fn warm_is_reused_only_for_the_same_revision() {
@@ -1121,39 +725,6 @@ mod tests {
         assert!(matches!(placed(pool.admit(need("a", 2, 256))), Placement::Cold { .. }));
         let s = pool.stats();
         assert_eq!((s.warm_busy, s.starting, s.memory_in_use_mb), (1, 1, 512));
-    }
-
-    #[test]
-    fn stem_cell_of_matching_shape_is_taken() {
-        let mut pool = PoolState::<Inert>::new(1024, 4);
-        let plan = python_plan();
-        let grace = Duration::from_millis(100);
-        let step = pool.next_prewarm(&plan, Instant::now(), grace);
-        assert!(
-            matches!(step, PrewarmStep::Create { shape: (Runtime::Python, 256), ref evicted } if evicted.is_empty())
-        );
-        assert!(
-            matches!(pool.next_prewarm(&plan, Instant::now(), grace), PrewarmStep::Complete),
-            "one is already coming"
-        );
-        let mut slot = Slot::starting(Inert::new("p1"), Runtime::Python, 256);
-        slot.park_prewarmed().unwrap();
-        assert!(pool.prewarm_ready(slot).is_empty());
-        assert!(matches!(
-            placed(pool.admit(need("x", 1, 256))),
-            Placement::Prewarmed { need_mb: 256, .. }
-        ));
-        assert!(
-            matches!(pool.next_prewarm(&plan, Instant::now(), grace), PrewarmStep::Create { .. }),
-            "refill after it was taken"
-        );
-    }
-
-    fn stem_cell(pool: &mut PoolState<Inert>, id: &str, mb: u64) {
-        assert!(pool.budget.try_reserve(mb));
-        let mut slot = Slot::starting(Inert::new(id), Runtime::Python, mb);
-        slot.park_prewarmed().unwrap();
-        pool.prewarmed.push(slot);
     }
 
     #[test]
@@ -1181,15 +752,6 @@ mod tests {
         assert_eq!(pool.stats().memory_in_use_mb, 768);
         assert!(pool.stem_cell_resized(256, 128).is_empty());
         assert_eq!(pool.stats().memory_in_use_mb, 640);
-    }
-
-    /// Another namespace's action, billed to that namespace.
-    fn need_of(ns: &str, name: &str, mb: u64) -> Need {
-        let ns = EntityName::parse(ns).unwrap();
-        let mut n = need(name, 1, mb);
-        n.key.action = FullyQualifiedName::new(ns.clone(), EntityName::parse(name).unwrap());
-        n.tenant = ns;
-        n
     }
 
     /// Issue 17: namespace A floods a full pool; B's container, handed back microseconds ago,
@@ -1317,92 +879,6 @@ mod tests {
     }
 
     #[test]
-    fn the_filler_evicts_only_warm_containers_idle_long_enough() {
-        let mut pool = PoolState::new(512, 4);
-        make_warm(&mut pool, "old", &need("a", 1, 256));
-        make_warm(&mut pool, "new", &need("b", 1, 256));
-        let plan = python_plan();
-        let grace = Duration::from_secs(60);
-        let now = Instant::now();
-        match pool.next_prewarm(&plan, now, grace) {
-            PrewarmStep::RetryAt(at) => assert!(at > now && at <= now + grace),
-            other => panic!("nothing is idle long enough yet: {other:?}"),
-        }
-        assert_eq!(pool.stats().warm_idle, 2);
-        let later = now + grace + Duration::from_secs(1);
-        let PrewarmStep::Create { shape, evicted } = pool.next_prewarm(&plan, later, grace) else {
-            panic!("expected an eviction")
-        };
-        assert_eq!(shape, (Runtime::Python, 256));
-        assert_eq!(evicted.iter().map(|s| s.id()).collect::<Vec<_>>(), ["old"], "LRU first");
-        let s = pool.stats();
-        assert_eq!((s.warm_idle, s.starting, s.destroying), (1, 1, 1));
-        assert_eq!((pool.budget.live_mb(), s.memory_releasing_mb), (512, 256));
-        // Waiters come first: nothing is evicted while one is queued.
-        let Admission::Queued(_rx) = pool.admit(need("c", 1, 512)).unwrap() else {
-            panic!("expected queued")
-        };
-        let plan2 = vec![PrewarmConfig { count: 2, ..plan[0].clone() }];
-        assert!(matches!(pool.next_prewarm(&plan2, later, grace), PrewarmStep::RetryAt(_)));
-        assert_eq!(pool.stats().warm_idle, 1);
-    }
-
-    /// A steady load at the budget's edge: the filler evicts the action's least used container
-    /// for a stem cell, the action's next peak takes the stem cell; the filler then leaves the
-    /// action's containers alone instead of evicting again at the next idle moment, until the
-    /// action goes quiet.
-    #[test]
-    fn the_filler_does_not_evict_again_what_an_action_took_back_at_once() {
-        let mut pool = PoolState::new(512, 4);
-        let a = need("a", 1, 256);
-        // Two warm containers of the action (two runs at once made them).
-        for _ in 0..2 {
-            assert!(matches!(placed(pool.admit(a.clone())), Placement::Cold { .. }));
-            pool.cold_created();
-        }
-        for id in ["a1", "a2"] {
-            let mut slot = Slot::starting(Inert::new(id), a.runtime, a.memory_mb);
-            slot.claim(&a.key).unwrap();
-            slot.release().unwrap();
-            assert!(pool.put_back(slot).is_empty());
-            pool.finish();
-        }
-        let plan = python_plan();
-        let idle = Duration::from_millis(100);
-        let later = Instant::now() + Duration::from_secs(1);
-        let PrewarmStep::Create { evicted, .. } = pool.next_prewarm(&plan, later, idle) else {
-            panic!("expected an eviction")
-        };
-        assert_eq!(evicted.len(), 1);
-        pool.destroyed(256);
-        let mut stem = Slot::starting(Inert::new("stem"), Runtime::Python, 256);
-        stem.park_prewarmed().unwrap();
-        assert!(pool.prewarm_ready(stem).is_empty());
-        // The action's peak: its warm container and the stem cell, both back after the runs.
-        let Placement::Warm(mut warm) = placed(pool.admit(a.clone())) else { panic!("warm") };
-        let Placement::Prewarmed { slot: mut taken, .. } = placed(pool.admit(a.clone())) else {
-            panic!("the stem cell")
-        };
-        warm.claim(&a.key).unwrap();
-        taken.claim(&a.key).unwrap();
-        warm.release().unwrap();
-        assert!(pool.put_back(warm).is_empty());
-        // The load goes on: one of its containers was just used, the other a while ago.
-        std::thread::sleep(Duration::from_millis(30));
-        taken.release().unwrap();
-        assert!(pool.put_back(taken).is_empty());
-        pool.finish();
-        pool.finish();
-        let short = Duration::from_millis(20);
-        assert!(matches!(pool.next_prewarm(&plan, Instant::now(), short), PrewarmStep::RetryAt(_)));
-        assert_eq!(pool.stats().warm_idle, 2, "the filler waits rather than evict again");
-        // Once the action is quiet (no container used within the idle period), the pin gives
-        // way even before it is over: the load ended.
-        let quiet = Instant::now() + Duration::from_millis(500);
-        assert!(matches!(pool.next_prewarm(&plan, quiet, idle), PrewarmStep::Create { .. }));
-    }
-
-    #[test]
     fn eviction_is_lru_and_queue_is_fifo_and_bounded() {
         let mut pool = PoolState::new(512, 1);
         make_warm(&mut pool, "old", &need("a", 1, 256));
@@ -1519,165 +995,6 @@ mod tests {
         pool.destroyed(256);
         assert_eq!(pool.stats().memory_in_use_mb, 0);
         assert!(pool.is_quiet());
-    }
-
-    /// A shared handle that does nothing but die on request.
-    #[derive(Debug, Default)]
-    struct TestShared(std::sync::atomic::AtomicBool);
-
-    impl crate::container::SharedRuns for TestShared {
-        fn run<'a>(
-            &'a self,
-            _: &'a crate::launcher::RunSpec,
-        ) -> std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = Result<crate::container::RunOutput, crate::container::RunError>,
-                    > + Send
-                    + 'a,
-            >,
-        > {
-            Box::pin(async { Err(crate::container::RunError::Internal("not run here".into())) })
-        }
-        fn is_usable(&self) -> bool {
-            !self.0.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    fn shared_need(name: &str, concurrency: u64) -> Need {
-        Need { runtime: Runtime::Nodejs, concurrency, ..need(name, 1, 256) }
-    }
-
-    /// The first activation's cold start, up to its container initialized in concurrent mode
-    /// and serving; returns the handle.
-    fn start_serving(
-        pool: &mut PoolState<Inert>,
-        id: &str,
-        n: &Need,
-        waiting: usize,
-    ) -> (Arc<TestShared>, Vec<oneshot::Receiver<Placement<Inert>>>) {
-        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
-        pool.cold_created();
-        let joiners: Vec<_> = (0..waiting)
-            .map(|_| match pool.admit(n.clone()).unwrap() {
-                Admission::Queued(rx) => rx,
-                Admission::Placed(p) => panic!("expected to wait for the forming container: {p:?}"),
-            })
-            .collect();
-        assert_eq!(pool.stats().shared_waiting, waiting);
-        assert_eq!(pool.stats().starting + pool.stats().warm_busy, 1, "one container only");
-        let mut slot = Slot::starting(Inert::new(id), n.runtime, n.memory_mb);
-        assert_eq!(slot.claim(&n.key), Ok(true));
-        let handle = Arc::new(TestShared::default());
-        assert!(pool.serve(slot, handle.clone(), n.concurrency).is_empty());
-        (handle, joiners)
-    }
-
-    use std::sync::Arc;
-
-    #[test]
-    fn two_hundred_activations_share_one_container_and_its_memory() {
-        let mut pool = PoolState::<Inert>::new(1024, 4);
-        let n = shared_need("many", 200);
-        let (_handle, mut joiners) = start_serving(&mut pool, "s1", &n, 150);
-        for rx in &mut joiners {
-            assert!(matches!(rx.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s1"));
-        }
-        let mut seats: Vec<Joined> = Vec::new();
-        for _ in 0..49 {
-            match placed(pool.admit(n.clone())) {
-                Placement::Join(j) => seats.push(j),
-                other => panic!("expected a seat: {other:?}"),
-            }
-        }
-        let s = pool.stats();
-        assert_eq!((s.shared_serving, s.shared_in_flight, s.shared_waiting), (1, 200, 0));
-        assert_eq!((s.warm_busy, s.starting, s.memory_in_use_mb), (1, 0, 256));
-        assert_eq!(pool.stats().in_flight, 200);
-        // Full: the 201st starts a second container.
-        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
-        pool.cold_failed(256).into_iter().for_each(drop);
-        pool.formation_failed(&n.key).into_iter().for_each(drop);
-        for _ in 0..200 {
-            assert!(pool.leave(&n.key, "s1", true).is_empty());
-        }
-        for _ in 0..201 {
-            pool.finish();
-        }
-        let s = pool.stats();
-        assert_eq!(
-            (s.warm_idle, s.warm_busy, s.shared_serving, s.memory_in_use_mb),
-            (1, 0, 0, 256)
-        );
-        // Idle, it keeps its handle: the next activation joins it without an init.
-        assert!(
-            matches!(placed(pool.admit(n.clone())), Placement::Join(ref j) if j.container == "s1")
-        );
-        assert_eq!(pool.stats().shared_in_flight, 1);
-        assert!(pool.leave(&n.key, "s1", true).is_empty());
-        pool.finish();
-        // And it ages out like any warm container.
-        let later = Instant::now() + Duration::from_secs(61);
-        assert_eq!(pool.take_expired(later, Duration::from_secs(60)).len(), 1);
-    }
-
-    #[test]
-    fn a_dead_shared_container_takes_no_joins_and_goes_after_its_last_run() {
-        let mut pool = PoolState::<Inert>::new(512, 4);
-        let n = shared_need("d", 10);
-        let (handle, mut joiners) = start_serving(&mut pool, "s1", &n, 1);
-        assert!(matches!(joiners[0].try_recv(), Ok(Placement::Join(_))));
-        handle.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        assert!(pool.leave(&n.key, "s1", false).is_empty(), "one run still in it");
-        assert!(
-            matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }),
-            "a dead container takes no joins"
-        );
-        let gone = pool.leave(&n.key, "s1", false);
-        assert_eq!(gone.iter().map(|s| s.id()).collect::<Vec<_>>(), ["s1"]);
-        let s = pool.stats();
-        assert_eq!((s.destroying, s.shared_serving, s.warm_idle), (1, 0, 0));
-        assert_eq!(s.memory_releasing_mb, 256);
-    }
-
-    #[test]
-    fn waiters_are_served_by_room_in_the_shared_container() {
-        let mut pool = PoolState::<Inert>::new(256, 4);
-        let n = shared_need("r", 2);
-        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
-        pool.cold_created();
-        let Admission::Queued(mut seat) = pool.admit(n.clone()).unwrap() else { panic!() };
-        // The forming container has no more room and the budget none: the fair queue.
-        let Admission::Queued(mut queued) = pool.admit(n.clone()).unwrap() else { panic!() };
-        assert_eq!((pool.stats().shared_waiting, pool.stats().queued), (1, 1));
-        let mut slot = Slot::starting(Inert::new("s1"), n.runtime, n.memory_mb);
-        slot.claim(&n.key).unwrap();
-        assert!(pool.serve(slot, Arc::new(TestShared::default()), 2).is_empty());
-        assert!(matches!(seat.try_recv(), Ok(Placement::Join(_))));
-        assert!(queued.try_recv().is_err(), "full");
-        assert!(pool.leave(&n.key, "s1", true).is_empty());
-        assert!(matches!(queued.try_recv(), Ok(Placement::Join(_))), "served by the room");
-        assert_eq!(pool.stats().shared_in_flight, 2);
-    }
-
-    #[test]
-    fn a_failed_formation_places_its_waiters_anew() {
-        let mut pool = PoolState::<Inert>::new(512, 4);
-        let n = shared_need("f", 5);
-        assert!(matches!(placed(pool.admit(n.clone())), Placement::Cold { .. }));
-        let Admission::Queued(mut a) = pool.admit(n.clone()).unwrap() else { panic!() };
-        let Admission::Queued(mut b) = pool.admit(n.clone()).unwrap() else { panic!() };
-        // The create failed: its memory goes back, and the waiters start the next container.
-        assert!(pool.cold_failed(256).is_empty());
-        assert!(pool.formation_failed(&n.key).is_empty());
-        assert!(matches!(a.try_recv(), Ok(Placement::Cold { .. })));
-        assert!(b.try_recv().is_err(), "b now waits for a's container");
-        assert_eq!(pool.stats().shared_waiting, 1);
-        pool.cold_created();
-        let mut slot = Slot::starting(Inert::new("s2"), n.runtime, n.memory_mb);
-        slot.claim(&n.key).unwrap();
-        assert!(pool.serve(slot, Arc::new(TestShared::default()), 5).is_empty());
-        assert!(matches!(b.try_recv(), Ok(Placement::Join(ref j)) if j.container == "s2"));
     }
 
     #[test]
