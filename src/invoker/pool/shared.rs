@@ -226,7 +226,13 @@ impl<C: ActionContainer> PoolState<C> {
             self.serving.remove(key);
         }
         let Serving { mut slot, dead, .. } = s;
-        if dead || self.closing {
+        let reusable = !dead && !self.closing;
+        let released = reusable
+            && slot.release().map_err(|e| {
+                tracing::error!(error = %e, "a shared container cannot go back to idle; destroying it");
+            }).is_ok();
+        if !released {
+            // Retired: its memory may be taken at once by a waiter, as for any eviction.
             self.budget.retire(slot.memory_mb());
             self.destroying += 1;
             let mut out = vec![slot];
@@ -234,12 +240,6 @@ impl<C: ActionContainer> PoolState<C> {
                 out.extend(self.pump());
             }
             return out;
-        }
-        if let Err(e) = slot.release() {
-            tracing::error!(error = %e, "a shared container cannot go back to idle; destroying it");
-            self.budget.retire(slot.memory_mb());
-            self.destroying += 1;
-            return vec![slot];
         }
         self.reinsert(vec![slot]);
         if !pump || self.queue.is_empty() {
@@ -377,6 +377,27 @@ mod tests {
         let s = pool.stats();
         assert_eq!((s.destroying, s.shared_serving, s.warm_idle), (1, 0, 0));
         assert_eq!(s.memory_releasing_mb, 256);
+    }
+
+    #[test]
+    fn a_shared_container_that_cannot_go_idle_hands_its_memory_to_a_waiter() {
+        let mut pool = PoolState::<Inert>::new(256, 4);
+        let n = shared_need("s", 10);
+        let (_handle, _) = start_serving(&mut pool, "s1", &n, 0);
+        let mut waiter = match pool.admit(need("other", 1, 256)).unwrap() {
+            Admission::Queued(rx) => rx,
+            Admission::Placed(p) => panic!("the budget is full: {p:?}"),
+        };
+        // The slot is no longer busy when its last run leaves (a bookkeeping slip): it cannot
+        // be released to idle, so it is destroyed, and its memory goes to the waiter at once.
+        let serving = pool.serving.get_mut(&n.key).unwrap();
+        assert_eq!(serving[0].slot.release(), Ok(()));
+        let gone = pool.leave(&n.key, "s1", true);
+        assert_eq!(gone.iter().map(|s| s.id()).collect::<Vec<_>>(), ["s1"]);
+        assert!(
+            matches!(waiter.try_recv(), Ok(Placement::Cold { .. })),
+            "the waiter was left waiting for memory that was free"
+        );
     }
 
     #[test]
