@@ -180,6 +180,39 @@ async fn prewarmed_container_is_taken_and_refilled() {
     fx.invoker.shutdown().await;
 }
 
+/// The refill of a taken stem cell (a `runc run` and an interpreter start: much more CPU than
+/// an init or a short run) waits for the taker's init and the first 50 ms of its first run,
+/// so a prewarmed start does not share the two CPUs with it; a longer run does not keep the
+/// pool without its stem cell. On a paused clock: the order is the code's, not the machine's.
+#[tokio::test(start_paused = true)]
+async fn a_stem_cells_refill_waits_for_the_takers_first_run_not_for_a_long_one() {
+    let mut cfg = config();
+    cfg.prewarm = vec![PrewarmConfig {
+        kind: Kind::parse("python:3").unwrap(),
+        memory_mb: 256,
+        count: 1,
+        image: None,
+        digest: None,
+    }];
+    let fx = fixture(cfg).await;
+    eventually("a stem cell", || fx.invoker.stats().prewarmed == 1).await;
+    let stem_cell = fx.world.created_ids()[0].clone();
+
+    let run = fx.invoker.submit(fx.msg("long", 1, json!({"sleep_ms": 2000}))).unwrap();
+    let started = || fx.world.runs.lock().unwrap().get(&stem_cell).copied() == Some(1);
+    while !started() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(fx.world.created_count(), 1, "the refill started before the first run");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fx.world.created_count(), 2, "a long first run held the refill back");
+    assert_eq!(fx.world.runs.lock().unwrap()[&stem_cell], 1);
+    let record = run.await.unwrap();
+    assert_eq!(record.response.status, ActivationStatus::Success, "{record:?}");
+    assert_eq!(container_of(&record), stem_cell);
+    fx.invoker.shutdown().await;
+}
+
 #[tokio::test]
 async fn cold_start_when_no_stem_cell_matches() {
     let mut cfg = config();

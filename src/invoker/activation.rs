@@ -16,9 +16,10 @@
 //! run goes through the container's shared handle and ends with a `leave`, which returns the
 //! container to idle at zero in flight or destroys it when it died.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Notify};
@@ -119,11 +120,34 @@ impl<F: ContainerFactory> Drop for Finish<F> {
 }
 
 /// Wakes the prewarm filler when dropped: held while an activation that took a stem cell
-/// installs its code and inits, so that the refill (`runc create` and an interpreter start,
-/// much more CPU than the init) does not compete with that init on a two-core host, where it
-/// would double the init's time (BENCHMARKS.md, "Design measurements"). Any early return
-/// drops it too, so the pool is never left without its refill.
+/// installs its code, inits and makes its first run (for at most [`REFILL_HOLD`] of that
+/// run), so that the refill (`runc run` and an interpreter start, much more CPU than the init
+/// and the run) does not compete with them on a two-core host, where it would double their
+/// time (BENCHMARKS.md, "Design measurements" and session 7). Any early return drops it too,
+/// so the pool is never left without its refill.
 struct RefillAfterInit<'a>(&'a Notify);
+
+/// How long a prewarmed start's first run holds its stem cell's refill back: long enough for
+/// the first run of a short action (a few milliseconds: its code's first execution), short
+/// beside the refill itself (tens of milliseconds), so a long run does not leave the pool
+/// without its stem cell.
+const REFILL_HOLD: Duration = Duration::from_millis(50);
+
+/// Runs `run` while holding `refill` for at most [`REFILL_HOLD`].
+async fn holding_refill<T>(run: impl Future<Output = T>, refill: Option<RefillAfterInit<'_>>) -> T {
+    let Some(refill) = refill else { return run.await };
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => {
+            drop(refill);
+            r
+        }
+        () = tokio::time::sleep(REFILL_HOLD) => {
+            drop(refill);
+            run.await
+        }
+    }
+}
 
 impl Drop for RefillAfterInit<'_> {
     fn drop(&mut self) {
@@ -266,7 +290,6 @@ async fn execute<F: ContainerFactory>(
             Err(record) => return (record, Disposal::Destroy(slot)),
         }
     }
-    drop(refill);
     // Not shared (the driver runs one activation at a time, or a warm container): the
     // activations waiting for a seat are placed anew.
     drop(forming);
@@ -274,7 +297,7 @@ async fn execute<F: ContainerFactory>(
     let run_start_ms = now_millis();
     let spec = run_spec(inner, msg, params, run_start_ms);
     let result = tokio::select! {
-        r = slot.container_mut().run(&spec) => Ok(r),
+        r = holding_refill(slot.container_mut().run(&spec), refill) => Ok(r),
         () = abort.wait() => Err(Interrupted::Aborted),
     };
     let timing = Timing {
