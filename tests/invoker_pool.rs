@@ -146,22 +146,7 @@ async fn an_action_updated_before_install_ends_superseded() {
 #[tokio::test]
 async fn prewarmed_container_is_taken_and_refilled() {
     let mut cfg = config();
-    cfg.prewarm = vec![
-        PrewarmConfig {
-            kind: Kind::parse("python:3").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        },
-        PrewarmConfig {
-            kind: Kind::parse("nodejs").unwrap(),
-            memory_mb: 256,
-            count: 1,
-            image: None,
-            digest: None,
-        },
-    ];
+    cfg.prewarm = vec![stem_cells("python:3", 1), stem_cells("nodejs", 1)];
     let fx = fixture(cfg).await;
     eventually("two stem cells", || fx.invoker.stats().prewarmed == 2).await;
     let stem_cells = fx.world.created_ids();
@@ -187,13 +172,7 @@ async fn prewarmed_container_is_taken_and_refilled() {
 #[tokio::test(start_paused = true)]
 async fn a_stem_cells_refill_waits_for_the_takers_first_run_not_for_a_long_one() {
     let mut cfg = config();
-    cfg.prewarm = vec![PrewarmConfig {
-        kind: Kind::parse("python:3").unwrap(),
-        memory_mb: 256,
-        count: 1,
-        image: None,
-        digest: None,
-    }];
+    cfg.prewarm = python_stem_cells(1);
     let fx = fixture(cfg).await;
     eventually("a stem cell", || fx.invoker.stats().prewarmed == 1).await;
     let stem_cell = fx.world.created_ids()[0].clone();
@@ -216,13 +195,7 @@ async fn a_stem_cells_refill_waits_for_the_takers_first_run_not_for_a_long_one()
 #[tokio::test]
 async fn cold_start_when_no_stem_cell_matches() {
     let mut cfg = config();
-    cfg.prewarm = vec![PrewarmConfig {
-        kind: Kind::parse("nodejs").unwrap(),
-        memory_mb: 256,
-        count: 1,
-        image: None,
-        digest: None,
-    }];
+    cfg.prewarm = vec![stem_cells("nodejs", 1)];
     let fx = fixture(cfg).await;
     eventually("stem cell", || fx.invoker.stats().prewarmed == 1).await;
     let a = fx.invoke(fx.msg("py", 1, json!({}))).await;
@@ -260,14 +233,19 @@ fn drain(rx: &mut tokio::sync::broadcast::Receiver<PoolEvent>) -> Vec<PoolEvent>
     out
 }
 
-fn python_stem_cells(count: usize) -> Vec<PrewarmConfig> {
-    vec![PrewarmConfig {
-        kind: Kind::parse("python:3").unwrap(),
+/// `count` stem cells of `kind` at 256 MB.
+fn stem_cells(kind: &str, count: usize) -> PrewarmConfig {
+    PrewarmConfig {
+        kind: Kind::parse(kind).unwrap(),
         memory_mb: 256,
         count,
         image: None,
         digest: None,
-    }]
+    }
+}
+
+fn python_stem_cells(count: usize) -> Vec<PrewarmConfig> {
+    vec![stem_cells("python:3", count)]
 }
 
 /// Fills a 1024 MB pool with one action: its stem cell taken, then cold starts up to the
@@ -621,13 +599,7 @@ async fn action_larger_than_the_whole_budget_is_refused() {
 #[tokio::test]
 async fn shutdown_drains_running_work_and_destroys_every_container() {
     let mut cfg = config();
-    cfg.prewarm = vec![PrewarmConfig {
-        kind: Kind::parse("nodejs").unwrap(),
-        memory_mb: 256,
-        count: 2,
-        image: None,
-        digest: None,
-    }];
+    cfg.prewarm = vec![stem_cells("nodejs", 2)];
     let fx = fixture(cfg).await;
     eventually("stem cells", || fx.invoker.stats().prewarmed == 2).await;
     fx.invoke(fx.msg("idle", 1, json!({}))).await;

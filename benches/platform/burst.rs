@@ -91,16 +91,8 @@ pub async fn run(
             Ok((seen, _)) => out.refill.push(seen - ended),
             Err(_) => out.no_refill += 1,
         }
-        // The other runtime's stem cell (evicted by the burst) comes back next; its create
+        // The other runtime's stem cell (evicted by the burst) comes back next: its create
         // would otherwise compete with the measured start for the two CPUs.
-        for other in OTHER_STEM_CELLS.iter().filter(|o| **o != rt) {
-            let _ = daemon
-                .log
-                .wait_for(ended, REFILL_TIMEOUT, "the other stem cell's refill", |l| {
-                    daemon::is_prewarmed(l, other)
-                })
-                .await;
-        }
         settled(&mut c).await?;
         out.after_refill.push(api::invoke(&mut c, &later_name).await?);
     }
